@@ -1,0 +1,21 @@
+//! Host implementations of the WIT capability interfaces. A stage reaches
+//! one only if its pipeline grants it (see `pipeline::grants`).
+
+pub mod knowledge;
+pub mod log;
+pub mod speech;
+pub mod transcriber;
+
+use crate::pipeline::bindings::types::{self, CapabilityError};
+use crate::pipeline::state::StageState;
+
+// The `types` interface has no functions; its host trait is empty.
+impl types::Host for StageState {}
+
+/// The error a capability returns while the pipeline has no backend for it.
+pub(crate) fn not_configured(capability: &str) -> CapabilityError {
+    CapabilityError::NotConfigured(format!(
+        "the `{capability}` capability has no backend configured in this host \
+         (pipeline section [capabilities.{capability}])"
+    ))
+}

@@ -1,0 +1,83 @@
+//! The `callpipe` command line.
+
+mod build;
+mod check;
+mod replay;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callpipe",
+    version,
+    about = "Real-time phone-call assistance on WebAssembly stage pipelines",
+    long_about = "callpipe runs phone calls through pipelines of WebAssembly components \
+                  declared in TOML. Set CALLPIPE_LOG (e.g. `info`, `callpipe_host=debug`) to change logging."
+)]
+pub struct Cli {
+    /// Where callpipe keeps its state (compiled-component cache, ...).
+    #[arg(long, global = true, env = "CALLPIPE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate pipeline files: TOML, components, grants and event flow.
+    Check(check::Args),
+    /// Feed a recording through a pipeline as Twilio 20 ms mu-law frames.
+    Replay(replay::Args),
+    /// Build every plugin a pipeline references (wasm32-wasip2 components).
+    Build(build::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check(args) => check::run(&cli.data_dir, args).await,
+            Command::Replay(args) => replay::run(&cli.data_dir, args).await,
+            Command::Build(args) => build::run(&cli.data_dir, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLPIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A runtime sized for one-shot commands (a few calls at most).
+fn small_runtime(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<crate::pipeline::Runtime>> {
+    let mut config = crate::pipeline::RuntimeConfig::new(data_dir);
+    config.max_instances = 64;
+    Ok(crate::pipeline::Runtime::new(config)?)
+}

@@ -1,0 +1,107 @@
+//! Capability grants: which WIT interfaces a stage may import. A component
+//! importing an interface its stage is not granted is refused at load.
+
+use super::state::StageState;
+use crate::pipeline::bindings::callpipe::stage as wit;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    Transcriber,
+    Knowledge,
+    Speech,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 3] = [
+        Capability::Transcriber,
+        Capability::Knowledge,
+        Capability::Speech,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Transcriber => "transcriber",
+            Capability::Knowledge => "knowledge",
+            Capability::Speech => "speech",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Interfaces of our package that every stage may import without a grant.
+const ALWAYS: [&str; 2] = ["types", "log"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrantError {
+    #[error(
+        "the component imports `{import}`, but the stage is not granted `{capability}` (add it to `grants`)"
+    )]
+    NotGranted {
+        import: String,
+        capability: &'static str,
+    },
+    #[error("the component imports `{import}`, which this host does not provide")]
+    Unknown { import: String },
+}
+
+/// Checks every import of `component` against `grants`; all problems at once.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    grants: &[Capability],
+) -> Vec<GrantError> {
+    let mut errors = Vec::new();
+    for (name, _) in component.component_type().imports(engine) {
+        let interface = name.split('@').next().unwrap_or(name);
+        if let Some(ours) = interface.strip_prefix("callpipe:stage/") {
+            if ALWAYS.contains(&ours) {
+                continue;
+            }
+            match Capability::parse(ours) {
+                Some(cap) if grants.contains(&cap) => {}
+                Some(cap) => errors.push(GrantError::NotGranted {
+                    import: name.to_string(),
+                    capability: cap.name(),
+                }),
+                None => errors.push(GrantError::Unknown {
+                    import: name.to_string(),
+                }),
+            }
+        } else if !interface.starts_with("wasi:") {
+            errors.push(GrantError::Unknown {
+                import: name.to_string(),
+            });
+        }
+    }
+    errors
+}
+
+/// A linker with WASI (sandboxed: no files, sockets or environment), `log`,
+/// and exactly the granted capabilities.
+pub fn linker(engine: &Engine, grants: &[Capability]) -> wasmtime::Result<Linker<StageState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wit::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?;
+    wit::log::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?;
+    for cap in grants {
+        match cap {
+            Capability::Transcriber => wit::transcriber::add_to_linker::<
+                StageState,
+                HasSelf<StageState>,
+            >(&mut linker, |s| s)?,
+            Capability::Knowledge => wit::knowledge::add_to_linker::<
+                StageState,
+                HasSelf<StageState>,
+            >(&mut linker, |s| s)?,
+            Capability::Speech => {
+                wit::speech::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?
+            }
+        }
+    }
+    Ok(linker)
+}

@@ -1,0 +1,506 @@
+//! Loading a pipeline file: everything `callpipe check` validates, ending in
+//! one `InstancePre` per stage. A pipeline with any error is never returned.
+
+use super::bindings::FullStagePre;
+use super::bindings::types::{CallInfo, Descriptor};
+use super::diagnostics::{Diagnostic, Diagnostics, SourceMap};
+use super::engine::Runtime;
+use super::event::{HOST_INJECTED, KindSet, kind_name, parse_kind};
+use super::grants::{self, Capability};
+use super::instance::{InstanceError, StageInstance};
+use super::model::{Limits, PipelineFile, StageSpec};
+use super::plugins::{self, Source};
+use super::state::StageState;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Build plugin crates that a stage names (with cargo).
+    pub build_plugins: bool,
+    /// Capture cargo's output rather than showing its progress.
+    pub quiet: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            build_plugins: true,
+            quiet: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LoadedStage {
+    pub name: Arc<str>,
+    pub component: String,
+    pub wasm: PathBuf,
+    pub on: KindSet,
+    pub emits: KindSet,
+    pub grants: Vec<Capability>,
+    pub config_json: String,
+    pub limits: Limits,
+    pub descriptor: Descriptor,
+    pub pre: FullStagePre<StageState>,
+}
+
+pub struct LoadedPipeline {
+    pub name: String,
+    pub language: String,
+    pub path: PathBuf,
+    /// Content hash of the file: calls keep the version they started with.
+    pub version: String,
+    pub queue: usize,
+    pub stages: Vec<Arc<LoadedStage>>,
+    pub runtime: Arc<Runtime>,
+}
+
+/// Call info used to validate `init` at load time.
+pub fn sample_call(language: &str) -> CallInfo {
+    CallInfo {
+        session_id: "check".into(),
+        call_sid: "CAcheck".into(),
+        technician_id: "technician".into(),
+        technician_name: "Technician".into(),
+        language: language.into(),
+        speakers: vec![],
+    }
+}
+
+fn is_kebab(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('-').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// A stage that passed the static checks, waiting for its component.
+struct Pending<'a> {
+    spec: &'a Spanned<StageSpec>,
+    grants: Vec<Capability>,
+    on: Option<KindSet>,
+    source: Option<Source>,
+}
+
+pub async fn load(
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedPipeline, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.into(),
+            line: 1,
+            column: 1,
+            stage: None,
+            message: format!("cannot read the pipeline file: {e}"),
+        }])
+    })?;
+    load_str(runtime, path, &text, options).await
+}
+
+pub async fn load_str(
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    text: &str,
+    options: &LoadOptions,
+) -> Result<LoadedPipeline, Diagnostics> {
+    let map = SourceMap { file: path, text };
+    let file = PipelineFile::parse(path, text).map_err(|d| Diagnostics(vec![d]))?;
+    let mut diags = Vec::new();
+    let pipeline_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let pipeline_dir = if pipeline_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        pipeline_dir
+    };
+
+    if !is_kebab(file.pipeline.name.get_ref()) {
+        diags.push(map.at(
+            Some(file.pipeline.name.span()),
+            None,
+            "the pipeline name must be kebab-case",
+        ));
+    }
+    if file.pipeline.queue == 0 {
+        diags.push(map.at(None, None, "[pipeline] queue must be at least 1"));
+    }
+    for (cap, section) in [
+        ("transcriber", &file.capabilities.transcriber),
+        ("knowledge", &file.capabilities.knowledge),
+        ("speech", &file.capabilities.speech),
+    ] {
+        if let Some(section) = section
+            && !section.get_ref().is_empty()
+        {
+            diags.push(map.at(
+                Some(section.span()),
+                None,
+                format!("[capabilities.{cap}] takes no settings in this version of callpipe"),
+            ));
+        }
+    }
+    if file.stages.is_empty() {
+        diags.push(map.at(None, None, "the pipeline has no [[stages]]"));
+    }
+
+    // Static checks, stage by stage.
+    let mut seen = HashSet::new();
+    let mut pending = Vec::new();
+    for spec in &file.stages {
+        let s = spec.get_ref();
+        let name = s.name.get_ref().as_str();
+        let at = |span, msg: String| map.at(Some(span), Some(name), msg);
+        if !is_kebab(name) {
+            diags.push(at(
+                s.name.span(),
+                "stage names must be kebab-case (e.g. `energy-vad`)".into(),
+            ));
+        }
+        if !seen.insert(name.to_string()) {
+            diags.push(at(
+                s.name.span(),
+                format!("another stage is already named `{name}`"),
+            ));
+        }
+        let mut grants = Vec::new();
+        for g in &s.grants {
+            match Capability::parse(g.get_ref()) {
+                Some(c) => grants.push(c),
+                None => diags.push(at(
+                    g.span(),
+                    format!(
+                        "unknown capability `{}` in grants (known: {})",
+                        g.get_ref(),
+                        Capability::ALL.map(|c| c.name()).join(", ")
+                    ),
+                )),
+            }
+        }
+        let on = s.on.as_ref().map(|on| {
+            let mut set = KindSet::default();
+            for k in on.get_ref() {
+                match parse_kind(k.get_ref()) {
+                    Some(kind) => set.insert(kind),
+                    None => diags.push(at(
+                        k.span(),
+                        format!(
+                            "unknown event kind `{}` in `on` (known: {})",
+                            k.get_ref(),
+                            super::event::ALL_KINDS.map(kind_name).join(", ")
+                        ),
+                    )),
+                }
+            }
+            set
+        });
+        let max = runtime.config().max_memory_mib;
+        if s.limits.memory_mib == 0 || s.limits.memory_mib > max {
+            diags.push(at(
+                spec.span(),
+                format!("limits.memory_mib must be between 1 and {max}"),
+            ));
+        }
+        if s.limits.deadline_ms == 0 {
+            diags.push(at(
+                spec.span(),
+                "limits.deadline_ms must be at least 1".into(),
+            ));
+        }
+        let source = match plugins::resolve(s.component.get_ref(), &pipeline_dir) {
+            Ok(source) => Some(source),
+            Err(e) => {
+                diags.push(at(s.component.span(), e.to_string()));
+                None
+            }
+        };
+        pending.push(Pending {
+            spec,
+            grants,
+            on,
+            source,
+        });
+    }
+
+    // Build every plugin crate the pipeline names, in one cargo run.
+    let crates: Vec<(PathBuf, String)> = pending
+        .iter()
+        .filter_map(|p| match &p.source {
+            Some(Source::Crate { dir, package }) => Some((dir.clone(), package.clone())),
+            _ => None,
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let mut built = BTreeMap::new();
+    if !crates.is_empty() {
+        if options.build_plugins {
+            let quiet = options.quiet;
+            let result = tokio::task::spawn_blocking(move || plugins::build(&crates, quiet)).await;
+            match result {
+                Ok(Ok(b)) => built = b,
+                Ok(Err(e)) => diags.push(map.at(None, None, e.to_string())),
+                Err(e) => diags.push(map.at(None, None, format!("plugin build panicked: {e}"))),
+            }
+        } else {
+            for (dir, package) in &crates {
+                built.insert(
+                    package.clone(),
+                    plugins::artifact_path(&plugins::target_dir(dir), package),
+                );
+            }
+        }
+    }
+
+    // Compile, check grants, link, describe and init each stage.
+    let mut stages = Vec::new();
+    let mut available: KindSet = HOST_INJECTED.into_iter().collect();
+    // Once a stage fails to load, what it would emit is unknown: the event
+    // flow of later stages cannot be judged.
+    let mut flow_known = true;
+    for p in pending {
+        let s = p.spec.get_ref();
+        let name = s.name.get_ref().clone();
+        let at = |span, msg: String| map.at(Some(span), Some(&name), msg);
+        let errors_before = diags.len();
+        let spec = p.spec;
+        let loaded = load_stage(
+            runtime,
+            &map,
+            p,
+            &built,
+            &file.pipeline.language,
+            &mut diags,
+        )
+        .await;
+        let Some(stage) = loaded else {
+            flow_known = false;
+            continue;
+        };
+        if diags.len() > errors_before {
+            flow_known = false;
+        }
+        if flow_known {
+            // Every kind a stage waits for must be able to reach it.
+            for kind in stage.on.iter() {
+                if !available.contains(kind) {
+                    let span =
+                        s.on.as_ref()
+                            .and_then(|on| {
+                                on.get_ref()
+                                    .iter()
+                                    .find(|k| k.get_ref() == kind_name(kind))
+                                    .map(|k| k.span())
+                            })
+                            .unwrap_or(spec.span());
+                    diags.push(at(
+                        span,
+                        format!(
+                            "the stage handles `{}`, but no earlier stage emits it and the host does not inject it",
+                            kind_name(kind)
+                        ),
+                    ));
+                }
+            }
+        }
+        for kind in stage.emits.iter() {
+            available.insert(kind);
+        }
+        stages.push(Arc::new(stage));
+    }
+
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(Diagnostics(diags));
+    }
+    Ok(LoadedPipeline {
+        name: file.pipeline.name.get_ref().clone(),
+        language: file.pipeline.language.clone(),
+        path: path.to_path_buf(),
+        version: hex::encode(&Sha256::digest(text.as_bytes())[..6]),
+        queue: file.pipeline.queue,
+        stages,
+        runtime: runtime.clone(),
+    })
+}
+
+/// Compiles, checks grants, links, describes and inits one stage.
+async fn load_stage(
+    runtime: &Arc<Runtime>,
+    map: &SourceMap<'_>,
+    p: Pending<'_>,
+    built: &BTreeMap<String, PathBuf>,
+    language: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<LoadedStage> {
+    let s = p.spec.get_ref();
+    let name = s.name.get_ref().clone();
+    let at = |span, msg: String| map.at(Some(span), Some(&name), msg);
+    let wasm = match &p.source {
+        Some(Source::Wasm(path)) => path.clone(),
+        Some(Source::Crate { package, .. }) => match built.get(package) {
+            Some(path) => path.clone(),
+            None => return None, // the build error is already reported
+        },
+        None => return None,
+    };
+    let rt = runtime.clone();
+    let wasm_for_compile = wasm.clone();
+    let component = match tokio::task::spawn_blocking(move || rt.compile(&wasm_for_compile)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            diags.push(at(
+                s.component.span(),
+                format!("component fails to compile: {e}"),
+            ));
+            return None;
+        }
+        Err(e) => {
+            diags.push(at(s.component.span(), format!("compilation panicked: {e}")));
+            return None;
+        }
+    };
+    let grant_errors = grants::check_imports(runtime.engine(), &component, &p.grants);
+    if !grant_errors.is_empty() {
+        for e in grant_errors {
+            diags.push(at(s.component.span(), e.to_string()));
+        }
+        return None;
+    }
+    let pre = grants::linker(runtime.engine(), &p.grants)
+        .and_then(|l| l.instantiate_pre(&component))
+        .and_then(FullStagePre::new);
+    let pre = match pre {
+        Ok(pre) => pre,
+        Err(e) => {
+            diags.push(at(
+                s.component.span(),
+                format!("the component does not fit the callpipe:stage contract: {e:#}"),
+            ));
+            return None;
+        }
+    };
+    let config_json = s.config_json();
+    let mut stage = LoadedStage {
+        name: Arc::from(name.as_str()),
+        component: s.component.get_ref().clone(),
+        wasm,
+        on: p.on.unwrap_or_default(),
+        emits: KindSet::default(),
+        grants: p.grants.clone(),
+        config_json,
+        limits: s.limits,
+        descriptor: Descriptor {
+            name: String::new(),
+            version: String::new(),
+            emits: vec![],
+            default_on: vec![],
+        },
+        pre,
+    };
+    match probe(runtime, &mut stage, language).await {
+        Ok(()) => {}
+        Err(InstanceError::Init(m)) => {
+            let table = s.config.as_ref().map_or(p.spec.span(), |c| c.span());
+            let span = key_span(map.text, table.clone(), &m).unwrap_or(table);
+            diags.push(at(
+                span,
+                format!("the stage rejects its config: {}", strip_json_position(&m)),
+            ));
+            return None;
+        }
+        Err(e) => {
+            diags.push(at(s.component.span(), e.to_string()));
+            return None;
+        }
+    }
+    if p.on.is_none() {
+        stage.on = stage.descriptor.default_on.iter().copied().collect();
+    }
+    Some(stage)
+}
+
+/// serde_json ends messages with a position in the JSON the host built,
+/// which means nothing to someone editing TOML.
+fn strip_json_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    }
+}
+
+/// Where, inside a stage's config table, the key an error names (``unknown
+/// field `x` `` or ``... at `x` ``) is written; serde errors name keys, not spans.
+fn key_span(
+    text: &str,
+    table: std::ops::Range<usize>,
+    message: &str,
+) -> Option<std::ops::Range<usize>> {
+    let key = message.split('`').nth(1)?;
+    let region = text.get(table.clone())?;
+    let mut offset = table.start;
+    for line in region.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = offset + (line.len() - trimmed.len());
+            return Some(start..start + key.len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Instantiates the stage once: reads its descriptor and checks that `init`
+/// accepts the configured settings, so a bad config fails at load, not mid-call.
+async fn probe(
+    runtime: &Arc<Runtime>,
+    stage: &mut LoadedStage,
+    language: &str,
+) -> Result<(), InstanceError> {
+    let mut store = wasmtime::Store::new(
+        runtime.engine(),
+        StageState::new(
+            super::state::StageContext {
+                call_id: "check".into(),
+                stage: stage.name.clone(),
+            },
+            wasmtime::StoreLimitsBuilder::new()
+                .memory_size(stage.limits.memory_mib as usize * 1024 * 1024)
+                .trap_on_grow_failure(true)
+                .build(),
+        ),
+    );
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(runtime.ticks_for(2000));
+    store.epoch_deadline_trap();
+    let bindings = stage
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("{e:#}")))?;
+    let descriptor = bindings
+        .callpipe_stage_stage()
+        .call_describe(&mut store)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("describe trapped: {e:#}")))?;
+    stage.emits = descriptor.emits.iter().copied().collect();
+    stage.descriptor = descriptor;
+    drop(store);
+    // `init` through the same path a call uses.
+    StageInstance::start(
+        runtime.clone(),
+        Arc::new(stage.clone()),
+        "check".into(),
+        sample_call(language),
+    )
+    .await
+    .map(|_| ())
+}

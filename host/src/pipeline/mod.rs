@@ -1,0 +1,22 @@
+//! Pipelines: the TOML model, validation, component loading and the per-call
+//! runner. wasmtime stays inside this module.
+
+pub mod bindings;
+pub mod call;
+pub mod diagnostics;
+pub mod engine;
+pub mod event;
+pub mod grants;
+pub mod instance;
+pub mod loader;
+pub mod model;
+pub mod plugins;
+pub mod state;
+pub mod stats;
+
+pub use bindings::types::{CallInfo, Event, EventKind};
+pub use call::{Call, CallOutput};
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use engine::{Runtime, RuntimeConfig};
+pub use loader::{LoadOptions, LoadedPipeline, LoadedStage};
+pub use model::PipelineFile;

@@ -1,0 +1,224 @@
+//! Finding a stage's component and building plugin crates to wasm32-wasip2,
+//! so a pipeline that names `energy-vad` just works from a source checkout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A compiled component.
+    Wasm(PathBuf),
+    /// A plugin crate, built on demand.
+    Crate { dir: PathBuf, package: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("component `{component}` not found (looked for {looked})")]
+    NotFound { component: String, looked: String },
+    #[error("cannot read {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("cannot run cargo to build plugins: {0}")]
+    Spawn(std::io::Error),
+    #[error("building plugins failed (cargo exited with {status}):\n{output}")]
+    Build { status: String, output: String },
+    #[error("cargo built `{package}` but {path} is missing")]
+    MissingArtifact { package: String, path: PathBuf },
+}
+
+/// Directories searched for a bare component name.
+pub fn search_dirs(pipeline_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("CALLPIPE_PLUGIN_PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push(pipeline_dir.join("..").join("plugins"));
+    dirs.push(pipeline_dir.join("plugins"));
+    dirs
+}
+
+/// Resolves the `component` value of a stage: a `.wasm` path, a crate
+/// directory (relative to the pipeline file), or the name of a plugin.
+pub fn resolve(component: &str, pipeline_dir: &Path) -> Result<Source, PluginError> {
+    let as_path = pipeline_dir.join(component);
+    if component.ends_with(".wasm") {
+        return if as_path.is_file() {
+            Ok(Source::Wasm(as_path))
+        } else {
+            Err(PluginError::NotFound {
+                component: component.into(),
+                looked: as_path.display().to_string(),
+            })
+        };
+    }
+    let mut looked = Vec::new();
+    let candidates: Vec<PathBuf> = if component.contains('/') || component.starts_with('.') {
+        vec![as_path]
+    } else {
+        search_dirs(pipeline_dir)
+            .into_iter()
+            .flat_map(|d| [d.join(format!("{component}.wasm")), d.join(component)])
+            .collect()
+    };
+    for candidate in candidates {
+        if candidate.extension().is_some_and(|e| e == "wasm") && candidate.is_file() {
+            return Ok(Source::Wasm(candidate));
+        }
+        let manifest = candidate.join("Cargo.toml");
+        if manifest.is_file() {
+            let package = package_name(&manifest)?;
+            return Ok(Source::Crate {
+                dir: candidate,
+                package,
+            });
+        }
+        looked.push(candidate.display().to_string());
+    }
+    Err(PluginError::NotFound {
+        component: component.into(),
+        looked: looked.join(", "),
+    })
+}
+
+fn package_name(manifest: &Path) -> Result<String, PluginError> {
+    let err = |message: String| PluginError::Manifest {
+        path: manifest.into(),
+        message,
+    };
+    let text = std::fs::read_to_string(manifest).map_err(|e| err(e.to_string()))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+    doc.get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| err("no [package] name".into()))
+}
+
+/// Where plugin builds go: beside, not inside, the host's own build, so a
+/// plugin build never waits for the lock of a host build in progress.
+pub fn target_dir(crate_dir: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CALLPIPE_PLUGIN_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("plugins");
+    }
+    let root = crate_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(crate_dir);
+    root.join("target").join("plugins")
+}
+
+pub fn artifact_path(target_dir: &Path, package: &str) -> PathBuf {
+    target_dir
+        .join(WASM_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds plugin crates (one cargo invocation) and returns each package's
+/// component. `quiet` captures cargo's output instead of showing progress.
+pub fn build(
+    crates: &[(PathBuf, String)],
+    quiet: bool,
+) -> Result<BTreeMap<String, PathBuf>, PluginError> {
+    let Some((first_dir, _)) = crates.first() else {
+        return Ok(BTreeMap::new());
+    };
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let target = target_dir(first_dir);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(WASM_TARGET)
+        .arg("--manifest-path")
+        .arg(first_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // Small, fast components: no debug info, whole-program optimisation.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "false")
+        .env_remove("CARGO_TARGET_DIR");
+    for (_, package) in crates {
+        cmd.arg("-p").arg(package);
+    }
+    let output = if quiet {
+        cmd.stdin(Stdio::null())
+            .output()
+            .map_err(PluginError::Spawn)?
+    } else {
+        let status = cmd
+            .stdin(Stdio::null())
+            .status()
+            .map_err(PluginError::Spawn)?;
+        std::process::Output {
+            status,
+            stdout: vec![],
+            stderr: vec![],
+        }
+    };
+    if !output.status.success() {
+        return Err(PluginError::Build {
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let mut built = BTreeMap::new();
+    for (_, package) in crates {
+        let path = artifact_path(&target, package);
+        if !path.is_file() {
+            return Err(PluginError::MissingArtifact {
+                package: package.clone(),
+                path,
+            });
+        }
+        built.insert(package.clone(), path);
+    }
+    Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_names_paths_and_reports_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipelines = dir.path().join("pipelines");
+        let plugin = dir.path().join("plugins").join("my-stage");
+        std::fs::create_dir_all(&pipelines).unwrap();
+        std::fs::create_dir_all(&plugin).unwrap();
+        std::fs::write(
+            plugin.join("Cargo.toml"),
+            "[package]\nname = \"acme-my-stage\"\n",
+        )
+        .unwrap();
+        std::fs::write(pipelines.join("x.wasm"), b"\0asm").unwrap();
+
+        match resolve("my-stage", &pipelines).unwrap() {
+            Source::Crate { package, .. } => assert_eq!(package, "acme-my-stage"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve("x.wasm", &pipelines).unwrap(),
+            Source::Wasm(_)
+        ));
+        let err = resolve("nope", &pipelines).unwrap_err().to_string();
+        assert!(
+            err.contains("`nope` not found") && err.contains("plugins"),
+            "{err}"
+        );
+        assert!(resolve("missing.wasm", &pipelines).is_err());
+    }
+}
