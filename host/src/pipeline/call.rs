@@ -178,14 +178,14 @@ async fn run_stage(
                 let ctx = inst.context();
                 match &error {
                     HandleError::Stage(_) => {
-                        tracing::warn!(call = %ctx.call_id, stage = %ctx.stage, kind = ?kind, "event failed: {error}")
+                        tracing::warn!(call = %ctx.call_id, stage = %ctx.stage, kind = super::event::kind_name(kind), "event failed: {error}")
                     }
                     HandleError::Fault(_) => {
                         stats.restarts.fetch_add(1, Relaxed);
                         tracing::error!(
                             call = %ctx.call_id,
                             stage = %ctx.stage,
-                            kind = ?kind,
+                            kind = super::event::kind_name(kind),
                             "stage instance replaced after a fault: {error}"
                         )
                     }

@@ -443,15 +443,26 @@ fn key_span(
     message: &str,
 ) -> Option<std::ops::Range<usize>> {
     let key = message.split('`').nth(1)?;
-    let region = text.get(table.clone())?;
+    // The table's span may cover only its `[stages.config]` header (or an
+    // inline `{ ... }`): search from there up to the next table header.
+    let rest = text.get(table.start..)?;
     let mut offset = table.start;
-    for line in region.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
-        {
-            let start = offset + (line.len() - trimmed.len());
-            return Some(start..start + key.len());
+    for (n, line) in rest.split_inclusive('\n').enumerate() {
+        if n > 0 && line.trim_start().starts_with('[') {
+            break;
+        }
+        let mut from = 0;
+        while let Some(found) = line[from..].find(key) {
+            let at = from + found;
+            let before_ok = line[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            let after = line[at + key.len()..].trim_start();
+            if before_ok && after.starts_with('=') && !after.starts_with("==") {
+                return Some(offset + at..offset + at + key.len());
+            }
+            from = at + key.len();
         }
         offset += line.len();
     }

@@ -1,0 +1,179 @@
+//! The `callpipe` binary, as a user runs it.
+
+use callpipe_host::audio::wav;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn callpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callpipe"))
+        .args(args)
+        .current_dir(root())
+        .env("CALLPIPE_PLUGIN_PATH", root().join("plugins"))
+        .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .output()
+        .expect("callpipe runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_default_pipeline_checks_clean() {
+    let out = callpipe(&["check", "pipelines/technician-support.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok: pipelines/technician-support.toml"),
+        "{stdout}"
+    );
+    for stage in ["codec", "vad", "speakers"] {
+        assert!(stdout.contains(stage), "{stdout}");
+    }
+}
+
+#[test]
+fn a_broken_copy_fails_with_file_line_and_stage() {
+    let original = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
+        .expect("pipeline");
+    let broken = original
+        .replacen("threshold = 0.01 ", "threshhold = 0.01", 1)
+        .replacen(
+            "component = \"speaker-priority\"",
+            "component = \"speaker-priority\"\ngrants = [\"telepathy\"]",
+            1,
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, &broken).expect("write");
+    let line_of = |needle: &str| {
+        broken
+            .lines()
+            .position(|l| l.contains(needle))
+            .expect("needle")
+            + 1
+    };
+
+    let out = callpipe(&["check", path.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:{}:1: error in stage `vad`",
+            line_of("threshhold")
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `threshhold`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:{}:", line_of("telepathy")))
+            && stderr.contains("unknown capability `telepathy`"),
+        "{stderr}"
+    );
+
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(
+        &syntax,
+        "[pipeline]\nname = \"x\"\n[[stages]\nname = \"a\"\n",
+    )
+    .expect("write");
+    let out = callpipe(&["check", syntax.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("syntax.toml:3:"), "{stderr}");
+}
+
+fn utterance_count(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "utterance")
+        .count()
+}
+
+#[test]
+fn replay_prints_one_utterance_per_phrase_of_the_sample() {
+    let out = callpipe(&[
+        "replay",
+        "pipelines/technician-support.toml",
+        "--audio",
+        "samples/technician-fr.wav",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(utterance_count(&stdout), 3, "{stdout}");
+    assert!(
+        stderr.contains("codec") && stderr.contains("per event"),
+        "summary on stderr: {stderr}"
+    );
+}
+
+/// Real recorded French speech (Debian's asterisk-core-sounds-fr-wav),
+/// three prompts separated by pauses.
+#[test]
+fn replay_segments_real_phone_speech() {
+    let dir = Path::new("/usr/share/asterisk/sounds/fr_CA_f_June");
+    let prompts = ["agent-loggedoff", "conf-onlyperson", "pbx-invalid"];
+    if !dir.join("pbx-invalid.wav").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install asterisk-core-sounds-fr-wav (see .ci/run)"
+        );
+        eprintln!("SKIPPED: real speech test needs the Debian package asterisk-core-sounds-fr-wav");
+        return;
+    }
+    let mut joined: Vec<i16> = vec![0; 4000];
+    for p in prompts {
+        let rec = wav::read(&dir.join(format!("{p}.wav"))).expect("prompt");
+        assert_eq!(rec.rate, 8000);
+        joined.extend(rec.channels[0].iter().map(|&x| (x * 32767.0) as i16));
+        joined.extend(std::iter::repeat_n(0i16, 12_000)); // 1.5 s pause
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("three-prompts.wav");
+    wav::write_pcm16(&path, 8000, &[joined]).expect("write wav");
+    let out = callpipe(&[
+        "replay",
+        "pipelines/technician-support.toml",
+        "--audio",
+        path.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(utterance_count(&stdout), 3, "{stdout}");
+}
+
+#[test]
+fn replay_names_an_unreadable_file() {
+    let out = callpipe(&[
+        "replay",
+        "pipelines/technician-support.toml",
+        "--audio",
+        "no/such.wav",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no/such.wav"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = callpipe(&["--help"]);
+    let (stdout, _) = text(&out);
+    for cmd in ["check", "replay", "build"] {
+        assert!(stdout.contains(cmd), "{stdout}");
+    }
+}
