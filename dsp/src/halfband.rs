@@ -34,13 +34,56 @@ fn design() -> [f32; TAPS] {
 
 #[inline]
 fn to_i16(x: f32) -> i16 {
-    x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16
+    // `round_ties_even` is one instruction in wasm; `round` is a libm call.
+    x.round_ties_even().clamp(i16::MIN as f32, i16::MAX as f32) as i16
+}
+
+/// Dot product over fixed-size arrays: no bounds checks, vectorisable.
+#[inline]
+fn dot<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
+    let mut acc = [0f32; 4];
+    let (a_chunks, a_rest) = a.as_chunks::<4>();
+    let (b_chunks, b_rest) = b.as_chunks::<4>();
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Upsampler kernel over the 2*TAPS input samples around a midpoint:
+/// symmetric copies of the odd taps, doubled for the zero-stuffing gain.
+fn interpolation_kernel(c: &[f32; TAPS]) -> [f32; 2 * TAPS] {
+    let mut k = [0f32; 2 * TAPS];
+    for (q, &cq) in c.iter().enumerate() {
+        k[TAPS - 1 - q] = 2.0 * cq;
+        k[TAPS + q] = 2.0 * cq;
+    }
+    k
+}
+
+/// Decimator kernel over the 2*REACH+1 samples around a centre: the full
+/// half-band filter, zeros included (cheaper than skipping them with SIMD).
+fn decimation_kernel(c: &[f32; TAPS]) -> [f32; 2 * REACH + 1] {
+    let mut k = [0f32; 2 * REACH + 1];
+    k[REACH] = 0.5;
+    for (q, &cq) in c.iter().enumerate() {
+        let d = 2 * q + 1;
+        k[REACH - d] = cq;
+        k[REACH + d] = cq;
+    }
+    k
 }
 
 /// 8 kHz -> 16 kHz.
 #[derive(Clone)]
 pub struct Upsampler2x {
-    coeffs: [f32; TAPS],
+    kernel: [f32; 2 * TAPS],
     line: Vec<f32>,
 }
 
@@ -55,7 +98,7 @@ impl Upsampler2x {
         let mut line = Vec::with_capacity(HISTORY + 320);
         line.resize(HISTORY, 0.0);
         Self {
-            coeffs: design(),
+            kernel: interpolation_kernel(&design()),
             line,
         }
     }
@@ -73,15 +116,16 @@ impl Upsampler2x {
     /// Appends exactly `2 * input.len()` samples to `out`.
     pub fn process_into(&mut self, input: &[i16], out: &mut Vec<i16>) {
         self.line.extend(input.iter().map(|&s| s as f32));
-        out.reserve(input.len() * 2);
-        for i in HISTORY..self.line.len() {
-            let a = i - TAPS; // the sample the even output reproduces
-            let mut odd = 0.0f32;
-            for (q, &c) in self.coeffs.iter().enumerate() {
-                odd += c * (self.line[a - q] + self.line[a + 1 + q]);
-            }
-            out.push(to_i16(self.line[a]));
-            out.push(to_i16(2.0 * odd));
+        let start = out.len();
+        out.resize(start + input.len() * 2, 0);
+        for (pair, window) in out[start..]
+            .chunks_exact_mut(2)
+            .zip(self.line.windows(2 * TAPS))
+        {
+            let window: &[f32; 2 * TAPS] = window.try_into().expect("window has 2*TAPS samples");
+            // window[TAPS-1] is reproduced as is; the midpoint after it is interpolated.
+            pair[0] = to_i16(window[TAPS - 1]);
+            pair[1] = to_i16(dot(&self.kernel, window));
         }
         let consumed = self.line.len() - HISTORY;
         self.line.drain(..consumed);
@@ -91,7 +135,7 @@ impl Upsampler2x {
 /// 16 kHz -> 8 kHz.
 #[derive(Clone)]
 pub struct Downsampler2x {
-    coeffs: [f32; TAPS],
+    kernel: [f32; 2 * REACH + 1],
     line: Vec<f32>,
     /// Input samples seen and outputs produced since the last reset, so each
     /// call yields exactly half of what it was given over time.
@@ -116,7 +160,7 @@ impl Downsampler2x {
         let mut line = Vec::with_capacity(DOWN_PRIME + 640);
         line.resize(DOWN_PRIME, 0.0);
         Self {
-            coeffs: design(),
+            kernel: decimation_kernel(&design()),
             line,
             received: 0,
             produced: 0,
@@ -143,12 +187,10 @@ impl Downsampler2x {
         let mut centre = REACH;
         while centre + REACH < self.line.len() && self.produced < self.received / 2 {
             self.produced += 1;
-            let mut acc = 0.5 * self.line[centre];
-            for (q, &c) in self.coeffs.iter().enumerate() {
-                let k = 2 * q + 1;
-                acc += c * (self.line[centre - k] + self.line[centre + k]);
-            }
-            out.push(to_i16(acc));
+            let window: &[f32; 2 * REACH + 1] = self.line[centre - REACH..=centre + REACH]
+                .try_into()
+                .expect("window has 2*REACH+1 samples");
+            out.push(to_i16(dot(&self.kernel, window)));
             centre += 2;
         }
         let consumed = centre - REACH;

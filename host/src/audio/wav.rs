@@ -57,6 +57,9 @@ fn u32_at(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
+/// Reads one sample (its bytes) as -1.0..1.0.
+type SampleDecoder = dyn Fn(&[u8]) -> f32;
+
 pub fn parse(bytes: &[u8]) -> Result<Recording, String> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err("not a RIFF/WAVE file".into());
@@ -90,7 +93,7 @@ pub fn parse(bytes: &[u8]) -> Result<Recording, String> {
     if channels == 0 || rate == 0 {
         return Err(format!("unusable format: {channels} channels at {rate} Hz"));
     }
-    let decode: Box<dyn Fn(&[u8]) -> f32> = match (tag, bits) {
+    let decode: Box<SampleDecoder> = match (tag, bits) {
         (PCM, 8) => Box::new(|b| (b[0] as f32 - 128.0) / 128.0),
         (PCM, 16) => Box::new(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0),
         (PCM, 24) => {

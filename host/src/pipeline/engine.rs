@@ -143,10 +143,10 @@ impl Runtime {
                 path: path.into(),
                 message: format!("{e:#}"),
             })?;
-        if let Some(cached) = cached {
-            if let Err(e) = write_cache(&component, &cached) {
-                tracing::warn!(path = %cached.display(), "cannot cache compiled component: {e}");
-            }
+        if let Some(cached) = cached
+            && let Err(e) = write_cache(&component, &cached)
+        {
+            tracing::warn!(path = %cached.display(), "cannot cache compiled component: {e}");
         }
         Ok(component)
     }

@@ -8,6 +8,10 @@ use std::sync::Mutex;
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
+/// Also in `.cargo/config.toml`; set here too because cargo reads config
+/// files from the working directory, which may be anywhere.
+const WASM_RUSTFLAGS: &str = "-C target-feature=+simd128";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A compiled component.
@@ -149,6 +153,7 @@ pub fn build(
         .env("CARGO_PROFILE_RELEASE_LTO", "true")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "false")
+        .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", WASM_RUSTFLAGS)
         .env_remove("CARGO_TARGET_DIR");
     for (_, package) in crates {
         cmd.arg("-p").arg(package);

@@ -49,11 +49,10 @@ impl StageStats {
 impl StatsSnapshot {
     /// Mean time per handled (or failed) event.
     pub fn mean_per_event(&self) -> Duration {
-        let n = self.handled + self.failed;
-        if n == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.busy_ns / n)
-        }
+        Duration::from_nanos(
+            self.busy_ns
+                .checked_div(self.handled + self.failed)
+                .unwrap_or(0),
+        )
     }
 }

@@ -175,9 +175,8 @@ impl Vad {
             (None, false) => {
                 let cap = ms_to_samples(cfg.pre_roll_ms, st.rate);
                 st.pre_roll.extend(st.window.iter().copied());
-                while st.pre_roll.len() > cap {
-                    st.pre_roll.pop_front();
-                }
+                let excess = st.pre_roll.len().saturating_sub(cap);
+                st.pre_roll.drain(..excess);
             }
             (None, true) => {
                 st.speech_start_ms = Some(start);

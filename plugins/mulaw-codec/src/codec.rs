@@ -94,7 +94,7 @@ impl Codec {
                 .pcm
                 .extend(frame.bytes.iter().map(|&c| g711::decode(c))),
             WireCodec::Pcm16le => {
-                if frame.bytes.len() % 2 != 0 {
+                if !frame.bytes.len().is_multiple_of(2) {
                     return Err(StageError::InvalidEvent(format!(
                         "pcm16le frame has an odd length of {} bytes",
                         frame.bytes.len()
