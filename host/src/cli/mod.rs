@@ -3,6 +3,8 @@
 mod build;
 mod check;
 mod replay;
+mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,9 +35,20 @@ pub enum Command {
     Replay(replay::Args),
     /// Build every plugin a pipeline references (wasm32-wasip2 components).
     Build(build::Args),
+    /// Serve Twilio (webhooks, media streams, call control) and the API.
+    Serve(serve::Args),
+    /// Play simulated Twilio calls against a server: a load generator.
+    Simulate(simulate::Args),
 }
 
 pub fn main() -> ExitCode {
+    // Settings may come from a .env file, as in the original system.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("error: cannot read .env: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,6 +66,8 @@ pub fn main() -> ExitCode {
             Command::Check(args) => check::run(&cli.data_dir, args).await,
             Command::Replay(args) => replay::run(&cli.data_dir, args).await,
             Command::Build(args) => build::run(&cli.data_dir, args).await,
+            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            Command::Simulate(args) => simulate::run(args).await,
         }
     });
     match result {
@@ -66,9 +81,11 @@ pub fn main() -> ExitCode {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CALLPIPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,callpipe_host=info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

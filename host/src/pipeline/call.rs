@@ -16,6 +16,38 @@ use tracing::Instrument;
 /// What comes out of the last stage, in order.
 pub type CallOutput = mpsc::Receiver<Event>;
 
+/// An event on its way between stages, with when it entered the call.
+struct Item {
+    event: Event,
+    arrived: Instant,
+}
+
+fn is_audio(kind: EventKind) -> bool {
+    matches!(kind, EventKind::EncodedAudio | EventKind::Audio)
+}
+
+/// Where a stage sends what it produces: the next stage, or out of the call.
+enum Next {
+    Stage(mpsc::Sender<Item>),
+    Output(mpsc::Sender<Event>),
+}
+
+impl Next {
+    async fn send(&self, item: Item) -> bool {
+        match self {
+            Next::Stage(tx) => tx.send(item).await.is_ok(),
+            Next::Output(tx) => {
+                if is_audio(kind_of(&item.event)) {
+                    crate::metrics::AUDIO
+                        .frame_lag
+                        .record(item.arrived.elapsed());
+                }
+                tx.send(item.event).await.is_ok()
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("stage `{stage}` cannot start: {message}")]
@@ -36,7 +68,7 @@ pub struct Call {
     pub id: Arc<str>,
     pub info: CallInfo,
     pub pipeline: Arc<LoadedPipeline>,
-    input: Option<mpsc::Sender<Event>>,
+    input: Option<mpsc::Sender<Item>>,
     tasks: Vec<JoinHandle<()>>,
     stats: Arc<[StageStats]>,
     dropped: AtomicU64,
@@ -80,18 +112,27 @@ impl Call {
             })?;
             instances.push(inst);
         }
-        let (input, mut rx) = mpsc::channel(pipeline.queue);
-        let mut tasks = Vec::with_capacity(instances.len());
+        let (input, first_rx) = mpsc::channel::<Item>(pipeline.queue);
+        let (output_tx, output) = mpsc::channel::<Event>(pipeline.queue);
+        let count = instances.len();
+        let mut rx = Some(first_rx);
+        let mut tasks = Vec::with_capacity(count);
         for (index, inst) in instances.into_iter().enumerate() {
-            let (tx, next_rx) = mpsc::channel(pipeline.queue);
+            let Some(stage_rx) = rx.take() else { break };
+            let next = if index + 1 == count {
+                Next::Output(output_tx.clone())
+            } else {
+                let (tx, next_rx) = mpsc::channel(pipeline.queue);
+                rx = Some(next_rx);
+                Next::Stage(tx)
+            };
             let stage = pipeline.stages[index].clone();
-            let stats = stats.clone();
             let span = tracing::info_span!("stage", call = %id, stage = %stage.name);
-            let stage_rx = std::mem::replace(&mut rx, next_rx);
             tasks.push(tokio::spawn(
-                run_stage(inst, stage.on, stage_rx, tx, stats, index).instrument(span),
+                run_stage(inst, stage.on, stage_rx, next, stats.clone(), index).instrument(span),
             ));
         }
+        drop(output_tx);
         let call = Call {
             id,
             info: info.clone(),
@@ -102,25 +143,36 @@ impl Call {
             dropped: AtomicU64::new(0),
         };
         call.send(Event::CallStarted(info)).await.ok();
-        Ok((call, rx))
+        Ok((call, output))
     }
 
     /// For live audio: never waits. A full queue drops the event and counts it.
     pub fn try_send(&self, event: Event) -> Result<(), SendError> {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
-        input.try_send(event).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.dropped.fetch_add(1, Relaxed);
-                SendError::Full
-            }
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+        input
+            .try_send(Item {
+                event,
+                arrived: Instant::now(),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.dropped.fetch_add(1, Relaxed);
+                    SendError::Full
+                }
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
     }
 
     /// For control events and offline replay: waits for room.
     pub async fn send(&self, event: Event) -> Result<(), SendError> {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
-        input.send(event).await.map_err(|_| SendError::Closed)
+        input
+            .send(Item {
+                event,
+                arrived: Instant::now(),
+            })
+            .await
+            .map_err(|_| SendError::Closed)
     }
 
     /// Events dropped at intake because the pipeline was saturated.
@@ -149,17 +201,17 @@ impl Call {
 async fn run_stage(
     mut inst: StageInstance,
     on: super::event::KindSet,
-    mut rx: mpsc::Receiver<Event>,
-    tx: mpsc::Sender<Event>,
+    mut rx: mpsc::Receiver<Item>,
+    next: Next,
     stats: Arc<[StageStats]>,
     index: usize,
 ) {
     let stats = &stats[index];
-    while let Some(event) = rx.recv().await {
+    while let Some(Item { event, arrived }) = rx.recv().await {
         let kind = kind_of(&event);
         if !on.contains(kind) {
             stats.skipped.fetch_add(1, Relaxed);
-            if tx.send(event).await.is_err() {
+            if !next.send(Item { event, arrived }).await {
                 break;
             }
             continue;
@@ -177,9 +229,12 @@ async fn run_stage(
                 stats.failed.fetch_add(1, Relaxed);
                 let ctx = inst.context();
                 match &error {
-                    HandleError::Stage(_) => {
-                        tracing::warn!(call = %ctx.call_id, stage = %ctx.stage, kind = super::event::kind_name(kind), "event failed: {error}")
-                    }
+                    HandleError::Stage(_) => tracing::warn!(
+                        call = %ctx.call_id,
+                        stage = %ctx.stage,
+                        kind = super::event::kind_name(kind),
+                        "event failed: {error}"
+                    ),
                     HandleError::Fault(_) => {
                         stats.restarts.fetch_add(1, Relaxed);
                         tracing::error!(
@@ -197,8 +252,19 @@ async fn run_stage(
                 }
             }
         };
+        // An audio frame that ends here (the VAD keeps it) is done: its lag
+        // is measured now. Otherwise what it became carries its arrival on.
+        if is_audio(kind) && !outputs.iter().any(|o| is_audio(kind_of(o))) {
+            crate::metrics::AUDIO.frame_lag.record(arrived.elapsed());
+        }
         for out in outputs {
-            if tx.send(out).await.is_err() {
+            if !next
+                .send(Item {
+                    event: out,
+                    arrived,
+                })
+                .await
+            {
                 return;
             }
         }

@@ -1,0 +1,183 @@
+use crate::pipeline::loader::{self, LoadOptions};
+use crate::pipeline::{Runtime, RuntimeConfig};
+use crate::twilio::rest::TwilioClient;
+use crate::twilio::twiml::StreamMode;
+use crate::web::{self, AppState, TwilioSettings};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Toggle {
+    /// On whenever TWILIO_AUTH_TOKEN is set.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// <Connect><Stream>: bidirectional, the caller's track; callpipe can speak.
+    Connect,
+    /// <Start><Stream track="both_tracks">: listen to technician and agent.
+    Start,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "CALLPIPE_LISTEN", default_value = "0.0.0.0:8000")]
+    listen: SocketAddr,
+    /// The pipeline new calls run on.
+    #[arg(
+        long,
+        env = "CALLPIPE_PIPELINE",
+        default_value = "pipelines/technician-support.toml"
+    )]
+    pipeline: PathBuf,
+    /// Concurrent calls accepted; more are refused with 503.
+    #[arg(long, env = "CALLPIPE_MAX_CALLS", default_value_t = 1000)]
+    max_calls: usize,
+    /// Twilio account SID (AC...).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID", hide_env_values = true)]
+    twilio_account_sid: Option<String>,
+    /// Twilio auth token: authenticates REST calls and checks webhook signatures.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    twilio_auth_token: Option<String>,
+    /// The Twilio number calls are made from (E.164).
+    #[arg(long, env = "TWILIO_PHONE_NUMBER")]
+    twilio_phone_number: Option<String>,
+    /// Public base URL Twilio reaches this server on (e.g. https://example.ngrok.app).
+    #[arg(long, env = "TWILIO_WEBSOCKET_URL")]
+    twilio_websocket_url: Option<String>,
+    /// Twilio REST API base URL (point it at a stand-in for testing).
+    #[arg(
+        long,
+        env = "CALLPIPE_TWILIO_API_URL",
+        default_value = "https://api.twilio.com"
+    )]
+    twilio_api_url: String,
+    /// Check X-Twilio-Signature on webhooks and the media-stream upgrade.
+    #[arg(
+        long,
+        env = "CALLPIPE_TWILIO_SIGNATURES",
+        value_enum,
+        default_value = "auto"
+    )]
+    twilio_signatures: Toggle,
+    /// How TwiML streams calls by default.
+    #[arg(
+        long,
+        env = "CALLPIPE_STREAM_MODE",
+        value_enum,
+        default_value = "connect"
+    )]
+    stream_mode: Mode,
+}
+
+pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let stages_per_call = 8u32; // headroom for pipelines that grow
+    let mut config = RuntimeConfig::new(data_dir);
+    config.max_instances = config
+        .max_instances
+        .max((args.max_calls as u32 + 4) * stages_per_call);
+    let runtime = Runtime::new(config)?;
+    let pipeline = match loader::load(
+        &runtime,
+        &args.pipeline,
+        &LoadOptions {
+            build_plugins: true,
+            quiet: false,
+        },
+    )
+    .await
+    {
+        Ok(p) => Arc::new(p),
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    let token = args.twilio_auth_token.filter(|t| !t.is_empty());
+    let sid = args.twilio_account_sid.filter(|s| !s.is_empty());
+    let twilio = match (&sid, &token) {
+        (Some(sid), Some(token)) => Some(TwilioClient::new(
+            &args.twilio_api_url,
+            sid,
+            token,
+            Duration::from_secs(10),
+        )?),
+        _ => None,
+    };
+    let verify = match args.twilio_signatures {
+        Toggle::Auto | Toggle::On => token.is_some(),
+        Toggle::Off => false,
+    };
+    if matches!(args.twilio_signatures, Toggle::On) && token.is_none() {
+        anyhow::bail!("CALLPIPE_TWILIO_SIGNATURES=on needs TWILIO_AUTH_TOKEN");
+    }
+    let settings = TwilioSettings {
+        account_sid: sid,
+        auth_token: token,
+        phone_number: args.twilio_phone_number.filter(|p| !p.is_empty()),
+        public_url: args.twilio_websocket_url.filter(|u| !u.is_empty()),
+        verify_signatures: verify,
+        stream_mode: Some(match args.stream_mode {
+            Mode::Connect => StreamMode::Connect,
+            Mode::Start => StreamMode::Start,
+        }),
+    };
+    if twilio.is_none() {
+        tracing::warn!(
+            "Twilio not configured: call endpoints answer 503; media streams and replay still work"
+        );
+    }
+    if !verify {
+        tracing::warn!("Twilio signatures are not checked");
+    }
+    let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
+    let state = AppState::new(pipeline.clone(), settings, twilio, args.max_calls);
+    let app = web::router(state);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // The first line a supervisor or test waits for.
+    println!(
+        "callpipe listening on http://{addr} (pipeline `{}` {}: {})",
+        pipeline.name,
+        pipeline.version,
+        names.join(" -> ")
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,213 @@
+//! Live sessions: who is on which call, its status history and what the
+//! pipeline has produced so far (segments per speaker). This is the live view
+//! the HTTP API answers from; durable storage builds on it.
+
+use crate::pipeline::bindings::types::SpeakerRole;
+use crate::pipeline::event::role_name;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SpeakerStats {
+    pub segment_count: u64,
+    pub speaker_role: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusChange {
+    pub status: String,
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub session_id: String,
+    pub call_sid: Option<String>,
+    pub technician_id: String,
+    pub technician_name: String,
+    pub phone_number: Option<String>,
+    pub status: String,
+    pub history: Vec<StatusChange>,
+    pub speakers: BTreeMap<String, SpeakerStats>,
+    pub total_segments: u64,
+    started: Instant,
+    ended: Option<Instant>,
+    /// A media stream is attached right now.
+    pub streaming: bool,
+}
+
+impl Session {
+    /// Seconds from creation to the end of the call (or now).
+    pub fn duration_secs(&self) -> u64 {
+        self.ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(self.started)
+            .as_secs()
+    }
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Session>>,
+    /// call sid -> session id
+    by_call: Mutex<HashMap<String, String>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.by_call.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates the session, or updates who is on it if it exists.
+    pub fn open(
+        &self,
+        session_id: &str,
+        technician_id: &str,
+        technician_name: &str,
+        phone: Option<&str>,
+    ) {
+        let mut map = self.lock();
+        let s = map
+            .entry(session_id.to_string())
+            .or_insert_with(|| Session {
+                session_id: session_id.to_string(),
+                call_sid: None,
+                technician_id: String::new(),
+                technician_name: String::new(),
+                phone_number: None,
+                status: "created".into(),
+                history: vec![StatusChange {
+                    status: "created".into(),
+                    at: now_epoch(),
+                }],
+                speakers: BTreeMap::new(),
+                total_segments: 0,
+                started: Instant::now(),
+                ended: None,
+                streaming: false,
+            });
+        if !technician_id.is_empty() {
+            s.technician_id = technician_id.to_string();
+        }
+        if !technician_name.is_empty() {
+            s.technician_name = technician_name.to_string();
+        }
+        if let Some(p) = phone {
+            s.phone_number = Some(p.to_string());
+        }
+    }
+
+    pub fn attach_call(&self, session_id: &str, call_sid: &str) {
+        if call_sid.is_empty() {
+            return;
+        }
+        if let Some(s) = self.lock().get_mut(session_id) {
+            s.call_sid = Some(call_sid.to_string());
+        }
+        self.calls()
+            .insert(call_sid.to_string(), session_id.to_string());
+    }
+
+    pub fn session_for_call(&self, call_sid: &str) -> Option<String> {
+        self.calls().get(call_sid).cloned()
+    }
+
+    /// Records a status; terminal statuses end the session's clock.
+    pub fn set_status(&self, session_id: &str, status: &str) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            if s.status != status {
+                s.status = status.to_string();
+                s.history.push(StatusChange {
+                    status: status.to_string(),
+                    at: now_epoch(),
+                });
+            }
+            if matches!(
+                status,
+                "completed" | "failed" | "busy" | "no-answer" | "canceled" | "interrupted"
+            ) && s.ended.is_none()
+            {
+                s.ended = Some(Instant::now());
+            }
+        }
+    }
+
+    pub fn set_streaming(&self, session_id: &str, streaming: bool) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            s.streaming = streaming;
+        }
+    }
+
+    /// One more segment (utterance) by `speaker_id`.
+    pub fn add_segment(&self, session_id: &str, speaker_id: &str, role: SpeakerRole) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            s.total_segments += 1;
+            let e = s
+                .speakers
+                .entry(speaker_id.to_string())
+                .or_insert_with(|| SpeakerStats {
+                    segment_count: 0,
+                    speaker_role: role_name(role).into(),
+                });
+            e.segment_count += 1;
+        }
+    }
+
+    pub fn get(&self, session_id: &str) -> Option<Session> {
+        self.lock().get(session_id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Session> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_segments_per_speaker_and_status() {
+        let s = Sessions::default();
+        s.open("s1", "tech-1", "Jeanne", Some("+33612345678"));
+        s.attach_call("s1", "CA1");
+        assert_eq!(s.session_for_call("CA1").as_deref(), Some("s1"));
+        s.add_segment("s1", "tech-1", SpeakerRole::Technician);
+        s.add_segment("s1", "tech-1", SpeakerRole::Technician);
+        s.add_segment("s1", "agent", SpeakerRole::Agent);
+        s.set_status("s1", "in-progress");
+        s.set_status("s1", "completed");
+        let got = s.get("s1").unwrap();
+        assert_eq!(got.total_segments, 3);
+        assert_eq!(
+            got.speakers["tech-1"],
+            SpeakerStats {
+                segment_count: 2,
+                speaker_role: "technician".into()
+            }
+        );
+        assert_eq!(
+            got.history
+                .iter()
+                .map(|h| h.status.as_str())
+                .collect::<Vec<_>>(),
+            ["created", "in-progress", "completed"]
+        );
+        // Unknown sessions are ignored, not created.
+        s.add_segment("nope", "x", SpeakerRole::Agent);
+        assert!(s.get("nope").is_none());
+    }
+}

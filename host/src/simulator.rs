@@ -1,0 +1,389 @@
+//! Simulated Twilio calls: N concurrent Media Streams that speak Twilio's
+//! protocol exactly, paced at 20 ms on absolute deadlines, and emulate
+//! Twilio's playback of what the server sends back (marks are returned once
+//! "played"; `clear` drops queued audio and returns its marks at once).
+
+use crate::audio::frames::{FRAME_BYTES, TrackFrames};
+use crate::metrics::Histogram;
+use crate::twilio::signature;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const FRAME: Duration = Duration::from_millis(20);
+
+#[derive(Clone)]
+pub struct SimConfig {
+    pub url: String,
+    pub calls: usize,
+    /// Calls start spread over this long.
+    pub ramp: Duration,
+    /// Send the outbound (agent) track too, as `<Start><Stream track="both_tracks">` does.
+    pub both_tracks: bool,
+    /// Inbound frames, then optional outbound frames (silence if absent).
+    pub inbound: Arc<Vec<Vec<u8>>>,
+    pub outbound: Option<Arc<Vec<Vec<u8>>>>,
+    /// customParameters; `session_id` gets a `-N` suffix per call when N > 1.
+    pub params: Vec<(String, String)>,
+    /// Signs the upgrade request like Twilio does, when set.
+    pub auth_token: Option<String>,
+    /// How long to wait after `stop`... for marks still being "played".
+    pub linger: Duration,
+}
+
+impl SimConfig {
+    pub fn from_tracks(url: &str, tracks: Vec<TrackFrames>) -> Self {
+        let mut inbound = Vec::new();
+        let mut outbound = None;
+        for t in tracks {
+            match t.track {
+                crate::pipeline::bindings::types::Track::Inbound => inbound = t.frames,
+                crate::pipeline::bindings::types::Track::Outbound => {
+                    outbound = Some(Arc::new(t.frames))
+                }
+            }
+        }
+        Self {
+            url: url.to_string(),
+            calls: 1,
+            ramp: Duration::ZERO,
+            both_tracks: false,
+            inbound: Arc::new(inbound),
+            outbound,
+            params: Vec::new(),
+            auth_token: None,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SimReport {
+    pub calls: usize,
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub lateness: Histogram,
+    pub mark_round_trip: Histogram,
+    pub received: std::sync::Mutex<BTreeMap<String, u64>>,
+    pub errors: std::sync::Mutex<Vec<String>>,
+    pub elapsed: std::sync::Mutex<Duration>,
+}
+
+impl SimReport {
+    fn count(&self, kind: &str) {
+        *self
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    fn error(&self, e: String) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if errors.len() < 20 {
+            errors.push(e);
+        }
+    }
+
+    pub fn received(&self) -> BTreeMap<String, u64> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn render(&self) -> String {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+        let received: Vec<String> = self
+            .received()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut out = format!(
+            "calls: {} connected, {} failed (of {})\nframes sent: {} in {:.1?}\nsender lateness: p50 {} p99 {} max {}\nreceived: {}\n",
+            self.connected.load(Relaxed),
+            self.failed.load(Relaxed),
+            self.calls,
+            self.frames_sent.load(Relaxed),
+            *self.elapsed.lock().unwrap_or_else(|p| p.into_inner()),
+            ms(self.lateness.quantile(0.5)),
+            ms(self.lateness.quantile(0.99)),
+            ms(self.lateness.max()),
+            if received.is_empty() {
+                "nothing".into()
+            } else {
+                received.join(" ")
+            },
+        );
+        if self.mark_round_trip.count() > 0 {
+            out.push_str(&format!(
+                "mark round trip: p50 {} p95 {} p99 {} ({} marks)\n",
+                ms(self.mark_round_trip.quantile(0.5)),
+                ms(self.mark_round_trip.quantile(0.95)),
+                ms(self.mark_round_trip.quantile(0.99)),
+                self.mark_round_trip.count()
+            ));
+        }
+        for e in self.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        out
+    }
+}
+
+fn sid(prefix: &str, n: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}{:016x}{:016x}", nanos as u64, n as u64)
+}
+
+/// Runs every call to the end and reports.
+pub async fn run(config: SimConfig) -> Arc<SimReport> {
+    let report = Arc::new(SimReport {
+        calls: config.calls,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(config.calls);
+    for n in 0..config.calls {
+        let offset = if config.calls > 1 {
+            config.ramp.mul_f64(n as f64 / config.calls as f64)
+        } else {
+            Duration::ZERO
+        };
+        let config = config.clone();
+        let report = report.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(started + offset).await;
+            if let Err(e) = one_call(&config, n, &report).await {
+                report.failed.fetch_add(1, Relaxed);
+                report.error(format!("call {n}: {e}"));
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    *report.elapsed.lock().unwrap_or_else(|p| p.into_inner()) = started.elapsed();
+    report
+}
+
+/// Twilio's playback of server audio: when each queued mark will be "played".
+#[derive(Default)]
+struct Playback {
+    /// When the audio queued so far finishes playing.
+    until: Option<Instant>,
+    /// Marks waiting for playback to reach them: (due, name, received at).
+    marks: VecDeque<(Instant, String, Instant)>,
+}
+
+async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<(), String> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    if let Some(token) = &config.auth_token {
+        let sig = signature::compute(token, &config.url, &[]);
+        request.headers_mut().insert(
+            "X-Twilio-Signature",
+            sig.parse().map_err(|_| "bad signature header")?,
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    report.connected.fetch_add(1, Relaxed);
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(Message::Text(m.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let stream_sid = sid("MZ", n);
+    let call_sid = sid("CA", n);
+    let playback = Arc::new(Mutex::new(Playback::default()));
+
+    // Reader: count what the server sends; emulate playback of its audio.
+    let reader = {
+        let tx = tx.clone();
+        let playback = playback.clone();
+        let stream_sid = stream_sid.clone();
+        async move {
+            while let Some(msg) = stream.next().await {
+                let text = match msg {
+                    Ok(Message::Text(t)) => t,
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    Ok(_) => continue,
+                };
+                let v: serde_json::Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        report.count("invalid");
+                        continue;
+                    }
+                };
+                let kind = v["event"].as_str().unwrap_or("unknown").to_string();
+                report.count(&kind);
+                let now = Instant::now();
+                let mut pb = playback.lock().await;
+                match kind.as_str() {
+                    "media" => {
+                        let start = pb.until.filter(|u| *u > now).unwrap_or(now);
+                        pb.until = Some(start + FRAME);
+                    }
+                    "mark" => {
+                        let name = v["mark"]["name"].as_str().unwrap_or_default().to_string();
+                        let due = pb.until.filter(|u| *u > now).unwrap_or(now);
+                        pb.marks.push_back((due, name, now));
+                    }
+                    "clear" => {
+                        // Twilio drops the buffer and returns its marks at once.
+                        pb.until = None;
+                        for (_, name, at) in pb.marks.drain(..) {
+                            report.mark_round_trip.record(at.elapsed());
+                            let _ = tx.send(mark_json(&stream_sid, &name)).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    // Marker: returns marks when playback reaches them.
+    let marker = {
+        let tx = tx.clone();
+        let playback = playback.clone();
+        let stream_sid = stream_sid.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let now = Instant::now();
+                let mut pb = playback.lock().await;
+                while pb.marks.front().is_some_and(|(due, _, _)| *due <= now) {
+                    if let Some((_, name, at)) = pb.marks.pop_front() {
+                        report.mark_round_trip.record(at.elapsed());
+                        if tx.send(mark_json(&stream_sid, &name)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let sender = async {
+        let mut params: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        for (k, v) in &config.params {
+            let v = if k == "session_id" && config.calls > 1 {
+                format!("{v}-{n}")
+            } else {
+                v.clone()
+            };
+            params.insert(k.clone(), json!(v));
+        }
+        let tracks = if config.both_tracks {
+            json!(["inbound", "outbound"])
+        } else {
+            json!(["inbound"])
+        };
+        let mut seq = 1u64;
+        let mut next_seq = || {
+            seq += 1;
+            (seq - 1).to_string()
+        };
+        tx.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string())
+            .await
+            .map_err(|_| "closed")?;
+        tx.send(
+            json!({
+                "event": "start", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+                "start": {
+                    "accountSid": "ACsimulator", "streamSid": stream_sid, "callSid": call_sid,
+                    "tracks": tracks, "customParameters": params,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+                }
+            })
+            .to_string(),
+        )
+        .await
+        .map_err(|_| "closed")?;
+        let silence = vec![0xFFu8; FRAME_BYTES];
+        let origin = Instant::now();
+        for (k, frame) in config.inbound.iter().enumerate() {
+            let due = origin + FRAME * k as u32;
+            tokio::time::sleep_until(due).await;
+            report
+                .lateness
+                .record(Instant::now().saturating_duration_since(due));
+            let ts = (k as u64 * 20).to_string();
+            let chunk = (k + 1).to_string();
+            let mut send = |track: &str, bytes: &[u8]| {
+                json!({
+                    "event": "media", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+                    "media": {"track": track, "chunk": chunk, "timestamp": ts, "payload": B64.encode(bytes)}
+                })
+                .to_string()
+            };
+            let inbound = send("inbound", frame);
+            tx.send(inbound)
+                .await
+                .map_err(|_| "server closed the stream")?;
+            report.frames_sent.fetch_add(1, Relaxed);
+            if config.both_tracks {
+                let out = config
+                    .outbound
+                    .as_ref()
+                    .and_then(|o| o.get(k))
+                    .unwrap_or(&silence);
+                let outbound = send("outbound", out);
+                tx.send(outbound)
+                    .await
+                    .map_err(|_| "server closed the stream")?;
+                report.frames_sent.fetch_add(1, Relaxed);
+            }
+        }
+        tx.send(
+            json!({"event": "stop", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+                   "stop": {"accountSid": "ACsimulator", "callSid": call_sid}})
+            .to_string(),
+        )
+        .await
+        .map_err(|_| "closed")?;
+        // Let playback of what the server sent last finish.
+        tokio::time::sleep(config.linger).await;
+        Ok::<(), String>(())
+    };
+
+    let result = tokio::select! {
+        r = sender => r,
+        _ = marker => Ok(()),
+    };
+    // The reader runs until the server closes; don't wait forever.
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    writer.abort();
+    result
+}
+
+fn mark_json(stream_sid: &str, name: &str) -> String {
+    json!({"event": "mark", "sequenceNumber": "0", "streamSid": stream_sid, "mark": {"name": name}})
+        .to_string()
+}

@@ -1,0 +1,343 @@
+//! One Twilio Media Streams connection: parses each message, feeds a call's
+//! pipeline, plays back what the pipeline says, and ends the call cleanly on
+//! `stop` or on disconnect. Transport-agnostic: the web layer hands in text
+//! messages and takes out replies, so tests can drive it frame by frame.
+
+use super::messages::{self, Inbound, ParseError, Track as WireTrack};
+use super::playback::Player;
+use crate::metrics::AUDIO;
+use crate::pipeline::bindings::types::{Codec, Dtmf, EncodedAudio, Speaker, SpeakerRole, Track};
+use crate::pipeline::call::SendError;
+use crate::pipeline::{Call, CallInfo, Event, LoadedPipeline};
+use crate::sessions::Sessions;
+use futures_util::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+
+/// What the transport delivered.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(String),
+    /// Twilio never sends binary frames; counted and skipped.
+    Binary(usize),
+}
+
+/// What a connection needs from the server.
+#[derive(Clone)]
+pub struct StreamEnv {
+    pub pipeline: Arc<LoadedPipeline>,
+    pub sessions: Arc<Sessions>,
+    /// Used when the stream's parameters name no language.
+    pub language: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Twilio sent `stop`.
+    Stop,
+    /// The socket closed without `stop`.
+    Disconnect,
+    /// We closed the stream because of what it sent.
+    Refused(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub call_sid: Option<String>,
+    pub session_id: Option<String>,
+    pub frames: u64,
+    pub dropped: u64,
+    /// Skipped messages, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    pub ended: Ended,
+}
+
+/// Log the first few bad messages of a stream, then only count them.
+const LOGGED_REJECTS: u64 = 5;
+
+struct Live {
+    call: Call,
+    session_id: String,
+    output: tokio::task::JoinHandle<()>,
+}
+
+fn track(t: &WireTrack) -> Track {
+    match t {
+        WireTrack::Inbound => Track::Inbound,
+        WireTrack::Outbound => Track::Outbound,
+    }
+}
+
+fn reject_key(e: &ParseError) -> &'static str {
+    match e {
+        ParseError::TooLarge(_) => "too-large",
+        ParseError::Json(_) => "bad-json",
+        ParseError::UnknownEvent(_) => "unknown-event",
+        ParseError::Malformed { .. } => "malformed",
+        ParseError::BadBase64 => "bad-base64",
+        ParseError::BadPayloadSize(_) => "bad-payload-size",
+    }
+}
+
+pub async fn run<S>(env: StreamEnv, mut incoming: S, outgoing: mpsc::Sender<String>) -> Summary
+where
+    S: Stream<Item = Incoming> + Unpin,
+{
+    let mut live: Option<Live> = None;
+    let mut summary = Summary {
+        call_sid: None,
+        session_id: None,
+        frames: 0,
+        dropped: 0,
+        rejected: BTreeMap::new(),
+        ended: Ended::Disconnect,
+    };
+    let mut rejected_total = 0u64;
+    let mut reject = |summary: &mut Summary, key: &str, why: &dyn std::fmt::Display| {
+        rejected_total += 1;
+        *summary.rejected.entry(key.to_string()).or_default() += 1;
+        if rejected_total <= LOGGED_REJECTS {
+            tracing::warn!(
+                call = summary.call_sid.as_deref().unwrap_or("-"),
+                "skipped a media-stream message: {why}"
+            );
+        }
+    };
+
+    while let Some(msg) = incoming.next().await {
+        let text = match msg {
+            Incoming::Text(t) => t,
+            Incoming::Binary(n) => {
+                reject(
+                    &mut summary,
+                    "binary",
+                    &format_args!("unexpected binary message of {n} bytes"),
+                );
+                continue;
+            }
+        };
+        let parsed = match messages::parse(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                if matches!(e, ParseError::BadBase64 | ParseError::BadPayloadSize(_)) {
+                    AUDIO.frames_rejected.fetch_add(1, Relaxed);
+                }
+                reject(&mut summary, reject_key(&e), &e);
+                if e.is_fatal() {
+                    summary.ended = Ended::Refused(e.to_string());
+                    break;
+                }
+                continue;
+            }
+        };
+        match parsed {
+            Inbound::Connected => {}
+            Inbound::Start(start) => {
+                if live.is_some() {
+                    reject(
+                        &mut summary,
+                        "duplicate-start",
+                        &"a second `start` on the same stream",
+                    );
+                    continue;
+                }
+                match begin(&env, &start, outgoing.clone()).await {
+                    Ok(l) => {
+                        summary.call_sid = Some(start.call_sid.clone());
+                        summary.session_id = Some(l.session_id.clone());
+                        tracing::info!(call = %start.call_sid, session = %l.session_id, "media stream started");
+                        live = Some(l);
+                    }
+                    Err(e) => {
+                        tracing::error!(call = %start.call_sid, "cannot start the call's pipeline: {e}");
+                        summary.ended = Ended::Refused(e);
+                        break;
+                    }
+                }
+            }
+            Inbound::Media(m) => {
+                let Some(l) = &live else {
+                    AUDIO.frames_rejected.fetch_add(1, Relaxed);
+                    reject(&mut summary, "media-before-start", &"media before `start`");
+                    continue;
+                };
+                summary.frames += 1;
+                AUDIO.frames_in.fetch_add(1, Relaxed);
+                let event = Event::EncodedAudio(EncodedAudio {
+                    codec: Codec::Mulaw,
+                    rate: 8000,
+                    track: track(&m.track),
+                    seq: m.chunk,
+                    timestamp_ms: m.timestamp_ms,
+                    bytes: m.payload.to_vec(),
+                });
+                match l.call.try_send(event) {
+                    Ok(()) => {}
+                    Err(SendError::Full) => {
+                        summary.dropped += 1;
+                        AUDIO.frames_dropped.fetch_add(1, Relaxed);
+                    }
+                    Err(SendError::Closed) => break,
+                }
+            }
+            Inbound::Dtmf { track: t, digit } => {
+                if let Some(l) = &live {
+                    let _ = l
+                        .call
+                        .send(Event::Dtmf(Dtmf {
+                            track: track(&t),
+                            digit,
+                        }))
+                        .await;
+                }
+            }
+            Inbound::Mark { name } => {
+                if let Some(l) = &live
+                    && let Some(player) = PLAYERS.get(&l.session_id)
+                {
+                    player.marked(name).await;
+                }
+            }
+            Inbound::Stop => {
+                summary.ended = Ended::Stop;
+                break;
+            }
+        }
+    }
+
+    if let Some(l) = live {
+        let status = match &summary.ended {
+            Ended::Stop => "completed",
+            Ended::Disconnect => "disconnected",
+            Ended::Refused(_) => "failed",
+        };
+        let stats = l.call.finish().await;
+        let _ = l.output.await;
+        PLAYERS.remove(&l.session_id);
+        env.sessions.set_streaming(&l.session_id, false);
+        env.sessions.set_status(&l.session_id, status);
+        let failed: u64 = stats.iter().map(|s| s.failed).sum();
+        tracing::info!(
+            call = summary.call_sid.as_deref().unwrap_or("-"),
+            frames = summary.frames,
+            dropped = summary.dropped,
+            rejected = rejected_total,
+            stage_failures = failed,
+            "media stream ended ({status})"
+        );
+    }
+    summary
+}
+
+/// Players of live bidirectional streams, by session, so `mark` messages
+/// reach the right one.
+static PLAYERS: PlayerRegistry = PlayerRegistry::new();
+
+struct PlayerRegistry(std::sync::Mutex<Option<std::collections::HashMap<String, Player>>>);
+
+impl PlayerRegistry {
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+    fn insert(&self, session: &str, p: Player) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_default()
+            .insert(session.into(), p);
+    }
+    fn get(&self, session: &str) -> Option<Player> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(session).cloned())
+    }
+    fn remove(&self, session: &str) {
+        if let Some(m) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            m.remove(session);
+        }
+    }
+}
+
+async fn begin(
+    env: &StreamEnv,
+    start: &messages::Start,
+    outgoing: mpsc::Sender<String>,
+) -> Result<Live, String> {
+    let p = &start.custom_parameters;
+    let param = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let session_id = Some(param("session_id"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| start.call_sid.clone());
+    let technician_id = param("technician_id");
+    let technician_name = param("technician_name");
+    let language = Some(param("language"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| env.language.clone());
+    let speakers = if technician_id.is_empty() {
+        vec![]
+    } else {
+        vec![Speaker {
+            id: technician_id.clone(),
+            name: technician_name.clone(),
+            role: SpeakerRole::Technician,
+            track: Some(Track::Inbound),
+        }]
+    };
+    let info = CallInfo {
+        session_id: session_id.clone(),
+        call_sid: start.call_sid.clone(),
+        technician_id: technician_id.clone(),
+        technician_name: technician_name.clone(),
+        language,
+        speakers,
+    };
+    env.sessions
+        .open(&session_id, &technician_id, &technician_name, None);
+    env.sessions.attach_call(&session_id, &start.call_sid);
+    env.sessions.set_status(&session_id, "in-progress");
+    env.sessions.set_streaming(&session_id, true);
+    let (call, mut output) = Call::start(env.pipeline.clone(), info)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    // Only a `<Connect><Stream>` (inbound track only) can carry audio back.
+    let bidirectional = !start.tracks.iter().any(|t| t == "outbound");
+    let player = bidirectional.then(|| Player::start(start.stream_sid.clone(), outgoing));
+    if let Some(p) = &player {
+        PLAYERS.insert(&session_id, p.clone());
+    }
+    let sessions = env.sessions.clone();
+    let sid = session_id.clone();
+    let output = tokio::spawn(async move {
+        while let Some(event) = output.recv().await {
+            match event {
+                Event::Utterance(u) => {
+                    sessions.add_segment(&sid, &u.speaker_id, u.role);
+                }
+                Event::SpeechStarted(s) if s.track == Track::Inbound => {
+                    // Barge-in: the technician talks over our playback.
+                    if let Some(p) = &player
+                        && p.is_playing()
+                    {
+                        p.clear().await;
+                    }
+                }
+                Event::EncodedAudio(a) if a.track == Track::Outbound && a.codec == Codec::Mulaw => {
+                    if let Some(p) = &player {
+                        p.play(a.bytes).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(Live {
+        call,
+        session_id,
+        output,
+    })
+}

@@ -1,0 +1,105 @@
+//! HTTP surface: Twilio's endpoints exactly as the original system exposed
+//! them, health, and the live stats. axum stays inside this module.
+
+mod error;
+mod health;
+mod sessions_api;
+mod signature;
+mod twilio_routes;
+mod ws;
+
+pub use error::ApiError;
+
+use crate::pipeline::LoadedPipeline;
+use crate::sessions::Sessions;
+use crate::twilio::rest::TwilioClient;
+use crate::twilio::twiml::StreamMode;
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+
+/// Twilio settings, with the original system's names (TWILIO_*).
+#[derive(Clone, Default)]
+pub struct TwilioSettings {
+    pub account_sid: Option<String>,
+    pub auth_token: Option<String>,
+    pub phone_number: Option<String>,
+    /// Public base URL Twilio reaches us on (https://... or wss://...).
+    pub public_url: Option<String>,
+    /// Check `X-Twilio-Signature` on webhooks and the stream upgrade.
+    pub verify_signatures: bool,
+    pub stream_mode: Option<StreamMode>,
+}
+
+pub struct AppInner {
+    pub twilio_settings: TwilioSettings,
+    pub twilio: Option<TwilioClient>,
+    pipeline: RwLock<Arc<LoadedPipeline>>,
+    pub sessions: Arc<Sessions>,
+    pub active_streams: AtomicUsize,
+    pub max_calls: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        pipeline: Arc<LoadedPipeline>,
+        twilio_settings: TwilioSettings,
+        twilio: Option<TwilioClient>,
+        max_calls: usize,
+    ) -> Self {
+        Self(Arc::new(AppInner {
+            twilio_settings,
+            twilio,
+            pipeline: RwLock::new(pipeline),
+            sessions: Arc::new(Sessions::default()),
+            active_streams: AtomicUsize::new(0),
+            max_calls,
+        }))
+    }
+
+    /// The pipeline new calls start on.
+    pub fn pipeline(&self) -> Arc<LoadedPipeline> {
+        self.pipeline
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    // Routes Twilio calls: authenticated by its signature.
+    let twilio_webhooks = Router::new()
+        .route("/twilio/voice", post(twilio_routes::voice))
+        .route("/twilio/status", post(twilio_routes::status_callback))
+        .route("/twilio/media-stream", get(ws::media_stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            signature::verify,
+        ));
+    Router::new()
+        .route("/twilio/initiate-call", post(twilio_routes::initiate_call))
+        .route("/twilio/end-call", post(twilio_routes::end_call))
+        .route(
+            "/twilio/call-status/{call_sid}",
+            get(twilio_routes::call_status),
+        )
+        .route("/twilio/test-twiml", get(twilio_routes::test_twiml))
+        .merge(twilio_webhooks)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/stats", get(health::stats))
+        .route("/api/sessions", get(sessions_api::list))
+        .route("/api/sessions/{id}", get(sessions_api::get))
+        .with_state(state)
+}

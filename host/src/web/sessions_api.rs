@@ -1,0 +1,42 @@
+//! `/api/sessions`: the live view of sessions (status history, segments per
+//! speaker).
+
+use super::{ApiError, AppState};
+use crate::sessions::Session;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+fn view(s: &Session) -> Value {
+    json!({
+        "session_id": s.session_id,
+        "call_sid": s.call_sid,
+        "technician_id": s.technician_id,
+        "technician_name": s.technician_name,
+        "phone_number": s.phone_number,
+        "status": s.status,
+        "status_history": s.history,
+        "streaming": s.streaming,
+        "duration": s.duration_secs(),
+        "total_segments": s.total_segments,
+        "speakers": s.speakers,
+    })
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    let mut all = state.sessions.all();
+    all.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    Json(json!({ "sessions": all.iter().map(view).collect::<Vec<_>>() }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .sessions
+        .get(&id)
+        .map(|s| Json(view(&s)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no session `{id}`")))
+}

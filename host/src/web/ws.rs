@@ -1,0 +1,60 @@
+//! The WebSocket end of `/twilio/media-stream`.
+
+use super::{ApiError, AppState};
+use crate::twilio::media_stream::{self, Incoming, StreamEnv};
+use crate::twilio::messages::MAX_MESSAGE_BYTES;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+
+pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    if state.active_streams.load(Relaxed) >= state.max_calls {
+        tracing::warn!(max = state.max_calls, "refused a media stream: at capacity");
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
+    }
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(socket, state))
+}
+
+async fn serve(socket: WebSocket, state: AppState) {
+    state.active_streams.fetch_add(1, Relaxed);
+    let (mut sink, stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let incoming = futures_util::stream::unfold(stream, |mut s| async move {
+        loop {
+            match s.next().await? {
+                Ok(Message::Text(t)) => return Some((Incoming::Text(t.as_str().to_owned()), s)),
+                Ok(Message::Binary(b)) => return Some((Incoming::Binary(b.len()), s)),
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!("closing a media stream: {e}");
+                    return None;
+                }
+            }
+        }
+    });
+    let env = StreamEnv {
+        pipeline: state.pipeline(),
+        sessions: state.sessions.clone(),
+        language: state.pipeline().language.clone(),
+    };
+    let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
+    let _ = writer.await;
+    state.active_streams.fetch_sub(1, Relaxed);
+    tracing::debug!(?summary, "media stream closed");
+}

@@ -1,0 +1,668 @@
+//! `callpipe serve` end to end: the real binary, Twilio's protocol on the
+//! socket, a test-only stand-in for Twilio's REST API, the simulator.
+
+use axum::extract::{Path as AxPath, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use callpipe_host::audio::{frames, wav};
+use callpipe_host::pipeline::bindings::types::Track;
+use callpipe_host::simulator::{self, SimConfig};
+use callpipe_host::twilio::signature;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// A running `callpipe serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_pipeline(env, &root().join("pipelines/technician-support.toml"))
+    }
+
+    fn start_pipeline(env: &[(&str, &str)], pipeline: &Path) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-calls",
+            "40",
+            "--pipeline",
+        ])
+        .arg(pipeline)
+        .current_dir(root())
+        .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .env("CALLPIPE_LOG", "warn,callpipe_host=info")
+        .env_remove("TWILIO_ACCOUNT_SID")
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("TWILIO_PHONE_NUMBER")
+        .env_remove("TWILIO_WEBSOCKET_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("callpipe serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/twilio/media-stream", self.addr)
+    }
+}
+
+/// What the Twilio stand-in saw: method, path, basic-auth header, form.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    auth: String,
+    form: Vec<(String, String)>,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+async fn record(log: &Log, method: &str, path: String, headers: &HeaderMap, body: &[u8]) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let form = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    log.lock().unwrap().push(Seen {
+        method: method.into(),
+        path,
+        auth,
+        form,
+    });
+}
+
+/// A local stand-in for api.twilio.com (tests only).
+async fn twilio_stand_in() -> (String, Log) {
+    let log: Log = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls.json",
+            post(|State(log): State<Log>, AxPath(account): AxPath<String>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                record(&log, "POST", format!("/Accounts/{account}/Calls.json"), &headers, &body).await;
+                axum::Json(json!({"sid": "CAstandin0001", "status": "queued", "direction": "outbound-api"}))
+            }),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{file}",
+            get(|State(log): State<Log>, AxPath((account, file)): AxPath<(String, String)>, headers: HeaderMap| async move {
+                record(&log, "GET", format!("/Accounts/{account}/Calls/{file}"), &headers, b"").await;
+                axum::Json(json!({"sid": file.trim_end_matches(".json"), "status": "in-progress", "duration": null, "direction": "outbound-api", "from": "+15005550006", "to": "+33612345678"}))
+            })
+            .post(|State(log): State<Log>, AxPath((account, file)): AxPath<(String, String)>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                record(&log, "POST", format!("/Accounts/{account}/Calls/{file}"), &headers, &body).await;
+                axum::Json(json!({"sid": file.trim_end_matches(".json"), "status": "completed", "duration": "42"}))
+            }),
+        )
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), log)
+}
+
+const TOKEN: &str = "test-auth-token";
+const PUBLIC: &str = "https://callpipe.example";
+
+fn twilio_env(api: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TWILIO_ACCOUNT_SID", "ACtest".into()),
+        ("TWILIO_AUTH_TOKEN", TOKEN.into()),
+        ("TWILIO_PHONE_NUMBER", "+15005550006".into()),
+        ("TWILIO_WEBSOCKET_URL", PUBLIC.into()),
+        ("CALLPIPE_TWILIO_API_URL", api.into()),
+    ]
+}
+
+fn start_with(env: &[(&'static str, String)]) -> Server {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(&pairs)
+}
+
+fn sample_frames() -> Vec<Vec<u8>> {
+    let rec = wav::read(&root().join("samples/technician-fr.wav")).expect("sample");
+    frames::frames(&rec, frames::TrackLayout::Mono(Track::Inbound))
+        .remove(0)
+        .frames
+}
+
+fn sim(url: &str, session: &str, token: Option<&str>) -> SimConfig {
+    let mut c = SimConfig::from_tracks(url, vec![]);
+    c.inbound = Arc::new(sample_frames());
+    c.params = vec![
+        ("session_id".into(), session.into()),
+        ("technician_id".into(), "tech-7".into()),
+        ("technician_name".into(), "Jeanne".into()),
+    ];
+    c.auth_token = token.map(str::to_owned);
+    c.linger = Duration::from_millis(200);
+    c
+}
+
+async fn session(server: &Server, id: &str) -> Value {
+    reqwest::get(server.http(&format!("/api/sessions/{id}")))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_control_goes_through_twilios_rest_api() {
+    let (api, log) = twilio_stand_in().await;
+    let server = start_with(&twilio_env(&api));
+    let http = reqwest::Client::new();
+
+    let bad = http
+        .post(server.http("/twilio/initiate-call"))
+        .json(&json!({"phone_number": "06 12 34 56 78", "technician_id": "t1"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap_or_default().contains("E.164"));
+
+    let r: Value = http
+        .post(server.http("/twilio/initiate-call"))
+        .json(&json!({"phone_number": "+33612345678", "technician_id": "t1", "technician_name": "Jeanne", "session_id": "s-rest"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        r,
+        json!({"success": true, "call_sid": "CAstandin0001", "session_id": "s-rest", "status": "queued"})
+    );
+
+    let seen = log.lock().unwrap().clone();
+    let create = &seen[0];
+    assert_eq!(
+        (create.method.as_str(), create.path.as_str()),
+        ("POST", "/Accounts/ACtest/Calls.json")
+    );
+    let expected_auth = format!("Basic {}", B64.encode(format!("ACtest:{TOKEN}")));
+    assert_eq!(create.auth, expected_auth);
+    let field = |k: &str| {
+        create
+            .form
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("To"), ["+33612345678"]);
+    assert_eq!(field("From"), ["+15005550006"]);
+    assert_eq!(field("StatusCallback"), [format!("{PUBLIC}/twilio/status")]);
+    assert_eq!(
+        field("StatusCallbackEvent"),
+        ["initiated", "ringing", "answered", "completed"]
+    );
+    let url = &field("Url")[0];
+    assert!(
+        url.starts_with(&format!("{PUBLIC}/twilio/voice?session_id=s-rest")),
+        "{url}"
+    );
+    assert!(url.contains("technician_name=Jeanne"), "{url}");
+
+    let status: Value = http
+        .get(server.http("/twilio/call-status/CAstandin0001"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "in-progress");
+    assert_eq!(status["session_id"], "s-rest");
+
+    let ended: Value = http
+        .post(server.http("/twilio/end-call"))
+        .json(&json!({"call_sid": "CAstandin0001", "session_id": "s-rest"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["success"], true);
+    assert_eq!(ended["status"], "completed");
+    assert_eq!(ended["duration"], 42);
+    assert_eq!(
+        ended["session_stats"],
+        json!({"total_segments": 0, "speakers": {}})
+    );
+    let end = log.lock().unwrap()[2].clone();
+    assert_eq!(end.path, "/Accounts/ACtest/Calls/CAstandin0001.json");
+    assert_eq!(
+        end.form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    assert_eq!(end.auth, expected_auth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_twilio_credentials_call_endpoints_say_so_and_streams_still_work() {
+    let server = Server::start(&[]);
+    let http = reqwest::Client::new();
+    for (method, path, body) in [
+        (
+            "POST",
+            "/twilio/initiate-call",
+            json!({"phone_number": "+33612345678"}),
+        ),
+        ("POST", "/twilio/end-call", json!({"call_sid": "CA1"})),
+        ("GET", "/twilio/call-status/CA1", json!(null)),
+    ] {
+        let req = if method == "POST" {
+            http.post(server.http(path)).json(&body)
+        } else {
+            http.get(server.http(path))
+        };
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status(), 503, "{path}");
+        assert!(
+            r.text().await.unwrap().contains("Twilio not configured"),
+            "{path}"
+        );
+    }
+    let report = simulator::run(sim(&server.ws(), "no-twilio", None)).await;
+    assert_eq!(
+        report.connected.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "{}",
+        report.render()
+    );
+    let s = session(&server, "no-twilio").await;
+    assert_eq!(s["status"], "completed");
+    // The sample has three phrases, all the technician's.
+    assert_eq!(s["total_segments"], 3, "{s}");
+    assert_eq!(
+        s["speakers"]["tech-7"],
+        json!({"segment_count": 3, "speaker_role": "technician"})
+    );
+}
+
+fn sign(url: &str, form: &[(&str, &str)]) -> String {
+    let params: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    signature::compute(TOKEN, url, &params)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_and_the_stream_upgrade_need_a_valid_signature() {
+    let (api, _) = twilio_stand_in().await;
+    let server = start_with(&twilio_env(&api));
+    let http = reqwest::Client::new();
+    let form = [
+        ("CallSid", "CAsig1"),
+        ("CallStatus", "ringing"),
+        ("Direction", "outbound-api"),
+    ];
+
+    let post = |path: &str, sig: Option<String>| {
+        let mut r = http.post(server.http(path)).form(&form);
+        if let Some(s) = sig {
+            r = r.header("X-Twilio-Signature", s);
+        }
+        r.send()
+    };
+    assert_eq!(post("/twilio/status", None).await.unwrap().status(), 403);
+    assert_eq!(
+        post("/twilio/status", Some("bm90IGl0".into()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let good = sign(&format!("{PUBLIC}/twilio/status"), &form);
+    assert_eq!(
+        post("/twilio/status", Some(good)).await.unwrap().status(),
+        204
+    );
+
+    let voice_path = "/twilio/voice?session_id=s-sig&technician_id=t9";
+    assert_eq!(post(voice_path, None).await.unwrap().status(), 403);
+    let r = post(
+        voice_path,
+        Some(sign(&format!("{PUBLIC}{voice_path}"), &form)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let twiml = r.text().await.unwrap();
+    assert!(
+        twiml.contains("<Connect><Stream url=\"wss://callpipe.example/twilio/media-stream\">"),
+        "{twiml}"
+    );
+    assert!(
+        twiml.contains("<Parameter name=\"session_id\" value=\"s-sig\"/>"),
+        "{twiml}"
+    );
+    assert!(twiml.contains("<Say language=\"fr-FR\">"), "{twiml}");
+
+    // The media-stream upgrade: refused unsigned, accepted when signed over
+    // the public wss:// URL.
+    let err = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect_err("unsigned upgrade refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut req = server.ws().into_client_request().unwrap();
+    let sig = signature::compute(TOKEN, "wss://callpipe.example/twilio/media-stream", &[]);
+    req.headers_mut()
+        .insert("X-Twilio-Signature", sig.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed upgrade accepted");
+    ws.close(None).await.ok();
+}
+
+fn start_msg(session: &str) -> String {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZbad", "start": {
+        "accountSid": "AC1", "streamSid": "MZbad", "callSid": format!("CA{session}"), "tracks": ["inbound"],
+        "customParameters": {"session_id": session, "technician_id": "tech-bad"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    .to_string()
+}
+
+fn media_msg(payload: &str, k: usize) -> String {
+    json!({"event": "media", "sequenceNumber": (k + 2).to_string(), "streamSid": "MZbad",
+           "media": {"track": "inbound", "chunk": (k + 1).to_string(), "timestamp": (k * 20).to_string(), "payload": payload}})
+    .to_string()
+}
+
+async fn stats(server: &Server) -> Value {
+    reqwest::get(server.http("/api/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_skipped_or_close_the_stream_and_never_touch_another_call() {
+    let server = Server::start(&[]);
+    // A healthy call runs alongside the whole time.
+    let healthy = tokio::spawn(simulator::run(sim(&server.ws(), "healthy", None)));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect("connect");
+    let good = B64.encode([0xFFu8; 160]);
+    // Media before start, then every kind of garbage.
+    ws.send(Message::Text(media_msg(&good, 0).into()))
+        .await
+        .unwrap();
+    ws.send(Message::Text(start_msg("bad-input").into()))
+        .await
+        .unwrap();
+    for bad in [
+        "{this is not json".to_string(),
+        json!({"event": "party"}).to_string(),
+        media_msg("!!!not base64!!!", 1),
+        media_msg(&B64.encode([0xFFu8; 100]), 2),
+        json!({"event": "media", "media": {"track": "inbound"}}).to_string(),
+    ] {
+        ws.send(Message::Text(bad.into())).await.unwrap();
+    }
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    // Then real speech: the call still works. Paced at 10x real time (the
+    // intake never waits, so an unpaced burst would be dropped by design).
+    for (k, frame) in sample_frames().iter().enumerate() {
+        ws.send(Message::Text(media_msg(&B64.encode(frame), k + 10).into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ws.send(Message::Text(
+        json!({"event": "stop", "streamSid": "MZbad"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    ws.close(None).await.ok();
+
+    let report = healthy.await.expect("healthy call");
+    assert_eq!(
+        report.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        report.render()
+    );
+
+    // Wait for the bad call to be wound down.
+    let mut s = session(&server, "bad-input").await;
+    for _ in 0..50 {
+        if s["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = session(&server, "bad-input").await;
+    }
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(
+        s["total_segments"], 3,
+        "the real speech after the garbage was heard: {s}"
+    );
+    assert_eq!(session(&server, "healthy").await["total_segments"], 3);
+    let st = stats(&server).await;
+    assert!(st["frames_rejected"].as_u64().unwrap() >= 3, "{st}");
+
+    // A message over 64 KiB closes that stream, and only that stream.
+    let (mut big, _) = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect("connect");
+    big.send(Message::Text(start_msg("too-big").into()))
+        .await
+        .unwrap();
+    let huge = json!({"event": "mark", "mark": {"name": "x".repeat(70 * 1024)}}).to_string();
+    let _ = big.send(Message::Text(huge.into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the server closed the oversized stream");
+    let report = simulator::run(sim(&server.ws(), "after-big", None)).await;
+    assert_eq!(report.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(session(&server, "after-big").await["total_segments"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_without_stop_ends_the_call_cleanly() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect("connect");
+    ws.send(Message::Text(start_msg("dropped").into()))
+        .await
+        .unwrap();
+    // Speak one phrase, then vanish mid-call (no stop, no close frame).
+    for (k, frame) in sample_frames().iter().take(200).enumerate() {
+        ws.send(Message::Text(media_msg(&B64.encode(frame), k).into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(ws);
+    let mut s = session(&server, "dropped").await;
+    for _ in 0..50 {
+        if s["status"] == "disconnected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = session(&server, "dropped").await;
+    }
+    assert_eq!(s["status"], "disconnected", "{s}");
+    assert_eq!(s["streaming"], false);
+    assert_eq!(
+        s["total_segments"], 1,
+        "speech cut by the hang-up still counts: {s}"
+    );
+    assert_eq!(stats(&server).await["active_calls"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_simulated_calls_at_once_lose_no_frames() {
+    let server = Server::start(&[]);
+    let mut config = sim(&server.ws(), "crowd", None);
+    config.calls = 20;
+    config.ramp = Duration::from_millis(500);
+    config.both_tracks = true;
+    let report = simulator::run(config).await;
+    assert_eq!(
+        report.connected.load(std::sync::atomic::Ordering::Relaxed),
+        20,
+        "{}",
+        report.render()
+    );
+    assert_eq!(
+        report.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        report.render()
+    );
+    let st = stats(&server).await;
+    assert_eq!(st["frames_dropped"], 0, "{st}");
+    assert_eq!(
+        st["frames_in"].as_u64(),
+        Some(20 * 2 * sample_frames().len() as u64),
+        "{st}"
+    );
+    for n in [0, 7, 19] {
+        let s = session(&server, &format!("crowd-{n}")).await;
+        assert_eq!(s["total_segments"], 3, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_sent_back_is_paced_marked_and_cleared_on_barge_in() {
+    // The default pipeline behind a test stage that echoes the caller back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
+        .expect("pipeline");
+    let plugins = root().join("plugins");
+    let echo = root().join("tests/components/echo");
+    let with_echo = default
+        .replace(
+            "component = \"mulaw-codec\"",
+            &format!("component = \"{}\"", plugins.join("mulaw-codec").display()),
+        )
+        .replace(
+            "component = \"energy-vad\"",
+            &format!("component = \"{}\"", plugins.join("energy-vad").display()),
+        )
+        .replace(
+            "component = \"speaker-priority\"",
+            &format!(
+                "component = \"{}\"",
+                plugins.join("speaker-priority").display()
+            ),
+        )
+        // Right after the codec: it echoes the decoded audio.
+        .replacen(
+            "# Speech detection per track",
+            &format!(
+                "[[stages]]\nname = \"echo\"\ncomponent = \"{}\"\n\n# Speech detection per track",
+                echo.display()
+            ),
+            1,
+        );
+    let path = dir.path().join("echo.toml");
+    std::fs::write(&path, with_echo).expect("write");
+    let server = Server::start_pipeline(&[], &path);
+
+    let mut config = sim(&server.ws(), "echo", None);
+    config.linger = Duration::from_secs(1);
+    let report = simulator::run(config).await;
+    let received = report.received();
+    assert_eq!(
+        report.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        report.render()
+    );
+    // Played back in 20 ms frames with a mark per chunk...
+    assert!(
+        received.get("media").copied().unwrap_or(0) > 100,
+        "{}",
+        report.render()
+    );
+    assert!(
+        received.get("mark").copied().unwrap_or(0) > 5,
+        "{}",
+        report.render()
+    );
+    assert!(
+        report.mark_round_trip.count() > 5,
+        "marks came back: {}",
+        report.render()
+    );
+    // ...and cut with `clear` when the technician starts talking over it.
+    assert!(
+        received.get("clear").copied().unwrap_or(0) >= 1,
+        "{}",
+        report.render()
+    );
+}
