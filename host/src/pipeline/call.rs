@@ -127,7 +127,9 @@ impl Call {
                 Next::Stage(tx)
             };
             let stage = pipeline.stages[index].clone();
-            let span = tracing::info_span!("stage", call = %id, stage = %stage.name);
+            // Debug level: entered on every poll, so it costs nothing unless
+            // debug logging is on (log lines carry call and stage anyway).
+            let span = tracing::debug_span!("stage", call = %id, stage = %stage.name);
             tasks.push(tokio::spawn(
                 run_stage(inst, stage.on, stage_rx, next, stats.clone(), index).instrument(span),
             ));

@@ -11,12 +11,19 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 
+/// Enough for a few media messages per read.
+pub const READ_BUFFER: usize = 4 * 1024;
+
 pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     if state.active_streams.load(Relaxed) >= state.max_calls {
         tracing::warn!(max = state.max_calls, "refused a media stream: at capacity");
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
     }
     upgrade
+        // tungstenite zero-fills its read buffer up to this size on every
+        // read; the 128 KiB default costs more than the whole audio path for
+        // a ~400-byte media message.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(socket, state))

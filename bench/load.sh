@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Load benchmark of the audio path through `callpipe serve`: N simultaneous
+# simulated Twilio calls from a second process on loopback.
+# Usage: bench/load.sh [DURATION_S] [CALLS...]   (default: 30 s; 100 500 1000)
+# Reports server CPU seconds per call-second, RSS per call, frame lag and
+# lost frames. Both processes share this machine's cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-30}
+shift || true
+levels=("$@")
+[ ${#levels[@]} -gt 0 ] || levels=(100 500 1000)
+bin=${CARGO_TARGET_DIR:-target}/release/callpipe
+cargo build --release -q -p callpipe-host
+port=18765
+hz=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+printf "%-6s %-10s %-14s %-12s %-12s %-10s %-8s %-8s %s\n" calls cpu/call-s "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99"
+for n in "${levels[@]}"; do
+  CALLPIPE_LOG=error "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
+  server=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  rss0=$(rss_kb $server)
+  cpu0=$(cpu_ticks $server)
+  # Sample RSS while the calls run; keep the peak.
+  peak=$rss0
+  ( while kill -0 $server 2>/dev/null; do r=$(rss_kb $server); echo "$r"; sleep 1; done ) >/tmp/callpipe-load-rss &
+  sampler=$!
+  sim_out=$(CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
+      --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1)
+  cpu1=$(cpu_ticks $server)
+  kill $sampler 2>/dev/null || true
+  peak=$(sort -n /tmp/callpipe-load-rss | tail -1)
+  stats=$(curl -s "http://127.0.0.1:$port/api/stats")
+  kill $server; wait $server 2>/dev/null || true
+  python3 - "$n" "$duration" "$cpu0" "$cpu1" "$hz" "$rss0" "$peak" "$stats" "$sim_out" <<'PY'
+import json, sys, re
+n, dur, c0, c1, hz, r0, peak = (float(x) for x in sys.argv[1:8])
+stats = json.loads(sys.argv[8]); sim = sys.argv[9]
+cpu_per_call_s = (c1 - c0) / hz / (n * dur)
+rss_per_call = (peak - r0) / n
+lag = stats["frame_lag_ms"]
+m = re.search(r"sender lateness: p50 ([\d.]+) ms p99 ([\d.]+) ms", sim)
+sender = f"{m.group(2)} ms" if m else "?"
+if "failed (of" in sim and not re.search(r" 0 failed", sim):
+    sender += " (calls failed!)"
+print(f"{int(n):<6} {cpu_per_call_s:<10.4f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender}")
+PY
+done
