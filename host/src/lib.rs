@@ -5,6 +5,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod sessions;
 pub mod simulator;

