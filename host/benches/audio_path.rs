@@ -59,6 +59,7 @@ fn setup() -> Setup {
             &LoadOptions {
                 build_plugins: true,
                 quiet: true,
+                ..Default::default()
             },
         ))
         .unwrap_or_else(|d| panic!("{d}"));

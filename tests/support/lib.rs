@@ -72,6 +72,7 @@ pub async fn load(toml: &str) -> Result<LoadedPipeline, Diagnostics> {
         &LoadOptions {
             build_plugins: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .await

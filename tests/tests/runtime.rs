@@ -300,3 +300,33 @@ async fn runaway_memory_growth_is_stopped_and_contained() {
 async fn a_panic_is_contained() {
     contained("panic").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcriber_settings_are_checked_where_they_are_written() {
+    let with = |section: &str| {
+        format!(
+            "[pipeline]\nname = \"t\"\n\n[capabilities.transcriber]\n{section}\n\n[[stages]]\nname = \"codec\"\ncomponent = \"{}\"\n",
+            wasm("callpipe-stage-mulaw-codec")
+        )
+    };
+    let missing = load(&with(
+        "backend = \"whisper-cpp\"\nmodel = \"/nonexistent/ggml-base.bin\"",
+    ))
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(missing.0[0].line, 4, "{missing}");
+    assert!(missing.to_string().contains("callpipe models"), "{missing}");
+
+    let unknown = load(&with("backend = \"telepathy\""))
+        .await
+        .err()
+        .expect("refused");
+    assert!(unknown.to_string().contains("telepathy"), "{unknown}");
+
+    let typo = load(&with("backend = \"whisper-cpp\"\nthreadz = 2"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(typo.to_string().contains("threadz"), "{typo}");
+}

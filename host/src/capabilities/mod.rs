@@ -5,9 +5,16 @@ pub mod knowledge;
 pub mod log;
 pub mod speech;
 pub mod transcriber;
+pub mod whisper_cpp;
 
 use crate::pipeline::bindings::types::{self, CapabilityError};
 use crate::pipeline::state::StageState;
+
+/// The backends a pipeline configured; shared by all its stage instances.
+#[derive(Default)]
+pub struct CapabilitySet {
+    pub transcriber: Option<std::sync::Arc<transcriber::Configured>>,
+}
 
 // The `types` interface has no functions; its host trait is empty.
 impl types::Host for StageState {}

@@ -1,18 +1,165 @@
-//! `transcriber`: speech to text. Backends (whisper.cpp in process, an
-//! OpenAI-compatible endpoint) plug in here; without one, stages get a
-//! `not-configured` error they can handle.
+//! `transcriber`: speech to text. The stage sends PCM; the host hands it to
+//! the backend the pipeline configures (`[capabilities.transcriber]`).
 
 use super::not_configured;
 use crate::pipeline::bindings::transcriber::{
-    CapabilityError, Host, TranscribeRequest, Transcription,
+    CapabilityError, Host, TranscribeRequest, Transcription as WitTranscription,
 };
 use crate::pipeline::state::StageState;
+use serde::Deserialize;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcription {
+    pub text: String,
+    pub language: String,
+    /// 0..1: mean token probability.
+    pub confidence: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriberError {
+    #[error("transcriber misconfigured: {0}")]
+    Config(String),
+    #[error("transcriber unavailable: {0}")]
+    Unavailable(String),
+    #[error("transcription timed out after {0} ms")]
+    Timeout(u64),
+    #[error("transcription failed: {0}")]
+    Failed(String),
+}
+
+/// A speech-to-text backend. Audio is 16 kHz mono, -1..1.
+pub trait Transcriber: Send + Sync {
+    fn summary(&self) -> String;
+    fn transcribe<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        language: Option<String>,
+        prompt: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>>;
+}
+
+/// `[capabilities.transcriber]` in a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "kebab-case")]
+pub enum TranscriberConfig {
+    WhisperCpp {
+        /// A whisper.cpp ggml model; default: the one `callpipe models` sets up.
+        #[serde(default)]
+        model: Option<PathBuf>,
+        #[serde(default = "one")]
+        threads: i32,
+        /// `fr`, `en`, ... or `auto` to detect.
+        #[serde(default = "french")]
+        language: String,
+        /// Transcriptions running at once; more wait their turn.
+        #[serde(default = "one_usize")]
+        max_concurrent: usize,
+        /// Longest one transcription may take.
+        #[serde(default = "timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn one() -> i32 {
+    1
+}
+fn one_usize() -> usize {
+    1
+}
+fn french() -> String {
+    "fr".into()
+}
+fn timeout_ms() -> u64 {
+    30_000
+}
+
+/// A configured transcriber with its timeout.
+pub struct Configured {
+    pub backend: Arc<dyn Transcriber>,
+    pub timeout_ms: u64,
+}
+
+impl TranscriberConfig {
+    /// Builds the backend (loads the model: blocking).
+    pub fn build(&self, data_dir: &Path, base_dir: &Path) -> Result<Configured, TranscriberError> {
+        match self {
+            TranscriberConfig::WhisperCpp {
+                model,
+                threads,
+                language,
+                max_concurrent,
+                timeout_ms,
+            } => {
+                let model = match model {
+                    Some(m) if m.is_absolute() => m.clone(),
+                    Some(m) => base_dir.join(m),
+                    None => data_dir
+                        .join("models")
+                        .join(crate::models::whisper::MODEL_FILE),
+                };
+                let backend =
+                    super::whisper_cpp::WhisperCpp::load(super::whisper_cpp::WhisperCppConfig {
+                        model,
+                        threads: *threads,
+                        language: (language != "auto").then(|| language.clone()),
+                        max_concurrent: *max_concurrent,
+                    })?;
+                Ok(Configured {
+                    backend: Arc::new(backend),
+                    timeout_ms: *timeout_ms,
+                })
+            }
+        }
+    }
+}
+
+/// PCM at any rate to what the backends take: 16 kHz, -1..1.
+pub fn to_16k(samples: &[i16], rate: u32) -> Vec<f32> {
+    let x: Vec<f32> = samples.iter().map(|&s| s as f32 / 32768.0).collect();
+    if rate == 16_000 {
+        x
+    } else {
+        callpipe_dsp::resample::resample(&x, rate, 16_000)
+    }
+}
 
 impl Host for StageState {
     async fn transcribe(
         &mut self,
-        _request: TranscribeRequest,
-    ) -> wasmtime::Result<Result<Transcription, CapabilityError>> {
-        Ok(Err(not_configured("transcriber")))
+        request: TranscribeRequest,
+    ) -> wasmtime::Result<Result<WitTranscription, CapabilityError>> {
+        let Some(t) = self.capabilities.transcriber.clone() else {
+            return Ok(Err(not_configured("transcriber")));
+        };
+        if request.rate == 0 || request.rate > 192_000 {
+            return Ok(Err(CapabilityError::InvalidRequest(format!(
+                "unusable sample rate {}",
+                request.rate
+            ))));
+        }
+        let audio = to_16k(&request.samples, request.rate);
+        let call = tokio::time::timeout(
+            std::time::Duration::from_millis(t.timeout_ms),
+            t.backend
+                .transcribe(audio, request.language, request.prompt),
+        );
+        Ok(match call.await {
+            Err(_) => Err(CapabilityError::Timeout(format!(
+                "no transcript after {} ms",
+                t.timeout_ms
+            ))),
+            Ok(Err(TranscriberError::Unavailable(m))) => Err(CapabilityError::Unavailable(m)),
+            Ok(Err(e)) => Err(CapabilityError::Other(e.to_string())),
+            Ok(Ok(r)) => Ok(WitTranscription {
+                text: r.text,
+                language: r.language,
+                confidence: r.confidence,
+            }),
+        })
     }
 }

@@ -20,6 +20,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             &LoadOptions {
                 build_plugins: true,
                 quiet: false,
+                data_dir: data_dir.to_path_buf(),
             },
         )
         .await

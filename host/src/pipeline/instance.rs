@@ -173,7 +173,10 @@ async fn instantiate(
         .memory_size(stage.limits.memory_mib as usize * 1024 * 1024)
         .trap_on_grow_failure(true)
         .build();
-    let mut store = Store::new(runtime.engine(), StageState::new(context.clone(), limits));
+    let mut store = Store::new(
+        runtime.engine(),
+        StageState::new(context.clone(), limits, stage.capabilities.clone()),
+    );
     store.limiter(|s| &mut s.limits);
     let deadline_ms = stage.limits.deadline_ms;
     store.data_mut().deadline =

@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub build_plugins: bool,
     /// Capture cargo's output rather than showing its progress.
     pub quiet: bool,
+    /// Where default model files live (`callpipe models` puts them there).
+    pub data_dir: PathBuf,
 }
 
 impl Default for LoadOptions {
@@ -30,6 +32,7 @@ impl Default for LoadOptions {
         Self {
             build_plugins: true,
             quiet: true,
+            data_dir: crate::config::default_data_dir(),
         }
     }
 }
@@ -46,6 +49,7 @@ pub struct LoadedStage {
     pub limits: Limits,
     pub descriptor: Descriptor,
     pub pre: FullStagePre<StageState>,
+    pub capabilities: Arc<crate::capabilities::CapabilitySet>,
 }
 
 pub struct LoadedPipeline {
@@ -131,8 +135,15 @@ pub async fn load_str(
     if file.pipeline.queue == 0 {
         diags.push(map.at(None, None, "[pipeline] queue must be at least 1"));
     }
+    let mut capabilities = crate::capabilities::CapabilitySet::default();
+    if let Some(section) = &file.capabilities.transcriber {
+        match build_transcriber(section, &options.data_dir, &pipeline_dir).await {
+            Ok(t) => capabilities.transcriber = Some(Arc::new(t)),
+            Err(message) => diags.push(map.at(Some(section.span()), None, message)),
+        }
+    }
+    let capabilities = Arc::new(capabilities);
     for (cap, section) in [
-        ("transcriber", &file.capabilities.transcriber),
         ("knowledge", &file.capabilities.knowledge),
         ("speech", &file.capabilities.speech),
     ] {
@@ -276,6 +287,7 @@ pub async fn load_str(
             p,
             &built,
             &file.pipeline.language,
+            &capabilities,
             &mut diags,
         )
         .await;
@@ -337,6 +349,7 @@ async fn load_stage(
     p: Pending<'_>,
     built: &BTreeMap<String, PathBuf>,
     language: &str,
+    capabilities: &Arc<crate::capabilities::CapabilitySet>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<LoadedStage> {
     let s = p.spec.get_ref();
@@ -403,6 +416,7 @@ async fn load_stage(
             default_on: vec![],
         },
         pre,
+        capabilities: capabilities.clone(),
     };
     match probe(runtime, &mut stage, language).await {
         Ok(()) => {}
@@ -424,6 +438,29 @@ async fn load_stage(
         stage.on = stage.descriptor.default_on.iter().copied().collect();
     }
     Some(stage)
+}
+
+/// Parses `[capabilities.transcriber]` and loads its backend (off the async
+/// runtime: a model load is blocking).
+async fn build_transcriber(
+    section: &Spanned<toml::Table>,
+    data_dir: &Path,
+    base_dir: &Path,
+) -> Result<crate::capabilities::transcriber::Configured, String> {
+    use crate::capabilities::transcriber::TranscriberConfig;
+    let config: TranscriberConfig = toml::Value::Table(section.get_ref().clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("[capabilities.transcriber]: {}", e.message()))?;
+    let (data_dir, base_dir) = (data_dir.to_path_buf(), base_dir.to_path_buf());
+    let built = tokio::task::spawn_blocking(move || config.build(&data_dir, &base_dir)).await;
+    match built {
+        Ok(Ok(t)) => {
+            tracing::info!("transcriber: {}", t.backend.summary());
+            Ok(t)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("loading the transcriber failed: {e}")),
+    }
 }
 
 /// serde_json ends messages with a position in the JSON the host built,
@@ -487,6 +524,7 @@ async fn probe(
                 .memory_size(stage.limits.memory_mib as usize * 1024 * 1024)
                 .trap_on_grow_failure(true)
                 .build(),
+            stage.capabilities.clone(),
         ),
     );
     store.limiter(|s| &mut s.limits);

@@ -26,10 +26,16 @@ pub struct StageState {
     pub deadline: Instant,
     /// Last lines the guest wrote to stderr (a panic message, typically).
     pub stderr: GuestOutput,
+    /// Backends of the capabilities the pipeline configured.
+    pub capabilities: Arc<crate::capabilities::CapabilitySet>,
 }
 
 impl StageState {
-    pub fn new(context: StageContext, limits: StoreLimits) -> Self {
+    pub fn new(
+        context: StageContext,
+        limits: StoreLimits,
+        capabilities: Arc<crate::capabilities::CapabilitySet>,
+    ) -> Self {
         let stderr = GuestOutput::new(context.clone());
         // No files, no network, no environment: a stage sees only what the
         // host hands it through events and granted capabilities.
@@ -44,6 +50,7 @@ impl StageState {
             context,
             deadline: Instant::now(),
             stderr,
+            capabilities,
         }
     }
 }

@@ -1,0 +1,216 @@
+//! The `whisper-cpp` transcriber backend: whisper.cpp in process (whisper-rs),
+//! on the blocking thread pool behind a concurrency limit, so a transcription
+//! never blocks the async runtime and never runs more at once than asked.
+
+use super::transcriber::{Transcriber, TranscriberError, Transcription};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+/// Encoder frames per second of audio (whisper's 20 ms hop, halved by conv2).
+const FRAMES_PER_SECOND: f32 = 50.0;
+/// Whisper's full window: 30 s.
+const FULL_AUDIO_CTX: i32 = 1500;
+/// Margin over the clip length: a window shorter than the speech makes
+/// whisper.cpp hallucinate; a little longer is as accurate and still cheap.
+const AUDIO_CTX_MARGIN: i32 = 128;
+
+#[derive(Debug, Clone)]
+pub struct WhisperCppConfig {
+    pub model: PathBuf,
+    pub threads: i32,
+    /// BCP 47 primary tag, or `None` to detect.
+    pub language: Option<String>,
+    pub max_concurrent: usize,
+}
+
+pub struct WhisperCpp {
+    ctx: Arc<WhisperContext>,
+    config: WhisperCppConfig,
+    permits: Arc<Semaphore>,
+    /// Decoder states reused between requests (one per permit at most).
+    states: Arc<Mutex<Vec<WhisperState>>>,
+}
+
+impl WhisperCpp {
+    /// Loads the model (blocking: call it off the async runtime).
+    pub fn load(config: WhisperCppConfig) -> Result<Self, TranscriberError> {
+        whisper_rs::install_logging_hooks();
+        if !config.model.is_file() {
+            return Err(TranscriberError::Config(format!(
+                "no Whisper model at {} (run `callpipe models`, or set `model` to a whisper.cpp ggml file)",
+                config.model.display()
+            )));
+        }
+        let ctx =
+            WhisperContext::new_with_params(&config.model, WhisperContextParameters::default())
+                .map_err(|e| {
+                    TranscriberError::Config(format!("cannot load {}: {e}", config.model.display()))
+                })?;
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            states: Arc::default(),
+            config,
+        })
+    }
+
+    pub fn model(&self) -> &Path {
+        &self.config.model
+    }
+}
+
+/// The encoder window for a clip of `samples` at 16 kHz.
+pub fn audio_ctx_for(samples: usize) -> i32 {
+    let frames = (samples as f32 / 16_000.0 * FRAMES_PER_SECOND).ceil() as i32;
+    (frames + AUDIO_CTX_MARGIN).min(FULL_AUDIO_CTX)
+}
+
+fn run(
+    ctx: &WhisperContext,
+    state: &mut WhisperState,
+    config: &WhisperCppConfig,
+    audio: &[f32],
+    language: Option<&str>,
+    prompt: Option<&str>,
+) -> Result<Transcription, TranscriberError> {
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_n_threads(config.threads.max(1));
+    params.set_language(language);
+    params.set_print_special(false);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    params.set_no_context(true);
+    params.set_single_segment(true);
+    params.set_suppress_blank(true);
+    params.set_audio_ctx(audio_ctx_for(audio.len()));
+    if let Some(p) = prompt.filter(|p| !p.is_empty()) {
+        params.set_initial_prompt(p);
+    }
+    // whisper.cpp needs at least a second of audio; pad short clips with silence.
+    let padded;
+    let audio = if audio.len() < 16_000 {
+        padded = [audio, &vec![0.0; 16_100 - audio.len()]].concat();
+        &padded[..]
+    } else {
+        audio
+    };
+    state
+        .full(params, audio)
+        .map_err(|e| TranscriberError::Failed(format!("whisper.cpp: {e}")))?;
+    let eot = ctx.token_eot();
+    let mut text = String::new();
+    let (mut prob_sum, mut prob_n) = (0f32, 0u32);
+    for segment in state.as_iter() {
+        text.push_str(
+            &segment
+                .to_str_lossy()
+                .map_err(|e| TranscriberError::Failed(e.to_string()))?,
+        );
+        for i in 0..segment.n_tokens() {
+            if let Some(token) = segment.get_token(i)
+                && token.token_id() < eot
+            {
+                prob_sum += token.token_probability();
+                prob_n += 1;
+            }
+        }
+    }
+    let detected = whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("");
+    Ok(Transcription {
+        text: text.trim().to_string(),
+        language: language.unwrap_or(detected).to_string(),
+        confidence: if prob_n == 0 {
+            0.0
+        } else {
+            prob_sum / prob_n as f32
+        },
+    })
+}
+
+impl Transcriber for WhisperCpp {
+    fn summary(&self) -> String {
+        format!(
+            "whisper-cpp {} ({} thread(s), language {}, {} at once)",
+            self.config.model.display(),
+            self.config.threads,
+            self.config.language.as_deref().unwrap_or("auto"),
+            self.config.max_concurrent
+        )
+    }
+
+    fn transcribe<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        language: Option<String>,
+        prompt: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>> {
+        Box::pin(async move {
+            let _permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TranscriberError::Unavailable("shut down".into()))?;
+            let ctx = self.ctx.clone();
+            let states = self.states.clone();
+            let config = self.config.clone();
+            let language = language.or_else(|| config.language.clone());
+            tokio::task::spawn_blocking(move || {
+                let pooled = states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut state = match pooled {
+                    Some(s) => s,
+                    None => ctx
+                        .create_state()
+                        .map_err(|e| TranscriberError::Failed(format!("whisper.cpp state: {e}")))?,
+                };
+                let result = run(
+                    &ctx,
+                    &mut state,
+                    &config,
+                    &audio,
+                    language.as_deref(),
+                    prompt.as_deref(),
+                );
+                states.lock().unwrap_or_else(|p| p.into_inner()).push(state);
+                result
+            })
+            .await
+            .map_err(|e| TranscriberError::Failed(format!("transcription task failed: {e}")))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_follows_the_clip_with_a_margin() {
+        assert_eq!(audio_ctx_for(3 * 16_000), 150 + AUDIO_CTX_MARGIN);
+        assert_eq!(audio_ctx_for(40 * 16_000), FULL_AUDIO_CTX);
+        assert!(
+            audio_ctx_for(16_000 * 64 / 10) > 320,
+            "never shorter than a 6.4 s clip"
+        );
+    }
+
+    #[test]
+    fn a_missing_model_names_the_fix() {
+        let err = WhisperCpp::load(WhisperCppConfig {
+            model: "/nonexistent/ggml-base.bin".into(),
+            threads: 1,
+            language: Some("fr".into()),
+            max_concurrent: 1,
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("callpipe models"), "{err}");
+    }
+}
