@@ -1,4 +1,3 @@
-use crate::pipeline::loader::{self, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,17 +9,7 @@ pub struct Args {
 
 pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let runtime = super::small_runtime(data_dir)?;
-    match loader::load(
-        &runtime,
-        &args.pipeline,
-        &LoadOptions {
-            build_plugins: true,
-            quiet: false,
-            data_dir: data_dir.to_path_buf(),
-        },
-    )
-    .await
-    {
+    match super::load_pipeline(&runtime, &args.pipeline, data_dir).await {
         Ok(p) => {
             for s in &p.stages {
                 println!("{:<18} {}", s.name, s.wasm.display());

@@ -1,5 +1,4 @@
 use crate::pipeline::event::kind_name;
-use crate::pipeline::loader::{self, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,17 +13,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let runtime = super::small_runtime(data_dir)?;
     let mut failed = false;
     for file in &args.files {
-        match loader::load(
-            &runtime,
-            file,
-            &LoadOptions {
-                build_plugins: true,
-                quiet: false,
-                data_dir: data_dir.to_path_buf(),
-            },
-        )
-        .await
-        {
+        match super::load_pipeline(&runtime, file, data_dir).await {
             Ok(p) => {
                 println!(
                     "ok: {} (pipeline `{}`, version {})",

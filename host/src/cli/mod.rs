@@ -94,6 +94,21 @@ fn init_tracing() {
         .init();
 }
 
+/// Loads a pipeline the way every command does (building its plugins with
+/// cargo's progress shown); `Err` carries the located diagnostics.
+async fn load_pipeline(
+    runtime: &std::sync::Arc<crate::pipeline::Runtime>,
+    path: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<crate::pipeline::LoadedPipeline, crate::pipeline::Diagnostics> {
+    let options = crate::pipeline::LoadOptions {
+        build_plugins: true,
+        quiet: false,
+        data_dir: data_dir.to_path_buf(),
+    };
+    crate::pipeline::loader::load(runtime, path, &options).await
+}
+
 /// A runtime sized for one-shot commands (a few calls at most).
 fn small_runtime(
     data_dir: &std::path::Path,

@@ -2,7 +2,6 @@ use crate::audio::frames::{self, FRAME_MS, TrackLayout};
 use crate::audio::wav;
 use crate::pipeline::bindings::types::{Codec, EncodedAudio, Track};
 use crate::pipeline::event::{describe, to_json};
-use crate::pipeline::loader::{self, LoadOptions};
 use crate::pipeline::{Call, CallInfo, Event};
 use anyhow::Context;
 use std::io::Write;
@@ -52,17 +51,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let tracks = frames::frames(&recording, layout);
 
     let runtime = super::small_runtime(data_dir)?;
-    let pipeline = match loader::load(
-        &runtime,
-        &args.pipeline,
-        &LoadOptions {
-            build_plugins: true,
-            quiet: false,
-            data_dir: data_dir.to_path_buf(),
-        },
-    )
-    .await
-    {
+    let pipeline = match super::load_pipeline(&runtime, &args.pipeline, data_dir).await {
         Ok(p) => Arc::new(p),
         Err(diags) => {
             eprintln!("{diags}");

@@ -1,4 +1,3 @@
-use crate::pipeline::loader::{self, LoadOptions};
 use crate::pipeline::{Runtime, RuntimeConfig};
 use crate::twilio::rest::TwilioClient;
 use crate::twilio::twiml::StreamMode;
@@ -85,17 +84,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .max_instances
         .max((args.max_calls as u32 + 4) * stages_per_call);
     let runtime = Runtime::new(config)?;
-    let pipeline = match loader::load(
-        &runtime,
-        &args.pipeline,
-        &LoadOptions {
-            build_plugins: true,
-            quiet: false,
-            data_dir: data_dir.to_path_buf(),
-        },
-    )
-    .await
-    {
+    let pipeline = match super::load_pipeline(&runtime, &args.pipeline, data_dir).await {
         Ok(p) => Arc::new(p),
         Err(diags) => {
             eprintln!("{diags}");

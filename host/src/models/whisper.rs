@@ -197,6 +197,75 @@ fn split_attention<'a>(
     Ok(())
 }
 
+/// One residual attention block in whisper's state-dict order; decoder
+/// blocks add cross-attention after self-attention.
+fn block<'a>(
+    src: &Source<'a>,
+    s: &str,
+    d: &str,
+    state: usize,
+    cross: bool,
+    t: &mut Vec<Entry<'a>>,
+) -> Result<(), ConvertError> {
+    let qkv = ["query", "key", "value"];
+    split_attention(
+        src,
+        &format!("{s}/self_attention/linear_0"),
+        &format!("{d}.attn"),
+        &qkv,
+        state,
+        t,
+    )?;
+    linear(
+        src,
+        &format!("{s}/self_attention/linear_1"),
+        &format!("{d}.attn.out"),
+        t,
+    )?;
+    norm(
+        src,
+        &format!("{s}/self_attention/layer_norm"),
+        &format!("{d}.attn_ln"),
+        t,
+    )?;
+    if cross {
+        linear(
+            src,
+            &format!("{s}/attention/linear_0"),
+            &format!("{d}.cross_attn.query"),
+            t,
+        )?;
+        split_attention(
+            src,
+            &format!("{s}/attention/linear_1"),
+            &format!("{d}.cross_attn"),
+            &qkv[1..],
+            state,
+            t,
+        )?;
+        linear(
+            src,
+            &format!("{s}/attention/linear_2"),
+            &format!("{d}.cross_attn.out"),
+            t,
+        )?;
+        norm(
+            src,
+            &format!("{s}/attention/layer_norm"),
+            &format!("{d}.cross_attn_ln"),
+            t,
+        )?;
+    }
+    linear(src, &format!("{s}/ffn/linear_0"), &format!("{d}.mlp.0"), t)?;
+    linear(src, &format!("{s}/ffn/linear_1"), &format!("{d}.mlp.2"), t)?;
+    norm(
+        src,
+        &format!("{s}/ffn/layer_norm"),
+        &format!("{d}.mlp_ln"),
+        t,
+    )
+}
+
 /// Writes the ggml model. `progress(done, total)` follows the tensors.
 pub fn convert<'a>(
     ct2_model: &'a [u8],
@@ -261,44 +330,7 @@ pub fn convert<'a>(
     let audio = hp.n_audio_state as usize;
     for l in 0..hp.n_audio_layer {
         let (s, d) = (format!("encoder/layer_{l}"), format!("encoder.blocks.{l}"));
-        split_attention(
-            &src,
-            &format!("{s}/self_attention/linear_0"),
-            &format!("{d}.attn"),
-            &["query", "key", "value"],
-            audio,
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/self_attention/linear_1"),
-            &format!("{d}.attn.out"),
-            &mut t,
-        )?;
-        norm(
-            &src,
-            &format!("{s}/self_attention/layer_norm"),
-            &format!("{d}.attn_ln"),
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/ffn/linear_0"),
-            &format!("{d}.mlp.0"),
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/ffn/linear_1"),
-            &format!("{d}.mlp.2"),
-            &mut t,
-        )?;
-        norm(
-            &src,
-            &format!("{s}/ffn/layer_norm"),
-            &format!("{d}.mlp_ln"),
-            &mut t,
-        )?;
+        block(&src, &s, &d, audio, false, &mut t)?;
     }
     norm(&src, "encoder/layer_norm", "encoder.ln_post", &mut t)?;
     t.push(entry(
@@ -316,70 +348,7 @@ pub fn convert<'a>(
     let text = hp.n_text_state as usize;
     for l in 0..hp.n_text_layer {
         let (s, d) = (format!("decoder/layer_{l}"), format!("decoder.blocks.{l}"));
-        split_attention(
-            &src,
-            &format!("{s}/self_attention/linear_0"),
-            &format!("{d}.attn"),
-            &["query", "key", "value"],
-            text,
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/self_attention/linear_1"),
-            &format!("{d}.attn.out"),
-            &mut t,
-        )?;
-        norm(
-            &src,
-            &format!("{s}/self_attention/layer_norm"),
-            &format!("{d}.attn_ln"),
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/attention/linear_0"),
-            &format!("{d}.cross_attn.query"),
-            &mut t,
-        )?;
-        split_attention(
-            &src,
-            &format!("{s}/attention/linear_1"),
-            &format!("{d}.cross_attn"),
-            &["key", "value"],
-            text,
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/attention/linear_2"),
-            &format!("{d}.cross_attn.out"),
-            &mut t,
-        )?;
-        norm(
-            &src,
-            &format!("{s}/attention/layer_norm"),
-            &format!("{d}.cross_attn_ln"),
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/ffn/linear_0"),
-            &format!("{d}.mlp.0"),
-            &mut t,
-        )?;
-        linear(
-            &src,
-            &format!("{s}/ffn/linear_1"),
-            &format!("{d}.mlp.2"),
-            &mut t,
-        )?;
-        norm(
-            &src,
-            &format!("{s}/ffn/layer_norm"),
-            &format!("{d}.mlp_ln"),
-            &mut t,
-        )?;
+        block(&src, &s, &d, text, true, &mut t)?;
     }
     norm(&src, "decoder/layer_norm", "decoder.ln", &mut t)?;
 
