@@ -330,3 +330,23 @@ async fn transcriber_settings_are_checked_where_they_are_written() {
         .expect("refused");
     assert!(typo.to_string().contains("threadz"), "{typo}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_does_not_compile_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x0d\0\x01\0garbage").expect("write");
+    let toml = format!(
+        "[pipeline]\nname = \"bad\"\n\n[[stages]]\nname = \"broken\"\ncomponent = \"{}\"\n",
+        bogus.display()
+    );
+    let diags = load(&toml).await.err().expect("refused");
+    assert_eq!(diags.0.len(), 1, "{diags}");
+    let d = &diags.0[0];
+    assert_eq!(
+        (d.line, d.column, d.stage.as_deref()),
+        (6, 13, Some("broken")),
+        "{d}"
+    );
+    assert!(d.message.contains("fails to compile"), "{d}");
+}
