@@ -3,6 +3,7 @@
 
 pub mod knowledge;
 pub mod log;
+pub mod openai_transcriber;
 pub mod speech;
 pub mod transcriber;
 pub mod whisper_cpp;

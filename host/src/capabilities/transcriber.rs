@@ -63,6 +63,58 @@ pub enum TranscriberConfig {
         #[serde(default = "timeout_ms")]
         timeout_ms: u64,
     },
+    /// Any OpenAI-compatible `/v1/audio/transcriptions` endpoint.
+    Openai {
+        /// Up to and including `/v1`. Example: `url = "https://api.groq.com/openai/v1"`
+        #[serde(default = "openai_url")]
+        url: String,
+        #[serde(default = "openai_model")]
+        model: String,
+        /// Environment variable holding the API key (never the key itself).
+        #[serde(default = "openai_key_env")]
+        api_key_env: String,
+        #[serde(default = "french")]
+        language: String,
+        /// Per try.
+        #[serde(default = "openai_try_ms")]
+        try_timeout_ms: u64,
+        #[serde(default = "two")]
+        retries: u32,
+        #[serde(default = "backoff_ms")]
+        backoff_ms: u64,
+        #[serde(default = "five")]
+        breaker_failures: u32,
+        #[serde(default = "cooldown_ms")]
+        breaker_cooldown_ms: u64,
+        /// Longest one transcription may take, retries included.
+        #[serde(default = "timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn openai_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn openai_model() -> String {
+    "whisper-1".into()
+}
+fn openai_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn openai_try_ms() -> u64 {
+    10_000
+}
+fn two() -> u32 {
+    2
+}
+fn five() -> u32 {
+    5
+}
+fn backoff_ms() -> u64 {
+    250
+}
+fn cooldown_ms() -> u64 {
+    30_000
 }
 
 fn one() -> i32 {
@@ -109,6 +161,36 @@ impl TranscriberConfig {
                         language: (language != "auto").then(|| language.clone()),
                         max_concurrent: *max_concurrent,
                     })?;
+                Ok(Configured {
+                    backend: Arc::new(backend),
+                    timeout_ms: *timeout_ms,
+                })
+            }
+            TranscriberConfig::Openai {
+                url,
+                model,
+                api_key_env,
+                language,
+                try_timeout_ms,
+                retries,
+                backoff_ms,
+                breaker_failures,
+                breaker_cooldown_ms,
+                timeout_ms,
+            } => {
+                use super::openai_transcriber::{OpenAiConfig, OpenAiTranscriber};
+                use std::time::Duration;
+                let backend = OpenAiTranscriber::new(OpenAiConfig {
+                    base_url: url.clone(),
+                    model: model.clone(),
+                    api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+                    language: (language != "auto").then(|| language.clone()),
+                    timeout: Duration::from_millis(*try_timeout_ms),
+                    retries: *retries,
+                    backoff: Duration::from_millis(*backoff_ms),
+                    breaker_failures: (*breaker_failures).max(1),
+                    breaker_cooldown: Duration::from_millis(*breaker_cooldown_ms),
+                })?;
                 Ok(Configured {
                     backend: Arc::new(backend),
                     timeout_ms: *timeout_ms,

@@ -1,0 +1,406 @@
+//! The `openai` transcriber backend: any OpenAI-compatible
+//! `/v1/audio/transcriptions` endpoint (OpenAI, Groq, a local server).
+//! A 16 kHz WAV goes up as multipart; each try has a timeout, retryable
+//! failures (timeouts, 429, 5xx) are retried with exponential backoff, and a
+//! circuit breaker stops calling an endpoint that keeps failing.
+
+use super::transcriber::{Transcriber, TranscriberError, Transcription};
+use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Base URL up to and including `/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub language: Option<String>,
+    /// Per try.
+    pub timeout: Duration,
+    /// Tries after the first.
+    pub retries: u32,
+    pub backoff: Duration,
+    /// Consecutive failed requests that open the circuit...
+    pub breaker_failures: u32,
+    /// ...for this long.
+    pub breaker_cooldown: Duration,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct OpenAiTranscriber {
+    http: reqwest::Client,
+    config: OpenAiConfig,
+    breaker: Mutex<Breaker>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    text: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    segments: Vec<Segment>,
+}
+
+#[derive(Deserialize)]
+struct Segment {
+    #[serde(default)]
+    avg_logprob: Option<f32>,
+}
+
+/// Mono 16-bit PCM WAV at 16 kHz.
+pub fn wav_16k(audio: &[f32]) -> Vec<u8> {
+    let data_len = (audio.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + audio.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for &x in audio {
+        out.extend_from_slice(
+            &((x * 32767.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes(),
+        );
+    }
+    out
+}
+
+enum Attempt {
+    Done(Transcription),
+    Retry(String),
+    Fail(TranscriberError),
+}
+
+impl OpenAiTranscriber {
+    pub fn new(config: OpenAiConfig) -> Result<Self, TranscriberError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| TranscriberError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            config,
+            breaker: Mutex::default(),
+        })
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn attempt(&self, wav: &[u8], language: Option<&str>, prompt: Option<&str>) -> Attempt {
+        let file = match reqwest::multipart::Part::bytes(wav.to_vec())
+            .file_name("audio.wav")
+            .mime_str("audio/wav")
+        {
+            Ok(f) => f,
+            Err(e) => return Attempt::Fail(TranscriberError::Failed(e.to_string())),
+        };
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", file)
+            .text("model", self.config.model.clone())
+            .text("response_format", "verbose_json");
+        if let Some(l) = language {
+            form = form.text("language", l.to_string());
+        }
+        if let Some(p) = prompt.filter(|p| !p.is_empty()) {
+            form = form.text("prompt", p.to_string());
+        }
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/audio/transcriptions",
+                self.config.base_url.trim_end_matches('/')
+            ))
+            .timeout(self.config.timeout)
+            .multipart(form);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(format!("no answer within {:?}", self.config.timeout));
+            }
+            Err(e) => return Attempt::Retry(format!("cannot reach the endpoint: {e}")),
+        };
+        let status = response.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Attempt::Retry(format!("endpoint answered {status}"));
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Attempt::Fail(TranscriberError::Failed(format!(
+                "endpoint refused the request ({status}): {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        match response.json::<Response>().await {
+            Ok(r) => {
+                let probs: Vec<f32> = r
+                    .segments
+                    .iter()
+                    .filter_map(|s| s.avg_logprob)
+                    .map(f32::exp)
+                    .collect();
+                let confidence = if probs.is_empty() {
+                    0.0
+                } else {
+                    probs.iter().sum::<f32>() / probs.len() as f32
+                };
+                Attempt::Done(Transcription {
+                    text: r.text.trim().to_string(),
+                    language: language
+                        .map(str::to_owned)
+                        .or(r.language)
+                        .unwrap_or_default(),
+                    confidence: confidence.clamp(0.0, 1.0),
+                })
+            }
+            Err(e) => Attempt::Retry(format!("unreadable answer: {e}")),
+        }
+    }
+}
+
+impl Transcriber for OpenAiTranscriber {
+    fn summary(&self) -> String {
+        format!(
+            "openai-compatible {} model {}",
+            self.config.base_url, self.config.model
+        )
+    }
+
+    fn transcribe<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        language: Option<String>,
+        prompt: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(until) = self.breaker().open_until {
+                if Instant::now() < until {
+                    return Err(TranscriberError::Unavailable(format!(
+                        "circuit open after {} failed requests",
+                        self.config.breaker_failures
+                    )));
+                }
+                self.breaker().open_until = None; // half-open: let one through
+            }
+            let wav = wav_16k(&audio);
+            let language = language.or_else(|| self.config.language.clone());
+            let mut last = String::new();
+            for attempt in 0..=self.config.retries {
+                if attempt > 0 {
+                    tokio::time::sleep(self.config.backoff * 2u32.pow(attempt - 1)).await;
+                }
+                match self
+                    .attempt(&wav, language.as_deref(), prompt.as_deref())
+                    .await
+                {
+                    Attempt::Done(t) => {
+                        *self.breaker() = Breaker::default();
+                        return Ok(t);
+                    }
+                    Attempt::Fail(e) => return Err(e),
+                    Attempt::Retry(why) => {
+                        tracing::warn!(attempt, "transcription endpoint: {why}");
+                        last = why;
+                    }
+                }
+            }
+            let mut b = self.breaker();
+            b.failures += 1;
+            if b.failures >= self.config.breaker_failures {
+                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
+                b.failures = 0;
+                tracing::error!(
+                    "transcription endpoint keeps failing: circuit open for {:?}",
+                    self.config.breaker_cooldown
+                );
+            }
+            Err(TranscriberError::Unavailable(format!(
+                "{} tries failed, last: {last}",
+                self.config.retries + 1
+            )))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::{Multipart, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A test-only stand-in for an OpenAI-compatible endpoint.
+    #[derive(Clone, Default)]
+    struct Stub {
+        requests: Arc<AtomicU32>,
+        /// Requests answered 503 before it starts working.
+        failing: Arc<AtomicU32>,
+        /// Answer this late (to exercise the timeout).
+        delay_ms: u64,
+        seen: Arc<Mutex<Vec<(String, String)>>>,
+    }
+
+    async fn handler(
+        State(stub): State<Stub>,
+        headers: HeaderMap,
+        mut form: Multipart,
+    ) -> axum::response::Response {
+        stub.requests.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(stub.delay_ms)).await;
+        if stub.failing.load(Ordering::SeqCst) > 0 {
+            stub.failing.fetch_sub(1, Ordering::SeqCst);
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut fields = vec![("authorization".to_string(), auth)];
+        while let Ok(Some(field)) = form.next_field().await {
+            let name = field.name().unwrap_or("").to_string();
+            let value = if name == "file" {
+                let ct = field.content_type().unwrap_or("").to_string();
+                let file = field.file_name().unwrap_or("").to_string();
+                let bytes = field.bytes().await.unwrap_or_default();
+                let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+                format!(
+                    "{file} {ct} {} {rate}",
+                    String::from_utf8_lossy(&bytes[..4])
+                )
+            } else {
+                field.text().await.unwrap_or_default()
+            };
+            fields.push((name, value));
+        }
+        stub.seen.lock().unwrap().extend(fields);
+        axum::Json(serde_json::json!({"text": " bonjour ", "language": "french", "segments": [{"avg_logprob": -0.2}]}))
+            .into_response()
+    }
+
+    async fn serve(stub: Stub) -> String {
+        let app = axum::Router::new()
+            .route("/v1/audio/transcriptions", axum::routing::post(handler))
+            .with_state(stub);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/v1")
+    }
+
+    fn config(base_url: String) -> OpenAiConfig {
+        OpenAiConfig {
+            base_url,
+            model: "whisper-1".into(),
+            api_key: Some("sk-test".into()),
+            language: Some("fr".into()),
+            timeout: Duration::from_millis(300),
+            retries: 2,
+            backoff: Duration::from_millis(10),
+            breaker_failures: 2,
+            breaker_cooldown: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_a_multipart_16k_wav_with_model_language_and_key() {
+        let stub = Stub::default();
+        let t = OpenAiTranscriber::new(config(serve(stub.clone()).await)).unwrap();
+        let got = t
+            .transcribe(vec![0.1; 16_000], None, Some("caméra".into()))
+            .await
+            .unwrap();
+        assert_eq!(got.text, "bonjour");
+        assert_eq!(got.language, "fr");
+        assert!((got.confidence - (-0.2f32).exp()).abs() < 1e-6);
+        let seen = stub.seen.lock().unwrap().clone();
+        let field = |k: &str| {
+            seen.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("authorization"), "Bearer sk-test");
+        assert_eq!(field("model"), "whisper-1");
+        assert_eq!(field("language"), "fr");
+        assert_eq!(field("prompt"), "caméra");
+        assert_eq!(field("response_format"), "verbose_json");
+        assert_eq!(field("file"), "audio.wav audio/wav RIFF 16000");
+    }
+
+    #[tokio::test]
+    async fn retries_a_failing_endpoint_then_succeeds() {
+        let stub = Stub::default();
+        stub.failing.store(2, Ordering::SeqCst);
+        let t = OpenAiTranscriber::new(config(serve(stub.clone()).await)).unwrap();
+        assert_eq!(
+            t.transcribe(vec![0.0; 8000], None, None)
+                .await
+                .unwrap()
+                .text,
+            "bonjour"
+        );
+        assert_eq!(stub.requests.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn times_out_each_try_then_opens_the_circuit() {
+        let stub = Stub {
+            delay_ms: 2_000,
+            ..Default::default()
+        };
+        let t = OpenAiTranscriber::new(config(serve(stub.clone()).await)).unwrap();
+        // Had the timeout not cut a try, the stub would have answered (late)
+        // with a transcript and there would be no error at all.
+        let err = t.transcribe(vec![0.0; 8000], None, None).await.unwrap_err();
+        assert!(matches!(err, TranscriberError::Unavailable(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("3 tries failed, last: no answer within"),
+            "{err}"
+        );
+        assert_eq!(stub.requests.load(Ordering::SeqCst), 3);
+        // A second failed request opens the circuit: the next call does not
+        // reach the endpoint at all.
+        let _ = t.transcribe(vec![0.0; 8000], None, None).await;
+        let before = stub.requests.load(Ordering::SeqCst);
+        let err = t.transcribe(vec![0.0; 8000], None, None).await.unwrap_err();
+        assert!(err.to_string().contains("circuit open"), "{err}");
+        assert_eq!(stub.requests.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_not_retried() {
+        let app = axum::Router::new().route(
+            "/v1/audio/transcriptions",
+            axum::routing::post(|| async { (StatusCode::BAD_REQUEST, "bad model") }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let t = OpenAiTranscriber::new(config(format!("http://{addr}/v1"))).unwrap();
+        let err = t.transcribe(vec![0.0; 8000], None, None).await.unwrap_err();
+        assert!(err.to_string().contains("bad model"), "{err}");
+    }
+}
