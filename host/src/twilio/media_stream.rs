@@ -61,6 +61,8 @@ struct Live {
     call: Call,
     session_id: String,
     output: tokio::task::JoinHandle<()>,
+    /// Plays audio back on a bidirectional stream; `mark`s report its progress.
+    player: Option<Player>,
 }
 
 fn track(t: &WireTrack) -> Track {
@@ -194,9 +196,7 @@ where
                 }
             }
             Inbound::Mark { name } => {
-                if let Some(l) = &live
-                    && let Some(player) = PLAYERS.get(&l.session_id)
-                {
+                if let Some(player) = live.as_ref().and_then(|l| l.player.as_ref()) {
                     player.marked(name).await;
                 }
             }
@@ -215,7 +215,6 @@ where
         };
         let stats = l.call.finish().await;
         let _ = l.output.await;
-        PLAYERS.remove(&l.session_id);
         env.sessions.set_streaming(&l.session_id, false);
         env.sessions.set_status(&l.session_id, status);
         let failed: u64 = stats.iter().map(|s| s.failed).sum();
@@ -229,37 +228,6 @@ where
         );
     }
     summary
-}
-
-/// Players of live bidirectional streams, by session, so `mark` messages
-/// reach the right one.
-static PLAYERS: PlayerRegistry = PlayerRegistry::new();
-
-struct PlayerRegistry(std::sync::Mutex<Option<std::collections::HashMap<String, Player>>>);
-
-impl PlayerRegistry {
-    const fn new() -> Self {
-        Self(std::sync::Mutex::new(None))
-    }
-    fn insert(&self, session: &str, p: Player) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_default()
-            .insert(session.into(), p);
-    }
-    fn get(&self, session: &str) -> Option<Player> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|m| m.get(session).cloned())
-    }
-    fn remove(&self, session: &str) {
-        if let Some(m) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            m.remove(session);
-        }
-    }
 }
 
 async fn begin(
@@ -307,9 +275,7 @@ async fn begin(
     // Only a `<Connect><Stream>` (inbound track only) can carry audio back.
     let bidirectional = !start.tracks.iter().any(|t| t == "outbound");
     let player = bidirectional.then(|| Player::start(start.stream_sid.clone(), outgoing));
-    if let Some(p) = &player {
-        PLAYERS.insert(&session_id, p.clone());
-    }
+    let playback = player.clone();
     let sessions = env.sessions.clone();
     let sid = session_id.clone();
     let output = tokio::spawn(async move {
@@ -320,14 +286,14 @@ async fn begin(
                 }
                 Event::SpeechStarted(s) if s.track == Track::Inbound => {
                     // Barge-in: the technician talks over our playback.
-                    if let Some(p) = &player
+                    if let Some(p) = &playback
                         && p.is_playing()
                     {
                         p.clear().await;
                     }
                 }
                 Event::EncodedAudio(a) if a.track == Track::Outbound && a.codec == Codec::Mulaw => {
-                    if let Some(p) = &player {
+                    if let Some(p) = &playback {
                         p.play(a.bytes).await;
                     }
                 }
@@ -339,5 +305,6 @@ async fn begin(
         call,
         session_id,
         output,
+        player,
     })
 }
