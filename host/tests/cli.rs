@@ -1,15 +1,11 @@
 //! The `callpipe` binary, as a user runs it.
 
-use callpipe_host::audio::wav;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
+use callpipe_host::audio::wav;
+use common::{SOUNDS, fixture_present, root};
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn callpipe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_callpipe"))
@@ -124,14 +120,12 @@ fn replay_prints_one_utterance_per_phrase_of_the_sample() {
 /// three prompts separated by pauses.
 #[test]
 fn replay_segments_real_phone_speech() {
-    let dir = Path::new("/usr/share/asterisk/sounds/fr_CA_f_June");
+    let dir = Path::new(SOUNDS);
     let prompts = ["agent-loggedoff", "conf-onlyperson", "pbx-invalid"];
-    if !dir.join("pbx-invalid.wav").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install asterisk-core-sounds-fr-wav (see .ci/run)"
-        );
-        eprintln!("SKIPPED: real speech test needs the Debian package asterisk-core-sounds-fr-wav");
+    if !fixture_present(
+        dir.join("pbx-invalid.wav").exists(),
+        "Debian's asterisk-core-sounds-fr-wav",
+    ) {
         return;
     }
     let mut joined: Vec<i16> = vec![0; 4000];

@@ -1,32 +1,22 @@
 //! The speech model set up by `callpipe models`: Whisper base from PyPI,
 //! converted for whisper.cpp.
 
-use callpipe_host::models::whisper::{self, EXPECTED_SHA256, EXPECTED_SIZE};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("CALLPIPE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("data")
-        })
-}
+use callpipe_host::models::whisper::{self, EXPECTED_SHA256, EXPECTED_SIZE};
+use common::{data_dir, fixture_present};
+use std::process::Command;
 
 #[test]
 fn the_converted_whisper_base_model_is_what_whisper_cpp_expects() {
     let model = data_dir().join("models").join(whisper::MODEL_FILE);
-    if !model.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `callpipe models` first (see .ci/run)"
-        );
-        eprintln!(
-            "SKIPPED: no speech model at {}; run `cargo run --release -- models`",
+    if !fixture_present(
+        model.exists(),
+        &format!(
+            "the speech model at {} (`callpipe models`)",
             model.display()
-        );
+        ),
+    ) {
         return;
     }
     assert_eq!(

@@ -1,6 +1,8 @@
 //! `callpipe serve` end to end: the real binary, Twilio's protocol on the
 //! socket, a test-only stand-in for Twilio's REST API, the simulator.
 
+mod common;
+
 use axum::extract::{Path as AxPath, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -10,22 +12,16 @@ use callpipe_host::audio::{frames, wav};
 use callpipe_host::pipeline::bindings::types::Track;
 use callpipe_host::simulator::{self, SimConfig};
 use callpipe_host::twilio::signature;
+use common::root;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
 
 /// A running `callpipe serve`, killed on drop.
 struct Server {

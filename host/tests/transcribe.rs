@@ -1,12 +1,15 @@
 //! The whisper-cpp transcriber on real recorded French phone speech
 //! (Debian's asterisk-core-sounds-fr-wav, with the package's own transcripts).
 
+mod common;
+
 use callpipe_host::audio::wav;
 use callpipe_host::capabilities::transcriber::{TranscriberConfig, to_16k};
+use callpipe_host::models::whisper;
+use common::{SOUNDS, data_dir, fixture_present};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const SOUNDS: &str = "/usr/share/asterisk/sounds/fr_CA_f_June";
 const TRANSCRIPTS: &str = "/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz";
 const PROMPTS: [&str; 12] = [
     "agent-loggedoff",
@@ -26,16 +29,6 @@ const PROMPTS: [&str; 12] = [
 /// Whisper base, greedy, 1 thread. The bound allows one or two words of drift
 /// between CPUs (SIMD paths), not a regression; it only ever goes down.
 const MAX_WER: f64 = 0.10;
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("CALLPIPE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("data")
-        })
-}
 
 /// Lower case, no punctuation: what a word error rate compares.
 fn words(text: &str) -> Vec<String> {
@@ -82,18 +75,19 @@ fn transcripts() -> std::collections::HashMap<String, String> {
 
 #[test]
 fn word_error_rate_in_french_stays_under_its_bound() {
-    let model = data_dir().join("models").join("ggml-base.bin");
+    let model = data_dir().join("models").join(whisper::MODEL_FILE);
     let have_speech =
         Path::new(SOUNDS).join("pbx-invalid.wav").exists() && Path::new(TRANSCRIPTS).exists();
-    if !model.exists() || !have_speech {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI sets up the model and installs the sounds (see .ci/run)"
-        );
-        eprintln!(
-            "SKIPPED: needs {} and Debian's asterisk-core-sounds-fr(-wav)",
+    if !fixture_present(
+        model.exists(),
+        &format!(
+            "the speech model at {} (`callpipe models`)",
             model.display()
-        );
+        ),
+    ) || !fixture_present(
+        have_speech,
+        "Debian's asterisk-core-sounds-fr-wav and asterisk-core-sounds-fr",
+    ) {
         return;
     }
     let config: TranscriberConfig = toml::from_str(&format!(
