@@ -4,10 +4,8 @@
 //! failures (timeouts, 429, 5xx) are retried with exponential backoff, and a
 //! circuit breaker stops calling an endpoint that keeps failing.
 
-use super::transcriber::{Transcriber, TranscriberError, Transcription};
+use super::transcriber::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 use serde::Deserialize;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -190,7 +188,7 @@ impl Transcriber for OpenAiTranscriber {
         audio: Vec<f32>,
         language: Option<String>,
         prompt: Option<String>,
-    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>> {
+    ) -> TranscribeFuture<'a> {
         Box::pin(async move {
             if let Some(until) = self.breaker().open_until {
                 if Instant::now() < until {

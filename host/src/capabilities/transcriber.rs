@@ -32,6 +32,10 @@ pub enum TranscriberError {
     Failed(String),
 }
 
+/// What a backend's `transcribe` returns (the trait stays object-safe).
+pub type TranscribeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>>;
+
 /// A speech-to-text backend. Audio is 16 kHz mono, -1..1.
 pub trait Transcriber: Send + Sync {
     fn summary(&self) -> String;
@@ -40,7 +44,7 @@ pub trait Transcriber: Send + Sync {
         audio: Vec<f32>,
         language: Option<String>,
         prompt: Option<String>,
-    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>>;
+    ) -> TranscribeFuture<'a>;
 }
 
 /// `[capabilities.transcriber]` in a pipeline.

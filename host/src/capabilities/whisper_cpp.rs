@@ -2,10 +2,8 @@
 //! on the blocking thread pool behind a concurrency limit, so a transcription
 //! never blocks the async runtime and never runs more at once than asked.
 
-use super::transcriber::{Transcriber, TranscriberError, Transcription};
-use std::future::Future;
+use super::transcriber::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use whisper_rs::{
@@ -150,7 +148,7 @@ impl Transcriber for WhisperCpp {
         audio: Vec<f32>,
         language: Option<String>,
         prompt: Option<String>,
-    ) -> Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>> {
+    ) -> TranscribeFuture<'a> {
         Box::pin(async move {
             let _permit = self
                 .permits
