@@ -9,7 +9,7 @@ use std::process::Command;
 
 #[test]
 fn the_converted_whisper_base_model_is_what_whisper_cpp_expects() {
-    let model = data_dir().join("models").join(whisper::MODEL_FILE);
+    let model = callpipe_host::models::dir(&data_dir()).join(whisper::MODEL_FILE);
     if !fixture_present(
         model.exists(),
         &format!(

