@@ -4,6 +4,7 @@ pub mod audio;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod knowledge;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

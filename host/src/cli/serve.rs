@@ -84,6 +84,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .max_instances
         .max((args.max_calls as u32 + 4) * stages_per_call);
     let runtime = Runtime::new(config)?;
+    super::first_run::fetch_default_models(&args.pipeline, data_dir).await?;
     let pipeline = match super::load_pipeline(&runtime, &args.pipeline, data_dir).await {
         Ok(p) => Arc::new(p),
         Err(diags) => {
@@ -91,6 +92,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    super::first_run::seed_knowledge(&pipeline, &args.pipeline).await?;
 
     let token = args.twilio_auth_token.filter(|t| !t.is_empty());
     let sid = args.twilio_account_sid.filter(|s| !s.is_empty());

@@ -1,7 +1,7 @@
 //! One call through a pipeline: a task per stage, joined by bounded channels,
 //! so a slow stage (Whisper) never stalls audio intake.
 
-use super::bindings::types::{CallInfo, Event, EventKind};
+use super::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
 use super::event::kind_of;
 use super::instance::{HandleError, StageInstance};
 use super::loader::LoadedPipeline;
@@ -72,6 +72,8 @@ pub struct Call {
     tasks: Vec<JoinHandle<()>>,
     stats: Arc<[StageStats]>,
     dropped: AtomicU64,
+    /// Stream time of the next `callpipe.tick` (u64::MAX: no ticks).
+    next_tick_ms: AtomicU64,
 }
 
 /// Control events keep flowing even when a stage fails on them, so every
@@ -135,6 +137,7 @@ impl Call {
             ));
         }
         drop(output_tx);
+        let pipeline_ticks = pipeline.tick_ms.is_some();
         let call = Call {
             id,
             info: info.clone(),
@@ -143,6 +146,7 @@ impl Call {
             tasks,
             stats,
             dropped: AtomicU64::new(0),
+            next_tick_ms: AtomicU64::new(if pipeline_ticks { 0 } else { u64::MAX }),
         };
         call.send(Event::CallStarted(info)).await.ok();
         Ok((call, output))
@@ -151,6 +155,7 @@ impl Call {
     /// For live audio: never waits. A full queue drops the event and counts it.
     pub fn try_send(&self, event: Event) -> Result<(), SendError> {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
+        let tick = self.tick_due(&event);
         input
             .try_send(Item {
                 event,
@@ -162,19 +167,59 @@ impl Call {
                     SendError::Full
                 }
                 mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            })
+            })?;
+        if let Some(tick) = tick {
+            // Ticks are advisory: a full queue just skips one.
+            let _ = input.try_send(Item {
+                event: tick,
+                arrived: Instant::now(),
+            });
+        }
+        Ok(())
     }
 
     /// For control events and offline replay: waits for room.
     pub async fn send(&self, event: Event) -> Result<(), SendError> {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
+        let tick = self.tick_due(&event);
         input
             .send(Item {
                 event,
                 arrived: Instant::now(),
             })
             .await
-            .map_err(|_| SendError::Closed)
+            .map_err(|_| SendError::Closed)?;
+        if let Some(tick) = tick {
+            input
+                .send(Item {
+                    event: tick,
+                    arrived: Instant::now(),
+                })
+                .await
+                .map_err(|_| SendError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// The host's clock for stages that must notice time passing without
+    /// events of their own (a held fragment, a timeout): every `tick_ms` of
+    /// inbound stream time, a `custom` event named `callpipe.tick`.
+    fn tick_due(&self, event: &Event) -> Option<Event> {
+        let now = match event {
+            Event::EncodedAudio(a) if a.track == Track::Inbound => a.timestamp_ms,
+            Event::Audio(a) if a.track == Track::Inbound => a.timestamp_ms,
+            _ => return None,
+        };
+        let next = self.next_tick_ms.load(Relaxed);
+        if now < next || next == u64::MAX {
+            return None;
+        }
+        let every = self.pipeline.tick_ms.unwrap_or(u64::MAX);
+        self.next_tick_ms.store(now.saturating_add(every), Relaxed);
+        Some(Event::Custom(Custom {
+            name: super::event::TICK.into(),
+            json: format!("{{\"stream_ms\":{now}}}"),
+        }))
     }
 
     /// Events dropped at intake because the pipeline was saturated.

@@ -18,13 +18,23 @@ pub const ALL_KINDS: [EventKind; 12] = [
     EventKind::Custom,
 ];
 
-/// Kinds the host itself puts into every pipeline.
-pub const HOST_INJECTED: [EventKind; 4] = [
+/// Kinds the host itself puts into every pipeline (`custom`: the
+/// `callpipe.tick` clock, for pipelines with a stage that handles it).
+pub const HOST_INJECTED: [EventKind; 5] = [
     EventKind::EncodedAudio,
     EventKind::CallStarted,
     EventKind::CallEnded,
     EventKind::Dtmf,
+    EventKind::Custom,
 ];
+
+/// Name of the host's clock event: `custom { name: TICK, json: {"stream_ms": N} }`.
+pub const TICK: &str = "callpipe.tick";
+
+/// True for the host's clock events (outputs usually skip them).
+pub fn is_tick(event: &super::bindings::types::Event) -> bool {
+    matches!(event, super::bindings::types::Event::Custom(c) if c.name == TICK)
+}
 
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {

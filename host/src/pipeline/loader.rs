@@ -61,6 +61,8 @@ pub struct LoadedPipeline {
     pub queue: usize,
     pub stages: Vec<Arc<LoadedStage>>,
     pub runtime: Arc<Runtime>,
+    /// Stream time between ticks; `None` when no stage handles `custom`.
+    pub tick_ms: Option<u64>,
 }
 
 /// Call info used to validate `init` at load time.
@@ -142,11 +144,14 @@ pub async fn load_str(
             Err(message) => diags.push(map.at(Some(section.span()), None, message)),
         }
     }
+    if let Some(section) = &file.capabilities.knowledge {
+        match build_knowledge(section, &options.data_dir, &pipeline_dir).await {
+            Ok(kb) => capabilities.knowledge = Some(kb),
+            Err(message) => diags.push(map.at(Some(section.span()), None, message)),
+        }
+    }
     let capabilities = Arc::new(capabilities);
-    for (cap, section) in [
-        ("knowledge", &file.capabilities.knowledge),
-        ("speech", &file.capabilities.speech),
-    ] {
+    for (cap, section) in [("speech", &file.capabilities.speech)] {
         if let Some(section) = section
             && !section.get_ref().is_empty()
         {
@@ -337,6 +342,12 @@ pub async fn load_str(
         path: path.to_path_buf(),
         version: hex::encode(&Sha256::digest(text.as_bytes())[..6]),
         queue: file.pipeline.queue,
+        tick_ms: stages
+            .iter()
+            .any(|s| {
+                s.on.contains(crate::pipeline::bindings::types::EventKind::Custom)
+            })
+            .then_some(file.pipeline.tick_ms.max(20)),
         stages,
         runtime: runtime.clone(),
     })
@@ -461,6 +472,29 @@ async fn build_transcriber(
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("loading the transcriber failed: {e}")),
     }
+}
+
+/// Parses `[capabilities.knowledge]` and opens the knowledge base.
+async fn build_knowledge(
+    section: &Spanned<toml::Table>,
+    data_dir: &Path,
+    base_dir: &Path,
+) -> Result<Arc<crate::knowledge::KnowledgeBase>, String> {
+    let config = knowledge_config(section.get_ref())?;
+    match config.open(data_dir, base_dir).await {
+        Ok(kb) => {
+            tracing::info!("knowledge: {}", kb.summary());
+            Ok(Arc::new(kb))
+        }
+        Err(e) => Err(format!("[capabilities.knowledge]: {e}")),
+    }
+}
+
+/// `[capabilities.knowledge]` as typed settings.
+pub fn knowledge_config(table: &toml::Table) -> Result<crate::knowledge::KnowledgeConfig, String> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("[capabilities.knowledge]: {}", e.message()))
 }
 
 /// serde_json ends messages with a position in the JSON the host built,

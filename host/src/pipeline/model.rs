@@ -29,6 +29,15 @@ pub struct PipelineSection {
     /// Capacity of the queue in front of each stage, in events.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Stream time between `callpipe.tick` events, for stages that handle
+    /// `custom` events and need to notice time passing without audio (e.g.
+    /// to flush a held fragment). Example: `tick_ms = 250`
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+}
+
+fn default_tick_ms() -> u64 {
+    250
 }
 
 fn default_language() -> String {

@@ -1,0 +1,498 @@
+//! The knowledge base: articles, hybrid retrieval (dense multilingual
+//! embedding + BM25 lexical vector, fused by reciprocal rank) over embedded
+//! Qdrant or a Qdrant server. Used by `callpipe kb` and by the `knowledge`
+//! capability.
+
+pub mod article;
+pub mod edge_store;
+pub mod embedder;
+pub mod layout;
+pub mod lexical;
+pub mod qdrant_store;
+pub mod spoken;
+
+use article::Article;
+use embedder::{EmbedError, Embedder, EmbedderConfig, Kind};
+use layout::{ChunkPoint, HybridQuery, field};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Reciprocal-rank-fusion constant, the same on both backends.
+pub const RRF_K: usize = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Backend(String),
+    #[error("knowledge store unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("knowledge misconfigured: {0}")]
+    Config(String),
+}
+
+/// `[capabilities.knowledge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    /// embedded: the store's directory, relative to the data dir.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// qdrant: the server's gRPC URL, e.g. `http://localhost:6334`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// qdrant: environment variable holding the API key (never the key).
+    #[serde(default = "qdrant_key_env")]
+    pub api_key_env: String,
+    #[serde(default = "collection")]
+    pub collection: String,
+    /// Longest one search may take, embedding included.
+    #[serde(default = "timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
+    /// How much each side counts in the fusion: `[dense, lexical]`. The
+    /// lexical side only ever matches within one language, so it weighs
+    /// less than the multilingual dense side.
+    #[serde(default = "fusion_weights")]
+    pub fusion_weights: [f32; 2],
+    /// Articles (file or directory, relative to the pipeline file) that
+    /// `callpipe serve` imports when the store is empty. Example: `seed = "../kb"`
+    #[serde(default)]
+    pub seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    #[default]
+    Embedded,
+    Qdrant,
+}
+
+fn qdrant_key_env() -> String {
+    "QDRANT_API_KEY".into()
+}
+fn collection() -> String {
+    "callpipe-kb".into()
+}
+fn timeout_ms() -> u64 {
+    2_000
+}
+/// Tuned on tests/kb-quality: lexical at 1.0 costs cross-language queries,
+/// at 0 it loses French and speech-error queries (README, Knowledge).
+fn fusion_weights() -> [f32; 2] {
+    [1.0, 0.25]
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        KnowledgeConfig {
+            backend: Backend::Embedded,
+            path: None,
+            url: None,
+            api_key_env: qdrant_key_env(),
+            collection: collection(),
+            timeout_ms: timeout_ms(),
+            embedder: EmbedderConfig::default(),
+            fusion_weights: fusion_weights(),
+            seed: None,
+        }
+    }
+}
+
+impl KnowledgeConfig {
+    /// Where the embedded store lives.
+    pub fn embedded_path(&self, data_dir: &Path) -> PathBuf {
+        let base = data_dir.join("knowledge");
+        match &self.path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => data_dir.join(p),
+            None => base.join(&self.collection),
+        }
+    }
+
+    /// Builds the embedder; the store opens on first use (so `callpipe check`
+    /// never locks a store a running server holds).
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        base_dir: &Path,
+    ) -> Result<KnowledgeBase, KnowledgeError> {
+        let embedder = {
+            let (cfg, data_dir, base_dir) = (
+                self.embedder.clone(),
+                data_dir.to_path_buf(),
+                base_dir.to_path_buf(),
+            );
+            tokio::task::spawn_blocking(move || cfg.build(&data_dir, &base_dir))
+                .await
+                .map_err(|e| KnowledgeError::Config(e.to_string()))??
+        };
+        Ok(KnowledgeBase {
+            config: self.clone(),
+            data_dir: data_dir.to_path_buf(),
+            store: tokio::sync::OnceCell::new(),
+            embedder,
+            lexical: Arc::new(lexical::Lexical::new()),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+        })
+    }
+
+    async fn open_store(
+        &self,
+        data_dir: &Path,
+        embedder: &dyn Embedder,
+    ) -> Result<Store, KnowledgeError> {
+        match self.backend {
+            Backend::Embedded => {
+                let path = self.embedded_path(data_dir);
+                let (dim, id) = (embedder.dim(), embedder.id());
+                let store = tokio::task::spawn_blocking(move || {
+                    edge_store::EdgeStore::open(&path, dim, &id)
+                })
+                .await
+                .map_err(|e| KnowledgeError::Config(e.to_string()))??;
+                Ok(Store::Embedded(store))
+            }
+            Backend::Qdrant => {
+                let url = self.url.as_deref().ok_or_else(|| {
+                    KnowledgeError::Config(
+                        "backend = \"qdrant\" needs `url` (e.g. http://localhost:6334)".into(),
+                    )
+                })?;
+                let key = std::env::var(&self.api_key_env)
+                    .ok()
+                    .filter(|k| !k.is_empty());
+                let store = qdrant_store::QdrantStore::open(
+                    url,
+                    key,
+                    &self.collection,
+                    embedder.dim(),
+                    std::time::Duration::from_millis(self.timeout_ms.max(1_000)),
+                )
+                .await?;
+                Ok(Store::Qdrant(store))
+            }
+        }
+    }
+
+    /// Drops the store's content (for `kb import --recreate`).
+    pub async fn destroy(&self, data_dir: &Path) -> Result<(), KnowledgeError> {
+        match self.backend {
+            Backend::Embedded => Ok(edge_store::EdgeStore::destroy(
+                &self.embedded_path(data_dir),
+            )?),
+            Backend::Qdrant => {
+                let url = self.url.as_deref().unwrap_or_default();
+                let key = std::env::var(&self.api_key_env)
+                    .ok()
+                    .filter(|k| !k.is_empty());
+                let client = qdrant_client::Qdrant::from_url(url)
+                    .api_key(key)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                if client
+                    .collection_exists(&self.collection)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                {
+                    client
+                        .delete_collection(&self.collection)
+                        .await
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub enum Store {
+    Embedded(Arc<edge_store::EdgeStore>),
+    Qdrant(qdrant_store::QdrantStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Embedded($s) => $e,
+            Store::Qdrant($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    pub fn summary(&self) -> String {
+        dispatch!(self, s => s.summary())
+    }
+    pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.upsert(points).await)
+    }
+    pub async fn delete_article(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_article(id).await)
+    }
+    pub async fn content_hash(&self, id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.content_hash(id).await)
+    }
+    pub async fn query(&self, q: HybridQuery) -> Result<Vec<layout::ScoredChunk>, StoreError> {
+        dispatch!(self, s => s.query(q).await)
+    }
+    pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
+        dispatch!(self, s => s.counts().await)
+    }
+    pub async fn finish(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.finish().await,
+            Store::Qdrant(_) => Ok(()),
+        }
+    }
+}
+
+/// One search request, as the capability and the CLI make it.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub query: String,
+    pub limit: usize,
+    /// Preferred language: ties go to it; others still match.
+    pub language: Option<String>,
+    pub equipment: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Hit {
+    pub article_id: String,
+    pub title: String,
+    pub language: String,
+    pub equipment: Vec<String>,
+    pub symptoms: Vec<String>,
+    pub body: String,
+    /// Fused score: higher is better, comparable within one search.
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+pub struct KnowledgeBase {
+    config: KnowledgeConfig,
+    data_dir: PathBuf,
+    store: tokio::sync::OnceCell<Store>,
+    embedder: Arc<dyn Embedder>,
+    lexical: Arc<lexical::Lexical>,
+    timeout: std::time::Duration,
+}
+
+impl KnowledgeBase {
+    pub fn summary(&self) -> String {
+        let store = match self.store.get() {
+            Some(s) => s.summary(),
+            None => match self.config.backend {
+                Backend::Embedded => format!(
+                    "embedded Qdrant at {}",
+                    self.config.embedded_path(&self.data_dir).display()
+                ),
+                Backend::Qdrant => format!(
+                    "Qdrant at {} (collection {})",
+                    self.config.url.as_deref().unwrap_or("?"),
+                    self.config.collection
+                ),
+            },
+        };
+        format!("{store}, embedder {}", self.embedder.id())
+    }
+
+    /// The store, opened (or created) on first use.
+    pub async fn store(&self) -> Result<&Store, KnowledgeError> {
+        self.store
+            .get_or_try_init(|| self.config.open_store(&self.data_dir, &*self.embedder))
+            .await
+    }
+
+    pub fn embedder_id(&self) -> String {
+        self.embedder.id()
+    }
+
+    /// Adds or updates articles. An article whose content (and embedder) is
+    /// unchanged is skipped; a changed one replaces all its old chunks.
+    /// `progress` is called after each article.
+    pub async fn import(
+        &self,
+        articles: &[Article],
+        mut progress: impl FnMut(&Article),
+    ) -> Result<ImportReport, KnowledgeError> {
+        let mut report = ImportReport::default();
+        let embedder_id = self.embedder.id();
+        // Embed several articles per call: the local engine splits a batch
+        // over its threads.
+        const BATCH: usize = 8;
+        for group in articles.chunks(BATCH) {
+            let mut todo = Vec::new();
+            for article in group {
+                let hash = layout::content_hash(article, &embedder_id);
+                match self.store().await?.content_hash(&article.id).await? {
+                    Some(h) if h == hash => {
+                        report.unchanged += 1;
+                        progress(article);
+                    }
+                    Some(_) => {
+                        report.updated += 1;
+                        todo.push((article, hash, true));
+                    }
+                    None => {
+                        report.added += 1;
+                        todo.push((article, hash, false));
+                    }
+                }
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            let mut texts = Vec::new();
+            let mut owners = Vec::new();
+            for (i, (article, _, _)) in todo.iter().enumerate() {
+                for (n, text) in layout::chunks(article).into_iter().enumerate() {
+                    texts.push(text);
+                    owners.push((i, n));
+                }
+            }
+            let dense = self.embedder.embed(texts.clone(), Kind::Passage).await?;
+            let mut points = Vec::with_capacity(texts.len());
+            for ((text, dense), (i, n)) in texts.iter().zip(dense).zip(owners) {
+                let (article, hash, _) = &todo[i];
+                points.push(ChunkPoint {
+                    id: layout::point_id(&article.id, n),
+                    dense,
+                    sparse: self.lexical.document(text),
+                    payload: layout::payload(article, n, text, hash),
+                });
+            }
+            for (article, _, replace) in &todo {
+                if *replace {
+                    self.store().await?.delete_article(&article.id).await?;
+                }
+            }
+            self.store().await?.upsert(points).await?;
+            for (article, _, _) in &todo {
+                progress(article);
+            }
+        }
+        self.store().await?.finish().await?;
+        Ok(report)
+    }
+
+    /// Hybrid search; returns the best chunk of each article, best first.
+    pub async fn search(&self, request: &Search) -> Result<Vec<Hit>, KnowledgeError> {
+        match tokio::time::timeout(self.timeout, self.search_inner(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))
+            .into()),
+        }
+    }
+
+    async fn search_inner(&self, request: &Search) -> Result<Vec<Hit>, KnowledgeError> {
+        let limit = request.limit.clamp(1, 50);
+        let query = spoken::fold_acronyms(&request.query);
+        let dense = self
+            .embedder
+            .embed(vec![query.clone()], Kind::Query)
+            .await?
+            .pop()
+            .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
+        // Each article has a few chunks: ask for enough to fill `limit` articles.
+        let chunks = limit * layout::chunks_per_article_hint();
+        let q = HybridQuery {
+            dense,
+            sparse: self.lexical.query(&query),
+            equipment: request.equipment.clone(),
+            prefetch: (chunks * 2).max(50),
+            limit: chunks,
+            weights: self.config.fusion_weights,
+        };
+        let scored = self.store().await?.query(q).await?;
+        let mut hits: Vec<Hit> = Vec::with_capacity(limit);
+        for chunk in scored {
+            let Some(hit) = hit_from(&chunk.payload, chunk.score) else {
+                continue;
+            };
+            // An article counts once, by its best chunk: summing chunks
+            // favours articles in the query's language (measured).
+            if !hits.iter().any(|h| h.article_id == hit.article_id) {
+                hits.push(hit);
+            }
+        }
+        if let Some(lang) = &request.language {
+            for h in &mut hits {
+                if &h.language == lang {
+                    h.score *= 1.05;
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(limit);
+        Ok(hits)
+    }
+
+    pub async fn stats(&self) -> Result<Stats, KnowledgeError> {
+        let store = self.store().await?;
+        let (chunks, articles) = store.counts().await?;
+        Ok(Stats {
+            backend: store.summary(),
+            embedder: self.embedder.id(),
+            dim: self.embedder.dim(),
+            articles,
+            chunks,
+        })
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub backend: String,
+    pub embedder: String,
+    pub dim: usize,
+    pub articles: usize,
+    pub chunks: usize,
+}
+
+fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Option<Hit> {
+    let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let list = |k: &str| {
+        p.get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(Hit {
+        article_id: s(field::ARTICLE_ID)?,
+        title: s(field::TITLE).unwrap_or_default(),
+        language: s(field::LANGUAGE).unwrap_or_default(),
+        equipment: list(field::EQUIPMENT),
+        symptoms: list(field::SYMPTOMS),
+        body: s(field::BODY).unwrap_or_default(),
+        score,
+    })
+}
