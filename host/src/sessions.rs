@@ -15,6 +15,18 @@ pub struct SpeakerStats {
     pub speaker_role: String,
 }
 
+/// What a speaker said, as the pipeline's transcriber heard it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TranscriptLine {
+    pub speaker_id: String,
+    pub speaker_role: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+    pub language: String,
+    pub confidence: f32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusChange {
     pub status: String,
@@ -33,6 +45,7 @@ pub struct Session {
     pub history: Vec<StatusChange>,
     pub speakers: BTreeMap<String, SpeakerStats>,
     pub total_segments: u64,
+    pub transcript: Vec<TranscriptLine>,
     started: Instant,
     ended: Option<Instant>,
     /// A media stream is attached right now.
@@ -54,6 +67,9 @@ fn now_epoch() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+/// Transcript lines a live session keeps (durable storage keeps them all).
+const MAX_TRANSCRIPT: usize = 500;
 
 #[derive(Default)]
 pub struct Sessions {
@@ -95,6 +111,7 @@ impl Sessions {
                 }],
                 speakers: BTreeMap::new(),
                 total_segments: 0,
+                transcript: Vec::new(),
                 started: Instant::now(),
                 ended: None,
                 streaming: false,
@@ -163,6 +180,16 @@ impl Sessions {
                     speaker_role: role_name(role).into(),
                 });
             e.segment_count += 1;
+        }
+    }
+
+    /// A transcript line; the live view keeps the last `MAX_TRANSCRIPT`.
+    pub fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            if s.transcript.len() >= MAX_TRANSCRIPT {
+                s.transcript.remove(0);
+            }
+            s.transcript.push(line);
         }
     }
 

@@ -13,6 +13,7 @@ fn callpipe(args: &[&str]) -> Output {
         .current_dir(root())
         .env("CALLPIPE_PLUGIN_PATH", root().join("plugins"))
         .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .env("CALLPIPE_MODELS_DIR", common::models_dir())
         .output()
         .expect("callpipe runs")
 }
@@ -26,20 +27,27 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn the_default_pipeline_checks_clean() {
-    let out = callpipe(&["check", "pipelines/technician-support.toml"]);
+    let pipeline = common::default_pipeline();
+    let out = callpipe(&["check", pipeline.to_str().expect("utf-8")]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("ok: pipelines/technician-support.toml"),
+        stdout.contains(&format!("ok: {}", pipeline.display())),
         "{stdout}"
     );
-    for stage in ["codec", "vad", "speakers"] {
+    let mut stages = vec!["codec", "vad", "speakers"];
+    if common::models_present() {
+        stages.push("transcriber");
+    }
+    for stage in stages {
         assert!(stdout.contains(stage), "{stdout}");
     }
 }
 
 #[test]
 fn a_broken_copy_fails_with_file_line_and_stage() {
+    // The real file (its comments and spacing), models or not: only the
+    // located errors below are checked.
     let original = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
         .expect("pipeline");
     let broken = original
@@ -102,7 +110,7 @@ fn utterance_count(stdout: &str) -> usize {
 fn replay_prints_one_utterance_per_phrase_of_the_sample() {
     let out = callpipe(&[
         "replay",
-        "pipelines/technician-support.toml",
+        common::default_pipeline().to_str().expect("utf-8"),
         "--audio",
         "samples/technician-fr.wav",
         "--json",
@@ -140,7 +148,7 @@ fn replay_segments_real_phone_speech() {
     wav::write_pcm16(&path, 8000, &[joined]).expect("write wav");
     let out = callpipe(&[
         "replay",
-        "pipelines/technician-support.toml",
+        common::default_pipeline().to_str().expect("utf-8"),
         "--audio",
         path.to_str().expect("utf-8"),
         "--json",
@@ -154,7 +162,7 @@ fn replay_segments_real_phone_speech() {
 fn replay_names_an_unreadable_file() {
     let out = callpipe(&[
         "replay",
-        "pipelines/technician-support.toml",
+        common::default_pipeline().to_str().expect("utf-8"),
         "--audio",
         "no/such.wav",
     ]);
@@ -170,4 +178,64 @@ fn help_lists_the_commands() {
     for cmd in ["check", "replay", "build"] {
         assert!(stdout.contains(cmd), "{stdout}");
     }
+}
+
+/// `callpipe kb`: import (idempotent, errors located), search, stats.
+#[test]
+fn kb_import_search_and_stats() {
+    if !fixture_present(common::models_present(), "the models (`callpipe models`)") {
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let kb = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_callpipe"))
+            .arg("kb")
+            .args(args)
+            .current_dir(root())
+            .env("CALLPIPE_DATA_DIR", data.path())
+            .env("CALLPIPE_MODELS_DIR", common::models_dir())
+            .output()
+            .expect("callpipe runs")
+    };
+    // A bad line stops the import before anything is written.
+    let broken = data.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"id\":\"x-1\",\"title\":\"t\",\"language\":\"fr\",\"body\":\"b\"}\n{\"id\": \"x-2\", \"title\": 3}\n",
+    )
+    .expect("write");
+    let out = kb(&["import", broken.to_str().expect("utf-8")]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}:2: not an article", broken.display())),
+        "{stderr}"
+    );
+
+    let out = kb(&["import", "kb"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("10 added, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
+    let out = kb(&["import", "kb"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("0 added, 0 updated, 10 unchanged"),
+        "{stdout}"
+    );
+
+    let out = kb(&["search", "le haine vé erre bipe, erreur disque", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(doc["folded_query"], "le NVR bipe, erreur disque");
+    assert_eq!(doc["hits"][0]["article_id"], "sample-002", "{doc}");
+
+    let out = kb(&["stats", "--json"]);
+    let (stdout, _) = text(&out);
+    let stats: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(stats["articles"], 10, "{stats}");
+    assert_eq!(stats["dim"], 384);
 }

@@ -27,6 +27,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 struct Server {
     child: Child,
     addr: String,
+    /// Each server has its own data dir: an embedded knowledge store
+    /// belongs to one process.
+    _data: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -38,10 +41,11 @@ impl Drop for Server {
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
-        Self::start_pipeline(env, &root().join("pipelines/technician-support.toml"))
+        Self::start_pipeline(env, &common::audio_pipeline())
     }
 
     fn start_pipeline(env: &[(&str, &str)], pipeline: &Path) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
         cmd.args([
             "serve",
@@ -53,7 +57,8 @@ impl Server {
         ])
         .arg(pipeline)
         .current_dir(root())
-        .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .env("CALLPIPE_DATA_DIR", data.path())
+        .env("CALLPIPE_MODELS_DIR", common::models_dir())
         .env("CALLPIPE_LOG", "warn,callpipe_host=info")
         .env_remove("TWILIO_ACCOUNT_SID")
         .env_remove("TWILIO_AUTH_TOKEN")
@@ -76,7 +81,11 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_string();
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            _data: data,
+        }
     }
 
     fn http(&self, path: &str) -> String {
@@ -327,6 +336,48 @@ async fn without_twilio_credentials_call_endpoints_say_so_and_streams_still_work
         s["speakers"]["tech-7"],
         json!({"segment_count": 3, "speaker_role": "technician"})
     );
+}
+
+/// The full default pipeline behind the server: the technician's speech
+/// comes back as transcript lines in the live session, and the sample
+/// knowledge base was seeded into the server's empty store at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_the_default_pipeline_is_transcribed() {
+    if !common::fixture_present(common::models_present(), "the models (`callpipe models`)") {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &root().join("pipelines/technician-support.toml"));
+    let report = simulator::run(sim(&server.ws(), "stt", None)).await;
+    assert_eq!(
+        report.connected.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "{}",
+        report.render()
+    );
+    let mut s = session(&server, "stt").await;
+    for _ in 0..300 {
+        if s["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = session(&server, "stt").await;
+    }
+    assert_eq!(s["status"], "completed", "{s}");
+    let lines = s["transcript"].as_array().expect("transcript").clone();
+    assert_eq!(lines.len(), 3, "one line per phrase of the sample: {s}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["speaker_role"] == "technician" && l["language"] == "fr")
+    );
+    let text = lines
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or_default().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // samples/technician-fr.wav is espeak's robotic French at 8 kHz: Whisper
+    // gets about half its words; "caméra" is one it always gets.
+    assert!(text.contains("caméra"), "`caméra` not heard in: {text}");
 }
 
 fn sign(url: &str, form: &[(&str, &str)]) -> String {
@@ -596,35 +647,18 @@ async fn many_simulated_calls_at_once_lose_no_frames() {
 async fn audio_sent_back_is_paced_marked_and_cleared_on_barge_in() {
     // The default pipeline behind a test stage that echoes the caller back.
     let dir = tempfile::tempdir().expect("tempdir");
-    let default = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
-        .expect("pipeline");
-    let plugins = root().join("plugins");
+    let text = std::fs::read_to_string(common::audio_pipeline()).expect("pipeline");
+    let mut pipeline: toml::Table = toml::from_str(&text).expect("pipeline parses");
     let echo = root().join("tests/components/echo");
-    let with_echo = default
-        .replace(
-            "component = \"mulaw-codec\"",
-            &format!("component = \"{}\"", plugins.join("mulaw-codec").display()),
-        )
-        .replace(
-            "component = \"energy-vad\"",
-            &format!("component = \"{}\"", plugins.join("energy-vad").display()),
-        )
-        .replace(
-            "component = \"speaker-priority\"",
-            &format!(
-                "component = \"{}\"",
-                plugins.join("speaker-priority").display()
-            ),
-        )
-        // Right after the codec: it echoes the decoded audio.
-        .replacen(
-            "# Speech detection per track",
-            &format!(
-                "[[stages]]\nname = \"echo\"\ncomponent = \"{}\"\n\n# Speech detection per track",
-                echo.display()
-            ),
-            1,
-        );
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), "echo".into());
+    stage.insert("component".into(), echo.display().to_string().into());
+    // Right after the codec: it echoes the decoded audio.
+    match pipeline.get_mut("stages") {
+        Some(toml::Value::Array(stages)) => stages.insert(1, toml::Value::Table(stage)),
+        _ => panic!("the pipeline has stages"),
+    }
+    let with_echo = toml::to_string(&pipeline).expect("serialise");
     let path = dir.path().join("echo.toml");
     std::fs::write(&path, with_echo).expect("write");
     let server = Server::start_pipeline(&[], &path);

@@ -31,6 +31,7 @@ pub fn components() -> &'static BTreeMap<String, PathBuf> {
                 "plugins/speaker-priority",
                 "callpipe-stage-speaker-priority",
             ),
+            ("plugins/transcriber", "callpipe-stage-transcriber"),
             ("tests/components/hostile", "callpipe-test-hostile"),
             ("tests/components/ungranted", "callpipe-test-ungranted"),
         ]
@@ -150,4 +151,25 @@ pub async fn run_call(
     }
     let stats = call.finish().await;
     (collector.await.expect("collector"), stats)
+}
+
+/// Where `callpipe models` put the models (`.ci/run` sets CALLPIPE_DATA_DIR).
+pub fn models_dir() -> PathBuf {
+    let data = std::env::var_os("CALLPIPE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("data"));
+    callpipe_host::models::dir(&data)
+}
+
+/// Whether a test may use an external fixture: absent, it skips loudly on a
+/// developer's machine and fails under CI, which must provide it.
+pub fn fixture_present(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide {what} (see .ci/run)"
+        );
+        eprintln!("SKIPPED: needs {what}");
+    }
+    present
 }

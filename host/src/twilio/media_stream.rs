@@ -284,6 +284,20 @@ async fn begin(
                 Event::Utterance(u) => {
                     sessions.add_segment(&sid, &u.speaker_id, u.role);
                 }
+                Event::Transcript(t) => {
+                    sessions.add_transcript(
+                        &sid,
+                        crate::sessions::TranscriptLine {
+                            speaker_role: crate::pipeline::event::role_name(t.role).into(),
+                            speaker_id: t.speaker_id,
+                            start_ms: t.start_ms,
+                            end_ms: t.end_ms,
+                            text: t.text,
+                            language: t.language,
+                            confidence: t.confidence,
+                        },
+                    );
+                }
                 Event::SpeechStarted(s) if s.track == Track::Inbound => {
                     // Barge-in: the technician talks over our playback.
                     if let Some(p) = &playback

@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-fn view(s: &Session) -> Value {
-    json!({
+fn view(s: &Session, with_transcript: bool) -> Value {
+    let mut v = json!({
         "session_id": s.session_id,
         "call_sid": s.call_sid,
         "technician_id": s.technician_id,
@@ -21,13 +21,18 @@ fn view(s: &Session) -> Value {
         "duration": s.duration_secs(),
         "total_segments": s.total_segments,
         "speakers": s.speakers,
-    })
+    });
+    // The list stays small; one session's view carries what was said.
+    if with_transcript {
+        v["transcript"] = json!(s.transcript);
+    }
+    v
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let mut all = state.sessions.all();
     all.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    Json(json!({ "sessions": all.iter().map(view).collect::<Vec<_>>() }))
+    Json(json!({ "sessions": all.iter().map(|s| view(s, false)).collect::<Vec<_>>() }))
 }
 
 pub async fn get(
@@ -37,6 +42,6 @@ pub async fn get(
     state
         .sessions
         .get(&id)
-        .map(|s| Json(view(&s)))
+        .map(|s| Json(view(&s, true)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no session `{id}`")))
 }

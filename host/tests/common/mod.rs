@@ -36,3 +36,51 @@ pub fn fixture_present(present: bool, what: &str) -> bool {
     }
     present
 }
+
+/// Where `callpipe models` put the models (shared by every test's data dir).
+pub fn models_dir() -> PathBuf {
+    callpipe_host::models::dir(&data_dir())
+}
+
+/// Both default models (speech and embedding) are set up.
+pub fn models_present() -> bool {
+    let dir = models_dir();
+    dir.join(callpipe_host::models::whisper::MODEL_FILE)
+        .exists()
+        && callpipe_host::models::e5::path(&dir).exists()
+}
+
+/// The default pipeline, or, when the models are absent (a developer
+/// machine that has not run `callpipe models`), a copy without the stages
+/// and capabilities that need them, so protocol tests still run.
+pub fn default_pipeline() -> PathBuf {
+    let path = root().join("pipelines/technician-support.toml");
+    if fixture_present(models_present(), "the models for the full default pipeline") {
+        return path;
+    }
+    audio_pipeline()
+}
+
+/// The default pipeline's audio path only (codec, VAD, speakers): for tests
+/// of the Twilio protocol, where transcription would only add minutes of
+/// CPU on a 2-core machine.
+pub fn audio_pipeline() -> PathBuf {
+    let path = root().join("pipelines/technician-support.toml");
+    let text = std::fs::read_to_string(&path).expect("default pipeline");
+    let mut table: toml::Table = toml::from_str(&text).expect("default pipeline parses");
+    table.remove("capabilities");
+    if let Some(toml::Value::Array(stages)) = table.get_mut("stages") {
+        stages.retain(|s| s.get("grants").is_none());
+    }
+    let dir = root().join("target").join("test-pipelines");
+    std::fs::create_dir_all(&dir).expect("test pipeline dir");
+    let copy = dir.join(format!("audio-path-{}.toml", std::process::id()));
+    let mut text = toml::to_string(&table).expect("serialise");
+    // Component names resolve against the pipeline's directory.
+    text = text.replace(
+        "component = \"",
+        &format!("component = \"{}/", root().join("plugins").display()),
+    );
+    std::fs::write(&copy, text).expect("write test pipeline");
+    copy
+}
