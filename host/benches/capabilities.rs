@@ -1,0 +1,308 @@
+//! Capability latencies, as percentiles over repeated runs:
+//!
+//! - speech end -> transcript: a 3 s utterance through the transcriber stage
+//!   (compiled component, whisper.cpp base, 1 thread), from the moment the
+//!   VAD would hand it on to the transcript event;
+//! - knowledge search (embedding + hybrid query) on the shipped 60-article
+//!   knowledge base, and on it plus 100,000 synthetic chunks.
+//!
+//! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k]`
+//! (needs `callpipe models`).
+
+use callpipe_host::audio::wav;
+use callpipe_host::knowledge::layout::{self, ChunkPoint, Sparse};
+use callpipe_host::knowledge::{KnowledgeBase, KnowledgeConfig, Search, article};
+use callpipe_host::pipeline::bindings::types::{SpeakerRole, Track, Utterance};
+use callpipe_host::pipeline::loader::{self, LoadOptions};
+use callpipe_host::pipeline::{Call, CallInfo, Event, Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("CALLPIPE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("data"))
+}
+
+fn report(what: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{what:<44} n={:<5} p50 {:>9.2} ms  p90 {:>9.2} ms  p99 {:>9.2} ms  max {:>9.2} ms",
+        samples.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+/// 3.0 s of real French phone speech at 16 kHz (an asterisk prompt, or the
+/// bundled espeak sample when Debian's sounds are absent).
+fn three_seconds() -> Vec<i16> {
+    let prompt = Path::new("/usr/share/asterisk/sounds/fr_CA_f_June/conf-onlyperson.wav");
+    let rec = wav::read(prompt)
+        .or_else(|_| wav::read(&root().join("samples/technician-fr.wav")))
+        .expect("speech sample");
+    let x = &rec.channels[0];
+    let x16 = callpipe_dsp::resample::resample(x, rec.rate, 16_000);
+    let mut pcm: Vec<i16> = x16.iter().map(|&v| (v * 32767.0) as i16).collect();
+    pcm.resize(48_000, 0);
+    pcm
+}
+
+fn speech(rt: &tokio::runtime::Runtime) {
+    let model =
+        callpipe_host::models::dir(&data_dir()).join(callpipe_host::models::whisper::MODEL_FILE);
+    if !model.exists() {
+        println!(
+            "speech: SKIPPED, no model at {} (run `callpipe models`)",
+            model.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        r#"[pipeline]
+name = "bench-stt"
+[capabilities.transcriber]
+backend = "whisper-cpp"
+model = "{}"
+threads = 1
+language = "fr"
+# The audio path, so the flow check is satisfied; the bench sends the
+# utterance straight in, as the VAD would hand it on.
+[[stages]]
+name = "codec"
+component = "{plugins}/mulaw-codec"
+[[stages]]
+name = "vad"
+component = "{plugins}/energy-vad"
+[[stages]]
+name = "speakers"
+component = "{plugins}/speaker-priority"
+[[stages]]
+name = "transcriber"
+component = "{plugins}/transcriber"
+grants = ["transcriber"]
+[stages.limits]
+memory_mib = 32
+deadline_ms = 60000
+"#,
+        model.display(),
+        plugins = root().join("plugins").display()
+    );
+    let path = dir.path().join("stt.toml");
+    std::fs::write(&path, toml).expect("write");
+    let runtime = Runtime::new(RuntimeConfig::new(
+        &root().join("target").join("bench-data"),
+    ))
+    .expect("engine");
+    let options = LoadOptions {
+        build_plugins: true,
+        quiet: true,
+        data_dir: data_dir(),
+    };
+    let pipeline = Arc::new(
+        rt.block_on(loader::load(&runtime, &path, &options))
+            .unwrap_or_else(|d| panic!("{d}")),
+    );
+    let pcm = three_seconds();
+    let mut samples = Vec::new();
+    for i in 0..12 {
+        let took = rt.block_on(async {
+            let info = CallInfo {
+                session_id: format!("bench-{i}"),
+                call_sid: String::new(),
+                technician_id: "t".into(),
+                technician_name: "T".into(),
+                language: "fr".into(),
+                speakers: vec![],
+            };
+            let (call, mut out) = Call::start(pipeline.clone(), info).await.expect("call");
+            let utterance = Event::Utterance(Utterance {
+                id: 1,
+                track: Track::Inbound,
+                speaker_id: "technician".into(),
+                role: SpeakerRole::Technician,
+                start_ms: 0,
+                end_ms: 3000,
+                pre_roll_ms: 0,
+                rate: 16_000,
+                samples: pcm.clone(),
+                partial: false,
+            });
+            let started = Instant::now();
+            call.send(utterance).await.expect("send");
+            let mut took = None;
+            while let Some(e) = out.recv().await {
+                if let Event::Transcript(_) = e {
+                    took = Some(started.elapsed());
+                    break;
+                }
+            }
+            call.finish().await;
+            took.expect("a transcript")
+        });
+        if i >= 2 {
+            samples.push(took); // the first two warm the model's caches
+        }
+    }
+    report("speech end -> transcript (3 s, base, 1 thread)", samples);
+}
+
+fn queries() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("tests/kb-quality/queries.jsonl"))
+        .expect("labelled queries");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["query"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn open(dir: &Path) -> Option<KnowledgeBase> {
+    let model = callpipe_host::models::e5::path(&callpipe_host::models::dir(&data_dir()));
+    if !model.exists() {
+        println!("knowledge: SKIPPED, no embedding model (run `callpipe models`)");
+        return None;
+    }
+    let config = KnowledgeConfig {
+        path: Some(dir.join("store")),
+        ..KnowledgeConfig::default()
+    };
+    let kb = config.open(&data_dir(), &root()).await.expect("open");
+    let articles = article::read_file(&root().join("../shared/kb/articles.jsonl")).expect("kb");
+    kb.import(&articles, |_| {}).await.expect("import");
+    Some(kb)
+}
+
+async fn search_all(kb: &KnowledgeBase, rounds: usize) -> Vec<Duration> {
+    let qs = queries();
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        for q in &qs {
+            let started = Instant::now();
+            let hits = kb
+                .search(&Search {
+                    query: q.clone(),
+                    limit: 3,
+                    ..Search::default()
+                })
+                .await
+                .expect("search");
+            samples.push(started.elapsed());
+            assert!(!hits.is_empty());
+        }
+    }
+    samples
+}
+
+fn knowledge(rt: &tokio::runtime::Runtime, synthetic: usize) {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(kb) = open(dir.path()).await else {
+            return;
+        };
+        // Warm up, then measure.
+        search_all(&kb, 1).await;
+        if synthetic == 0 {
+            report(
+                "knowledge search, shipped KB (60 articles)",
+                search_all(&kb, 5).await,
+            );
+            // The share of that which is the query's embedding (one core).
+            let model = callpipe_e5::Model::load(&callpipe_host::models::e5::path(
+                &callpipe_host::models::dir(&data_dir()),
+            ))
+            .expect("model");
+            let mut samples = Vec::new();
+            for q in queries().iter().cycle().take(335) {
+                let started = Instant::now();
+                model.embed(q, callpipe_e5::Kind::Query).expect("embed");
+                samples.push(started.elapsed());
+            }
+            report("  of which: query embedding (e5, 1 thread)", samples);
+            return;
+        }
+        let store = kb.store().await.expect("store");
+        let started = Instant::now();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for batch in 0..synthetic.div_ceil(1000) {
+            let mut points = Vec::with_capacity(1000);
+            for i in 0..1000.min(synthetic - batch * 1000) {
+                let n = batch * 1000 + i;
+                let mut dense: Vec<f32> = (0..384)
+                    .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let norm = dense.iter().map(|x| x * x).sum::<f32>().sqrt();
+                dense.iter_mut().for_each(|x| *x /= norm);
+                let mut indices: Vec<u32> = (0..24).map(|_| (next() % 50_000) as u32).collect();
+                indices.sort_unstable();
+                indices.dedup();
+                let values = vec![1.0; indices.len()];
+                let mut payload = serde_json::Map::new();
+                payload.insert(layout::field::ARTICLE_ID.into(), format!("syn-{n}").into());
+                payload.insert(layout::field::CHUNK.into(), 0.into());
+                payload.insert(layout::field::TITLE.into(), format!("synthetic {n}").into());
+                payload.insert(layout::field::LANGUAGE.into(), "fr".into());
+                points.push(ChunkPoint {
+                    id: layout::point_id(&format!("syn-{n}"), 0),
+                    dense,
+                    sparse: Sparse { indices, values },
+                    payload,
+                });
+            }
+            store.upsert(points).await.expect("upsert");
+        }
+        let upserted = started.elapsed();
+        store.finish().await.expect("optimize");
+        println!(
+            "{synthetic} synthetic chunks: upsert {:.1} s, index build {:.1} s",
+            upserted.as_secs_f64(),
+            (started.elapsed() - upserted).as_secs_f64()
+        );
+        search_all(&kb, 1).await;
+        report(
+            &format!("knowledge search, KB + {synthetic} chunks"),
+            search_all(&kb, 5).await,
+        );
+    });
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    if wants("speech") {
+        speech(&rt);
+    }
+    if wants("knowledge") {
+        knowledge(&rt, 0);
+    }
+    if wants("knowledge-100k") {
+        knowledge(&rt, 100_000);
+    }
+}
