@@ -22,7 +22,9 @@ use std::process::ExitCode;
                   declared in TOML. Set CALLPIPE_LOG (e.g. `info`, `callpipe_host=debug`) to change logging."
 )]
 pub struct Cli {
-    /// Where callpipe keeps its state (compiled-component cache, ...).
+    /// Where callpipe keeps its state: compiled-component cache, models
+    /// (unless CALLPIPE_MODELS_DIR names another place), the embedded
+    /// knowledge store.
     #[arg(long, global = true, env = "CALLPIPE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
