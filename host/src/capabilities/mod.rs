@@ -16,6 +16,7 @@ use crate::pipeline::state::StageState;
 pub struct CapabilitySet {
     pub transcriber: Option<std::sync::Arc<transcriber::Configured>>,
     pub knowledge: Option<std::sync::Arc<crate::knowledge::KnowledgeBase>>,
+    pub speech: Option<std::sync::Arc<speech::Configured>>,
 }
 
 // The `types` interface has no functions; its host trait is empty.

@@ -150,18 +150,22 @@ pub async fn load_str(
             Err(message) => diags.push(map.at(Some(section.span()), None, message)),
         }
     }
-    let capabilities = Arc::new(capabilities);
-    for (cap, section) in [("speech", &file.capabilities.speech)] {
-        if let Some(section) = section
-            && !section.get_ref().is_empty()
-        {
-            diags.push(map.at(
-                Some(section.span()),
-                None,
-                format!("[capabilities.{cap}] takes no settings in this version of callpipe"),
-            ));
+    if let Some(section) = &file.capabilities.speech {
+        let built = toml::Value::Table(section.get_ref().clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[capabilities.speech]: {}", e.message()))
+            .and_then(|c: crate::capabilities::speech::SpeechConfig| {
+                c.build().map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(s) => {
+                tracing::info!("speech: {}", s.backend.summary());
+                capabilities.speech = Some(Arc::new(s));
+            }
+            Err(message) => diags.push(map.at(Some(section.span()), None, message)),
         }
     }
+    let capabilities = Arc::new(capabilities);
     if file.stages.is_empty() {
         diags.push(map.at(None, None, "the pipeline has no [[stages]]"));
     }
