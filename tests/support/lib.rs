@@ -32,6 +32,10 @@ pub fn components() -> &'static BTreeMap<String, PathBuf> {
                 "callpipe-stage-speaker-priority",
             ),
             ("plugins/transcriber", "callpipe-stage-transcriber"),
+            (
+                "plugins/context-analyzer",
+                "callpipe-stage-context-analyzer",
+            ),
             ("tests/components/hostile", "callpipe-test-hostile"),
             ("tests/components/ungranted", "callpipe-test-ungranted"),
         ]

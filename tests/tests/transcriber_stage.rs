@@ -42,11 +42,16 @@ grants = ["transcriber"]
 [stages.limits]
 memory_mib = 32
 deadline_ms = 30000
+
+[[stages]]
+name = "context"
+component = "{analyzer}"
 "#,
         codec = wasm("callpipe-stage-mulaw-codec"),
         vad = wasm("callpipe-stage-energy-vad"),
         speakers = wasm("callpipe-stage-speaker-priority"),
         transcriber_stage = wasm("callpipe-stage-transcriber"),
+        analyzer = wasm("callpipe-stage-context-analyzer"),
     )
 }
 
@@ -114,6 +119,23 @@ async fn real_speech_becomes_one_transcript_per_utterance() {
         assert!(all.contains(word), "`{word}` missing from: {all}");
     }
     assert!(ts.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+    // The context analyzer follows: one analysis per transcript, over all
+    // the technician has said so far.
+    let analyses: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Analysis(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(analyses.len(), 3, "{analyses:?}");
+    let last = analyses[2];
+    assert!(last.query.contains(&ts[0].text) && last.query.contains(&ts[2].text));
+    assert_eq!(last.language, "fr");
+    // 28 words of telephone-system prompts: no equipment, no fault, under
+    // the 30 words that would be enough alone.
+    assert!(!last.sufficient, "{last:?}");
+    assert_eq!(last.missing[0], "equipment");
     // Utterances still flow downstream, without their audio.
     assert!(
         events
