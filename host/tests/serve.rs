@@ -201,6 +201,21 @@ async fn session(server: &Server, id: &str) -> Value {
         .expect("json")
 }
 
+/// The session once its status is `status`, polling every 100 ms for up to
+/// `seconds`; asserts that it got there.
+async fn session_when(server: &Server, id: &str, status: &str, seconds: u64) -> Value {
+    let mut s = session(server, id).await;
+    for _ in 0..seconds * 10 {
+        if s["status"] == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = session(server, id).await;
+    }
+    assert_eq!(s["status"], status, "{s}");
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_control_goes_through_twilios_rest_api() {
     let (api, log) = twilio_stand_in().await;
@@ -354,15 +369,7 @@ async fn a_call_on_the_default_pipeline_is_transcribed() {
         "{}",
         report.render()
     );
-    let mut s = session(&server, "stt").await;
-    for _ in 0..300 {
-        if s["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s = session(&server, "stt").await;
-    }
-    assert_eq!(s["status"], "completed", "{s}");
+    let s = session_when(&server, "stt", "completed", 30).await;
     let lines = s["transcript"].as_array().expect("transcript").clone();
     assert_eq!(lines.len(), 3, "one line per phrase of the sample: {s}");
     assert!(
@@ -534,15 +541,7 @@ async fn malformed_frames_are_skipped_or_close_the_stream_and_never_touch_anothe
     );
 
     // Wait for the bad call to be wound down.
-    let mut s = session(&server, "bad-input").await;
-    for _ in 0..50 {
-        if s["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s = session(&server, "bad-input").await;
-    }
-    assert_eq!(s["status"], "completed", "{s}");
+    let s = session_when(&server, "bad-input", "completed", 5).await;
     assert_eq!(
         s["total_segments"], 3,
         "the real speech after the garbage was heard: {s}"
@@ -593,15 +592,7 @@ async fn a_disconnect_without_stop_ends_the_call_cleanly() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     drop(ws);
-    let mut s = session(&server, "dropped").await;
-    for _ in 0..50 {
-        if s["status"] == "disconnected" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s = session(&server, "dropped").await;
-    }
-    assert_eq!(s["status"], "disconnected", "{s}");
+    let s = session_when(&server, "dropped", "disconnected", 5).await;
     assert_eq!(s["streaming"], false);
     assert_eq!(
         s["total_segments"], 1,

@@ -40,25 +40,19 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
     Ok(())
 }
 
-/// Imports `[capabilities.knowledge] seed` when the store has no article.
-pub async fn seed_knowledge(
-    pipeline: &crate::pipeline::LoadedPipeline,
-    pipeline_path: &Path,
-) -> anyhow::Result<()> {
-    let Some(stage_caps) = pipeline.stages.first().map(|s| s.capabilities.clone()) else {
+/// Imports `[capabilities.knowledge] seed` (relative to the pipeline file)
+/// when the store has no article.
+pub async fn seed_knowledge(pipeline: &crate::pipeline::LoadedPipeline) -> anyhow::Result<()> {
+    let Some(kb) = &pipeline.capabilities.knowledge else {
         return Ok(());
     };
-    let Some(kb) = &stage_caps.knowledge else {
-        return Ok(());
-    };
-    let config = super::kb::config_from_pipeline(pipeline_path)?;
-    let Some(seed) = config.seed else {
+    let Some(seed) = kb.config().seed.clone() else {
         return Ok(());
     };
     if kb.stats().await?.articles > 0 {
         return Ok(());
     }
-    let base = pipeline_path.parent().unwrap_or(Path::new("."));
+    let base = pipeline.path.parent().unwrap_or(Path::new("."));
     let seed = if seed.is_absolute() {
         seed
     } else {

@@ -92,7 +92,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    super::first_run::seed_knowledge(&pipeline, &args.pipeline).await?;
+    super::first_run::seed_knowledge(&pipeline).await?;
 
     let token = args.twilio_auth_token.filter(|t| !t.is_empty());
     let sid = args.twilio_account_sid.filter(|s| !s.is_empty());

@@ -168,25 +168,29 @@ impl KnowledgeConfig {
                 Ok(Store::Embedded(store))
             }
             Backend::Qdrant => {
-                let url = self.url.as_deref().ok_or_else(|| {
-                    KnowledgeError::Config(
-                        "backend = \"qdrant\" needs `url` (e.g. http://localhost:6334)".into(),
-                    )
-                })?;
-                let key = std::env::var(&self.api_key_env)
-                    .ok()
-                    .filter(|k| !k.is_empty());
-                let store = qdrant_store::QdrantStore::open(
-                    url,
-                    key,
-                    &self.collection,
-                    embedder.dim(),
-                    std::time::Duration::from_millis(self.timeout_ms.max(1_000)),
-                )
-                .await?;
+                let store = self.qdrant()?;
+                store.ensure(embedder.dim()).await?;
                 Ok(Store::Qdrant(store))
             }
         }
+    }
+
+    /// A client for the configured Qdrant collection (not created yet).
+    fn qdrant(&self) -> Result<qdrant_store::QdrantStore, KnowledgeError> {
+        let url = self.url.as_deref().ok_or_else(|| {
+            KnowledgeError::Config(
+                "backend = \"qdrant\" needs `url` (e.g. http://localhost:6334)".into(),
+            )
+        })?;
+        let key = std::env::var(&self.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty());
+        Ok(qdrant_store::QdrantStore::connect(
+            url,
+            key,
+            &self.collection,
+            std::time::Duration::from_millis(self.timeout_ms.max(1_000)),
+        )?)
     }
 
     /// Drops the store's content (for `kb import --recreate`).
@@ -195,27 +199,7 @@ impl KnowledgeConfig {
             Backend::Embedded => Ok(edge_store::EdgeStore::destroy(
                 &self.embedded_path(data_dir),
             )?),
-            Backend::Qdrant => {
-                let url = self.url.as_deref().unwrap_or_default();
-                let key = std::env::var(&self.api_key_env)
-                    .ok()
-                    .filter(|k| !k.is_empty());
-                let client = qdrant_client::Qdrant::from_url(url)
-                    .api_key(key)
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                if client
-                    .collection_exists(&self.collection)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                {
-                    client
-                        .delete_collection(&self.collection)
-                        .await
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
-                }
-                Ok(())
-            }
+            Backend::Qdrant => Ok(self.qdrant()?.destroy().await?),
         }
     }
 }
@@ -318,15 +302,16 @@ impl KnowledgeBase {
         format!("{store}, embedder {}", self.embedder.id())
     }
 
+    /// The settings it was opened with.
+    pub fn config(&self) -> &KnowledgeConfig {
+        &self.config
+    }
+
     /// The store, opened (or created) on first use.
     pub async fn store(&self) -> Result<&Store, KnowledgeError> {
         self.store
             .get_or_try_init(|| self.config.open_store(&self.data_dir, &*self.embedder))
             .await
-    }
-
-    pub fn embedder_id(&self) -> String {
-        self.embedder.id()
     }
 
     /// Adds or updates articles. An article whose content (and embedder) is

@@ -23,13 +23,21 @@ fn err(context: &'static str) -> impl Fn(qdrant_client::QdrantError) -> StoreErr
 }
 
 impl QdrantStore {
-    /// Connects and creates the collection (and keyword indexes) if missing;
-    /// an existing collection must have the embedder's dimension.
-    pub async fn open(
+    /// Creates the collection (and keyword indexes) if missing; an existing
+    /// collection must have the embedder's dimension.
+    pub async fn ensure(&self, dim: usize) -> Result<(), StoreError> {
+        if self.exists().await? {
+            self.check_dim(dim).await
+        } else {
+            self.create(dim).await
+        }
+    }
+
+    /// A client for the collection, which may not exist yet.
+    pub fn connect(
         url: &str,
         api_key: Option<String>,
         collection: &str,
-        dim: usize,
         timeout: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let client = Qdrant::from_url(url)
@@ -38,22 +46,18 @@ impl QdrantStore {
             .connect_timeout(timeout)
             .build()
             .map_err(err("cannot configure the Qdrant client"))?;
-        let store = QdrantStore {
+        Ok(QdrantStore {
             client,
             collection: collection.to_string(),
             url: url.to_string(),
-        };
-        let exists = store
-            .client
-            .collection_exists(collection)
+        })
+    }
+
+    async fn exists(&self) -> Result<bool, StoreError> {
+        self.client
+            .collection_exists(&self.collection)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("Qdrant at {url}: {e}")))?;
-        if exists {
-            store.check_dim(dim).await?;
-        } else {
-            store.create(dim).await?;
-        }
-        Ok(store)
+            .map_err(|e| StoreError::Unavailable(format!("Qdrant at {}: {e}", self.url)))
     }
 
     async fn create(&self, dim: usize) -> Result<(), StoreError> {
@@ -127,12 +131,7 @@ impl QdrantStore {
     }
 
     pub async fn destroy(&self) -> Result<(), StoreError> {
-        if self
-            .client
-            .collection_exists(&self.collection)
-            .await
-            .map_err(err("cannot reach Qdrant"))?
-        {
+        if self.exists().await? {
             self.client
                 .delete_collection(&self.collection)
                 .await

@@ -63,6 +63,8 @@ pub struct LoadedPipeline {
     pub runtime: Arc<Runtime>,
     /// Stream time between ticks; `None` when no stage handles `custom`.
     pub tick_ms: Option<u64>,
+    /// The backends `[capabilities.*]` configured, shared by every stage.
+    pub capabilities: Arc<crate::capabilities::CapabilitySet>,
 }
 
 /// Call info used to validate `init` at load time.
@@ -354,6 +356,7 @@ pub async fn load_str(
             .then_some(file.pipeline.tick_ms.max(20)),
         stages,
         runtime: runtime.clone(),
+        capabilities,
     })
 }
 
