@@ -41,7 +41,8 @@ impl Host for StageState {
                     content: h.body,
                     language: h.language,
                     equipment: h.equipment,
-                    score: h.score,
+                    // Calibrated 0..1 (knowledge::confidence): a stage can set a floor.
+                    score: h.confidence,
                 })
                 .collect()),
             Err(KnowledgeError::Store(StoreError::Unavailable(m))) => {

@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fit the confidence calibration on labelled queries (JSON Lines:
+    /// `{"query": "...", "expected": ["article-id"]}`; `[]` for a question
+    /// the knowledge base cannot answer) and print it for the pipeline TOML.
+    Calibrate {
+        #[arg(value_name = "QUERIES.jsonl", required = true)]
+        queries: Vec<PathBuf>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// What the store holds.
     Stats {
         #[arg(long)]
@@ -139,15 +149,31 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 for (i, h) in hits.iter().enumerate() {
                     writeln!(
                         out,
-                        "{}. [{}] {} ({}, score {:.4})",
+                        "{}. [{}] {} ({}, confidence {:.2}, score {:.4})",
                         i + 1,
                         h.article_id,
                         h.title,
                         h.language,
+                        h.confidence,
                         h.score
                     )?;
                 }
                 writeln!(out, "({:.1} ms)", elapsed.as_secs_f64() * 1000.0)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate { queries, json } => {
+            let kb = config.open(data_dir, &base).await?;
+            let mut labelled = Vec::new();
+            for file in &queries {
+                labelled.extend(crate::cli::calibrate::read_queries(file)?);
+            }
+            let report = crate::cli::calibrate::run(&kb, &labelled).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                report.print(&mut out)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
 //! The `callpipe` command line.
 
 mod build;
+mod calibrate;
 mod check;
 mod first_run;
 pub mod kb;

@@ -285,6 +285,35 @@ impl EdgeStore {
         .await
     }
 
+    /// Dense-only nearest chunks: their scores are cosine similarities,
+    /// comparable across searches (the fused scores are rank-based).
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, StoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut request = QueryRequest::new(limit);
+            request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                query: dense.into(),
+                using: Some(layout::DENSE.into()),
+            })));
+            request.filter = equipment_filter(&equipment);
+            request.with_payload = WithPayloadInterface::Bool(true);
+            let points = shard.query(request).map_err(err("search failed"))?;
+            Ok(points
+                .into_iter()
+                .map(|p| ScoredChunk {
+                    score: p.score,
+                    payload: p.payload.map(|p| p.0).unwrap_or_default(),
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// (chunks, articles)
     pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
         let shard = self.shard.clone();

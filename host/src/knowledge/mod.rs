@@ -4,6 +4,7 @@
 //! capability.
 
 pub mod article;
+pub mod confidence;
 pub mod edge_store;
 pub mod embedder;
 pub mod layout;
@@ -72,6 +73,10 @@ pub struct KnowledgeConfig {
     /// `callpipe serve` imports when the store is empty. Example: `seed = "../kb"`
     #[serde(default)]
     pub seed: Option<PathBuf>,
+    /// Maps a hit's features to a 0..1 confidence; refit for another
+    /// embedder or knowledge base with `callpipe kb calibrate`.
+    #[serde(default)]
+    pub calibration: confidence::Calibration,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -109,6 +114,7 @@ impl Default for KnowledgeConfig {
             embedder: EmbedderConfig::default(),
             fusion_weights: fusion_weights(),
             seed: None,
+            calibration: confidence::Calibration::default(),
         }
     }
 }
@@ -234,6 +240,14 @@ impl Store {
     pub async fn query(&self, q: HybridQuery) -> Result<Vec<layout::ScoredChunk>, StoreError> {
         dispatch!(self, s => s.query(q).await)
     }
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<layout::ScoredChunk>, StoreError> {
+        dispatch!(self, s => s.nearest(dense, equipment, limit).await)
+    }
     pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
         dispatch!(self, s => s.counts().await)
     }
@@ -263,8 +277,11 @@ pub struct Hit {
     pub equipment: Vec<String>,
     pub symptoms: Vec<String>,
     pub body: String,
-    /// Fused score: higher is better, comparable within one search.
+    /// Fused score: orders the hits of one search.
     pub score: f32,
+    /// Calibrated probability that this is the article asked for.
+    pub confidence: f32,
+    pub features: confidence::Features,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -403,8 +420,9 @@ impl KnowledgeBase {
             .await?
             .pop()
             .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
-        // Each article has a few chunks: ask for enough to fill `limit` articles.
-        let chunks = limit * layout::chunks_per_article_hint();
+        // Each article has a few chunks: ask for enough to fill `limit`
+        // articles (at least 5, for the confidence's gap).
+        let chunks = limit.max(5) * layout::chunks_per_article_hint();
         let q = HybridQuery {
             dense,
             sparse: self.lexical.query(&query),
@@ -413,12 +431,30 @@ impl KnowledgeBase {
             limit: chunks,
             weights: self.config.fusion_weights,
         };
-        let scored = self.store().await?.query(q).await?;
-        let mut hits: Vec<Hit> = Vec::with_capacity(limit);
+        // Qdrant's weighted RRF gives rank r (from 0) of a side weighted w
+        // 1 / ((r + 1) / w + k - 1): first on both sides is the maximum.
+        let fused_max: f32 = self
+            .config
+            .fusion_weights
+            .iter()
+            .filter(|w| **w > 0.0)
+            .map(|w| 1.0 / (1.0 / w + RRF_K as f32 - 1.0))
+            .sum();
+        let store = self.store().await?;
+        let near = store
+            .nearest(q.dense.clone(), q.equipment.clone(), chunks)
+            .await?;
+        let scored = store.query(q).await?;
+        // Gaps are measured among at least this many articles, so a
+        // confidence does not depend on how many hits the caller asked for.
+        let keep = limit.max(5);
+        let mut hits: Vec<Hit> = Vec::with_capacity(keep);
         for chunk in scored {
-            let Some(hit) = hit_from(&chunk.payload, chunk.score) else {
+            let Some(mut hit) = hit_from(&chunk.payload, chunk.score) else {
                 continue;
             };
+            // Before the language preference, which is ours, not the fusion's.
+            hit.features.fused = (chunk.score / fused_max).min(1.0);
             // An article counts once, by its best chunk: summing chunks
             // favours articles in the query's language (measured).
             if !hits.iter().any(|h| h.article_id == hit.article_id) {
@@ -433,6 +469,32 @@ impl KnowledgeBase {
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(keep);
+        // An article missing from the dense side is at most as close as the
+        // last chunk it returned.
+        let floor = near.last().map_or(0.0, |c| c.score);
+        let cosine_of = |id: &str| {
+            near.iter()
+                .filter(|c| c.payload.get(field::ARTICLE_ID).and_then(|v| v.as_str()) == Some(id))
+                .map(|c| c.score)
+                .fold(floor, f32::max)
+        };
+        let cosines: Vec<f32> = hits.iter().map(|h| cosine_of(&h.article_id)).collect();
+        for (i, h) in hits.iter_mut().enumerate() {
+            let others = cosines
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, c)| *c)
+                .fold(f32::MIN, f32::max);
+            h.features.cosine = cosines[i];
+            h.features.gap = if others == f32::MIN {
+                0.0
+            } else {
+                cosines[i] - others
+            };
+            h.confidence = self.config.calibration.confidence(&h.features);
+        }
         hits.truncate(limit);
         Ok(hits)
     }
@@ -479,5 +541,7 @@ fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Optio
         symptoms: list(field::SYMPTOMS),
         body: s(field::BODY).unwrap_or_default(),
         score,
+        confidence: 0.0,
+        features: confidence::Features::default(),
     })
 }

@@ -229,6 +229,39 @@ impl QdrantStore {
             .collect())
     }
 
+    /// Dense-only nearest chunks (cosine scores).
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, StoreError> {
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(VectorInput::new_dense(dense)))
+            .using(layout::DENSE)
+            .limit(limit as u64)
+            .with_payload(true);
+        if !equipment.is_empty() {
+            request = request.filter(Filter::must([Condition::matches(
+                field::EQUIPMENT,
+                equipment,
+            )]));
+        }
+        let got = self
+            .client
+            .query(request)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("search failed: {e}")))?;
+        Ok(got
+            .result
+            .into_iter()
+            .map(|p| ScoredChunk {
+                score: p.score,
+                payload: qdrant_client::Payload::from(p.payload).into(),
+            })
+            .collect())
+    }
+
     pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
         let all = self
             .client
