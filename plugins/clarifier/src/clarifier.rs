@@ -1,0 +1,358 @@
+use crate::callpipe::stage::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Slots worth asking about, most useful first. The analysis lists what
+    /// is missing; the first missing slot here not asked yet is asked.
+    pub slots: Vec<String>,
+    /// After a question, none other for this long (stream time) unless the
+    /// technician has said something new.
+    pub backoff_ms: u64,
+    /// Words the technician must add since the last question to count as
+    /// "something new".
+    pub min_new_words: usize,
+    /// Slot -> language -> question. Entries here replace the defaults.
+    pub questions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Also speak the question to the technician (bidirectional calls).
+    pub speak: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slots: ["equipment", "symptom", "since", "tried"]
+                .map(String::from)
+                .to_vec(),
+            backoff_ms: 10_000,
+            min_new_words: 3,
+            questions: BTreeMap::new(),
+            speak: true,
+        }
+    }
+}
+
+/// The built-in questions, French and English.
+fn default_question(slot: &str, language: &str) -> Option<&'static str> {
+    let fr = language != "en";
+    Some(match (slot, fr) {
+        ("equipment", true) => {
+            "Sur quel équipement intervenez-vous : caméra, enregistreur, contrôle d'accès, alarme ou interphone ?"
+        }
+        ("equipment", false) => {
+            "Which equipment are you working on: a camera, the recorder, access control, the alarm or the intercom?"
+        }
+        ("symptom", true) => {
+            "Que se passe-t-il exactement ? Qu'est-ce qui ne fonctionne pas, et voyez-vous un message ou un voyant ?"
+        }
+        ("symptom", false) => {
+            "What exactly happens? What does not work, and do you see a message or a light?"
+        }
+        ("since", true) => {
+            "Depuis quand le problème se produit-il, et y a-t-il eu une intervention ou une coupure juste avant ?"
+        }
+        ("since", false) => {
+            "Since when does it happen, and was there any work or a power cut just before?"
+        }
+        ("tried", true) => {
+            "Qu'avez-vous déjà essayé : un redémarrage, les câbles, l'alimentation ?"
+        }
+        ("tried", false) => "What have you already tried: a restart, the cables, the power supply?",
+        _ => return None,
+    })
+}
+
+fn title(language: &str) -> &'static str {
+    if language == "en" {
+        "Clarifying question"
+    } else {
+        "Question de clarification"
+    }
+}
+
+/// Words that carry content, lower-cased: what "something new" is made of.
+fn content_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+pub struct Clarifier {
+    config: Config,
+    call_language: String,
+    /// Slots already asked in this call.
+    asked: Vec<String>,
+    /// Stream time of the last question.
+    last_question_ms: Option<u64>,
+    /// The technician's words when the last question was asked.
+    known_words: BTreeSet<String>,
+    /// Stream time, from transcripts and the host's ticks.
+    now_ms: u64,
+}
+
+impl Clarifier {
+    pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
+        let config: Config = if json.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
+        };
+        if config.slots.is_empty() {
+            return Err(StageError::InvalidConfig("slots is empty".into()));
+        }
+        for slot in &config.slots {
+            let custom = config.questions.get(slot).is_some_and(|q| !q.is_empty());
+            if !custom && default_question(slot, "fr").is_none() {
+                return Err(StageError::InvalidConfig(format!(
+                    "slot `{slot}` has no built-in question (equipment, symptom, since, tried): \
+                     give one under [stages.config.questions.{slot}]"
+                )));
+            }
+        }
+        Ok(Clarifier {
+            config,
+            call_language: if call_language.is_empty() {
+                "fr".into()
+            } else {
+                call_language.to_string()
+            },
+            asked: Vec::new(),
+            last_question_ms: None,
+            known_words: BTreeSet::new(),
+            now_ms: 0,
+        })
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Event> {
+        match event {
+            Event::Transcript(t) => {
+                self.now_ms = self.now_ms.max(t.end_ms);
+                vec![Event::Transcript(t)]
+            }
+            Event::Custom(c) => {
+                if let Some(ms) = tick_ms(&c.name, &c.json) {
+                    self.now_ms = self.now_ms.max(ms);
+                }
+                vec![Event::Custom(c)]
+            }
+            Event::Analysis(a) => {
+                let mut out = Vec::with_capacity(3);
+                let question = self.question_for(&a);
+                out.push(Event::Analysis(a));
+                out.extend(question);
+                out
+            }
+            other => vec![other],
+        }
+    }
+
+    fn question_for(&mut self, a: &Analysis) -> Vec<Event> {
+        if a.sufficient {
+            return Vec::new();
+        }
+        let Some(slot) = self
+            .config
+            .slots
+            .iter()
+            .find(|s| a.missing.contains(s) && !self.asked.contains(s))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        let words = content_words(&a.query);
+        if let Some(last) = self.last_question_ms {
+            let new = words.difference(&self.known_words).count();
+            let waited = self.now_ms.saturating_sub(last);
+            if new < self.config.min_new_words && waited < self.config.backoff_ms {
+                return Vec::new();
+            }
+        }
+        let language = if a.language.is_empty() {
+            self.call_language.clone()
+        } else {
+            a.language.clone()
+        };
+        let Some(text) = self.text(&slot, &language) else {
+            return Vec::new();
+        };
+        self.asked.push(slot.clone());
+        self.last_question_ms = Some(self.now_ms);
+        self.known_words = words;
+        let mut out = vec![Event::Suggestion(Suggestion {
+            id: format!("question-{slot}"),
+            kind: SuggestionKind::ClarificationQuestion,
+            title: title(&language).into(),
+            content: text.clone(),
+            sources: vec![],
+            // A question is not a guess: it is asked because a slot is empty.
+            confidence: 1.0,
+            language: language.clone(),
+        })];
+        if self.config.speak {
+            out.push(Event::Say(Say {
+                text,
+                language,
+                interrupt: false,
+            }));
+        }
+        out
+    }
+
+    /// The configured question for the language, else the built-in one,
+    /// else the configured one in any language.
+    fn text(&self, slot: &str, language: &str) -> Option<String> {
+        let custom = self.config.questions.get(slot);
+        custom
+            .and_then(|q| q.get(language))
+            .cloned()
+            .or_else(|| default_question(slot, language).map(String::from))
+            .or_else(|| custom.and_then(|q| q.values().next()).cloned())
+    }
+}
+
+/// The stream time of a host tick (`callpipe.tick`).
+fn tick_ms(name: &str, json: &str) -> Option<u64> {
+    if name != "callpipe.tick" {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()?
+        .get("stream_ms")?
+        .as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callpipe::stage::types::{Custom, SpeakerRole, Track, Transcript};
+
+    fn analysis(query: &str, missing: &[&str], language: &str) -> Event {
+        Event::Analysis(Analysis {
+            sufficient: false,
+            query: query.into(),
+            entities: vec![],
+            issue: None,
+            language: language.into(),
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    fn said_at(end_ms: u64) -> Event {
+        Event::Transcript(Transcript {
+            utterance_id: 1,
+            track: Track::Inbound,
+            speaker_id: "t".into(),
+            role: SpeakerRole::Technician,
+            start_ms: end_ms.saturating_sub(1000),
+            end_ms,
+            text: "x".into(),
+            language: "fr".into(),
+            confidence: 0.9,
+        })
+    }
+
+    fn questions(out: &[Event]) -> Vec<(String, String)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Event::Suggestion(s) => Some((s.id.clone(), s.language.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn asks_the_most_useful_missing_slot_in_the_technicians_language() {
+        let mut c = Clarifier::from_json("{}", "fr").unwrap();
+        let out = c.handle(analysis(
+            "hello I have a problem",
+            &["equipment", "symptom"],
+            "en",
+        ));
+        assert_eq!(
+            questions(&out),
+            [("question-equipment".into(), "en".into())]
+        );
+        assert!(
+            matches!(&out[0], Event::Analysis(_)),
+            "the analysis passes on first"
+        );
+        let say = out.iter().find_map(|e| match e {
+            Event::Say(s) => Some(s),
+            _ => None,
+        });
+        assert!(say.unwrap().text.starts_with("Which equipment"));
+    }
+
+    #[test]
+    fn backs_off_until_something_new_or_time_passes_and_never_repeats() {
+        let mut c = Clarifier::from_json(r#"{"backoff_ms": 5000}"#, "fr").unwrap();
+        c.handle(said_at(2000));
+        let out = c.handle(analysis(
+            "bonjour j'ai un souci",
+            &["equipment", "symptom"],
+            "fr",
+        ));
+        assert_eq!(questions(&out).len(), 1);
+        // "oui" is nothing new, and it is too soon: no question.
+        c.handle(said_at(3000));
+        let out = c.handle(analysis(
+            "bonjour j'ai un souci oui",
+            &["equipment", "symptom"],
+            "fr",
+        ));
+        assert!(questions(&out).is_empty());
+        // Something new: the next slot (equipment is never asked again).
+        c.handle(said_at(4000));
+        let out = c.handle(analysis(
+            "bonjour j'ai un souci oui la caméra du parking",
+            &["symptom", "since"],
+            "fr",
+        ));
+        assert_eq!(questions(&out), [("question-symptom".into(), "fr".into())]);
+        // Nothing new, but the back-off time has passed (ticks count).
+        c.handle(Event::Custom(Custom {
+            name: "callpipe.tick".into(),
+            json: r#"{"stream_ms": 9500}"#.into(),
+        }));
+        let out = c.handle(analysis(
+            "bonjour j'ai un souci oui la caméra du parking",
+            &["symptom", "since"],
+            "fr",
+        ));
+        assert_eq!(questions(&out), [("question-since".into(), "fr".into())]);
+    }
+
+    #[test]
+    fn sufficient_context_asks_nothing() {
+        let mut c = Clarifier::from_json("{}", "fr").unwrap();
+        let Event::Analysis(mut a) = analysis("x", &["since"], "fr") else {
+            unreachable!()
+        };
+        a.sufficient = true;
+        assert_eq!(c.handle(Event::Analysis(a)).len(), 1);
+    }
+
+    #[test]
+    fn config_overrides_and_errors() {
+        let mut c = Clarifier::from_json(
+            r#"{"slots": ["site"], "speak": false,
+                "questions": {"site": {"fr": "Sur quel site êtes-vous ?"}}}"#,
+            "fr",
+        )
+        .unwrap();
+        let out = c.handle(analysis("allo", &["site"], "en"));
+        // No English text configured: the French one is better than nothing.
+        let q = out.iter().find_map(|e| match e {
+            Event::Suggestion(s) => Some(s.content.clone()),
+            _ => None,
+        });
+        assert_eq!(q.as_deref(), Some("Sur quel site êtes-vous ?"));
+        assert!(!out.iter().any(|e| matches!(e, Event::Say(_))));
+        assert!(Clarifier::from_json(r#"{"slots": ["site"]}"#, "fr").is_err());
+        assert!(Clarifier::from_json(r#"{"slots": []}"#, "fr").is_err());
+        assert!(Clarifier::from_json(r#"{"backof_ms": 1}"#, "fr").is_err());
+    }
+}

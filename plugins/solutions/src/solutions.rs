@@ -1,0 +1,393 @@
+use crate::callpipe::stage::knowledge::{Hit, SearchRequest};
+use crate::callpipe::stage::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The knowledge capability, behind a trait so the rules test natively.
+pub trait Search {
+    fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String>;
+    fn warn(&mut self, message: &str);
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Hits asked of the knowledge base per search.
+    pub limit: u32,
+    /// Confidence (calibrated, 0..1) a hit needs to be suggested.
+    pub floor: f32,
+    /// Articles suggested at most per search.
+    pub max_suggestions: usize,
+    /// The two best hits are too close to call when the second has at least
+    /// this share of the first's confidence...
+    pub close_ratio: f32,
+    /// ... and together they reach the floor (one of them is likely right).
+    /// Then a question tells them apart instead of a guess.
+    pub ask_when_close: bool,
+    /// The query is the newest characters of what the technician said.
+    pub max_query_chars: usize,
+    /// Words the technician must add before searching again.
+    pub min_new_words: usize,
+    /// Also speak the distinguishing question (bidirectional calls).
+    pub speak: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limit: 5,
+            floor: 0.5,
+            max_suggestions: 1,
+            close_ratio: 0.8,
+            ask_when_close: true,
+            max_query_chars: 600,
+            min_new_words: 1,
+            speak: true,
+        }
+    }
+}
+
+pub struct Solutions {
+    config: Config,
+    call_language: String,
+    /// article id -> how many times it was suggested.
+    shown: BTreeMap<String, u32>,
+    /// The article suggested last.
+    last_shown: Option<String>,
+    /// Pairs a question was already asked about.
+    asked_pairs: BTreeSet<(String, String)>,
+    /// Words of the query last searched.
+    searched: BTreeSet<String>,
+}
+
+fn content_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The newest `max` characters, cut at a word boundary.
+fn newest(text: &str, max: usize) -> &str {
+    let n = text.chars().count();
+    if n <= max {
+        return text;
+    }
+    let start = text.char_indices().nth(n - max).map_or(0, |(i, _)| i);
+    // Starting on a word's first letter keeps that word.
+    if text[..start].ends_with(char::is_whitespace) {
+        return &text[start..];
+    }
+    match text[start..].find(char::is_whitespace) {
+        Some(ws) => text[start + ws..].trim_start(),
+        None => &text[start..],
+    }
+}
+
+impl Solutions {
+    pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
+        let config: Config = if json.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
+        };
+        let bad = |m: &str| Err(StageError::InvalidConfig(m.into()));
+        if !(0.0..=1.0).contains(&config.floor) {
+            return bad("floor is a confidence, between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&config.close_ratio) {
+            return bad("close_ratio is between 0 and 1");
+        }
+        if config.limit == 0 || config.max_suggestions == 0 {
+            return bad("limit and max_suggestions must be at least 1");
+        }
+        Ok(Solutions {
+            config,
+            call_language: if call_language.is_empty() {
+                "fr".into()
+            } else {
+                call_language.to_string()
+            },
+            shown: BTreeMap::new(),
+            last_shown: None,
+            asked_pairs: BTreeSet::new(),
+            searched: BTreeSet::new(),
+        })
+    }
+
+    pub fn handle(&mut self, event: Event, kb: &mut dyn Search) -> Vec<Event> {
+        match event {
+            Event::Analysis(a) => {
+                let found = self.on_analysis(&a, kb);
+                let mut out = Vec::with_capacity(1 + found.len());
+                out.push(Event::Analysis(a));
+                out.extend(found);
+                out
+            }
+            other => vec![other],
+        }
+    }
+
+    fn on_analysis(&mut self, a: &Analysis, kb: &mut dyn Search) -> Vec<Event> {
+        if !a.sufficient {
+            return Vec::new();
+        }
+        let words = content_words(&a.query);
+        if words.difference(&self.searched).count() < self.config.min_new_words {
+            return Vec::new();
+        }
+        self.searched = words;
+        let language = if a.language.is_empty() {
+            self.call_language.clone()
+        } else {
+            a.language.clone()
+        };
+        let request = SearchRequest {
+            query: newest(&a.query, self.config.max_query_chars).to_string(),
+            limit: self.config.limit,
+            language: Some(language.clone()),
+            equipment: vec![],
+        };
+        let hits = match kb.search(request) {
+            Ok(h) => h,
+            Err(e) => {
+                // No suggestion this time; the next analysis tries again.
+                kb.warn(&format!("knowledge search failed: {e}"));
+                self.searched.clear();
+                return Vec::new();
+            }
+        };
+        let Some(top) = hits.first() else {
+            return Vec::new();
+        };
+        if let Some(second) = hits.get(1)
+            && self.config.ask_when_close
+            && second.score >= self.config.close_ratio * top.score
+            && top.score + second.score >= self.config.floor
+            && !self.shown.contains_key(&top.article_id)
+        {
+            let pair = (top.article_id.clone(), second.article_id.clone());
+            if self.asked_pairs.insert(pair) {
+                return self.distinguish(top, second, &language);
+            }
+        }
+        let mut out = Vec::new();
+        for hit in hits
+            .iter()
+            .filter(|h| h.score >= self.config.floor)
+            .take(self.config.max_suggestions)
+        {
+            let is_top = hit.article_id == top.article_id;
+            let times = self.shown.get(&hit.article_id).copied().unwrap_or(0);
+            // Shown before: only again when it comes back on top after
+            // something else was shown.
+            if times > 0 && !(is_top && self.last_shown.as_ref() != Some(&hit.article_id)) {
+                continue;
+            }
+            self.shown.insert(hit.article_id.clone(), times + 1);
+            self.last_shown = Some(hit.article_id.clone());
+            out.push(Event::Suggestion(Suggestion {
+                id: format!("kb-{}-{}", hit.article_id, times + 1),
+                kind: SuggestionKind::KnowledgeBase,
+                title: hit.title.clone(),
+                content: hit.content.clone(),
+                sources: vec![hit.article_id.clone()],
+                confidence: hit.score.clamp(0.0, 1.0),
+                language: hit.language.clone(),
+            }));
+        }
+        out
+    }
+
+    fn distinguish(&self, a: &Hit, b: &Hit, language: &str) -> Vec<Event> {
+        let text = if language == "en" {
+            format!(
+                "To narrow it down: is it rather \"{}\", or \"{}\"?",
+                a.title, b.title
+            )
+        } else {
+            format!(
+                "Pour bien cibler : est-ce plutôt « {} », ou « {} » ?",
+                a.title, b.title
+            )
+        };
+        let mut out = vec![Event::Suggestion(Suggestion {
+            id: format!("question-{}-or-{}", a.article_id, b.article_id),
+            kind: SuggestionKind::ClarificationQuestion,
+            title: if language == "en" {
+                "Two possible causes".into()
+            } else {
+                "Deux causes possibles".into()
+            },
+            content: text.clone(),
+            sources: vec![a.article_id.clone(), b.article_id.clone()],
+            // The chance that one of the two is right.
+            confidence: (a.score + b.score).clamp(0.0, 1.0),
+            language: language.to_string(),
+        })];
+        if self.config.speak {
+            out.push(Event::Say(Say {
+                text,
+                language: language.to_string(),
+                interrupt: false,
+            }));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        answers: Vec<Result<Vec<Hit>, String>>,
+        asked: Vec<SearchRequest>,
+        warned: usize,
+    }
+
+    impl Search for Fake {
+        fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String> {
+            self.asked.push(request);
+            if self.answers.is_empty() {
+                return Ok(vec![]);
+            }
+            self.answers.remove(0)
+        }
+        fn warn(&mut self, _: &str) {
+            self.warned += 1;
+        }
+    }
+
+    fn hit(id: &str, score: f32) -> Hit {
+        Hit {
+            article_id: id.into(),
+            title: format!("title {id}"),
+            content: format!("steps of {id}"),
+            language: "fr".into(),
+            equipment: vec![],
+            score,
+        }
+    }
+
+    fn analysis(query: &str, sufficient: bool) -> Event {
+        Event::Analysis(Analysis {
+            sufficient,
+            query: query.into(),
+            entities: vec![],
+            issue: None,
+            language: "fr".into(),
+            missing: vec![],
+        })
+    }
+
+    fn suggestions(out: &[Event]) -> Vec<(String, SuggestionKind)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Event::Suggestion(s) => Some((s.id.clone(), s.kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fake(answers: Vec<Vec<Hit>>) -> Fake {
+        Fake {
+            answers: answers.into_iter().map(Ok).collect(),
+            asked: vec![],
+            warned: 0,
+        }
+    }
+
+    #[test]
+    fn suggests_above_the_floor_only_when_understood() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = fake(vec![
+            vec![hit("a", 0.9), hit("b", 0.1)],
+            vec![hit("c", 0.3)],
+        ]);
+        assert_eq!(s.handle(analysis("bonjour", false), &mut kb).len(), 1);
+        assert!(kb.asked.is_empty(), "no search before the context suffices");
+        let out = s.handle(analysis("la caméra ne répond plus au ping", true), &mut kb);
+        assert_eq!(
+            suggestions(&out),
+            [("kb-a-1".into(), SuggestionKind::KnowledgeBase)]
+        );
+        assert_eq!(kb.asked[0].language.as_deref(), Some("fr"));
+        let out = s.handle(
+            analysis("la caméra ne répond plus au ping depuis hier", true),
+            &mut kb,
+        );
+        assert!(suggestions(&out).is_empty(), "0.3 is under the floor");
+    }
+
+    #[test]
+    fn an_article_comes_back_only_on_top_after_another() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = fake(vec![
+            vec![hit("a", 0.9)],
+            vec![hit("a", 0.9)],
+            vec![hit("b", 0.8), hit("a", 0.2)],
+            vec![hit("a", 0.85)],
+        ]);
+        let q = [
+            "un deux trois",
+            "un deux trois quatre",
+            "cinq six",
+            "sept huit",
+        ];
+        let ids: Vec<Vec<(String, SuggestionKind)>> = q
+            .iter()
+            .map(|t| suggestions(&s.handle(analysis(t, true), &mut kb)))
+            .collect();
+        assert_eq!(ids[0], [("kb-a-1".into(), SuggestionKind::KnowledgeBase)]);
+        assert!(ids[1].is_empty(), "same article, nothing else shown since");
+        assert_eq!(ids[2], [("kb-b-1".into(), SuggestionKind::KnowledgeBase)]);
+        assert_eq!(ids[3], [("kb-a-2".into(), SuggestionKind::KnowledgeBase)]);
+    }
+
+    #[test]
+    fn too_close_to_call_asks_which_one_once() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = fake(vec![
+            vec![hit("a", 0.45), hit("b", 0.40)],
+            vec![hit("a", 0.45), hit("b", 0.40)],
+        ]);
+        let out = s.handle(analysis("l'image est floue", true), &mut kb);
+        assert_eq!(
+            suggestions(&out),
+            [(
+                "question-a-or-b".into(),
+                SuggestionKind::ClarificationQuestion
+            )]
+        );
+        assert!(out.iter().any(|e| matches!(e, Event::Say(_))));
+        // Asked once; with nothing decisive, no guess under the floor either.
+        let out = s.handle(analysis("l'image est floue la nuit", true), &mut kb);
+        assert!(suggestions(&out).is_empty());
+    }
+
+    #[test]
+    fn a_failed_search_costs_nothing_but_that_suggestion() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = Fake {
+            answers: vec![Err("timeout".into()), Ok(vec![hit("a", 0.9)])],
+            asked: vec![],
+            warned: 0,
+        };
+        let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
+        assert_eq!(out.len(), 1);
+        assert_eq!(kb.warned, 1);
+        // The same words are searched again next time.
+        let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
+        assert_eq!(suggestions(&out).len(), 1);
+    }
+
+    #[test]
+    fn the_query_is_the_newest_words() {
+        assert_eq!(newest("un deux trois quatre", 12), "trois quatre");
+        assert_eq!(newest("un deux trois quatre", 11), "quatre");
+        assert_eq!(newest("court", 50), "court");
+        assert!(Solutions::from_json(r#"{"floor": 2}"#, "fr").is_err());
+        assert!(Solutions::from_json(r#"{"flor": 0.2}"#, "fr").is_err());
+    }
+}
