@@ -1,7 +1,9 @@
 //! callpipe host: runs WebAssembly stage pipelines on live phone calls.
 
 pub mod audio;
+pub mod call_output;
 pub mod capabilities;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod knowledge;

@@ -27,6 +27,32 @@ pub struct TranscriptLine {
     pub confidence: f32,
 }
 
+/// A suggestion as the dashboard shows it: an article or a question.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SuggestionRecord {
+    /// Stable: the dashboard de-duplicates on it.
+    pub id: String,
+    /// `knowledge_base` or `clarification_question`, as the original system.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub content: String,
+    pub sources: Vec<String>,
+    pub confidence: f32,
+    pub language: String,
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+}
+
+/// What changed in a session, for live listeners (the dashboard's stream).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum Update {
+    Transcript(TranscriptLine),
+    Suggestion(SuggestionRecord),
+    Status(StatusChange),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusChange {
     pub status: String,
@@ -46,6 +72,7 @@ pub struct Session {
     pub speakers: BTreeMap<String, SpeakerStats>,
     pub total_segments: u64,
     pub transcript: Vec<TranscriptLine>,
+    pub suggestions: Vec<SuggestionRecord>,
     started: Instant,
     ended: Option<Instant>,
     /// A media stream is attached right now.
@@ -62,7 +89,7 @@ impl Session {
     }
 }
 
-fn now_epoch() -> f64 {
+pub fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -70,15 +97,41 @@ fn now_epoch() -> f64 {
 
 /// Transcript lines a live session keeps (durable storage keeps them all).
 const MAX_TRANSCRIPT: usize = 500;
+/// Suggestions a live session keeps.
+const MAX_SUGGESTIONS: usize = 200;
+/// Updates a slow listener may fall behind by before it misses some.
+const UPDATE_BACKLOG: usize = 1024;
 
-#[derive(Default)]
 pub struct Sessions {
     by_id: Mutex<HashMap<String, Session>>,
     /// call sid -> session id
     by_call: Mutex<HashMap<String, String>>,
+    updates: tokio::sync::broadcast::Sender<(String, std::sync::Arc<Update>)>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            by_id: Mutex::default(),
+            by_call: Mutex::default(),
+            updates: tokio::sync::broadcast::channel(UPDATE_BACKLOG).0,
+        }
+    }
 }
 
 impl Sessions {
+    /// Every session's updates, as `(session id, update)`, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, std::sync::Arc<Update>)> {
+        self.updates.subscribe()
+    }
+
+    fn publish(&self, session_id: &str, update: Update) {
+        // No listener is fine: the session keeps the record.
+        let _ = self
+            .updates
+            .send((session_id.to_string(), std::sync::Arc::new(update)));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -112,6 +165,7 @@ impl Sessions {
                 speakers: BTreeMap::new(),
                 total_segments: 0,
                 transcript: Vec::new(),
+                suggestions: Vec::new(),
                 started: Instant::now(),
                 ended: None,
                 streaming: false,
@@ -144,13 +198,16 @@ impl Sessions {
 
     /// Records a status; terminal statuses end the session's clock.
     pub fn set_status(&self, session_id: &str, status: &str) {
+        let mut changed = None;
         if let Some(s) = self.lock().get_mut(session_id) {
             if s.status != status {
                 s.status = status.to_string();
-                s.history.push(StatusChange {
+                let change = StatusChange {
                     status: status.to_string(),
                     at: now_epoch(),
-                });
+                };
+                s.history.push(change.clone());
+                changed = Some(change);
             }
             if matches!(
                 status,
@@ -159,6 +216,9 @@ impl Sessions {
             {
                 s.ended = Some(Instant::now());
             }
+        }
+        if let Some(change) = changed {
+            self.publish(session_id, Update::Status(change));
         }
     }
 
@@ -185,11 +245,36 @@ impl Sessions {
 
     /// A transcript line; the live view keeps the last `MAX_TRANSCRIPT`.
     pub fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
-        if let Some(s) = self.lock().get_mut(session_id) {
-            if s.transcript.len() >= MAX_TRANSCRIPT {
-                s.transcript.remove(0);
+        let known = match self.lock().get_mut(session_id) {
+            Some(s) => {
+                if s.transcript.len() >= MAX_TRANSCRIPT {
+                    s.transcript.remove(0);
+                }
+                s.transcript.push(line.clone());
+                true
             }
-            s.transcript.push(line);
+            None => false,
+        };
+        if known {
+            self.publish(session_id, Update::Transcript(line));
+        }
+    }
+
+    /// A suggestion; one with a known id replaces the old one.
+    pub fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
+        let known = match self.lock().get_mut(session_id) {
+            Some(s) => {
+                s.suggestions.retain(|x| x.id != record.id);
+                if s.suggestions.len() >= MAX_SUGGESTIONS {
+                    s.suggestions.remove(0);
+                }
+                s.suggestions.push(record.clone());
+                true
+            }
+            None => false,
+        };
+        if known {
+            self.publish(session_id, Update::Suggestion(record));
         }
     }
 

@@ -133,6 +133,20 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
     let state = AppState::new(pipeline.clone(), settings, twilio, args.max_calls);
+    // Chat sessions nobody writes to any more are ended.
+    let reaper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                state
+                    .chats
+                    .end_idle(crate::chat::IDLE, &state.sessions)
+                    .await;
+            }
+        })
+    };
     let app = web::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -149,6 +163,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown())
         .await
         .context("server failed")?;
+    reaper.abort();
     Ok(ExitCode::SUCCESS)
 }
 

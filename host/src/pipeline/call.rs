@@ -89,18 +89,27 @@ impl Call {
         pipeline: Arc<LoadedPipeline>,
         info: CallInfo,
     ) -> Result<(Call, CallOutput), CallError> {
+        Self::start_from(pipeline, info, 0).await
+    }
+
+    /// Like `start`, but the call enters the pipeline at stage `first`: the
+    /// chat path starts where transcripts are handled, so the audio stages
+    /// are never instantiated for it.
+    pub async fn start_from(
+        pipeline: Arc<LoadedPipeline>,
+        info: CallInfo,
+        first: usize,
+    ) -> Result<(Call, CallOutput), CallError> {
+        let first = first.min(pipeline.stages.len());
+        let stages = &pipeline.stages[first..];
         let id: Arc<str> = if info.call_sid.is_empty() {
             info.session_id.as_str().into()
         } else {
             info.call_sid.as_str().into()
         };
-        let stats: Arc<[StageStats]> = pipeline
-            .stages
-            .iter()
-            .map(|_| StageStats::default())
-            .collect();
-        let mut instances = Vec::with_capacity(pipeline.stages.len());
-        for stage in &pipeline.stages {
+        let stats: Arc<[StageStats]> = stages.iter().map(|_| StageStats::default()).collect();
+        let mut instances = Vec::with_capacity(stages.len());
+        for stage in stages {
             let inst = StageInstance::start(
                 pipeline.runtime.clone(),
                 stage.clone(),
@@ -128,7 +137,7 @@ impl Call {
                 rx = Some(next_rx);
                 Next::Stage(tx)
             };
-            let stage = pipeline.stages[index].clone();
+            let stage = stages[index].clone();
             // Debug level: entered on every poll, so it costs nothing unless
             // debug logging is on (log lines carry call and stage anyway).
             let span = tracing::debug_span!("stage", call = %id, stage = %stage.name);

@@ -30,6 +30,9 @@ pub const HOST_INJECTED: [EventKind; 5] = [
 
 /// Name of the host's clock event: `custom { name: TICK, json: {"stream_ms": N} }`.
 pub const TICK: &str = "callpipe.tick";
+/// A marker the chat path sends after a message: when it comes out of the
+/// pipeline, everything the message caused has come out before it.
+pub const FLUSH: &str = "callpipe.flush";
 
 /// True for the host's clock events (outputs usually skip them).
 pub fn is_tick(event: &super::bindings::types::Event) -> bool {

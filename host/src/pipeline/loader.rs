@@ -67,6 +67,13 @@ pub struct LoadedPipeline {
     pub capabilities: Arc<crate::capabilities::CapabilitySet>,
 }
 
+impl LoadedPipeline {
+    /// The first stage that handles `kind`: where the chat path enters.
+    pub fn first_handling(&self, kind: super::bindings::types::EventKind) -> Option<usize> {
+        self.stages.iter().position(|s| s.on.contains(kind))
+    }
+}
+
 /// Call info used to validate `init` at load time.
 pub fn sample_call(language: &str) -> CallInfo {
     CallInfo {

@@ -268,53 +268,24 @@ async fn begin(
     env.sessions.attach_call(&session_id, &start.call_sid);
     env.sessions.set_status(&session_id, "in-progress");
     env.sessions.set_streaming(&session_id, true);
-    let (call, mut output) = Call::start(env.pipeline.clone(), info)
+    let (call, output) = Call::start(env.pipeline.clone(), info)
         .await
         .map_err(|e| e.to_string())?;
 
     // Only a `<Connect><Stream>` (inbound track only) can carry audio back.
     let bidirectional = !start.tracks.iter().any(|t| t == "outbound");
     let player = bidirectional.then(|| Player::start(start.stream_sid.clone(), outgoing));
-    let playback = player.clone();
-    let sessions = env.sessions.clone();
-    let sid = session_id.clone();
-    let output = tokio::spawn(async move {
-        while let Some(event) = output.recv().await {
-            match event {
-                Event::Utterance(u) => {
-                    sessions.add_segment(&sid, &u.speaker_id, u.role);
-                }
-                Event::Transcript(t) => {
-                    sessions.add_transcript(
-                        &sid,
-                        crate::sessions::TranscriptLine {
-                            speaker_role: crate::pipeline::event::role_name(t.role).into(),
-                            speaker_id: t.speaker_id,
-                            start_ms: t.start_ms,
-                            end_ms: t.end_ms,
-                            text: t.text,
-                            language: t.language,
-                            confidence: t.confidence,
-                        },
-                    );
-                }
-                Event::SpeechStarted(s) if s.track == Track::Inbound => {
-                    // Barge-in: the technician talks over our playback.
-                    if let Some(p) = &playback
-                        && p.is_playing()
-                    {
-                        p.clear().await;
-                    }
-                }
-                Event::EncodedAudio(a) if a.track == Track::Outbound && a.codec == Codec::Mulaw => {
-                    if let Some(p) = &playback {
-                        p.play(a.bytes).await;
-                    }
-                }
-                _ => {}
-            }
-        }
+    let voice = player.clone().map(|player| crate::call_output::Voice {
+        player,
+        speech: env.pipeline.capabilities.speech.clone(),
     });
+    let output = crate::call_output::spawn(
+        output,
+        env.sessions.clone(),
+        session_id.clone(),
+        voice,
+        None,
+    );
     Ok(Live {
         call,
         session_id,

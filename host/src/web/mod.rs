@@ -1,6 +1,7 @@
 //! HTTP surface: Twilio's endpoints exactly as the original system exposed
 //! them, health, and the live stats. axum stays inside this module.
 
+mod demo;
 mod error;
 mod health;
 mod sessions_api;
@@ -39,6 +40,8 @@ pub struct AppInner {
     pub sessions: Arc<Sessions>,
     pub active_streams: AtomicUsize,
     pub max_calls: usize,
+    /// Chat sessions (the text path), each a call on the pipeline.
+    pub chats: Arc<crate::chat::ChatCalls>,
 }
 
 #[derive(Clone)]
@@ -65,6 +68,7 @@ impl AppState {
             sessions: Arc::new(Sessions::default()),
             active_streams: AtomicUsize::new(0),
             max_calls,
+            chats: Arc::new(crate::chat::ChatCalls::new(max_calls)),
         }))
     }
 
@@ -96,6 +100,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/twilio/test-twiml", get(twilio_routes::test_twiml))
         .merge(twilio_webhooks)
+        .route(
+            "/demo/send-demo-transcription",
+            post(demo::send_demo_transcription),
+        )
+        .route("/demo/end-demo-call", post(demo::end_demo_call))
+        .route(
+            "/demo/get-session-suggestions",
+            get(demo::get_session_suggestions),
+        )
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/api/stats", get(health::stats))

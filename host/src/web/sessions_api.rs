@@ -25,6 +25,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
     // The list stays small; one session's view carries what was said.
     if with_transcript {
         v["transcript"] = json!(s.transcript);
+        v["suggestions"] = json!(s.suggestions);
     }
     v
 }

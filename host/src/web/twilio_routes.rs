@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 
 /// JSON, or a form post: the dashboard sends JSON, curl users often forms.
-fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,163 @@
+//! What comes out of a call's pipeline, phone or chat: recorded in the live
+//! session (transcripts, segments, suggestions), spoken to the technician on
+//! a bidirectional call (`say`, through the pipeline's speech capability),
+//! and played back (`encoded-audio` on the outbound track), with barge-in.
+
+use crate::capabilities::speech::Configured as Speech;
+use crate::pipeline::bindings::types::{
+    Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript,
+};
+use crate::pipeline::call::CallOutput;
+use crate::pipeline::event::{FLUSH, role_name};
+use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};
+use crate::twilio::playback::Player;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Questions waiting to be spoken; more are dropped (they are on screen).
+const SAY_QUEUE: usize = 4;
+
+/// Where a bidirectional call's audio goes.
+pub struct Voice {
+    pub player: Player,
+    /// The pipeline's speech capability; without it `say` is shown only.
+    pub speech: Option<Arc<Speech>>,
+}
+
+/// Waiters for `callpipe.flush` markers, by marker id.
+#[derive(Default)]
+pub struct Markers(Mutex<HashMap<u64, oneshot::Sender<()>>>);
+
+impl Markers {
+    pub fn wait(&self, id: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        rx
+    }
+
+    fn reached(&self, id: u64) {
+        if let Some(tx) = self.lock().remove(&id) {
+            let _ = tx.send(());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn marker_id(json: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()?
+        .get("id")?
+        .as_u64()
+}
+
+pub fn transcript_line(t: Transcript) -> TranscriptLine {
+    TranscriptLine {
+        speaker_role: role_name(t.role).into(),
+        speaker_id: t.speaker_id,
+        start_ms: t.start_ms,
+        end_ms: t.end_ms,
+        text: t.text,
+        language: t.language,
+        confidence: t.confidence,
+    }
+}
+
+pub fn suggestion_record(s: Suggestion) -> SuggestionRecord {
+    SuggestionRecord {
+        id: s.id,
+        kind: match s.kind {
+            SuggestionKind::KnowledgeBase => "knowledge_base",
+            SuggestionKind::ClarificationQuestion => "clarification_question",
+        }
+        .into(),
+        title: s.title,
+        content: s.content,
+        sources: s.sources,
+        confidence: s.confidence,
+        language: s.language,
+        at: crate::sessions::now_epoch(),
+    }
+}
+
+/// Drains a call's output until the call ends.
+pub fn spawn(
+    mut output: CallOutput,
+    sessions: Arc<Sessions>,
+    session_id: String,
+    voice: Option<Voice>,
+    markers: Option<Arc<Markers>>,
+) -> JoinHandle<()> {
+    let player = voice.as_ref().map(|v| v.player.clone());
+    let speaker = voice.and_then(|v| {
+        let speech = v.speech?;
+        let (tx, rx) = mpsc::channel(SAY_QUEUE);
+        Some((tx, tokio::spawn(speak(rx, v.player, speech))))
+    });
+    tokio::spawn(async move {
+        while let Some(event) = output.recv().await {
+            match event {
+                Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
+                Event::Transcript(t) => sessions.add_transcript(&session_id, transcript_line(t)),
+                Event::Suggestion(s) => sessions.add_suggestion(&session_id, suggestion_record(s)),
+                Event::Say(say) => {
+                    if let Some((tx, _)) = &speaker
+                        && tx.try_send(say).is_err()
+                    {
+                        tracing::warn!(session = %session_id, "too many questions waiting to be spoken; one is only shown");
+                    }
+                }
+                Event::SpeechStarted(s) if s.track == Track::Inbound => {
+                    // Barge-in: the technician talks over our playback.
+                    if let Some(p) = &player
+                        && p.is_playing()
+                    {
+                        p.clear().await;
+                    }
+                }
+                Event::EncodedAudio(a) if a.track == Track::Outbound && a.codec == Codec::Mulaw => {
+                    if let Some(p) = &player {
+                        p.play(a.bytes).await;
+                    }
+                }
+                Event::Custom(c) if c.name == FLUSH => {
+                    if let (Some(m), Some(id)) = (&markers, marker_id(&c.json)) {
+                        m.reached(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((tx, task)) = speaker {
+            drop(tx);
+            let _ = task.await;
+        }
+    })
+}
+
+/// Speaks `say`s in order, one at a time.
+async fn speak(mut rx: mpsc::Receiver<Say>, player: Player, speech: Arc<Speech>) {
+    while let Some(say) = rx.recv().await {
+        if say.interrupt && player.is_playing() {
+            player.clear().await;
+        }
+        let audio = tokio::time::timeout(
+            Duration::from_millis(speech.timeout_ms),
+            speech.backend.synthesize(&say.text, &say.language),
+        )
+        .await;
+        match audio {
+            Ok(Ok(mulaw)) => player.play(mulaw).await,
+            Ok(Err(e)) => tracing::warn!("cannot speak the question: {e}"),
+            Err(_) => tracing::warn!(
+                "cannot speak the question: no audio after {} ms",
+                speech.timeout_ms
+            ),
+        }
+    }
+}
