@@ -2,6 +2,7 @@
 
 pub mod audio;
 pub mod call_output;
+pub mod call_script;
 pub mod capabilities;
 pub mod chat;
 pub mod cli;

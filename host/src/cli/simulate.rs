@@ -21,8 +21,16 @@ pub struct Args {
     #[arg(long, default_value = "ws://127.0.0.1:8000/twilio/media-stream")]
     url: String,
     /// What the caller says: any WAV (stereo: left inbound, right outbound).
+    #[arg(long, required_unless_present = "script", conflicts_with = "script")]
+    audio: Option<PathBuf>,
+    /// A scripted call (TOML: [[turn]] track/say/pause_s), synthesised with
+    /// espeak-ng; afterwards prints what the session got (transcripts,
+    /// questions, suggestions).
     #[arg(long)]
-    audio: PathBuf,
+    script: Option<PathBuf>,
+    /// With --script: longest wait for the server to finish the call.
+    #[arg(long, default_value_t = 180)]
+    wait_s: u64,
     /// Simultaneous calls.
     #[arg(long, default_value_t = 1)]
     calls: usize,
@@ -48,18 +56,42 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected k=v, got `{s}`"))
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rec = wav::read(&args.audio)?;
-    let layout = if rec.channels.len() >= 2 {
-        TrackLayout::Stereo
-    } else {
-        TrackLayout::Mono(Track::Inbound)
+pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let (tracks, script) = match (&args.audio, &args.script) {
+        (_, Some(path)) => {
+            let script = crate::call_script::Script::read(path)?;
+            // The agent's turns need the agent's track.
+            if script.has_outbound() {
+                args.tracks = Tracks::Both;
+            }
+            (script.render().await?, true)
+        }
+        (Some(audio), None) => {
+            let rec = wav::read(audio)?;
+            let layout = if rec.channels.len() >= 2 {
+                TrackLayout::Stereo
+            } else {
+                TrackLayout::Mono(Track::Inbound)
+            };
+            (frames::frames(&rec, layout), false)
+        }
+        (None, None) => anyhow::bail!("give --audio or --script"),
     };
-    let mut config = SimConfig::from_tracks(&args.url, frames::frames(&rec, layout));
+    if script && !args.params.iter().any(|(k, _)| k == "session_id") {
+        let id = format!(
+            "script-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        args.params.push(("session_id".into(), id));
+    }
+    let mut config = SimConfig::from_tracks(&args.url, tracks);
     if let Some(secs) = args.duration {
         let want = (secs * 50.0).ceil() as usize;
         let base = config.inbound.clone();
-        anyhow::ensure!(!base.is_empty(), "{} holds no audio", args.audio.display());
+        anyhow::ensure!(!base.is_empty(), "the call holds no audio");
         config.inbound = Arc::new(
             base.iter()
                 .cycle()
@@ -71,7 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.calls = args.calls.max(1);
     config.ramp = Duration::from_secs_f64(args.ramp.max(0.0));
     config.both_tracks = matches!(args.tracks, Tracks::Both);
-    config.params = args.params;
+    config.params = args.params.clone();
     config.auth_token = args.auth_token.filter(|t| !t.is_empty());
     eprintln!(
         "simulating {} call(s) of {:.1} s against {}",
@@ -82,9 +114,97 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = simulator::run(config).await;
     print!("{}", report.render());
     let failed = report.failed.load(std::sync::atomic::Ordering::Relaxed);
+    if script && failed == 0 {
+        let session = args
+            .params
+            .iter()
+            .find(|(k, _)| k == "session_id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let outcome =
+            session_outcome(&args.url, &session, Duration::from_secs(args.wait_s)).await?;
+        print!("{outcome}");
+    }
     Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `ws://host:port/...` -> `http://host:port`
+fn http_base(ws_url: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = ws_url
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("`{ws_url}` is not a URL"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let scheme = if scheme == "wss" { "https" } else { "http" };
+    Ok(format!("{scheme}://{host}"))
+}
+
+/// Waits for the server to finish the call, then renders what the session
+/// holds: transcripts, questions and suggestions, in order.
+async fn session_outcome(ws_url: &str, session: &str, wait: Duration) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let url = format!("{}/api/sessions/{session}", http_base(ws_url)?);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + wait;
+    let doc: serde_json::Value = loop {
+        let got = http.get(&url).send().await;
+        if let Ok(r) = got
+            && r.status().is_success()
+        {
+            let doc: serde_json::Value = r.json().await?;
+            if !matches!(
+                doc["status"].as_str(),
+                Some("in-progress") | Some("created")
+            ) {
+                break doc;
+            }
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "session {session} not finished after {} s",
+            wait.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut out = format!(
+        "\nsession {session}: {}\n",
+        doc["status"].as_str().unwrap_or("?")
+    );
+    for t in doc["transcript"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  [{:>6.1} s] {:<10} {}",
+            t["end_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            t["speaker_role"].as_str().unwrap_or("?"),
+            t["text"].as_str().unwrap_or("")
+        );
+    }
+    for s in doc["suggestions"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {} {} ({:.2}): {}",
+            if s["type"] == "knowledge_base" {
+                "SOLUTION"
+            } else {
+                "QUESTION"
+            },
+            s["sources"].as_array().map_or(String::new(), |a| a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("+")),
+            s["confidence"].as_f64().unwrap_or(0.0),
+            if s["type"] == "knowledge_base" {
+                &s["title"]
+            } else {
+                &s["content"]
+            }
+            .as_str()
+            .unwrap_or("")
+        );
+    }
+    Ok(out)
 }
