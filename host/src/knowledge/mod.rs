@@ -441,10 +441,12 @@ impl KnowledgeBase {
             .map(|w| 1.0 / (1.0 / w + RRF_K as f32 - 1.0))
             .sum();
         let store = self.store().await?;
-        let near = store
-            .nearest(q.dense.clone(), q.equipment.clone(), chunks)
-            .await?;
-        let scored = store.query(q).await?;
+        // Both sides at once: each is a blocking store call on its own thread.
+        let (near, scored) = tokio::join!(
+            store.nearest(q.dense.clone(), q.equipment.clone(), chunks),
+            store.query(q)
+        );
+        let (near, scored) = (near?, scored?);
         // Gaps are measured among at least this many articles, so a
         // confidence does not depend on how many hits the caller asked for.
         let keep = limit.max(5);

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod server;
+
 /// Real French phone prompts (Debian's asterisk-core-sounds-fr-wav).
 pub const SOUNDS: &str = "/usr/share/asterisk/sounds/fr_CA_f_June";
 
@@ -88,4 +90,40 @@ pub fn audio_pipeline() -> PathBuf {
     );
     std::fs::write(&copy, text).expect("write test pipeline");
     copy
+}
+
+/// A copy of the default pipeline changed by `edit`, written under
+/// target/test-pipelines with its relative paths made absolute.
+pub fn default_pipeline_with(tag: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let path = root().join("pipelines/technician-support.toml");
+    let text = std::fs::read_to_string(&path).expect("default pipeline");
+    let mut table: toml::Table = toml::from_str(&text).expect("default pipeline parses");
+    if let Some(seed) = table
+        .get_mut("capabilities")
+        .and_then(|c| c.get_mut("knowledge"))
+        .and_then(|k| k.get_mut("seed"))
+    {
+        *seed = toml::Value::String(root().join("kb").display().to_string());
+    }
+    edit(&mut table);
+    let dir = root().join("target").join("test-pipelines");
+    std::fs::create_dir_all(&dir).expect("test pipeline dir");
+    let copy = dir.join(format!("{tag}-{}.toml", std::process::id()));
+    let text = toml::to_string(&table).expect("serialise").replace(
+        "component = \"",
+        &format!("component = \"{}/", root().join("plugins").display()),
+    );
+    std::fs::write(&copy, text).expect("write test pipeline");
+    copy
+}
+
+/// Sets `[capabilities.transcriber] language`.
+pub fn transcribe_in(language: &str) -> impl FnOnce(&mut toml::Table) {
+    let language = language.to_string();
+    move |t: &mut toml::Table| {
+        t["capabilities"]["transcriber"]
+            .as_table_mut()
+            .expect("transcriber section")
+            .insert("language".into(), toml::Value::String(language));
+    }
 }
