@@ -9,44 +9,18 @@
 //! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k]`
 //! (needs `callpipe models`).
 
+mod common;
+
 use callpipe_host::audio::wav;
 use callpipe_host::knowledge::layout::{self, ChunkPoint, Sparse};
 use callpipe_host::knowledge::{KnowledgeBase, KnowledgeConfig, Search, article};
 use callpipe_host::pipeline::bindings::types::{SpeakerRole, Track, Utterance};
 use callpipe_host::pipeline::loader::{self, LoadOptions};
 use callpipe_host::pipeline::{Call, CallInfo, Event, Runtime, RuntimeConfig};
-use std::path::{Path, PathBuf};
+use common::{data_dir, report, root};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("CALLPIPE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("data"))
-}
-
-fn report(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let pct = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples[i].as_secs_f64() * 1000.0
-    };
-    println!(
-        "{what:<44} n={:<5} p50 {:>9.2} ms  p90 {:>9.2} ms  p99 {:>9.2} ms  max {:>9.2} ms",
-        samples.len(),
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0)
-    );
-}
 
 /// 3.0 s of real French phone speech at 16 kHz (an asterisk prompt, or the
 /// bundled espeak sample when Debian's sounds are absent).

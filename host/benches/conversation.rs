@@ -11,44 +11,17 @@
 //! Run: `cargo bench -p callpipe-host --bench conversation [text|speech]`
 //! (needs `callpipe models` and espeak-ng).
 
+mod common;
+
 use callpipe_host::capabilities::speech::SpeechConfig;
 use callpipe_host::knowledge::article;
 use callpipe_host::pipeline::bindings::types::{Event, SpeakerRole, Track, Transcript, Utterance};
 use callpipe_host::pipeline::loader::{self, LoadOptions, LoadedPipeline};
 use callpipe_host::pipeline::{Call, CallInfo, Runtime, RuntimeConfig};
 use callpipe_host::sessions::{Sessions, Update};
-use std::path::PathBuf;
+use common::{data_dir, report, root};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("CALLPIPE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("data"))
-}
-
-fn report(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let pct = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples[i].as_secs_f64() * 1000.0
-    };
-    println!(
-        "{what:<52} n={:<4} p50 {:>8.2} ms  p95 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
-        samples.len(),
-        pct(0.5),
-        pct(0.95),
-        pct(0.99),
-        pct(1.0)
-    );
-}
 
 /// What the technician said before: equipment, no symptom yet (not enough
 /// to search), and the words that complete it.

@@ -273,14 +273,7 @@ impl EdgeStore {
                 ),
             }));
             request.with_payload = WithPayloadInterface::Bool(true);
-            let points = shard.query(request).map_err(err("search failed"))?;
-            Ok(points
-                .into_iter()
-                .map(|p| ScoredChunk {
-                    score: p.score,
-                    payload: p.payload.map(|p| p.0).unwrap_or_default(),
-                })
-                .collect())
+            run_query(&shard, request)
         })
         .await
     }
@@ -302,14 +295,7 @@ impl EdgeStore {
             })));
             request.filter = equipment_filter(&equipment);
             request.with_payload = WithPayloadInterface::Bool(true);
-            let points = shard.query(request).map_err(err("search failed"))?;
-            Ok(points
-                .into_iter()
-                .map(|p| ScoredChunk {
-                    score: p.score,
-                    payload: p.payload.map(|p| p.0).unwrap_or_default(),
-                })
-                .collect())
+            run_query(&shard, request)
         })
         .await
     }
@@ -346,6 +332,17 @@ impl EdgeStore {
         })
         .await
     }
+}
+
+fn run_query(shard: &EdgeShard, request: QueryRequest) -> Result<Vec<ScoredChunk>, StoreError> {
+    let points = shard.query(request).map_err(err("search failed"))?;
+    Ok(points
+        .into_iter()
+        .map(|p| ScoredChunk {
+            score: p.score,
+            payload: p.payload.map(|p| p.0).unwrap_or_default(),
+        })
+        .collect())
 }
 
 fn clear_except_lock(path: &Path) -> Result<(), StoreError> {

@@ -214,6 +214,13 @@ impl QdrantStore {
             ))
             .limit(q.limit as u64)
             .with_payload(true);
+        self.run_query(request).await
+    }
+
+    async fn run_query(
+        &self,
+        request: impl Into<qdrant_client::qdrant::QueryPoints>,
+    ) -> Result<Vec<ScoredChunk>, StoreError> {
         let got = self
             .client
             .query(request)
@@ -247,19 +254,7 @@ impl QdrantStore {
                 equipment,
             )]));
         }
-        let got = self
-            .client
-            .query(request)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("search failed: {e}")))?;
-        Ok(got
-            .result
-            .into_iter()
-            .map(|p| ScoredChunk {
-                score: p.score,
-                payload: qdrant_client::Payload::from(p.payload).into(),
-            })
-            .collect())
+        self.run_query(request).await
     }
 
     pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
