@@ -18,7 +18,8 @@ use callpipe_host::knowledge::article;
 use callpipe_host::pipeline::bindings::types::{Event, SpeakerRole, Track, Transcript, Utterance};
 use callpipe_host::pipeline::loader::{self, LoadOptions, LoadedPipeline};
 use callpipe_host::pipeline::{Call, CallInfo, Runtime, RuntimeConfig};
-use callpipe_host::sessions::{Sessions, Update};
+use callpipe_host::sessions::{Published, Sessions, Update};
+use callpipe_host::store::Store;
 use common::{data_dir, report, root};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,12 +93,12 @@ fn transcript(id: u64, text: &str, end_ms: u64) -> Event {
     })
 }
 
-type Updates = tokio::sync::broadcast::Receiver<(String, Arc<Update>)>;
+type Updates = tokio::sync::broadcast::Receiver<Arc<Published>>;
 
 /// The next session update, if one comes within a minute.
-async fn next(updates: &mut Updates) -> Option<Arc<Update>> {
+async fn next(updates: &mut Updates) -> Option<Arc<Published>> {
     match tokio::time::timeout(Duration::from_secs(60), updates.recv()).await {
-        Ok(Ok((_, u))) => Some(u),
+        Ok(Ok(p)) => Some(p),
         _ => None,
     }
 }
@@ -106,12 +107,13 @@ async fn next(updates: &mut Updates) -> Option<Arc<Update>> {
 /// question comes out), then the clock runs from sending `last` to the
 /// article's update reaching a listener.
 async fn one(
+    store: &Arc<Store>,
     pipeline: &Arc<LoadedPipeline>,
     stage: usize,
     session: String,
     last: Event,
 ) -> Duration {
-    let sessions = Arc::new(Sessions::default());
+    let sessions = Arc::new(Sessions::with_store(store.clone()));
     sessions.open(&session, "t", "T", None);
     let mut updates = sessions.subscribe();
     let info = CallInfo {
@@ -135,7 +137,7 @@ async fn one(
         let Some(u) = next(&mut updates).await else {
             panic!("no question after the opening; heard {heard:?}");
         };
-        if matches!(&*u, Update::Suggestion(s) if s.kind == "clarification_question") {
+        if matches!(&u.update, Update::Suggestion(s) if s.kind == "clarification_question") {
             break;
         }
         heard.push(u);
@@ -146,7 +148,7 @@ async fn one(
         let Some(u) = next(&mut updates).await else {
             panic!("no article after the details; heard {heard:?}");
         };
-        if let Update::Suggestion(s) = &*u
+        if let Update::Suggestion(s) = &u.update
             && s.kind == "knowledge_base"
         {
             assert_eq!(s.sources, ["sample-007"], "the door-strike article");
@@ -159,13 +161,14 @@ async fn one(
     took
 }
 
-fn text_path(rt: &tokio::runtime::Runtime, pipeline: &Arc<LoadedPipeline>) {
+fn text_path(rt: &tokio::runtime::Runtime, store: &Arc<Store>, pipeline: &Arc<LoadedPipeline>) {
     let stage = pipeline
         .first_handling(callpipe_host::pipeline::bindings::types::EventKind::Transcript)
         .expect("a transcript stage");
     let mut samples = Vec::new();
     for i in 0..220 {
         let took = rt.block_on(one(
+            store,
             pipeline,
             stage,
             format!("text-{i}"),
@@ -178,7 +181,7 @@ fn text_path(rt: &tokio::runtime::Runtime, pipeline: &Arc<LoadedPipeline>) {
     report("transcript -> suggestion stored+pushed (no STT)", samples);
 }
 
-fn speech_path(rt: &tokio::runtime::Runtime, pipeline: &Arc<LoadedPipeline>) {
+fn speech_path(rt: &tokio::runtime::Runtime, store: &Arc<Store>, pipeline: &Arc<LoadedPipeline>) {
     let Some(stage) = pipeline
         .stages
         .iter()
@@ -222,7 +225,13 @@ fn speech_path(rt: &tokio::runtime::Runtime, pipeline: &Arc<LoadedPipeline>) {
             samples: pcm16.clone(),
             partial: false,
         });
-        let took = rt.block_on(one(pipeline, stage, format!("speech-{i}"), utterance));
+        let took = rt.block_on(one(
+            store,
+            pipeline,
+            stage,
+            format!("speech-{i}"),
+            utterance,
+        ));
         if i >= 2 {
             samples.push(took);
         }
@@ -261,10 +270,15 @@ fn main() {
         .expect("tokio");
     let data = tempfile::tempdir().expect("tempdir");
     let pipeline = pipeline(&rt, data.path());
+    // Suggestions are stored (SQLite in the data dir) before they are pushed.
+    let store = Arc::new(
+        rt.block_on(Store::open(data.path(), None))
+            .expect("database"),
+    );
     if wants("text") {
-        text_path(&rt, &pipeline);
+        text_path(&rt, &store, &pipeline);
     }
     if wants("speech") {
-        speech_path(&rt, &pipeline);
+        speech_path(&rt, &store, &pipeline);
     }
 }

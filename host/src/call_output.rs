@@ -103,8 +103,16 @@ pub fn spawn(
         while let Some(event) = output.recv().await {
             match event {
                 Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
-                Event::Transcript(t) => sessions.add_transcript(&session_id, transcript_line(t)),
-                Event::Suggestion(s) => sessions.add_suggestion(&session_id, suggestion_record(s)),
+                Event::Transcript(t) => {
+                    sessions
+                        .add_transcript(&session_id, transcript_line(t))
+                        .await
+                }
+                Event::Suggestion(s) => {
+                    sessions
+                        .add_suggestion(&session_id, suggestion_record(s))
+                        .await
+                }
                 Event::Say(say) => {
                     if let Some((tx, _)) = &speaker
                         && tx.try_send(say).is_err()

@@ -13,5 +13,6 @@ pub mod models;
 pub mod pipeline;
 pub mod sessions;
 pub mod simulator;
+pub mod store;
 pub mod twilio;
 pub mod web;

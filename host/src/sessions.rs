@@ -4,6 +4,7 @@
 
 use crate::pipeline::bindings::types::SpeakerRole;
 use crate::pipeline::event::role_name;
+use crate::store::writer::{Write, Writer};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -102,11 +103,22 @@ const MAX_SUGGESTIONS: usize = 200;
 /// Updates a slow listener may fall behind by before it misses some.
 const UPDATE_BACKLOG: usize = 1024;
 
+/// One change of one session, as live listeners get it.
+#[derive(Debug)]
+pub struct Published {
+    pub session_id: String,
+    /// Its id in the stored event log (none without a database).
+    pub event_id: Option<i64>,
+    pub update: Update,
+}
+
 pub struct Sessions {
     by_id: Mutex<HashMap<String, Session>>,
     /// call sid -> session id
     by_call: Mutex<HashMap<String, String>>,
-    updates: tokio::sync::broadcast::Sender<(String, std::sync::Arc<Update>)>,
+    updates: tokio::sync::broadcast::Sender<std::sync::Arc<Published>>,
+    /// The durable record; every change goes there first.
+    writer: Option<Writer>,
 }
 
 impl Default for Sessions {
@@ -115,21 +127,42 @@ impl Default for Sessions {
             by_id: Mutex::default(),
             by_call: Mutex::default(),
             updates: tokio::sync::broadcast::channel(UPDATE_BACKLOG).0,
+            writer: None,
         }
     }
 }
 
 impl Sessions {
-    /// Every session's updates, as `(session id, update)`, from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, std::sync::Arc<Update>)> {
+    /// Sessions recorded in `store` (starts its writer task).
+    pub fn with_store(store: std::sync::Arc<crate::store::Store>) -> Self {
+        Sessions {
+            writer: Some(Writer::start(store)),
+            ..Sessions::default()
+        }
+    }
+
+    pub fn store(&self) -> Option<&std::sync::Arc<crate::store::Store>> {
+        self.writer.as_ref().map(|w| &w.store)
+    }
+
+    fn write(&self, w: Write) {
+        if let Some(writer) = &self.writer {
+            writer.send(w);
+        }
+    }
+
+    /// Every session's updates from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Published>> {
         self.updates.subscribe()
     }
 
-    fn publish(&self, session_id: &str, update: Update) {
+    fn publish(&self, session_id: &str, event_id: Option<i64>, update: Update) {
         // No listener is fine: the session keeps the record.
-        let _ = self
-            .updates
-            .send((session_id.to_string(), std::sync::Arc::new(update)));
+        let _ = self.updates.send(std::sync::Arc::new(Published {
+            session_id: session_id.to_string(),
+            event_id,
+            update,
+        }));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -179,6 +212,13 @@ impl Sessions {
         if let Some(p) = phone {
             s.phone_number = Some(p.to_string());
         }
+        drop(map);
+        self.write(Write::Open {
+            session_id: session_id.to_string(),
+            technician_id: technician_id.to_string(),
+            technician_name: technician_name.to_string(),
+            phone: phone.map(str::to_string),
+        });
     }
 
     pub fn attach_call(&self, session_id: &str, call_sid: &str) {
@@ -190,6 +230,10 @@ impl Sessions {
         }
         self.calls()
             .insert(call_sid.to_string(), session_id.to_string());
+        self.write(Write::Attach {
+            session_id: session_id.to_string(),
+            call_sid: call_sid.to_string(),
+        });
     }
 
     pub fn session_for_call(&self, call_sid: &str) -> Option<String> {
@@ -218,7 +262,13 @@ impl Sessions {
             }
         }
         if let Some(change) = changed {
-            self.publish(session_id, Update::Status(change));
+            self.write(Write::Status {
+                session_id: session_id.to_string(),
+                status: status.to_string(),
+            });
+            // Status changes are not awaited: the stored log has them in
+            // order all the same (one writer).
+            self.publish(session_id, None, Update::Status(change));
         }
     }
 
@@ -240,11 +290,26 @@ impl Sessions {
                     speaker_role: role_name(role).into(),
                 });
             e.segment_count += 1;
+        } else {
+            return;
         }
+        self.write(Write::Segment {
+            session_id: session_id.to_string(),
+            speaker_id: speaker_id.to_string(),
+            role: role_name(role).into(),
+        });
     }
 
-    /// A transcript line; the live view keeps the last `MAX_TRANSCRIPT`.
-    pub fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
+    /// A transcript line, stored first; the live view keeps the last
+    /// `MAX_TRANSCRIPT`.
+    pub async fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
+        if self.get(session_id).is_none() {
+            return;
+        }
+        let event_id = match &self.writer {
+            Some(w) => w.transcript(session_id, line.clone()).await,
+            None => None,
+        };
         let known = match self.lock().get_mut(session_id) {
             Some(s) => {
                 if s.transcript.len() >= MAX_TRANSCRIPT {
@@ -256,12 +321,19 @@ impl Sessions {
             None => false,
         };
         if known {
-            self.publish(session_id, Update::Transcript(line));
+            self.publish(session_id, event_id, Update::Transcript(line));
         }
     }
 
-    /// A suggestion; one with a known id replaces the old one.
-    pub fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
+    /// A suggestion, stored first; one with a known id replaces the old one.
+    pub async fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
+        if self.get(session_id).is_none() {
+            return;
+        }
+        let event_id = match &self.writer {
+            Some(w) => w.suggestion(session_id, record.clone()).await,
+            None => None,
+        };
         let known = match self.lock().get_mut(session_id) {
             Some(s) => {
                 s.suggestions.retain(|x| x.id != record.id);
@@ -274,7 +346,7 @@ impl Sessions {
             None => false,
         };
         if known {
-            self.publish(session_id, Update::Suggestion(record));
+            self.publish(session_id, event_id, Update::Suggestion(record));
         }
     }
 

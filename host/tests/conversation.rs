@@ -130,6 +130,36 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     assert_eq!(said[1]["speaker"], "technician");
     assert_eq!(said[2]["speaker"], "agent");
 
+    // Everything shown was stored first, in the server's SQLite database.
+    let db = callpipe_host::store::Store::connect(&format!(
+        "sqlite://{}",
+        server.data_dir().join("callpipe.db").display()
+    ))
+    .await
+    .expect("the server's database");
+    assert_eq!(db.transcripts("chat-1").await.unwrap().len(), 4);
+    let stored = db.suggestions("chat-1").await.unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[1].sources, ["sample-001"]);
+    let kinds: Vec<String> = db
+        .events_after("chat-1", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "suggestion").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "transcript").count(),
+        4,
+        "{kinds:?}"
+    );
+    db.close().await;
+
     let r = reqwest::Client::new()
         .post(server.http("/demo/send-demo-transcription"))
         .json(&json!({"session_id": "chat-1", "text": "  "}))

@@ -40,6 +40,11 @@ pub struct Args {
     /// Concurrent calls accepted; more are refused with 503.
     #[arg(long, env = "CALLPIPE_MAX_CALLS", default_value_t = 1000)]
     max_calls: usize,
+    /// Where calls, transcripts and suggestions are recorded:
+    /// postgres://USER:PASSWORD@HOST/DB, or sqlite://FILE. Default: a SQLite
+    /// file in the data dir (callpipe.db).
+    #[arg(long, env = "CALLPIPE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Twilio account SID (AC...).
     #[arg(long, env = "TWILIO_ACCOUNT_SID", hide_env_values = true)]
     twilio_account_sid: Option<String>,
@@ -93,6 +98,18 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     super::first_run::seed_knowledge(&pipeline).await?;
+    let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
+    tracing::info!("database: {} ({})", store.display, store.backend());
+    let source = std::fs::read_to_string(&pipeline.path).unwrap_or_default();
+    store
+        .record_pipeline(
+            &pipeline.version,
+            &pipeline.name,
+            &pipeline.path.display().to_string(),
+            &source,
+        )
+        .await?;
+    let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
 
     let token = args.twilio_auth_token.filter(|t| !t.is_empty());
     let sid = args.twilio_account_sid.filter(|s| !s.is_empty());
@@ -132,7 +149,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!("Twilio signatures are not checked");
     }
     let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
-    let state = AppState::new(pipeline.clone(), settings, twilio, args.max_calls);
+    let state = AppState::new(pipeline.clone(), settings, twilio, args.max_calls, sessions);
     // Chat sessions nobody writes to any more are ended.
     let reaper = {
         let state = state.clone();
@@ -164,6 +181,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("server failed")?;
     reaper.abort();
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,12 +60,13 @@ impl AppState {
         twilio_settings: TwilioSettings,
         twilio: Option<TwilioClient>,
         max_calls: usize,
+        sessions: Arc<Sessions>,
     ) -> Self {
         Self(Arc::new(AppInner {
             twilio_settings,
             twilio,
             pipeline: RwLock::new(pipeline),
-            sessions: Arc::new(Sessions::default()),
+            sessions,
             active_streams: AtomicUsize::new(0),
             max_calls,
             chats: Arc::new(crate::chat::ChatCalls::new(max_calls)),

@@ -74,6 +74,11 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The server's data dir (its SQLite database is `callpipe.db` there).
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
+    }
+
     pub fn ws(&self) -> String {
         format!("ws://{}/twilio/media-stream", self.addr)
     }

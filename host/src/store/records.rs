@@ -1,0 +1,415 @@
+//! What is written and read. Every write that the dashboard shows also
+//! appends to `events` in the same transaction, so the stream and the
+//! tables never disagree.
+
+use super::{Db, Store, StoreError, on_pool};
+use crate::sessions::{SuggestionRecord, TranscriptLine, now_epoch};
+use serde::Serialize;
+use sqlx::Row;
+
+#[derive(Debug, Clone, Default)]
+pub struct NewCall<'a> {
+    pub session_id: &'a str,
+    pub call_sid: Option<&'a str>,
+    pub technician_id: &'a str,
+    pub technician_name: &'a str,
+    pub phone_number: Option<&'a str>,
+    pub pipeline_version: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallRow {
+    pub session_id: String,
+    pub call_sid: Option<String>,
+    pub technician_id: String,
+    pub technician_name: String,
+    pub phone_number: Option<String>,
+    pub status: String,
+    pub pipeline_version: Option<String>,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SegmentRow {
+    pub id: i64,
+    pub speaker_id: String,
+    pub role: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+    pub language: String,
+    pub confidence: f64,
+    pub at: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredSuggestion {
+    pub id: String,
+    /// `knowledge_base` or `clarification_question`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub content: String,
+    pub sources: Vec<String>,
+    pub confidence: f64,
+    pub language: String,
+    pub at: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventRow {
+    pub id: i64,
+    pub kind: String,
+    /// The JSON document the dashboard gets.
+    pub data: String,
+    pub at: f64,
+}
+
+/// Appends to the dashboard's event log inside the caller's transaction;
+/// evaluates to the new event's id.
+macro_rules! event_in {
+    ($store:expr, $tx:ident, $session:expr, $kind:expr, $data:expr, $at:expr) => {{
+        let sql = $store.sql(
+            "INSERT INTO events (session_id, kind, data, at) VALUES (?, ?, ?, ?) RETURNING id",
+        );
+        let row = sqlx::query(sql)
+            .bind($session)
+            .bind($kind)
+            .bind($data)
+            .bind($at)
+            .fetch_one(&mut *$tx)
+            .await?;
+        row.try_get::<i64, _>(0)?
+    }};
+}
+
+const TERMINAL: [&str; 6] = [
+    "completed",
+    "failed",
+    "busy",
+    "no-answer",
+    "canceled",
+    "interrupted",
+];
+
+impl Store {
+    pub async fn record_pipeline(
+        &self,
+        version: &str,
+        name: &str,
+        path: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO pipeline_versions (version, name, path, source, loaded_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING",
+        );
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(version)
+            .bind(name)
+            .bind(path)
+            .bind(source)
+            .bind(now_epoch())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Creates the call, or fills in what is newly known about it.
+    pub async fn open_call(&self, c: &NewCall<'_>) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO calls (session_id, call_sid, technician_id, technician_name, \
+             phone_number, status, pipeline_version, started_at) \
+             VALUES (?, ?, ?, ?, ?, 'created', ?, ?) \
+             ON CONFLICT (session_id) DO UPDATE SET \
+             call_sid = COALESCE(excluded.call_sid, calls.call_sid), \
+             technician_id = CASE WHEN excluded.technician_id = '' \
+                THEN calls.technician_id ELSE excluded.technician_id END, \
+             technician_name = CASE WHEN excluded.technician_name = '' \
+                THEN calls.technician_name ELSE excluded.technician_name END, \
+             phone_number = COALESCE(excluded.phone_number, calls.phone_number), \
+             pipeline_version = COALESCE(excluded.pipeline_version, calls.pipeline_version)",
+        );
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(c.session_id)
+            .bind(c.call_sid)
+            .bind(c.technician_id)
+            .bind(c.technician_name)
+            .bind(c.phone_number)
+            .bind(c.pipeline_version)
+            .bind(now_epoch())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A status change (history row, the call's current status, and an
+    /// event); terminal statuses end the call. Returns the event id.
+    pub async fn set_status(&self, session_id: &str, status: &str) -> Result<i64, StoreError> {
+        let at = now_epoch();
+        let ended = TERMINAL.contains(&status).then_some(at);
+        let history = self.sql("INSERT INTO call_status (session_id, status, at) VALUES (?, ?, ?)");
+        let update = self.sql(
+            "UPDATE calls SET status = ?, ended_at = COALESCE(ended_at, ?) WHERE session_id = ?",
+        );
+        let data = serde_json::json!({ "status": status, "at": at }).to_string();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(history).bind(session_id).bind(status).bind(at).execute(&mut *tx).await?;
+            sqlx::query(update).bind(status).bind(ended).bind(session_id).execute(&mut *tx).await?;
+            let id = event_in!(self, tx, session_id, "status", &data, at);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// One more segment by `speaker_id`.
+    pub async fn add_segment(
+        &self,
+        session_id: &str,
+        speaker_id: &str,
+        role: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO speakers (session_id, speaker_id, role, segments) VALUES (?, ?, ?, 1) \
+             ON CONFLICT (session_id, speaker_id) DO UPDATE SET segments = speakers.segments + 1",
+        );
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(session_id)
+            .bind(speaker_id)
+            .bind(role)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A transcript line; returns its event id.
+    pub async fn add_transcript(
+        &self,
+        session_id: &str,
+        line: &TranscriptLine,
+    ) -> Result<i64, StoreError> {
+        let at = now_epoch();
+        let sql = self.sql(
+            "INSERT INTO segments (session_id, speaker_id, role, start_ms, end_ms, text, \
+             language, confidence, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        let data = serde_json::to_string(line).unwrap_or_default();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sql)
+                .bind(session_id)
+                .bind(&line.speaker_id)
+                .bind(&line.speaker_role)
+                .bind(line.start_ms as i64)
+                .bind(line.end_ms as i64)
+                .bind(&line.text)
+                .bind(&line.language)
+                .bind(line.confidence as f64)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            let id = event_in!(self, tx, session_id, "transcript", &data, at);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// A suggestion or a clarifying question (by its kind); one with a known
+    /// id is updated. Returns its event id.
+    pub async fn add_suggestion(
+        &self,
+        session_id: &str,
+        s: &SuggestionRecord,
+    ) -> Result<i64, StoreError> {
+        let sources = serde_json::to_string(&s.sources).unwrap_or_else(|_| "[]".into());
+        let data = serde_json::to_string(s).unwrap_or_default();
+        let question = s.kind == "clarification_question";
+        let sql = if question {
+            self.sql(
+                "INSERT INTO questions (session_id, question_id, title, content, sources, \
+                 language, at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (session_id, question_id) DO UPDATE SET title = excluded.title, \
+                 content = excluded.content, sources = excluded.sources, at = excluded.at",
+            )
+        } else {
+            self.sql(
+                "INSERT INTO suggestions (session_id, suggestion_id, title, content, sources, \
+                 language, at, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (session_id, suggestion_id) DO UPDATE SET title = excluded.title, \
+                 content = excluded.content, sources = excluded.sources, \
+                 confidence = excluded.confidence, at = excluded.at",
+            )
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut q = sqlx::query(sql)
+                .bind(session_id)
+                .bind(&s.id)
+                .bind(&s.title)
+                .bind(&s.content)
+                .bind(&sources)
+                .bind(&s.language)
+                .bind(s.at);
+            if !question {
+                q = q.bind(s.confidence as f64);
+            }
+            q.execute(&mut *tx).await?;
+            let id = event_in!(self, tx, session_id, "suggestion", &data, s.at);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    pub async fn add_stage_error(
+        &self,
+        session_id: &str,
+        stage: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self
+            .sql("INSERT INTO stage_errors (session_id, stage, message, at) VALUES (?, ?, ?, ?)");
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(session_id)
+            .bind(stage)
+            .bind(message)
+            .bind(now_epoch())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn call(&self, session_id: &str) -> Result<Option<CallRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
+             pipeline_version, started_at, ended_at FROM calls WHERE session_id = ?",
+        );
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(session_id).fetch_optional(pool).await?;
+            row.map(|r| -> Result<CallRow, sqlx::Error> {
+                Ok(CallRow {
+                    session_id: r.try_get("session_id")?,
+                    call_sid: r.try_get("call_sid")?,
+                    technician_id: r.try_get("technician_id")?,
+                    technician_name: r.try_get("technician_name")?,
+                    phone_number: r.try_get("phone_number")?,
+                    status: r.try_get("status")?,
+                    pipeline_version: r.try_get("pipeline_version")?,
+                    started_at: r.try_get("started_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                })
+            })
+            .transpose()
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// The call's status changes, oldest first.
+    pub async fn status_history(&self, session_id: &str) -> Result<Vec<(String, f64)>, StoreError> {
+        let sql = self.sql("SELECT status, at FROM call_status WHERE session_id = ? ORDER BY id");
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("status")?, r.try_get("at")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Transcript lines, oldest first.
+    pub async fn transcripts(&self, session_id: &str) -> Result<Vec<SegmentRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT id, speaker_id, role, start_ms, end_ms, text, language, confidence, at \
+             FROM segments WHERE session_id = ? ORDER BY id",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SegmentRow {
+                        id: r.try_get("id")?,
+                        speaker_id: r.try_get("speaker_id")?,
+                        role: r.try_get("role")?,
+                        start_ms: r.try_get("start_ms")?,
+                        end_ms: r.try_get("end_ms")?,
+                        text: r.try_get("text")?,
+                        language: r.try_get("language")?,
+                        confidence: r.try_get("confidence")?,
+                        at: r.try_get("at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Suggestions and questions, oldest first.
+    pub async fn suggestions(&self, session_id: &str) -> Result<Vec<StoredSuggestion>, StoreError> {
+        let sql = self.sql(
+            "SELECT suggestion_id AS id, 'knowledge_base' AS kind, title, content, sources, \
+             confidence, language, at FROM suggestions WHERE session_id = ? \
+             UNION ALL SELECT question_id, 'clarification_question', title, content, sources, \
+             1.0, language, at FROM questions WHERE session_id = ? ORDER BY at",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(session_id)
+                .bind(session_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let sources: String = r.try_get("sources")?;
+                    Ok(StoredSuggestion {
+                        id: r.try_get("id")?,
+                        kind: r.try_get("kind")?,
+                        title: r.try_get("title")?,
+                        content: r.try_get("content")?,
+                        sources: serde_json::from_str(&sources).unwrap_or_default(),
+                        confidence: r.try_get("confidence")?,
+                        language: r.try_get("language")?,
+                        at: r.try_get("at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// The dashboard's events after `after` (an event id), oldest first.
+    pub async fn events_after(
+        &self,
+        session_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT id, kind, data, at FROM events WHERE session_id = ? AND id > ? \
+             ORDER BY id LIMIT ?",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(session_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(EventRow {
+                        id: r.try_get("id")?,
+                        kind: r.try_get("kind")?,
+                        data: r.try_get("data")?,
+                        at: r.try_get("at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! One writer task per process: the live sessions hand it every change in
+//! order, so a status never lands before its call, and what the dashboard
+//! is about to be shown (transcripts, suggestions) is awaited until it is
+//! stored. A failing database is logged; calls go on.
+
+use super::{NewCall, Store};
+use crate::sessions::{SuggestionRecord, TranscriptLine};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+pub enum Write {
+    Open {
+        session_id: String,
+        technician_id: String,
+        technician_name: String,
+        phone: Option<String>,
+    },
+    Attach {
+        session_id: String,
+        call_sid: String,
+    },
+    Status {
+        session_id: String,
+        status: String,
+    },
+    Segment {
+        session_id: String,
+        speaker_id: String,
+        role: String,
+    },
+    Transcript {
+        session_id: String,
+        line: TranscriptLine,
+        stored: oneshot::Sender<Option<i64>>,
+    },
+    Suggestion {
+        session_id: String,
+        record: SuggestionRecord,
+        stored: oneshot::Sender<Option<i64>>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Write>,
+    pub store: Arc<Store>,
+}
+
+impl Writer {
+    /// Starts the task (needs a tokio runtime).
+    pub fn start(store: Arc<Store>) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store.clone(), rx));
+        Writer { tx, store }
+    }
+
+    pub fn send(&self, write: Write) {
+        // Closed only at shutdown, when nothing is left to record.
+        let _ = self.tx.send(write);
+    }
+
+    /// Stores a transcript line; its event id once it is stored.
+    pub async fn transcript(&self, session_id: &str, line: TranscriptLine) -> Option<i64> {
+        let (stored, done) = oneshot::channel();
+        self.send(Write::Transcript {
+            session_id: session_id.to_string(),
+            line,
+            stored,
+        });
+        done.await.ok().flatten()
+    }
+
+    pub async fn suggestion(&self, session_id: &str, record: SuggestionRecord) -> Option<i64> {
+        let (stored, done) = oneshot::channel();
+        self.send(Write::Suggestion {
+            session_id: session_id.to_string(),
+            record,
+            stored,
+        });
+        done.await.ok().flatten()
+    }
+}
+
+async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(write) = rx.recv().await {
+        let (what, result) = match write {
+            Write::Open {
+                session_id,
+                technician_id,
+                technician_name,
+                phone,
+            } => (
+                "call",
+                store
+                    .open_call(&NewCall {
+                        session_id: &session_id,
+                        technician_id: &technician_id,
+                        technician_name: &technician_name,
+                        phone_number: phone.as_deref(),
+                        ..NewCall::default()
+                    })
+                    .await
+                    .map(|_| None),
+            ),
+            Write::Attach {
+                session_id,
+                call_sid,
+            } => (
+                "call sid",
+                store
+                    .open_call(&NewCall {
+                        session_id: &session_id,
+                        call_sid: Some(&call_sid),
+                        ..NewCall::default()
+                    })
+                    .await
+                    .map(|_| None),
+            ),
+            Write::Status { session_id, status } => (
+                "status",
+                store.set_status(&session_id, &status).await.map(Some),
+            ),
+            Write::Segment {
+                session_id,
+                speaker_id,
+                role,
+            } => (
+                "segment",
+                store
+                    .add_segment(&session_id, &speaker_id, &role)
+                    .await
+                    .map(|_| None),
+            ),
+            Write::Transcript {
+                session_id,
+                line,
+                stored,
+            } => {
+                let r = store.add_transcript(&session_id, &line).await;
+                let _ = stored.send(r.as_ref().ok().copied());
+                ("transcript", r.map(Some))
+            }
+            Write::Suggestion {
+                session_id,
+                record,
+                stored,
+            } => {
+                let r = store.add_suggestion(&session_id, &record).await;
+                let _ = stored.send(r.as_ref().ok().copied());
+                ("suggestion", r.map(Some))
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(database = %store.display, "cannot store a {what}: {e}");
+        }
+    }
+}
