@@ -264,3 +264,126 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
         assert_eq!(line["speaker_role"], "technician", "{agent:#}");
     }
 }
+
+/// A parsed Server-Sent Event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<i64>,
+    event: String,
+    data: Value,
+}
+
+/// Reads events from an open stream until `want` of them have come.
+async fn read_events(resp: &mut reqwest::Response, buf: &mut String, want: usize) -> Vec<Sse> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while out.len() < want {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !event.is_empty() {
+                out.push(Sse {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                });
+            }
+        }
+        if out.len() >= want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {out:?}");
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("an event within 30 s")
+            .expect("the stream stays open")
+            .expect("more of the stream");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    out
+}
+
+/// The session's event stream: what was stored is replayed (after
+/// Last-Event-ID on a reconnect), then live events follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_stream_replays_then_follows_live() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &common::default_pipeline_with("sse", |_| {}));
+    chat(
+        &server,
+        "sse-1",
+        "Bonjour, j'ai un souci sur le site.",
+        "technician",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = server.http("/api/sessions/sse-1/events");
+    let mut first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let mut buf = String::new();
+    // Status, the transcript and the question, from the store.
+    let replayed = read_events(&mut first, &mut buf, 3).await;
+    let kinds: Vec<&str> = replayed.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["status", "transcript", "suggestion"],
+        "{replayed:?}"
+    );
+    assert_eq!(replayed[2].data["id"], "question-equipment");
+    assert!(replayed.iter().all(|e| e.id.is_some()));
+
+    // Live: the details bring the transcript and the article.
+    chat(
+        &server,
+        "sse-1",
+        "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE ce matin, \
+         plus aucune lumière et elle ne répond pas au ping.",
+        "technician",
+    )
+    .await;
+    let live = read_events(&mut first, &mut buf, 2).await;
+    assert_eq!(live[0].event, "transcript");
+    assert_eq!(live[1].event, "suggestion");
+    assert_eq!(live[1].data["type"], "knowledge_base");
+    drop(first);
+
+    // A reconnect after the question gets only what came after it.
+    let mut again = http
+        .get(&url)
+        .header("Last-Event-ID", replayed[2].id.unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let resumed = read_events(&mut again, &mut buf, 2).await;
+    assert_eq!(resumed[0].id, live[0].id, "{resumed:?}");
+    assert_eq!(resumed[1].data["type"], "knowledge_base");
+
+    let r = http
+        .get(server.http("/api/sessions/nope/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let s: Value = http
+        .get(server.http("/api/sessions/sse-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
+    assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
+}

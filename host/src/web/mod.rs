@@ -3,6 +3,7 @@
 
 mod demo;
 mod error;
+mod events;
 mod health;
 mod sessions_api;
 mod signature;
@@ -115,5 +116,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stats", get(health::stats))
         .route("/api/sessions", get(sessions_api::list))
         .route("/api/sessions/{id}", get(sessions_api::get))
+        .route("/api/sessions/{id}/events", get(events::stream))
         .with_state(state)
 }

@@ -22,8 +22,27 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         "total_segments": s.total_segments,
         "speakers": s.speakers,
     });
-    // The list stays small; one session's view carries what was said.
+    // The list stays small; one session's view carries what was said and
+    // the end-of-call statistics.
     if with_transcript {
+        let technician_segments: u64 = s
+            .speakers
+            .values()
+            .filter(|x| x.speaker_role == "technician")
+            .map(|x| x.segment_count)
+            .sum();
+        let solutions = s
+            .suggestions
+            .iter()
+            .filter(|x| x.kind == "knowledge_base")
+            .count();
+        v["statistics"] = json!({
+            "duration": s.duration_secs(),
+            "segments": s.total_segments,
+            "technician_segments": technician_segments,
+            "solutions_provided": solutions,
+            "questions_asked": s.suggestions.len() - solutions,
+        });
         v["transcript"] = json!(s.transcript);
         v["suggestions"] = json!(s.suggestions);
     }

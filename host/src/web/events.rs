@@ -1,0 +1,147 @@
+//! `GET /api/sessions/{id}/events`: a session's live events as Server-Sent
+//! Events. Stored events (everything shown: transcripts, suggestions and
+//! questions, status changes) are replayed first, after the client's
+//! `Last-Event-ID` (or `?after=`) when it reconnects; then live ones follow.
+//! A listener that falls behind catches up from the store.
+
+use super::{ApiError, AppState};
+use crate::sessions::Published;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use std::convert::Infallible;
+
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Deserialize, Default)]
+pub struct After {
+    after: Option<i64>,
+}
+
+/// Replayed per query; a session's whole history comes in pages of this.
+const PAGE: i64 = 500;
+
+fn sse(id: Option<i64>, kind: &str, data: String) -> Event {
+    let e = Event::default().event(kind).data(data);
+    match id {
+        Some(id) => e.id(id.to_string()),
+        None => e,
+    }
+}
+
+fn kind_of(p: &Published) -> &'static str {
+    match p.update {
+        crate::sessions::Update::Transcript(_) => "transcript",
+        crate::sessions::Update::Suggestion(_) => "suggestion",
+        crate::sessions::Update::Status(_) => "status",
+    }
+}
+
+fn data_of(p: &Published) -> String {
+    let value = match &p.update {
+        crate::sessions::Update::Transcript(t) => serde_json::to_string(t),
+        crate::sessions::Update::Suggestion(s) => serde_json::to_string(s),
+        crate::sessions::Update::Status(s) => serde_json::to_string(s),
+    };
+    value.unwrap_or_default()
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<After>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let store = state.sessions.store().cloned();
+    let known = state.sessions.get(&id).is_some()
+        || match &store {
+            Some(s) => s.call(&id).await.ok().flatten().is_some(),
+            None => false,
+        };
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no session `{id}`"),
+        ));
+    }
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    // Subscribe before replaying, so nothing falls between the two.
+    let mut live = state.sessions.subscribe();
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut sent = last;
+        // Replays stored events after `sent`; false once the client is gone.
+        let replay = |sent: i64| {
+            let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
+            async move {
+                let Some(store) = store else {
+                    return Some(sent);
+                };
+                let mut sent = sent;
+                loop {
+                    let page = match store.events_after(&id, sent, PAGE).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(session = %id, "cannot replay events: {e}");
+                            return Some(sent);
+                        }
+                    };
+                    let n = page.len() as i64;
+                    for e in page {
+                        sent = e.id;
+                        if tx.send(sse(Some(e.id), &e.kind, e.data)).await.is_err() {
+                            return None;
+                        }
+                    }
+                    if n < PAGE {
+                        return Some(sent);
+                    }
+                }
+            }
+        };
+        match replay(sent).await {
+            Some(s) => sent = s,
+            None => return,
+        }
+        loop {
+            match live.recv().await {
+                Ok(p) if p.session_id == id => {
+                    // Already replayed from the store.
+                    if p.event_id.is_some_and(|e| e <= sent) {
+                        continue;
+                    }
+                    if let Some(e) = p.event_id {
+                        sent = e;
+                    }
+                    if tx
+                        .send(sse(p.event_id, kind_of(&p), data_of(&p)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => match replay(sent).await {
+                    Some(s) => sent = s,
+                    None => return,
+                },
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let events =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
