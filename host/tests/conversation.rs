@@ -386,4 +386,44 @@ async fn the_session_stream_replays_then_follows_live() {
         .unwrap();
     assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
     assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
+
+    // Killed (no clean shutdown) and started again on the same data dir:
+    // what was shown is still there, from the store.
+    let server = server.restart();
+    let s: Value = http
+        .get(server.http("/api/sessions/sse-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["transcript"].as_array().map(Vec::len), Some(2), "{s}");
+    assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
+    assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
+    let polled: Value = http
+        .get(server.http("/demo/get-session-suggestions?session_id=sse-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(polled["status"], "success", "{polled}");
+    assert_eq!(
+        polled["suggestions"][0]["type"], "knowledge_base",
+        "{polled}"
+    );
+    assert_eq!(polled["transcriptions"].as_array().map(Vec::len), Some(2));
+    let mut replay = http
+        .get(server.http("/api/sessions/sse-1/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let all = read_events(&mut replay, &mut buf, 5).await;
+    assert_eq!(
+        all[4].id, live[1].id,
+        "the same ids after a restart: {all:?}"
+    );
 }

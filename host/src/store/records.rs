@@ -321,6 +321,23 @@ impl Store {
         })
     }
 
+    /// (speaker id, role, segments) of a call.
+    pub async fn speakers(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql = self.sql(
+            "SELECT speaker_id, role, segments FROM speakers WHERE session_id = ? ORDER BY speaker_id",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("speaker_id")?, r.try_get("role")?, r.try_get("segments")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
     /// Transcript lines, oldest first.
     pub async fn transcripts(&self, session_id: &str) -> Result<Vec<SegmentRow>, StoreError> {
         let sql = self.sql(

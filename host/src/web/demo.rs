@@ -5,7 +5,7 @@ use super::twilio_routes::parse_body;
 use super::{ApiError, AppState};
 use crate::chat::{ChatError, Message};
 use crate::pipeline::bindings::types::SpeakerRole;
-use crate::sessions::Session;
+use crate::sessions::{SuggestionRecord, TranscriptLine};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -47,8 +47,8 @@ fn role(speaker: Option<&str>) -> Result<SpeakerRole, ApiError> {
 }
 
 /// Suggestions newest first, in the original's shape.
-fn suggestions_view(s: &Session, limit: usize) -> Vec<Value> {
-    s.suggestions
+fn suggestions_view(suggestions: &[SuggestionRecord], limit: usize) -> Vec<Value> {
+    suggestions
         .iter()
         .rev()
         .take(limit)
@@ -115,7 +115,7 @@ pub async fn send_demo_transcription(
     let suggestions = state
         .sessions
         .get(session_id)
-        .map(|s| suggestions_view(&s, 10))
+        .map(|s| suggestions_view(&s.suggestions, 10))
         .unwrap_or_default();
     Ok(Json(json!({
         "processing": processed,
@@ -166,14 +166,19 @@ pub async fn get_session_suggestions(
         );
     };
     let limit = q.limit.unwrap_or(10).clamp(1, 200);
-    let Some(s) = state.sessions.get(&id) else {
-        return (
-            StatusCode::OK,
-            Json(json!({ "status": "error", "error": "Session not found" })),
-        );
+    let (transcript, suggestions) = match state.sessions.get(&id) {
+        Some(s) => (s.transcript, s.suggestions),
+        None => match stored(&state, &id).await {
+            Some(found) => found,
+            None => {
+                return (
+                    StatusCode::OK,
+                    Json(json!({ "status": "error", "error": "Session not found" })),
+                );
+            }
+        },
     };
-    let transcriptions: Vec<Value> = s
-        .transcript
+    let transcriptions: Vec<Value> = transcript
         .iter()
         .enumerate()
         .rev()
@@ -195,8 +200,49 @@ pub async fn get_session_suggestions(
         StatusCode::OK,
         Json(json!({
             "status": "success",
-            "suggestions": suggestions_view(&s, limit),
+            "suggestions": suggestions_view(&suggestions, limit),
             "transcriptions": transcriptions,
         })),
     )
+}
+
+/// A session that is no longer live, from the store.
+async fn stored(
+    state: &AppState,
+    id: &str,
+) -> Option<(Vec<TranscriptLine>, Vec<SuggestionRecord>)> {
+    let store = state.sessions.store()?;
+    store.call(id).await.ok()??;
+    let transcript = store
+        .transcripts(id)
+        .await
+        .ok()?
+        .into_iter()
+        .map(|t| TranscriptLine {
+            speaker_id: t.speaker_id,
+            speaker_role: t.role,
+            start_ms: t.start_ms.max(0) as u64,
+            end_ms: t.end_ms.max(0) as u64,
+            text: t.text,
+            language: t.language,
+            confidence: t.confidence as f32,
+        })
+        .collect();
+    let suggestions = store
+        .suggestions(id)
+        .await
+        .ok()?
+        .into_iter()
+        .map(|x| SuggestionRecord {
+            id: x.id,
+            kind: x.kind,
+            title: x.title,
+            content: x.content,
+            sources: x.sources,
+            confidence: x.confidence as f32,
+            language: x.language,
+            at: x.at,
+        })
+        .collect();
+    Some((transcript, suggestions))
 }

@@ -59,9 +59,89 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .sessions
-        .get(&id)
-        .map(|s| Json(view(&s, true)))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no session `{id}`")))
+    if let Some(s) = state.sessions.get(&id) {
+        return Ok(Json(view(&s, true)));
+    }
+    // Not live (ended before a restart, say): what the store kept.
+    if let Some(store) = state.sessions.store()
+        && let Some(v) = stored_view(store, &id).await?
+    {
+        return Ok(Json(v));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no session `{id}`"),
+    ))
+}
+
+fn db_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!("{e}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable",
+    )
+}
+
+/// A session as the store has it, in the live view's shape.
+pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option<Value>, ApiError> {
+    let Some(call) = store.call(id).await.map_err(db_error)? else {
+        return Ok(None);
+    };
+    let history: Vec<Value> = store
+        .status_history(id)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|(status, at)| json!({ "status": status, "at": at }))
+        .collect();
+    let speakers = store.speakers(id).await.map_err(db_error)?;
+    let transcript = store.transcripts(id).await.map_err(db_error)?;
+    let suggestions = store.suggestions(id).await.map_err(db_error)?;
+    let segments: i64 = speakers.iter().map(|s| s.2).sum();
+    let technician_segments: i64 = speakers
+        .iter()
+        .filter(|s| s.1 == "technician")
+        .map(|s| s.2)
+        .sum();
+    let solutions = suggestions
+        .iter()
+        .filter(|x| x.kind == "knowledge_base")
+        .count();
+    let duration = call.ended_at.unwrap_or_else(crate::sessions::now_epoch) - call.started_at;
+    Ok(Some(json!({
+        "session_id": call.session_id,
+        "call_sid": call.call_sid,
+        "technician_id": call.technician_id,
+        "technician_name": call.technician_name,
+        "phone_number": call.phone_number,
+        "status": call.status,
+        "status_history": history,
+        "streaming": false,
+        "duration": duration.max(0.0) as u64,
+        "total_segments": segments,
+        "speakers": speakers
+            .iter()
+            .map(|(id, role, n)| (id.clone(), json!({"segment_count": n, "speaker_role": role})))
+            .collect::<serde_json::Map<String, Value>>(),
+        "transcript": transcript
+            .iter()
+            .map(|t| json!({
+                "speaker_id": t.speaker_id,
+                "speaker_role": t.role,
+                "start_ms": t.start_ms,
+                "end_ms": t.end_ms,
+                "text": t.text,
+                "language": t.language,
+                "confidence": t.confidence,
+            }))
+            .collect::<Vec<_>>(),
+        "suggestions": suggestions,
+        "statistics": {
+            "duration": duration.max(0.0) as u64,
+            "segments": segments,
+            "technician_segments": technician_segments,
+            "solutions_provided": solutions,
+            "questions_asked": suggestions.len() - solutions,
+        },
+    })))
 }

@@ -2,7 +2,7 @@
 
 use super::{models_dir, root};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running `callpipe serve`, killed on drop.
@@ -10,8 +10,10 @@ pub struct Server {
     child: Child,
     addr: String,
     /// Each server has its own data dir: an embedded knowledge store
-    /// belongs to one process.
-    _data: tempfile::TempDir,
+    /// belongs to one process. (An Option only so `restart` can move it.)
+    data: Option<tempfile::TempDir>,
+    pipeline: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Server {
@@ -27,7 +29,23 @@ impl Server {
     }
 
     pub fn start_pipeline(env: &[(&str, &str)], pipeline: &Path) -> Server {
-        let data = tempfile::tempdir().expect("data dir");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"))
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
+    /// the same data dir, pipeline and environment.
+    pub fn restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = self.data.take().expect("data dir");
+        Self::spawn(std::mem::take(&mut self.env), &self.pipeline.clone(), data)
+    }
+
+    fn spawn(env: Vec<(String, String)>, pipeline: &Path, data: tempfile::TempDir) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
         cmd.args([
             "serve",
@@ -48,7 +66,7 @@ impl Server {
         .env_remove("TWILIO_WEBSOCKET_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-        for (k, v) in env {
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("callpipe serve starts");
@@ -66,7 +84,9 @@ impl Server {
         Server {
             child,
             addr,
-            _data: data,
+            data: Some(data),
+            pipeline: pipeline.to_path_buf(),
+            env,
         }
     }
 
@@ -76,7 +96,7 @@ impl Server {
 
     /// The server's data dir (its SQLite database is `callpipe.db` there).
     pub fn data_dir(&self) -> &Path {
-        self._data.path()
+        self.data.as_ref().expect("data dir").path()
     }
 
     pub fn ws(&self) -> String {
