@@ -399,6 +399,24 @@ async fn the_session_stream_replays_then_follows_live() {
         .await
         .unwrap();
     assert_eq!(s["transcript"].as_array().map(Vec::len), Some(2), "{s}");
+    // The chat was cut by the kill: marked as interrupted at start.
+    assert_eq!(s["status"], "interrupted", "{s}");
+    let list: Value = http
+        .get(server.http("/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["session_id"] == "sse-1" && x["status"] == "interrupted"),
+        "{list}"
+    );
     assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
     assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
     let polled: Value = http

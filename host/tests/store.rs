@@ -168,6 +168,17 @@ async fn exercise(store: &Store) {
     assert_eq!(doc["id"], "kb-sample-001-1");
     assert_eq!(store.events_after("s2", 0, 100).await.unwrap().len(), 1);
     assert_eq!(store.events_after("s1", 0, 2).await.unwrap().len(), 2);
+
+    // At the next start, a call nobody ended (the process was killed) is
+    // marked interrupted; an ended one is left alone.
+    assert_eq!(store.interrupt_unfinished().await.unwrap(), ["s2"]);
+    assert_eq!(
+        store.call("s2").await.unwrap().unwrap().status,
+        "interrupted"
+    );
+    assert_eq!(store.call("s1").await.unwrap().unwrap().status, "completed");
+    assert!(store.interrupt_unfinished().await.unwrap().is_empty());
+    assert_eq!(store.recent_calls(10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -182,6 +193,10 @@ async fn sqlite_keeps_the_record_across_a_reopen() {
     let again = Store::connect(&url).await.unwrap();
     assert_eq!(again.call("s1").await.unwrap().unwrap().status, "completed");
     assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 7);
+    assert_eq!(
+        again.call("s2").await.unwrap().unwrap().status,
+        "interrupted"
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,13 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             &source,
         )
         .await?;
+    let cut = store.interrupt_unfinished().await?;
+    if !cut.is_empty() {
+        tracing::warn!(
+            "{} call(s) were cut by the last stop and are marked interrupted",
+            cut.len()
+        );
+    }
     let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
 
     let token = args.twilio_auth_token.filter(|t| !t.is_empty());

@@ -309,6 +309,49 @@ impl Store {
         })
     }
 
+    /// The most recent calls, newest first.
+    pub async fn recent_calls(&self, limit: i64) -> Result<Vec<CallRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
+             pipeline_version, started_at, ended_at FROM calls ORDER BY started_at DESC LIMIT ?",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CallRow {
+                        session_id: r.try_get("session_id")?,
+                        call_sid: r.try_get("call_sid")?,
+                        technician_id: r.try_get("technician_id")?,
+                        technician_name: r.try_get("technician_name")?,
+                        phone_number: r.try_get("phone_number")?,
+                        status: r.try_get("status")?,
+                        pipeline_version: r.try_get("pipeline_version")?,
+                        started_at: r.try_get("started_at")?,
+                        ended_at: r.try_get("ended_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// At start: calls a previous process never ended (it was killed) are
+    /// marked `interrupted`. Returns their session ids.
+    pub async fn interrupt_unfinished(&self) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql("SELECT session_id FROM calls WHERE ended_at IS NULL");
+        let ids: Vec<String> = on_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| r.try_get("session_id"))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        for id in &ids {
+            self.set_status(id, "interrupted").await?;
+        }
+        Ok(ids)
+    }
+
     /// The call's status changes, oldest first.
     pub async fn status_history(&self, session_id: &str) -> Result<Vec<(String, f64)>, StoreError> {
         let sql = self.sql("SELECT status, at FROM call_status WHERE session_id = ? ORDER BY id");

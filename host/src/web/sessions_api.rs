@@ -49,10 +49,38 @@ fn view(s: &Session, with_transcript: bool) -> Value {
     v
 }
 
+/// Calls from the store shown beside the live ones.
+const RECENT: i64 = 100;
+
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let mut all = state.sessions.all();
     all.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    Json(json!({ "sessions": all.iter().map(|s| view(s, false)).collect::<Vec<_>>() }))
+    let mut out: Vec<Value> = all.iter().map(|s| view(s, false)).collect();
+    // Recent calls that are not live any more (ended before a restart).
+    if let Some(store) = state.sessions.store() {
+        match store.recent_calls(RECENT).await {
+            Ok(calls) => out.extend(
+                calls
+                    .into_iter()
+                    .filter(|c| state.sessions.get(&c.session_id).is_none())
+                    .map(|c| {
+                        json!({
+                            "session_id": c.session_id,
+                            "call_sid": c.call_sid,
+                            "technician_id": c.technician_id,
+                            "technician_name": c.technician_name,
+                            "phone_number": c.phone_number,
+                            "status": c.status,
+                            "streaming": false,
+                            "started_at": c.started_at,
+                            "ended_at": c.ended_at,
+                        })
+                    }),
+            ),
+            Err(e) => tracing::warn!("cannot list stored calls: {e}"),
+        }
+    }
+    Json(json!({ "sessions": out }))
 }
 
 pub async fn get(
