@@ -303,7 +303,7 @@ impl Sessions {
     /// A transcript line, stored first; the live view keeps the last
     /// `MAX_TRANSCRIPT`.
     pub async fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
-        if self.get(session_id).is_none() {
+        if !self.contains(session_id) {
             return;
         }
         let event_id = match &self.writer {
@@ -327,7 +327,7 @@ impl Sessions {
 
     /// A suggestion, stored first; one with a known id replaces the old one.
     pub async fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
-        if self.get(session_id).is_none() {
+        if !self.contains(session_id) {
             return;
         }
         let event_id = match &self.writer {
@@ -348,6 +348,11 @@ impl Sessions {
         if known {
             self.publish(session_id, event_id, Update::Suggestion(record));
         }
+    }
+
+    /// Whether the session is live (without copying it, as `get` does).
+    pub fn contains(&self, session_id: &str) -> bool {
+        self.lock().contains_key(session_id)
     }
 
     pub fn get(&self, session_id: &str) -> Option<Session> {

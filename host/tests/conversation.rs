@@ -108,13 +108,9 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     assert_eq!(doc["processing"]["questions_count"], 0, "{doc}");
 
     // The dashboard's polling endpoint, in the original's shape.
-    let polled: Value =
-        reqwest::get(server.http("/demo/get-session-suggestions?session_id=chat-1&limit=10"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let polled: Value = server
+        .get_json("/demo/get-session-suggestions?session_id=chat-1&limit=10")
+        .await;
     assert_eq!(polled["status"], "success");
     assert_eq!(
         polled["suggestions"].as_array().unwrap().len(),
@@ -200,15 +196,6 @@ async fn simulate(server: &Server, script: &str, session: &str) -> String {
     text
 }
 
-async fn session(server: &Server, id: &str) -> Value {
-    reqwest::get(server.http(&format!("/api/sessions/{id}")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The question first, then the article; returns the question's position.
 fn assert_question_then_article(s: &Value, article: &str) {
     let all = s["suggestions"].as_array().expect("suggestions");
@@ -244,7 +231,7 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
             "door-agent"
         ),
     );
-    let door = session(&server, "door").await;
+    let door = server.get_json("/api/sessions/door").await;
     assert_question_then_article(&door, "sample-007");
     // The question went back to the technician's ear as audio.
     let media = alone
@@ -256,7 +243,7 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
     assert!(media > 50, "no spoken question came back:\n{alone}");
     assert!(alone.contains("SOLUTION sample-007"), "{alone}");
 
-    let agent = session(&server, "door-agent").await;
+    let agent = server.get_json("/api/sessions/door-agent").await;
     assert_question_then_article(&agent, "sample-007");
     assert!(with_agent.contains("QUESTION"), "{with_agent}");
     // Only the technician's words were transcribed and searched.
@@ -376,39 +363,18 @@ async fn the_session_stream_replays_then_follows_live() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let s: Value = http
-        .get(server.http("/api/sessions/sse-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = server.get_json("/api/sessions/sse-1").await;
     assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
     assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
 
     // Killed (no clean shutdown) and started again on the same data dir:
     // what was shown is still there, from the store.
     let server = server.restart();
-    let s: Value = http
-        .get(server.http("/api/sessions/sse-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = server.get_json("/api/sessions/sse-1").await;
     assert_eq!(s["transcript"].as_array().map(Vec::len), Some(2), "{s}");
     // The chat was cut by the kill: marked as interrupted at start.
     assert_eq!(s["status"], "interrupted", "{s}");
-    let list: Value = http
-        .get(server.http("/api/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/sessions").await;
     assert!(
         list["sessions"]
             .as_array()
@@ -419,14 +385,9 @@ async fn the_session_stream_replays_then_follows_live() {
     );
     assert_eq!(s["statistics"]["solutions_provided"], 1, "{s}");
     assert_eq!(s["statistics"]["questions_asked"], 1, "{s}");
-    let polled: Value = http
-        .get(server.http("/demo/get-session-suggestions?session_id=sse-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let polled: Value = server
+        .get_json("/demo/get-session-suggestions?session_id=sse-1")
+        .await;
     assert_eq!(polled["status"], "success", "{polled}");
     assert_eq!(
         polled["suggestions"][0]["type"], "knowledge_base",

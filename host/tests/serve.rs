@@ -117,12 +117,7 @@ fn sim(url: &str, session: &str, token: Option<&str>) -> SimConfig {
 }
 
 async fn session(server: &Server, id: &str) -> Value {
-    reqwest::get(server.http(&format!("/api/sessions/{id}")))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    server.get_json(&format!("/api/sessions/{id}")).await
 }
 
 /// The session once its status is `status`, polling every 100 ms for up to

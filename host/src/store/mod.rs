@@ -10,7 +10,7 @@
 mod records;
 pub mod writer;
 
-pub use records::{CallRow, EventRow, NewCall, SegmentRow, StoredSuggestion};
+pub use records::{CallRow, EventRow, NewCall};
 
 use std::borrow::Cow;
 use std::path::Path;

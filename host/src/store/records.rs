@@ -31,33 +31,6 @@ pub struct CallRow {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SegmentRow {
-    pub id: i64,
-    pub speaker_id: String,
-    pub role: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-    pub language: String,
-    pub confidence: f64,
-    pub at: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StoredSuggestion {
-    pub id: String,
-    /// `knowledge_base` or `clarification_question`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub content: String,
-    pub sources: Vec<String>,
-    pub confidence: f64,
-    pub language: String,
-    pub at: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventRow {
     pub id: i64,
     pub kind: String,
@@ -82,6 +55,34 @@ macro_rules! event_in {
             .await?;
         row.try_get::<i64, _>(0)?
     }};
+}
+
+/// `SELECT <the columns call_row! reads> FROM calls <rest>`
+macro_rules! select_calls {
+    ($rest:literal) => {
+        concat!(
+            "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
+             pipeline_version, started_at, ended_at FROM calls ",
+            $rest
+        )
+    };
+}
+
+/// A `calls` row (selected with `select_calls!`), on either backend.
+macro_rules! call_row {
+    ($r:expr) => {
+        CallRow {
+            session_id: $r.try_get("session_id")?,
+            call_sid: $r.try_get("call_sid")?,
+            technician_id: $r.try_get("technician_id")?,
+            technician_name: $r.try_get("technician_name")?,
+            phone_number: $r.try_get("phone_number")?,
+            status: $r.try_get("status")?,
+            pipeline_version: $r.try_get("pipeline_version")?,
+            started_at: $r.try_get("started_at")?,
+            ended_at: $r.try_get("ended_at")?,
+        }
+    };
 }
 
 const TERMINAL: [&str; 6] = [
@@ -285,52 +286,22 @@ impl Store {
     }
 
     pub async fn call(&self, session_id: &str) -> Result<Option<CallRow>, StoreError> {
-        let sql = self.sql(
-            "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
-             pipeline_version, started_at, ended_at FROM calls WHERE session_id = ?",
-        );
+        let sql = self.sql(select_calls!("WHERE session_id = ?"));
         on_pool!(self, pool => {
             let row = sqlx::query(sql).bind(session_id).fetch_optional(pool).await?;
-            row.map(|r| -> Result<CallRow, sqlx::Error> {
-                Ok(CallRow {
-                    session_id: r.try_get("session_id")?,
-                    call_sid: r.try_get("call_sid")?,
-                    technician_id: r.try_get("technician_id")?,
-                    technician_name: r.try_get("technician_name")?,
-                    phone_number: r.try_get("phone_number")?,
-                    status: r.try_get("status")?,
-                    pipeline_version: r.try_get("pipeline_version")?,
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                })
-            })
-            .transpose()
-            .map_err(StoreError::from)
+            row.map(|r| -> Result<CallRow, sqlx::Error> { Ok(call_row!(r)) })
+                .transpose()
+                .map_err(StoreError::from)
         })
     }
 
     /// The most recent calls, newest first.
     pub async fn recent_calls(&self, limit: i64) -> Result<Vec<CallRow>, StoreError> {
-        let sql = self.sql(
-            "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
-             pipeline_version, started_at, ended_at FROM calls ORDER BY started_at DESC LIMIT ?",
-        );
+        let sql = self.sql(select_calls!("ORDER BY started_at DESC LIMIT ?"));
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
             rows.iter()
-                .map(|r| {
-                    Ok(CallRow {
-                        session_id: r.try_get("session_id")?,
-                        call_sid: r.try_get("call_sid")?,
-                        technician_id: r.try_get("technician_id")?,
-                        technician_name: r.try_get("technician_name")?,
-                        phone_number: r.try_get("phone_number")?,
-                        status: r.try_get("status")?,
-                        pipeline_version: r.try_get("pipeline_version")?,
-                        started_at: r.try_get("started_at")?,
-                        ended_at: r.try_get("ended_at")?,
-                    })
-                })
+                .map(|r| Ok(call_row!(r)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(StoreError::from)
         })
@@ -382,25 +353,23 @@ impl Store {
     }
 
     /// Transcript lines, oldest first.
-    pub async fn transcripts(&self, session_id: &str) -> Result<Vec<SegmentRow>, StoreError> {
+    pub async fn transcripts(&self, session_id: &str) -> Result<Vec<TranscriptLine>, StoreError> {
         let sql = self.sql(
-            "SELECT id, speaker_id, role, start_ms, end_ms, text, language, confidence, at \
+            "SELECT speaker_id, role, start_ms, end_ms, text, language, confidence \
              FROM segments WHERE session_id = ? ORDER BY id",
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
-                    Ok(SegmentRow {
-                        id: r.try_get("id")?,
+                    Ok(TranscriptLine {
                         speaker_id: r.try_get("speaker_id")?,
-                        role: r.try_get("role")?,
-                        start_ms: r.try_get("start_ms")?,
-                        end_ms: r.try_get("end_ms")?,
+                        speaker_role: r.try_get("role")?,
+                        start_ms: r.try_get::<i64, _>("start_ms")?.max(0) as u64,
+                        end_ms: r.try_get::<i64, _>("end_ms")?.max(0) as u64,
                         text: r.try_get("text")?,
                         language: r.try_get("language")?,
-                        confidence: r.try_get("confidence")?,
-                        at: r.try_get("at")?,
+                        confidence: r.try_get::<f64, _>("confidence")? as f32,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -408,8 +377,8 @@ impl Store {
         })
     }
 
-    /// Suggestions and questions, oldest first.
-    pub async fn suggestions(&self, session_id: &str) -> Result<Vec<StoredSuggestion>, StoreError> {
+    /// Suggestions and questions, oldest first, as the live session has them.
+    pub async fn suggestions(&self, session_id: &str) -> Result<Vec<SuggestionRecord>, StoreError> {
         let sql = self.sql(
             "SELECT suggestion_id AS id, 'knowledge_base' AS kind, title, content, sources, \
              confidence, language, at FROM suggestions WHERE session_id = ? \
@@ -425,13 +394,13 @@ impl Store {
             rows.iter()
                 .map(|r| {
                     let sources: String = r.try_get("sources")?;
-                    Ok(StoredSuggestion {
+                    Ok(SuggestionRecord {
                         id: r.try_get("id")?,
                         kind: r.try_get("kind")?,
                         title: r.try_get("title")?,
                         content: r.try_get("content")?,
                         sources: serde_json::from_str(&sources).unwrap_or_default(),
-                        confidence: r.try_get("confidence")?,
+                        confidence: r.try_get::<f64, _>("confidence")? as f32,
                         language: r.try_get("language")?,
                         at: r.try_get("at")?,
                     })

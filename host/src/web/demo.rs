@@ -135,7 +135,7 @@ pub async fn end_demo_call(
 ) -> Result<Json<Value>, ApiError> {
     let req: EndDemoCall = parse_body(&headers, &body)?;
     if !state.chats.end(&req.session_id, &state.sessions).await
-        && state.sessions.get(&req.session_id).is_none()
+        && !state.sessions.contains(&req.session_id)
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -213,36 +213,7 @@ async fn stored(
 ) -> Option<(Vec<TranscriptLine>, Vec<SuggestionRecord>)> {
     let store = state.sessions.store()?;
     store.call(id).await.ok()??;
-    let transcript = store
-        .transcripts(id)
-        .await
-        .ok()?
-        .into_iter()
-        .map(|t| TranscriptLine {
-            speaker_id: t.speaker_id,
-            speaker_role: t.role,
-            start_ms: t.start_ms.max(0) as u64,
-            end_ms: t.end_ms.max(0) as u64,
-            text: t.text,
-            language: t.language,
-            confidence: t.confidence as f32,
-        })
-        .collect();
-    let suggestions = store
-        .suggestions(id)
-        .await
-        .ok()?
-        .into_iter()
-        .map(|x| SuggestionRecord {
-            id: x.id,
-            kind: x.kind,
-            title: x.title,
-            content: x.content,
-            sources: x.sources,
-            confidence: x.confidence as f32,
-            language: x.language,
-            at: x.at,
-        })
-        .collect();
+    let transcript = store.transcripts(id).await.ok()?;
+    let suggestions = store.suggestions(id).await.ok()?;
     Some((transcript, suggestions))
 }

@@ -56,7 +56,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let store = state.sessions.store().cloned();
-    let known = state.sessions.get(&id).is_some()
+    let known = state.sessions.contains(&id)
         || match &store {
             Some(s) => s.call(&id).await.ok().flatten().is_some(),
             None => false,

@@ -62,7 +62,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
             Ok(calls) => out.extend(
                 calls
                     .into_iter()
-                    .filter(|c| state.sessions.get(&c.session_id).is_none())
+                    .filter(|c| !state.sessions.contains(&c.session_id))
                     .map(|c| {
                         json!({
                             "session_id": c.session_id,
@@ -151,18 +151,7 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
             .iter()
             .map(|(id, role, n)| (id.clone(), json!({"segment_count": n, "speaker_role": role})))
             .collect::<serde_json::Map<String, Value>>(),
-        "transcript": transcript
-            .iter()
-            .map(|t| json!({
-                "speaker_id": t.speaker_id,
-                "speaker_role": t.role,
-                "start_ms": t.start_ms,
-                "end_ms": t.end_ms,
-                "text": t.text,
-                "language": t.language,
-                "confidence": t.confidence,
-            }))
-            .collect::<Vec<_>>(),
+        "transcript": transcript,
         "suggestions": suggestions,
         "statistics": {
             "duration": duration.max(0.0) as u64,

@@ -94,6 +94,16 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET `path`, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.http(path))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
     /// The server's data dir (its SQLite database is `callpipe.db` there).
     pub fn data_dir(&self) -> &Path {
         self.data.as_ref().expect("data dir").path()
