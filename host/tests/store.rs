@@ -94,7 +94,7 @@ async fn exercise(store: &Store) {
     store
         .add_suggestion(
             "s1",
-            &suggestion("question-equipment", "clarification_question", 1.0, 10.0),
+            &suggestion("question-equipment", "clarification_question", 0.85, 10.0),
         )
         .await
         .unwrap();
@@ -143,6 +143,10 @@ async fn exercise(store: &Store) {
     let shown = store.suggestions("s1").await.unwrap();
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert_eq!(shown[0].kind, "clarification_question");
+    assert!(
+        (shown[0].confidence - 0.85).abs() < 1e-6,
+        "a question keeps its confidence"
+    );
     assert_eq!(shown[1].kind, "knowledge_base");
     assert!((shown[1].confidence - 0.9).abs() < 1e-6);
     assert_eq!(shown[1].sources, ["sample-001"]);

@@ -233,9 +233,10 @@ impl Store {
         let sql = if question {
             self.sql(
                 "INSERT INTO questions (session_id, question_id, title, content, sources, \
-                 language, at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 language, at, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (session_id, question_id) DO UPDATE SET title = excluded.title, \
-                 content = excluded.content, sources = excluded.sources, at = excluded.at",
+                 content = excluded.content, sources = excluded.sources, \
+                 confidence = excluded.confidence, at = excluded.at",
             )
         } else {
             self.sql(
@@ -248,18 +249,17 @@ impl Store {
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut q = sqlx::query(sql)
+            sqlx::query(sql)
                 .bind(session_id)
                 .bind(&s.id)
                 .bind(&s.title)
                 .bind(&s.content)
                 .bind(&sources)
                 .bind(&s.language)
-                .bind(s.at);
-            if !question {
-                q = q.bind(s.confidence as f64);
-            }
-            q.execute(&mut *tx).await?;
+                .bind(s.at)
+                .bind(s.confidence as f64)
+                .execute(&mut *tx)
+                .await?;
             let id = event_in!(self, tx, session_id, "suggestion", &data, s.at);
             tx.commit().await?;
             Ok(id)
@@ -383,7 +383,7 @@ impl Store {
             "SELECT suggestion_id AS id, 'knowledge_base' AS kind, title, content, sources, \
              confidence, language, at FROM suggestions WHERE session_id = ? \
              UNION ALL SELECT question_id, 'clarification_question', title, content, sources, \
-             1.0, language, at FROM questions WHERE session_id = ? ORDER BY at",
+             confidence, language, at FROM questions WHERE session_id = ? ORDER BY at",
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql)

@@ -1,0 +1,3 @@
+-- A question's confidence (the solutions stage's "A or B?" carries the
+-- chance that one of the two is right); older rows were clarifier questions.
+ALTER TABLE questions ADD COLUMN confidence DOUBLE PRECISION NOT NULL DEFAULT 1.0;
