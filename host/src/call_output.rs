@@ -113,6 +113,9 @@ pub fn spawn(
                         .add_suggestion(&session_id, suggestion_record(s))
                         .await
                 }
+                Event::Say(_) if sessions.is_muted(&session_id) => {
+                    tracing::debug!(session = %session_id, "muted: a question is only shown");
+                }
                 Event::Say(say) => {
                     if let Some((tx, _)) = &speaker
                         && tx.try_send(say).is_err()

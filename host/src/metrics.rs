@@ -1,7 +1,9 @@
 //! Process-wide counters and histograms, cheap enough for the per-frame path
 //! (relaxed atomics, no locks, no allocation).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const BUCKETS: usize = 64;
@@ -14,6 +16,7 @@ pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
     total: AtomicU64,
     max_us: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -28,6 +31,7 @@ impl Histogram {
             counts: [const { AtomicU64::new(0) }; BUCKETS],
             total: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 
@@ -45,6 +49,26 @@ impl Histogram {
         self.counts[i.min(BUCKETS - 1)].fetch_add(1, Relaxed);
         self.total.fetch_add(1, Relaxed);
         self.max_us.fetch_max(us as u64, Relaxed);
+        self.sum_us.fetch_add(us as u64, Relaxed);
+    }
+
+    /// Everything recorded, added up (Prometheus's `_sum`).
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Relaxed))
+    }
+
+    /// Cumulative counts at every `step`-th bucket bound, in seconds, for
+    /// Prometheus (the last bucket is `+Inf`, i.e. the total).
+    pub fn cumulative(&self, step: usize) -> Vec<(f64, u64)> {
+        let mut out = Vec::with_capacity(BUCKETS / step.max(1) + 1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c.load(Relaxed);
+            if (i + 1) % step.max(1) == 0 && i + 1 < BUCKETS {
+                out.push((Self::upper_bound_us(i) / 1e6, seen));
+            }
+        }
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -79,6 +103,7 @@ impl Histogram {
         }
         self.total.store(0, Relaxed);
         self.max_us.store(0, Relaxed);
+        self.sum_us.store(0, Relaxed);
     }
 }
 
@@ -101,6 +126,97 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
     frame_lag: Histogram::new(),
 };
 
+/// One stage's numbers across every call and pipeline version, by name:
+/// what the ops page and `/metrics` show.
+#[derive(Default)]
+pub struct StageMetrics {
+    pub handled: AtomicU64,
+    pub failed: AtomicU64,
+    pub emitted: AtomicU64,
+    pub restarts: AtomicU64,
+    /// Time in `handle` per event, host capabilities included.
+    pub latency: Histogram,
+}
+
+static STAGES: Mutex<Vec<(Arc<str>, Arc<StageMetrics>)>> = Mutex::new(Vec::new());
+
+/// The metrics of stage `name`, created on first use. Looked up once per
+/// stage per call, never per event.
+pub fn stage(name: &str) -> Arc<StageMetrics> {
+    let mut stages = STAGES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, m)) = stages.iter().find(|(n, _)| &**n == name) {
+        return m.clone();
+    }
+    let m = Arc::new(StageMetrics::default());
+    stages.push((name.into(), m.clone()));
+    m
+}
+
+/// Every stage seen so far, in the order first seen.
+pub fn stages() -> Vec<(Arc<str>, Arc<StageMetrics>)> {
+    STAGES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// An event a stage failed on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageFailure {
+    /// Seconds since the epoch.
+    pub at: f64,
+    pub session_id: String,
+    pub stage: String,
+    /// The event's kind (`transcript`, `audio`...).
+    pub kind: &'static str,
+    pub message: String,
+    /// A trap, deadline or limit (the instance was replaced), not an error
+    /// the stage returned.
+    pub fault: bool,
+}
+
+type Sink = Box<dyn Fn(&StageFailure) + Send + Sync>;
+
+/// The last stage failures, kept for the ops page, and handed to the store
+/// once one is attached.
+pub struct RecentFailures {
+    ring: Mutex<VecDeque<StageFailure>>,
+    sink: OnceLock<Sink>,
+}
+
+/// Failures the ops page lists.
+pub const RECENT_FAILURES: usize = 50;
+
+impl RecentFailures {
+    const fn new() -> Self {
+        Self {
+            ring: Mutex::new(VecDeque::new()),
+            sink: OnceLock::new(),
+        }
+    }
+
+    /// Where failures are also recorded (the store); set once by `serve`.
+    pub fn set_sink(&self, sink: impl Fn(&StageFailure) + Send + Sync + 'static) {
+        let _ = self.sink.set(Box::new(sink));
+    }
+
+    pub fn report(&self, failure: StageFailure) {
+        if let Some(sink) = self.sink.get() {
+            sink(&failure);
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() >= RECENT_FAILURES {
+            ring.pop_front();
+        }
+        ring.push_back(failure);
+    }
+
+    /// Newest first.
+    pub fn recent(&self) -> Vec<StageFailure> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().rev().cloned().collect()
+    }
+}
+
+pub static STAGE_FAILURES: RecentFailures = RecentFailures::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +237,32 @@ mod tests {
         assert_eq!(h.max(), Duration::from_millis(30));
         h.reset();
         assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn stages_are_shared_by_name() {
+        let a = stage("metrics-test-stage");
+        a.handled.fetch_add(2, Relaxed);
+        assert_eq!(stage("metrics-test-stage").handled.load(Relaxed), 2);
+        assert!(stages().iter().any(|(n, _)| &**n == "metrics-test-stage"));
+    }
+
+    #[test]
+    fn recent_failures_keep_the_newest() {
+        let r = RecentFailures::new();
+        for i in 0..RECENT_FAILURES + 5 {
+            r.report(StageFailure {
+                at: i as f64,
+                session_id: "s".into(),
+                stage: "x".into(),
+                kind: "transcript",
+                message: format!("failure {i}"),
+                fault: false,
+            });
+        }
+        let got = r.recent();
+        assert_eq!(got.len(), RECENT_FAILURES);
+        assert_eq!(got[0].message, format!("failure {}", RECENT_FAILURES + 4));
+        assert_eq!(got[RECENT_FAILURES - 1].message, "failure 5");
     }
 }

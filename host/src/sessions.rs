@@ -78,9 +78,17 @@ pub struct Session {
     ended: Option<Instant>,
     /// A media stream is attached right now.
     pub streaming: bool,
+    /// The agent silenced the assistant's voice on this call: questions are
+    /// still shown, no longer spoken.
+    pub muted: bool,
 }
 
 impl Session {
+    /// The call reached a terminal status.
+    pub fn is_over(&self) -> bool {
+        self.ended.is_some()
+    }
+
     /// Seconds from creation to the end of the call (or now).
     pub fn duration_secs(&self) -> u64 {
         self.ended
@@ -135,10 +143,17 @@ impl Default for Sessions {
 impl Sessions {
     /// Sessions recorded in `store` (starts its writer task).
     pub fn with_store(store: std::sync::Arc<crate::store::Store>) -> Self {
+        let updates = tokio::sync::broadcast::channel(UPDATE_BACKLOG).0;
         Sessions {
-            writer: Some(Writer::start(store)),
+            writer: Some(Writer::start(store, updates.clone())),
+            updates,
             ..Sessions::default()
         }
+    }
+
+    /// Files a stage failure in the store (the ops page reads it back).
+    pub fn record_stage_error(&self, failure: &crate::metrics::StageFailure) {
+        self.write(Write::StageError(failure.clone()));
     }
 
     pub fn store(&self) -> Option<&std::sync::Arc<crate::store::Store>> {
@@ -202,6 +217,7 @@ impl Sessions {
                 started: Instant::now(),
                 ended: None,
                 streaming: false,
+                muted: false,
             });
         if !technician_id.is_empty() {
             s.technician_id = technician_id.to_string();
@@ -262,13 +278,15 @@ impl Sessions {
             }
         }
         if let Some(change) = changed {
-            self.write(Write::Status {
-                session_id: session_id.to_string(),
-                status: status.to_string(),
-            });
-            // Status changes are not awaited: the stored log has them in
-            // order all the same (one writer).
-            self.publish(session_id, None, Update::Status(change));
+            match &self.writer {
+                // The writer publishes it once stored, in order with the
+                // rest; the caller need not wait.
+                Some(w) => w.send(Write::Status {
+                    session_id: session_id.to_string(),
+                    change,
+                }),
+                None => self.publish(session_id, None, Update::Status(change)),
+            }
         }
     }
 
@@ -276,6 +294,21 @@ impl Sessions {
         if let Some(s) = self.lock().get_mut(session_id) {
             s.streaming = streaming;
         }
+    }
+
+    /// Mutes or unmutes the assistant's voice; false if the session is unknown.
+    pub fn set_muted(&self, session_id: &str, muted: bool) -> bool {
+        match self.lock().get_mut(session_id) {
+            Some(s) => {
+                s.muted = muted;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_muted(&self, session_id: &str) -> bool {
+        self.lock().get(session_id).is_some_and(|s| s.muted)
     }
 
     /// One more segment (utterance) by `speaker_id`.

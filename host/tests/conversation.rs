@@ -21,7 +21,8 @@ fn ready() -> bool {
 }
 
 async fn chat(server: &Server, session: &str, text: &str, speaker: &str) -> Value {
-    let r = reqwest::Client::new()
+    let r = server
+        .client()
         .post(server.http("/demo/send-demo-transcription"))
         .json(&json!({
             "session_id": session,
@@ -156,21 +157,26 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     );
     db.close().await;
 
-    let r = reqwest::Client::new()
+    let r = server
+        .client()
         .post(server.http("/demo/send-demo-transcription"))
         .json(&json!({"session_id": "chat-1", "text": "  "}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = reqwest::Client::new()
+    let r = server
+        .client()
         .post(server.http("/demo/end-demo-call"))
         .json(&json!({"session_id": "chat-1"}))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let r = reqwest::get(server.http("/demo/get-session-suggestions"))
+    let r = server
+        .client()
+        .get(server.http("/demo/get-session-suggestions"))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
@@ -184,6 +190,7 @@ async fn simulate(server: &Server, script: &str, session: &str) -> String {
         .args(["--param", &format!("session_id={session}")])
         .args(["--wait-s", "240"])
         .env("CALLPIPE_LOG", "warn")
+        .env("CALLPIPE_API_TOKEN", common::server::TOKEN)
         .output()
         .await
         .expect("callpipe simulate runs");
@@ -314,7 +321,7 @@ async fn the_session_stream_replays_then_follows_live() {
         "technician",
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = server.client();
     let url = server.http("/api/sessions/sse-1/events");
     let mut first = http.get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
@@ -404,5 +411,72 @@ async fn the_session_stream_replays_then_follows_live() {
     assert_eq!(
         all[4].id, live[1].id,
         "the same ids after a restart: {all:?}"
+    );
+}
+
+/// A stage that fails (here: `solutions` given 1 ms for a search) costs
+/// only its own output; the failure is counted, stored and listed on the
+/// ops page, and is still listed after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stage_is_listed_on_the_ops_page() {
+    if !ready() {
+        return;
+    }
+    let pipeline = common::default_pipeline_with("failing", |t| {
+        for stage in t["stages"].as_array_mut().unwrap() {
+            if stage["name"].as_str() == Some("solutions") {
+                stage["limits"]["deadline_ms"] = toml::Value::Integer(1);
+            }
+        }
+    });
+    let server = Server::start_pipeline(&[], &pipeline);
+    chat(
+        &server,
+        "fail-1",
+        "Bonjour, j'ai un souci sur le site.",
+        "technician",
+    )
+    .await;
+    let doc = chat(
+        &server,
+        "fail-1",
+        "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE \
+         ce matin, plus aucune lumière et elle ne répond pas au ping.",
+        "technician",
+    )
+    .await;
+    // The question still came; the failed search cost only the article.
+    assert_eq!(of_type(&doc, "knowledge_base").len(), 0, "{doc}");
+    assert_eq!(of_type(&doc, "clarification_question").len(), 1, "{doc}");
+
+    let ops = server.get_json("/api/ops").await;
+    let solutions = ops["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "solutions")
+        .expect("solutions listed")
+        .clone();
+    assert!(solutions["failed"].as_u64().unwrap() >= 1, "{ops}");
+    assert!(solutions["restarts"].as_u64().unwrap() >= 1, "{ops}");
+    let errors = ops["errors"].as_array().unwrap();
+    let ours = errors
+        .iter()
+        .find(|e| e["session_id"] == "fail-1" && e["stage"] == "solutions")
+        .unwrap_or_else(|| panic!("the failure is listed: {ops}"));
+    assert!(
+        ours["message"].as_str().unwrap().starts_with("fault on "),
+        "{ours}"
+    );
+
+    let server = server.restart();
+    let ops = server.get_json("/api/ops").await;
+    assert!(
+        ops["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["session_id"] == "fail-1" && e["stage"] == "solutions"),
+        "stored errors survive a restart: {ops}"
     );
 }

@@ -139,7 +139,7 @@ async fn session_when(server: &Server, id: &str, status: &str, seconds: u64) -> 
 async fn call_control_goes_through_twilios_rest_api() {
     let (api, log) = twilio_stand_in().await;
     let server = start_with(&twilio_env(&api));
-    let http = reqwest::Client::new();
+    let http = server.client();
 
     let bad = http
         .post(server.http("/twilio/initiate-call"))
@@ -233,7 +233,7 @@ async fn call_control_goes_through_twilios_rest_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_twilio_credentials_call_endpoints_say_so_and_streams_still_work() {
     let server = Server::start(&[]);
-    let http = reqwest::Client::new();
+    let http = server.client();
     for (method, path, body) in [
         (
             "POST",
@@ -318,6 +318,7 @@ fn sign(url: &str, form: &[(&str, &str)]) -> String {
 async fn webhooks_and_the_stream_upgrade_need_a_valid_signature() {
     let (api, _) = twilio_stand_in().await;
     let server = start_with(&twilio_env(&api));
+    // Twilio has no API token: its routes are checked by signature alone.
     let http = reqwest::Client::new();
     let form = [
         ("CallSid", "CAsig1"),
@@ -397,7 +398,10 @@ fn media_msg(payload: &str, k: usize) -> String {
 }
 
 async fn stats(server: &Server) -> Value {
-    reqwest::get(server.http("/api/stats"))
+    server
+        .client()
+        .get(server.http("/api/stats"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -605,4 +609,126 @@ async fn audio_sent_back_is_paced_marked_and_cleared_on_barge_in() {
         "{}",
         report.render()
     );
+}
+
+/// The API and dashboard need the token (header, cookie, or once in the
+/// address); health, readiness and the pages' assets do not; `off` opens
+/// everything; without a setting the server makes one and keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_dashboard_need_the_token() {
+    let server = Server::start(&[]);
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/api/sessions", "/api/ops", "/", "/demo/technician"] {
+        let r = plain.get(server.http(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer", "{path}");
+        let doc: Value = r.json().await.unwrap();
+        assert!(
+            doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("CALLPIPE_API_TOKEN"),
+            "{doc}"
+        );
+    }
+    let r = plain
+        .post(server.http("/demo/send-demo-transcription"))
+        .json(&json!({"session_id": "x", "text": "bonjour"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let wrong = plain
+        .get(server.http("/api/sessions"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // A browser is asked for the token on a page, not given JSON.
+    let page = plain
+        .get(server.http("/demo/technician"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 401);
+    assert!(page.text().await.unwrap().contains("name=\"token\""));
+    for path in [
+        "/health",
+        "/ready",
+        "/assets/dashboard.js",
+        "/assets/dashboard.css",
+    ] {
+        let r = plain.get(server.http(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    assert_eq!(
+        plain
+            .get(server.http("/assets/nope.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The token once in the address sets a cookie that works from then on.
+    let r = plain
+        .get(server.http(&format!("/demo/technician?token={}", common::server::TOKEN)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = plain
+        .get(server.http("/api/ops"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ops: Value = r.json().await.unwrap();
+    assert_eq!(ops["pipeline"]["name"], "technician-support", "{ops}");
+    assert!(!ops["stages"].as_array().unwrap().is_empty(), "{ops}");
+    drop(server);
+
+    let open = Server::start(&[("CALLPIPE_API_TOKEN", "off")]);
+    let r = plain.get(open.http("/api/sessions")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(open);
+
+    let own = Server::start(&[("CALLPIPE_API_TOKEN", "")]);
+    let file = own.data_dir().join("api-token");
+    let token = std::fs::read_to_string(&file).expect("token file made");
+    assert!(token.len() >= 32, "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+    }
+    assert_eq!(
+        plain
+            .get(own.http("/api/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = plain
+        .get(own.http("/api/sessions"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

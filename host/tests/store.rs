@@ -183,6 +183,27 @@ async fn exercise(store: &Store) {
     assert_eq!(store.call("s1").await.unwrap().unwrap().status, "completed");
     assert!(store.interrupt_unfinished().await.unwrap().is_empty());
     assert_eq!(store.recent_calls(10).await.unwrap().len(), 2);
+
+    // Stage errors, newest first, for the ops page.
+    store
+        .add_stage_error("s1", "transcriber", "fault on utterance: deadline", 20.0)
+        .await
+        .unwrap();
+    store
+        .add_stage_error("s2", "solutions", "error on analysis: search failed", 21.0)
+        .await
+        .unwrap();
+    let errors = store.recent_stage_errors(10).await.unwrap();
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| (e.session_id.as_str(), e.stage.as_str()))
+            .collect::<Vec<_>>(),
+        [("s2", "solutions"), ("s1", "transcriber")]
+    );
+    assert_eq!(errors[1].message, "fault on utterance: deadline");
+    assert_eq!(errors[1].at, 20.0);
+    assert_eq!(store.recent_stage_errors(1).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -284,6 +284,34 @@ async fn contained(mode: &str) {
         matches!(bad_events.last(), Some(Event::CallEnded(_))),
         "{mode}: the call ended normally"
     );
+
+    // Each fault is reported for the ops page (and the store), filed under
+    // the call's session and the stage's name.
+    let session = format!("bad-{mode}");
+    let reported: Vec<_> = callpipe_host::metrics::STAGE_FAILURES
+        .recent()
+        .into_iter()
+        .filter(|f| f.session_id == session)
+        .collect();
+    // (The three hostile tests share the process's last 50 failures.)
+    assert!(
+        !reported.is_empty() && reported.len() as u64 <= faults,
+        "{mode}: {reported:?}"
+    );
+    assert!(
+        reported
+            .iter()
+            .all(|f| f.stage == "hostile" && f.fault && f.kind == "audio"),
+        "{mode}: {reported:?}"
+    );
+    let across_calls = callpipe_host::metrics::stage("hostile");
+    assert!(
+        across_calls
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= faults
+    );
+    assert!(across_calls.latency.count() >= n - faults);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

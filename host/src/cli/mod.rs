@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
             Command::Models(args) => models::run(&cli.data_dir, args).await,
             Command::Kb(args) => kb::run(&cli.data_dir, args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,
-            Command::Simulate(args) => simulate::run(args).await,
+            Command::Simulate(args) => simulate::run(args, &cli.data_dir).await,
         }
     });
     match result {

@@ -80,6 +80,48 @@ pub struct Args {
         default_value = "connect"
     )]
     stream_mode: Mode,
+    /// Token the API and dashboard require (as `Authorization: Bearer`, or
+    /// once as `?token=` in the browser). `off` disables it, for local use
+    /// only. Unset: one is made at first start and kept in DATA_DIR/api-token.
+    #[arg(long, env = "CALLPIPE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+}
+
+/// The token file in the data dir; `callpipe simulate` reads it too.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// The API token: given, explicitly off (`None`), or the data dir's own,
+/// made on first use. The bool says whether it was made or read here.
+fn api_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<(Option<String>, bool)> {
+    match given.map(str::trim) {
+        Some("off") => Ok((None, false)),
+        Some(t) if !t.is_empty() => Ok((Some(t.to_string()), false)),
+        _ => {
+            let path = data_dir.join(TOKEN_FILE);
+            if let Ok(t) = std::fs::read_to_string(&path)
+                && !t.trim().is_empty()
+            {
+                return Ok((Some(t.trim().to_string()), true));
+            }
+            let mut bytes = [0u8; 24];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("cannot make an API token: {e}"))?;
+            let token = hex::encode(bytes);
+            write_private(&path, &token)
+                .with_context(|| format!("cannot write the API token to {}", path.display()))?;
+            Ok((Some(token), true))
+        }
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -117,6 +159,15 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
+    {
+        // Stage failures go to the store too (the ops page lists them).
+        let sessions = Arc::downgrade(&sessions);
+        crate::metrics::STAGE_FAILURES.set_sink(move |f| {
+            if let Some(s) = sessions.upgrade() {
+                s.record_stage_error(f);
+            }
+        });
+    }
 
     let token = args.twilio_auth_token.filter(|t| !t.is_empty());
     let sid = args.twilio_account_sid.filter(|s| !s.is_empty());
@@ -155,8 +206,21 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if !verify {
         tracing::warn!("Twilio signatures are not checked");
     }
+    let (api_token, token_in_file) = api_token(args.api_token.as_deref(), data_dir)?;
+    if api_token.is_none() {
+        tracing::warn!(
+            "CALLPIPE_API_TOKEN=off: the API and dashboard are open to anyone who can reach them"
+        );
+    }
     let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
-    let state = AppState::new(pipeline.clone(), settings, twilio, args.max_calls, sessions);
+    let state = AppState::new(
+        pipeline.clone(),
+        settings,
+        twilio,
+        args.max_calls,
+        sessions,
+        api_token.clone(),
+    );
     // Chat sessions nobody writes to any more are ended.
     let reaper = {
         let state = state.clone();
@@ -183,6 +247,17 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         pipeline.version,
         names.join(" -> ")
     );
+    if let Some(token) = api_token.as_deref().filter(|_| token_in_file) {
+        // Like Jupyter: the one link that opens the dashboard, from the
+        // token in the data dir (set CALLPIPE_API_TOKEN to choose one).
+        let host = if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        tracing::info!("dashboard: http://{host}/demo/technician?token={token}");
+        tracing::info!("operations: http://{host}/?token={token}");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await

@@ -48,6 +48,10 @@ pub struct Args {
     /// Sign the upgrade like Twilio (needs the server's TWILIO_AUTH_TOKEN).
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// With --script: the server's API token, to read the session back.
+    /// Default: the one `serve` keeps in the data dir.
+    #[arg(long, env = "CALLPIPE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -56,7 +60,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected k=v, got `{s}`"))
 }
 
-pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let (tracks, script) = match (&args.audio, &args.script) {
         (_, Some(path)) => {
             let script = crate::call_script::Script::read(path)?;
@@ -121,8 +125,13 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .find(|(k, _)| k == "session_id")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        let outcome =
-            session_outcome(&args.url, &session, Duration::from_secs(args.wait_s)).await?;
+        let outcome = session_outcome(
+            &args.url,
+            &session,
+            api_token(args.api_token.as_deref(), data_dir).as_deref(),
+            Duration::from_secs(args.wait_s),
+        )
+        .await?;
         print!("{outcome}");
     }
     Ok(if failed > 0 {
@@ -130,6 +139,19 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The token given, else the one `serve` keeps in the data dir, if any
+/// (`off` and empty mean none).
+fn api_token(given: Option<&str>, data_dir: &std::path::Path) -> Option<String> {
+    match given.map(str::trim) {
+        Some("off") => None,
+        Some(t) if !t.is_empty() => Some(t.to_string()),
+        _ => std::fs::read_to_string(data_dir.join(super::serve::TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    }
 }
 
 /// `ws://host:port/...` -> `http://host:port`
@@ -144,13 +166,30 @@ fn http_base(ws_url: &str) -> anyhow::Result<String> {
 
 /// Waits for the server to finish the call, then renders what the session
 /// holds: transcripts, questions and suggestions, in order.
-async fn session_outcome(ws_url: &str, session: &str, wait: Duration) -> anyhow::Result<String> {
+async fn session_outcome(
+    ws_url: &str,
+    session: &str,
+    token: Option<&str>,
+    wait: Duration,
+) -> anyhow::Result<String> {
     use std::fmt::Write;
     let url = format!("{}/api/sessions/{session}", http_base(ws_url)?);
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + wait;
     let doc: serde_json::Value = loop {
-        let got = http.get(&url).send().await;
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let got = request.send().await;
+        if let Ok(r) = &got
+            && r.status() == reqwest::StatusCode::UNAUTHORIZED
+        {
+            anyhow::bail!(
+                "{url} refused the API token: pass --api-token (or CALLPIPE_API_TOKEN), \
+                 or run with the server's data dir (its api-token file)"
+            );
+        }
         if let Ok(r) = got
             && r.status().is_success()
         {

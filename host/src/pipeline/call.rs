@@ -127,6 +127,7 @@ impl Call {
         let (output_tx, output) = mpsc::channel::<Event>(pipeline.queue);
         let count = instances.len();
         let mut rx = Some(first_rx);
+        let session_id: Arc<str> = info.session_id.as_str().into();
         let mut tasks = Vec::with_capacity(count);
         for (index, inst) in instances.into_iter().enumerate() {
             let Some(stage_rx) = rx.take() else { break };
@@ -141,8 +142,14 @@ impl Call {
             // Debug level: entered on every poll, so it costs nothing unless
             // debug logging is on (log lines carry call and stage anyway).
             let span = tracing::debug_span!("stage", call = %id, stage = %stage.name);
+            let counters = Counters {
+                call: stats.clone(),
+                index,
+                stage: crate::metrics::stage(&stage.name),
+                session_id: session_id.clone(),
+            };
             tasks.push(tokio::spawn(
-                run_stage(inst, stage.on, stage_rx, next, stats.clone(), index).instrument(span),
+                run_stage(inst, stage.on, stage_rx, next, counters).instrument(span),
             ));
         }
         drop(output_tx);
@@ -254,15 +261,30 @@ impl Call {
     }
 }
 
+/// Failures of one stage in one call reported one by one; after that, one
+/// in a hundred.
+const REPORTED_FAILURES: u64 = 10;
+
+/// Where a stage task counts: this call's numbers and the stage's across
+/// calls.
+struct Counters {
+    call: Arc<[StageStats]>,
+    index: usize,
+    stage: Arc<crate::metrics::StageMetrics>,
+    /// Failures are filed under the session (the dashboard's id).
+    session_id: Arc<str>,
+}
+
 async fn run_stage(
     mut inst: StageInstance,
     on: super::event::KindSet,
     mut rx: mpsc::Receiver<Item>,
     next: Next,
-    stats: Arc<[StageStats]>,
-    index: usize,
+    counters: Counters,
 ) {
-    let stats = &stats[index];
+    let stats = &counters.call[counters.index];
+    let totals = &*counters.stage;
+    let mut failures = 0u64;
     while let Some(Item { event, arrived }) = rx.recv().await {
         let kind = kind_of(&event);
         if !on.contains(kind) {
@@ -274,15 +296,20 @@ async fn run_stage(
         }
         let started = Instant::now();
         let result = inst.handle(&event).await;
-        stats.add_busy(started.elapsed());
+        let busy = started.elapsed();
+        stats.add_busy(busy);
+        totals.latency.record(busy);
         let outputs = match result {
             Ok(outputs) => {
                 stats.handled.fetch_add(1, Relaxed);
                 stats.emitted.fetch_add(outputs.len() as u64, Relaxed);
+                totals.handled.fetch_add(1, Relaxed);
+                totals.emitted.fetch_add(outputs.len() as u64, Relaxed);
                 outputs
             }
             Err(error) => {
                 stats.failed.fetch_add(1, Relaxed);
+                totals.failed.fetch_add(1, Relaxed);
                 let ctx = inst.context();
                 match &error {
                     HandleError::Stage(_) => tracing::warn!(
@@ -293,6 +320,7 @@ async fn run_stage(
                     ),
                     HandleError::Fault(_) => {
                         stats.restarts.fetch_add(1, Relaxed);
+                        totals.restarts.fetch_add(1, Relaxed);
                         tracing::error!(
                             call = %ctx.call_id,
                             stage = %ctx.stage,
@@ -300,6 +328,24 @@ async fn run_stage(
                             "stage instance replaced after a fault: {error}"
                         )
                     }
+                }
+                // A stage failing on every frame must not flood the store:
+                // the first few of a call are kept, then one in a hundred.
+                failures += 1;
+                if failures <= REPORTED_FAILURES || failures.is_multiple_of(100) {
+                    let message = if failures > REPORTED_FAILURES {
+                        format!("{error} (failure {failures} of this call)")
+                    } else {
+                        error.to_string()
+                    };
+                    crate::metrics::STAGE_FAILURES.report(crate::metrics::StageFailure {
+                        at: crate::sessions::now_epoch(),
+                        session_id: counters.session_id.to_string(),
+                        stage: ctx.stage.to_string(),
+                        kind: super::event::kind_name(kind),
+                        message,
+                        fault: matches!(error, HandleError::Fault(_)),
+                    });
                 }
                 if is_control(kind) {
                     vec![event]

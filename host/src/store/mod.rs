@@ -10,7 +10,7 @@
 mod records;
 pub mod writer;
 
-pub use records::{CallRow, EventRow, NewCall};
+pub use records::{CallRow, EventRow, NewCall, StageErrorRow};
 
 use std::borrow::Cow;
 use std::path::Path;

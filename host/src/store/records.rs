@@ -31,6 +31,14 @@ pub struct CallRow {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StageErrorRow {
+    pub session_id: String,
+    pub stage: String,
+    pub message: String,
+    pub at: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventRow {
     pub id: i64,
     pub kind: String,
@@ -271,6 +279,7 @@ impl Store {
         session_id: &str,
         stage: &str,
         message: &str,
+        at: f64,
     ) -> Result<(), StoreError> {
         let sql = self
             .sql("INSERT INTO stage_errors (session_id, stage, message, at) VALUES (?, ?, ?, ?)");
@@ -278,7 +287,7 @@ impl Store {
             .bind(session_id)
             .bind(stage)
             .bind(message)
-            .bind(now_epoch())
+            .bind(at)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -330,6 +339,25 @@ impl Store {
             let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
             rows.iter()
                 .map(|r| Ok((r.try_get("status")?, r.try_get("at")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// The latest stage errors, newest first.
+    pub async fn recent_stage_errors(&self, limit: i64) -> Result<Vec<StageErrorRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT session_id, stage, message, at FROM stage_errors ORDER BY id DESC LIMIT ?",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok(StageErrorRow {
+                    session_id: r.try_get("session_id")?,
+                    stage: r.try_get("stage")?,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                }))
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(StoreError::from)
         })

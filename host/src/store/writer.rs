@@ -4,7 +4,8 @@
 //! stored. A failing database is logged; calls go on.
 
 use super::{NewCall, Store};
-use crate::sessions::{SuggestionRecord, TranscriptLine};
+use crate::metrics::StageFailure;
+use crate::sessions::{Published, StatusChange, SuggestionRecord, TranscriptLine, Update};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,10 +20,12 @@ pub enum Write {
         session_id: String,
         call_sid: String,
     },
+    /// Published to live listeners once stored.
     Status {
         session_id: String,
-        status: String,
+        change: StatusChange,
     },
+    StageError(StageFailure),
     Segment {
         session_id: String,
         speaker_id: String,
@@ -46,11 +49,13 @@ pub struct Writer {
     pub store: Arc<Store>,
 }
 
+type Updates = tokio::sync::broadcast::Sender<Arc<Published>>;
+
 impl Writer {
     /// Starts the task (needs a tokio runtime).
-    pub fn start(store: Arc<Store>) -> Writer {
+    pub fn start(store: Arc<Store>, updates: Updates) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store.clone(), rx));
+        tokio::spawn(run(store.clone(), rx, updates));
         Writer { tx, store }
     }
 
@@ -81,7 +86,7 @@ impl Writer {
     }
 }
 
-async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>) {
+async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>, updates: Updates) {
     while let Some(write) = rx.recv().await {
         let (what, result) = match write {
             Write::Open {
@@ -116,10 +121,31 @@ async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>) {
                     .await
                     .map(|_| None),
             ),
-            Write::Status { session_id, status } => (
-                "status",
-                store.set_status(&session_id, &status).await.map(Some),
-            ),
+            Write::Status { session_id, change } => {
+                let r = store.set_status(&session_id, &change.status).await;
+                // No listener is fine; a failed write is still shown.
+                let _ = updates.send(Arc::new(Published {
+                    session_id,
+                    event_id: r.as_ref().ok().copied(),
+                    update: Update::Status(change),
+                }));
+                ("status", r.map(Some))
+            }
+            Write::StageError(f) => {
+                let message = format!(
+                    "{} on {}: {}",
+                    if f.fault { "fault" } else { "error" },
+                    f.kind,
+                    f.message
+                );
+                (
+                    "stage error",
+                    store
+                        .add_stage_error(&f.session_id, &f.stage, &message, f.at)
+                        .await
+                        .map(|_| None),
+                )
+            }
             Write::Segment {
                 session_id,
                 speaker_id,

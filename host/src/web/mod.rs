@@ -1,10 +1,13 @@
 //! HTTP surface: Twilio's endpoints exactly as the original system exposed
 //! them, health, and the live stats. axum stays inside this module.
 
+mod auth;
+mod dashboard;
 mod demo;
 mod error;
 mod events;
 mod health;
+mod ops;
 mod sessions_api;
 mod signature;
 mod twilio_routes;
@@ -43,6 +46,8 @@ pub struct AppInner {
     pub max_calls: usize,
     /// Chat sessions (the text path), each a call on the pipeline.
     pub chats: Arc<crate::chat::ChatCalls>,
+    /// What the API and dashboard require; `None` only when explicitly off.
+    pub api_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -62,6 +67,7 @@ impl AppState {
         twilio: Option<TwilioClient>,
         max_calls: usize,
         sessions: Arc<Sessions>,
+        api_token: Option<String>,
     ) -> Self {
         Self(Arc::new(AppInner {
             twilio_settings,
@@ -71,6 +77,7 @@ impl AppState {
             active_streams: AtomicUsize::new(0),
             max_calls,
             chats: Arc::new(crate::chat::ChatCalls::new(max_calls)),
+            api_token,
         }))
     }
 
@@ -93,7 +100,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             signature::verify,
         ));
-    Router::new()
+    // What people and their tools use: authenticated by the API token.
+    let api = Router::new()
+        .route("/", get(ops::page))
+        .route("/api/ops", get(ops::summary))
+        .route("/demo/technician", get(dashboard::page))
         .route("/twilio/initiate-call", post(twilio_routes::initiate_call))
         .route("/twilio/end-call", post(twilio_routes::end_call))
         .route(
@@ -101,7 +112,6 @@ pub fn router(state: AppState) -> Router {
             get(twilio_routes::call_status),
         )
         .route("/twilio/test-twiml", get(twilio_routes::test_twiml))
-        .merge(twilio_webhooks)
         .route(
             "/demo/send-demo-transcription",
             post(demo::send_demo_transcription),
@@ -111,11 +121,21 @@ pub fn router(state: AppState) -> Router {
             "/demo/get-session-suggestions",
             get(demo::get_session_suggestions),
         )
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
         .route("/api/stats", get(health::stats))
         .route("/api/sessions", get(sessions_api::list))
         .route("/api/sessions/{id}", get(sessions_api::get))
         .route("/api/sessions/{id}/events", get(events::stream))
+        .route("/api/sessions/{id}/mute", post(sessions_api::mute))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
+    Router::new()
+        .merge(twilio_webhooks)
+        .merge(api)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        // Script and style of the pages: nothing secret in them.
+        .route("/assets/{file}", get(dashboard::asset))
         .with_state(state)
 }

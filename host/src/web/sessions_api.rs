@@ -18,6 +18,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         "status": s.status,
         "status_history": s.history,
         "streaming": s.streaming,
+        "muted": s.muted,
         "duration": s.duration_secs(),
         "total_segments": s.total_segments,
         "speakers": s.speakers,
@@ -161,4 +162,25 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
             "questions_asked": suggestions.len() - solutions,
         },
     })))
+}
+
+#[derive(serde::Deserialize)]
+pub struct Mute {
+    muted: bool,
+}
+
+/// `POST /api/sessions/{id}/mute {"muted": true}`: the assistant stops
+/// speaking on this call (its questions are still shown).
+pub async fn mute(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<Mute>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.sessions.set_muted(&id, body.muted) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no live session `{id}`"),
+        ));
+    }
+    Ok(Json(json!({ "session_id": id, "muted": body.muted })))
 }

@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The API token every test server requires (`CALLPIPE_API_TOKEN`).
+pub const TOKEN: &str = "test-token-0123456789";
+
 /// A running `callpipe serve`, killed on drop.
 pub struct Server {
     child: Child,
@@ -60,6 +63,7 @@ impl Server {
         .env("CALLPIPE_DATA_DIR", data.path())
         .env("CALLPIPE_MODELS_DIR", models_dir())
         .env("CALLPIPE_LOG", "warn,callpipe_host=info")
+        .env("CALLPIPE_API_TOKEN", TOKEN)
         .env_remove("TWILIO_ACCOUNT_SID")
         .env_remove("TWILIO_AUTH_TOKEN")
         .env_remove("TWILIO_PHONE_NUMBER")
@@ -94,9 +98,24 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A client that presents the API token.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_static("Bearer test-token-0123456789"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("http client")
+    }
+
     /// GET `path`, as JSON.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        reqwest::get(self.http(path))
+        self.client()
+            .get(self.http(path))
+            .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .json()

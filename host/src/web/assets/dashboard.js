@@ -1,0 +1,495 @@
+// The technician-support dashboard: chat and call controls, live solutions.
+// Live over Server-Sent Events; polls every 3 s when the stream is not open
+// (or with ?transport=poll). Everything from the server is shown with
+// textContent, never as HTML.
+(() => {
+  'use strict';
+
+  const I18N = {
+    fr: {
+      title: 'Assistance technicien', offline: 'Hors ligne', live: 'En direct', polling: 'Actualisation 3 s',
+      newSession: 'Nouvelle session', contextTitle: 'Technicien et site', techName: 'Nom du technicien',
+      techId: 'Identifiant technicien', site: 'Site / client', equipment: 'Équipement', session: 'Session',
+      status: 'Statut', segments: 'Segments', questions: 'Questions posées', solutions: 'Solutions proposées',
+      callTitle: 'Appel et conversation', phone: 'Téléphone du technicien', call: 'Appeler', idle: "Pas d'appel",
+      mute: 'Couper la voix', unmute: 'Rétablir la voix', end: 'Terminer', cancel: 'Annuler',
+      chatOnly: "Twilio n'est pas configuré : conversation écrite uniquement.",
+      technician: 'Technicien', agent: 'Agent', assistant: 'Assistant', send: 'Envoyer',
+      messagePlaceholder: 'Message du technicien…', solutionsTitle: 'Solutions en direct',
+      noSolutions: 'Les solutions de la base de connaissances apparaîtront ici.',
+      confirmEnd: "Terminer l'appel avec le technicien ?", confidence: 'Confiance',
+      badPhone: 'Numéro au format international E.164, par exemple +33612345678.',
+      notConfigured: "Twilio n'est pas configuré sur ce serveur.", sources: 'Source',
+      unauthorized: 'Accès refusé : rechargez la page avec le jeton (?token=…).',
+      st: {
+        created: 'Créée', queued: 'En file', initiated: 'Lancé', ringing: 'Sonnerie', 'in-progress': 'En cours',
+        completed: 'Terminé', failed: 'Échec', busy: 'Occupé', 'no-answer': 'Pas de réponse',
+        canceled: 'Annulé', interrupted: 'Interrompu',
+      },
+    },
+    en: {
+      title: 'Technician support', offline: 'Offline', live: 'Live', polling: 'Refreshing every 3 s',
+      newSession: 'New session', contextTitle: 'Technician and site', techName: 'Technician name',
+      techId: 'Technician ID', site: 'Site / customer', equipment: 'Equipment', session: 'Session',
+      status: 'Status', segments: 'Segments', questions: 'Questions asked', solutions: 'Solutions provided',
+      callTitle: 'Call and conversation', phone: "Technician's phone", call: 'Call', idle: 'No call',
+      mute: 'Mute voice', unmute: 'Unmute voice', end: 'End', cancel: 'Cancel',
+      chatOnly: 'Twilio is not configured: chat only.',
+      technician: 'Technician', agent: 'Agent', assistant: 'Assistant', send: 'Send',
+      messagePlaceholder: "Technician's message…", solutionsTitle: 'Live solutions',
+      noSolutions: 'Knowledge-base solutions will appear here.',
+      confirmEnd: 'End the call with the technician?', confidence: 'Confidence',
+      badPhone: 'Use the international E.164 format, e.g. +33612345678.',
+      notConfigured: 'Twilio is not configured on this server.', sources: 'Source',
+      unauthorized: 'Access refused: reload the page with the token (?token=…).',
+      st: {
+        created: 'Created', queued: 'Queued', initiated: 'Initiated', ringing: 'Ringing', 'in-progress': 'In progress',
+        completed: 'Completed', failed: 'Failed', busy: 'Busy', 'no-answer': 'No answer',
+        canceled: 'Canceled', interrupted: 'Interrupted',
+      },
+    },
+  };
+  const TERMINAL = ['completed', 'failed', 'busy', 'no-answer', 'canceled', 'interrupted'];
+  const ACTIVE = ['in-progress', 'ringing', 'queued', 'initiated'];
+  const E164 = /^\+[1-9][0-9]{1,14}$/;
+  const POLL_MS = 3000;
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const twilio = document.body.dataset.twilio === 'true';
+
+  const model = {
+    lang: pickLang(),
+    session: params.get('session') || localStorage.getItem('callpipe.session') || newId(),
+    known: false, // the server has this session
+    callSid: null,
+    status: null,
+    muted: false,
+    since: null, // timer start (ms since epoch)
+    until: null,
+    chat: [], // {key, role, text, pending?, id?}
+    cards: new Map(), // id -> suggestion (knowledge_base), newest last
+    questions: 0,
+    stream: null,
+    lastEventId: null,
+    forcePoll: params.get('transport') === 'poll',
+  };
+
+  function pickLang() {
+    const l = params.get('lang') || localStorage.getItem('callpipe.lang') || 'fr';
+    return I18N[l] ? l : 'fr';
+  }
+  function t(key) { return I18N[model.lang][key] ?? I18N.fr[key] ?? key; }
+  function newId() {
+    const b = new Uint8Array(8);
+    crypto.getRandomValues(b);
+    return 'web-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  // --- language -----------------------------------------------------------
+  function applyLang() {
+    document.documentElement.lang = model.lang;
+    document.querySelectorAll('[data-i18n]').forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.querySelectorAll('[data-i18n-placeholder]').forEach((el) => { el.placeholder = t(el.dataset.i18nPlaceholder); });
+    document.querySelectorAll('.lang button').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === model.lang)));
+    document.title = 'callpipe — ' + t('title');
+    render();
+  }
+
+  // --- server -------------------------------------------------------------
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const r = await fetch(path, init);
+    let doc = null;
+    try { doc = await r.json(); } catch (_) { /* an empty or non-JSON answer */ }
+    if (!r.ok) {
+      const msg = r.status === 401 ? t('unauthorized') : (doc && (doc.detail || doc.error)) || r.statusText;
+      const err = new Error(msg);
+      err.status = r.status;
+      throw err;
+    }
+    return doc;
+  }
+
+  function showError(id, message) {
+    const el = $(id);
+    el.textContent = message || '';
+    el.hidden = !message;
+  }
+
+  // --- what arrives ---------------------------------------------------------
+  function transcriptKey(role, startMs, text) { return role + '|' + startMs + '|' + text; }
+
+  function onTranscript(line) {
+    const role = line.speaker_role === 'agent' ? 'agent' : 'technician';
+    const key = transcriptKey(role, line.start_ms, line.text);
+    if (model.chat.some((m) => m.key === key)) return;
+    // The server's copy replaces what this page showed while sending.
+    const pending = model.chat.findIndex((m) => m.pending && m.role === role && m.text === line.text);
+    const item = { key, role, text: line.text };
+    if (pending >= 0) model.chat[pending] = item; else model.chat.push(item);
+    render();
+  }
+
+  function onSuggestion(s) {
+    if (s.type === 'clarification_question') {
+      const key = 'q|' + s.id;
+      const at = model.chat.findIndex((m) => m.key === key);
+      if (at >= 0) { model.chat[at].text = s.content; } else {
+        model.chat.push({ key, role: 'bot', text: s.content, id: s.id });
+        model.questions += 1;
+      }
+    } else {
+      model.cards.delete(s.id); // a repeat moves to the top
+      model.cards.set(s.id, s);
+    }
+    render();
+  }
+
+  // `at`: when it happened (seconds since the epoch), for the timer.
+  function onStatus(status, at) {
+    if (!status || status === model.status) return;
+    model.status = status;
+    const when = at ? at * 1000 : Date.now();
+    if (ACTIVE.includes(status) && !model.since) model.since = when;
+    if (TERMINAL.includes(status) && !model.until) model.until = when;
+    render();
+  }
+
+  // --- live stream, with polling as the fallback ---------------------------
+  function goLive() {
+    if (!model.known) return;
+    if (model.forcePoll || !('EventSource' in window)) { setLink('poll'); return; }
+    if (model.stream && model.stream.readyState !== EventSource.CLOSED) return;
+    const url = '/api/sessions/' + encodeURIComponent(model.session) + '/events' +
+      (model.lastEventId ? '?after=' + encodeURIComponent(model.lastEventId) : '');
+    const es = new EventSource(url);
+    model.stream = es;
+    const seen = (e) => { if (e.lastEventId) model.lastEventId = e.lastEventId; };
+    es.addEventListener('transcript', (e) => { seen(e); onTranscript(JSON.parse(e.data)); });
+    es.addEventListener('suggestion', (e) => { seen(e); onSuggestion(JSON.parse(e.data)); });
+    es.addEventListener('status', (e) => { seen(e); const x = JSON.parse(e.data); onStatus(x.status, x.at); });
+    es.onopen = () => setLink('live');
+    es.onerror = () => {
+      // The browser retries on its own; while it cannot, polling takes over.
+      setLink('poll');
+      if (es.readyState === EventSource.CLOSED) setTimeout(goLive, 10 * POLL_MS);
+    };
+  }
+
+  function streaming() { return model.stream && model.stream.readyState === EventSource.OPEN; }
+
+  async function poll() {
+    if (!model.known || streaming()) return;
+    const asked = model.session;
+    const id = encodeURIComponent(asked);
+    try {
+      const doc = await api('GET', '/demo/get-session-suggestions?limit=50&session_id=' + id);
+      if (doc.status !== 'success' || model.session !== asked) return;
+      (doc.transcriptions || []).slice().reverse().forEach((x) => onTranscript({
+        speaker_role: x.speaker, text: x.text, start_ms: Math.round(x.start_time * 1000),
+      }));
+      (doc.suggestions || []).slice().reverse().forEach(onSuggestion);
+      const s = await api('GET', '/api/sessions/' + id);
+      if (model.session !== asked) return;
+      onStatus(s.status);
+      if (s.call_sid) model.callSid = s.call_sid;
+      $('segments').textContent = s.total_segments ?? 0;
+      // The stream may have opened while this poll was out.
+      if (!streaming()) setLink('poll');
+    } catch (e) {
+      if (e.status === 401) showError('chat-error', e.message);
+    }
+  }
+
+  function setLink(kind) {
+    const el = $('link');
+    el.className = 'link ' + ({ live: 'live', poll: 'poll' }[kind] || 'off');
+    el.dataset.i18n = { live: 'live', poll: 'polling' }[kind] || 'offline';
+    el.textContent = t(el.dataset.i18n);
+  }
+
+  // --- rendering ------------------------------------------------------------
+  function render() {
+    $('session-id').textContent = model.session;
+    $('status-text').textContent = model.status ? (t('st')[model.status] || model.status) : '—';
+    const badge = $('call-status');
+    badge.textContent = model.status ? (t('st')[model.status] || model.status) : t('idle');
+    badge.className = 'badge' + (TERMINAL.includes(model.status) ? ' ended' : ACTIVE.includes(model.status) ? ' active' : '');
+    const live = model.known && !TERMINAL.includes(model.status);
+    $('end-btn').disabled = !live;
+    $('mute-btn').disabled = !live;
+    $('mute-btn').setAttribute('aria-pressed', String(model.muted));
+    $('mute-btn').textContent = t(model.muted ? 'unmute' : 'mute');
+    $('questions-count').textContent = model.questions;
+    $('solutions-count').textContent = model.cards.size;
+    if (!model.forcePoll && streaming()) {
+      $('segments').textContent = model.chat.filter((m) => m.role !== 'bot' && !m.pending).length;
+    }
+    tick();
+    renderChat();
+    renderCards();
+  }
+
+  // Keyed: existing nodes stay in place (a selection or a hover survives an
+  // update); only what changed is touched.
+  const chatNodes = new Map();
+  const cardNodes = new Map();
+
+  function place(parent, nodes, items, keyOf, make, update) {
+    const keep = new Set(items.map(keyOf));
+    for (const [k, el] of nodes) if (!keep.has(k)) { el.remove(); nodes.delete(k); }
+    let prev = null;
+    for (const item of items) {
+      const k = keyOf(item);
+      let el = nodes.get(k);
+      if (!el) { el = make(item); nodes.set(k, el); }
+      update(el, item);
+      const at = prev ? prev.nextSibling : parent.firstChild;
+      if (at !== el) parent.insertBefore(el, at);
+      prev = el;
+    }
+  }
+
+  function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+
+  function renderChat() {
+    const list = $('chat');
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    place(list, chatNodes, model.chat, (m) => m.key, (m) => {
+      const li = document.createElement('li');
+      if (m.id) li.dataset.id = m.id;
+      const who = document.createElement('span');
+      who.className = 'who';
+      const text = document.createElement('span');
+      text.className = 'text';
+      li.append(who, text);
+      return li;
+    }, (li, m) => {
+      const cls = 'msg ' + m.role + (m.pending ? ' pending' : '');
+      if (li.className !== cls) li.className = cls;
+      setText(li.firstChild, t(m.role === 'bot' ? 'assistant' : m.role));
+      setText(li.lastChild, m.text);
+    });
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  function renderCards() {
+    const cards = Array.from(model.cards.values()).reverse();
+    $('no-solutions').hidden = cards.length > 0;
+    // A card is rebuilt only when the server sent it again with other words,
+    // or the language changed.
+    const sig = (c) => [model.lang, c.title, c.content, Math.round((Number(c.confidence) || 0) * 100)].join('|');
+    const make = (c) => { const el = card(c); el.dataset.sig = sig(c); return el; };
+    place($('cards'), cardNodes, cards, (c) => c.id, make, (el, c) => {
+      if (el.dataset.sig !== sig(c)) {
+        el.replaceChildren(...card(c).childNodes);
+        el.dataset.sig = sig(c);
+      }
+    });
+  }
+
+  function card(s) {
+    const el = document.createElement('article');
+    el.className = 'card';
+    el.dataset.id = s.id;
+    const head = document.createElement('header');
+    const h = document.createElement('h3');
+    h.textContent = s.title;
+    const conf = document.createElement('span');
+    const c = Math.max(0, Math.min(1, Number(s.confidence) || 0));
+    conf.className = 'conf ' + (c >= 0.75 ? 'high' : c >= 0.5 ? 'medium' : 'low');
+    conf.textContent = t('confidence') + ' ' + Math.round(c * 100) + ' %';
+    head.append(h, conf);
+    el.append(head, ...steps(s.content || ''));
+    if (s.sources && s.sources.length) {
+      const src = document.createElement('div');
+      src.className = 'sources';
+      src.textContent = t('sources') + ' : ' + s.sources.join(', ');
+      el.append(src);
+    }
+    return el;
+  }
+
+  // Numbered lines become a list, "- " lines bullets, the rest paragraphs.
+  function steps(content) {
+    const out = [];
+    let list = null;
+    for (const raw of content.split('\n')) {
+      const line = raw.trim();
+      if (!line || line.startsWith('#')) { list = null; continue; }
+      const num = line.match(/^\d+[.)]\s+(.*)$/);
+      const bullet = line.match(/^[-*•]\s+(.*)$/);
+      if (num || bullet) {
+        const tag = num ? 'OL' : 'UL';
+        if (!list || list.tagName !== tag) { list = document.createElement(tag); out.push(list); }
+        const li = document.createElement('li');
+        li.textContent = (num || bullet)[1];
+        list.append(li);
+      } else {
+        list = null;
+        const p = document.createElement('p');
+        p.textContent = line;
+        out.push(p);
+      }
+    }
+    return out;
+  }
+
+  function tick() {
+    if (!model.since) { $('timer').textContent = '00:00'; return; }
+    const s = Math.max(0, Math.floor(((model.until || Date.now()) - model.since) / 1000));
+    const mm = String(Math.floor(s / 60)).padStart(2, '0');
+    const ss = String(s % 60).padStart(2, '0');
+    $('timer').textContent = (s >= 3600 ? Math.floor(s / 3600) + ':' : '') + mm + ':' + ss;
+  }
+
+  // --- actions --------------------------------------------------------------
+  async function sendMessage(ev) {
+    ev.preventDefault();
+    const box = $('message');
+    const text = box.value.trim();
+    if (!text) return;
+    const role = $('speaker').value;
+    model.chat.push({ key: 'pending|' + Date.now(), role, text, pending: true });
+    box.value = '';
+    render();
+    showError('chat-error', '');
+    $('send-btn').disabled = true;
+    try {
+      const doc = await api('POST', '/demo/send-demo-transcription', {
+        session_id: model.session, text, speaker: role,
+        language: model.lang === 'en' ? 'en-US' : 'fr-FR',
+      });
+      const first = !model.known;
+      model.known = true;
+      localStorage.setItem('callpipe.session', model.session);
+      if (first && !model.since) model.since = Date.now();
+      (doc.suggestions || []).slice().reverse().forEach(onSuggestion);
+      goLive();
+      poll();
+    } catch (e) {
+      model.chat = model.chat.filter((m) => !(m.pending && m.text === text));
+      box.value = text;
+      showError('chat-error', e.message);
+      render();
+    } finally {
+      $('send-btn').disabled = false;
+      box.focus();
+    }
+  }
+
+  async function startCall(ev) {
+    ev.preventDefault();
+    const phone = $('phone').value.replace(/[\s.-]/g, '');
+    if (!E164.test(phone)) { showError('phone-error', t('badPhone')); $('phone').focus(); return; }
+    showError('phone-error', '');
+    $('call-btn').disabled = true;
+    try {
+      const doc = await api('POST', '/twilio/initiate-call', {
+        phone_number: phone, session_id: model.session,
+        technician_id: $('tech-id').value.trim(), technician_name: $('tech-name').value.trim(),
+      });
+      model.known = true;
+      model.callSid = doc.call_sid;
+      model.since = null;
+      model.until = null;
+      localStorage.setItem('callpipe.session', model.session);
+      onStatus(doc.status);
+      goLive();
+    } catch (e) {
+      showError('phone-error', e.status === 503 ? t('notConfigured') : e.message);
+    } finally {
+      $('call-btn').disabled = !twilio;
+    }
+  }
+
+  async function endCall() {
+    try {
+      if (model.callSid) {
+        await api('POST', '/twilio/end-call', { call_sid: model.callSid, session_id: model.session });
+      }
+      await api('POST', '/demo/end-demo-call', { session_id: model.session }).catch((e) => {
+        if (e.status !== 404) throw e;
+      });
+      onStatus('completed');
+    } catch (e) {
+      showError('chat-error', e.message);
+    }
+  }
+
+  async function toggleMute() {
+    try {
+      const doc = await api('POST', '/api/sessions/' + encodeURIComponent(model.session) + '/mute', { muted: !model.muted });
+      model.muted = doc.muted;
+      render();
+    } catch (e) {
+      showError('chat-error', e.message);
+    }
+  }
+
+  function newSession() {
+    if (model.stream) model.stream.close();
+    Object.assign(model, {
+      session: newId(), known: false, callSid: null, status: null, muted: false, since: null, until: null,
+      chat: [], cards: new Map(), questions: 0, stream: null, lastEventId: null,
+    });
+    localStorage.removeItem('callpipe.session');
+    setLink('off');
+    render();
+  }
+
+  // --- wiring ---------------------------------------------------------------
+  // What the agent types about the technician and site stays on this machine.
+  for (const id of ['tech-name', 'tech-id', 'site', 'equipment']) {
+    const el = $(id);
+    el.value = localStorage.getItem('callpipe.' + id) || '';
+    el.addEventListener('input', () => localStorage.setItem('callpipe.' + id, el.value));
+  }
+  $('chat-form').addEventListener('submit', sendMessage);
+  $('message').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('chat-form').requestSubmit(); }
+  });
+  $('call-form').addEventListener('submit', startCall);
+  $('phone').addEventListener('input', () => showError('phone-error', ''));
+  $('end-btn').addEventListener('click', () => {
+    const dlg = $('confirm-end');
+    if (typeof dlg.showModal === 'function') {
+      dlg.returnValue = '';
+      dlg.showModal();
+    } else if (confirm(t('confirmEnd'))) {
+      endCall();
+    }
+  });
+  $('confirm-end').addEventListener('close', () => { if ($('confirm-end').returnValue === 'ok') endCall(); });
+  $('mute-btn').addEventListener('click', toggleMute);
+  $('new-session').addEventListener('click', newSession);
+  document.querySelectorAll('.lang button').forEach((b) => b.addEventListener('click', () => {
+    model.lang = b.dataset.lang;
+    localStorage.setItem('callpipe.lang', model.lang);
+    applyLang();
+  }));
+  $('call-btn').disabled = !twilio;
+  $('twilio-note').hidden = twilio;
+
+  setInterval(poll, POLL_MS);
+  setInterval(tick, 1000);
+  applyLang();
+  // A session named in the address (or kept from before) may already exist.
+  if (params.get('session') || localStorage.getItem('callpipe.session')) {
+    const asked = model.session;
+    api('GET', '/api/sessions/' + encodeURIComponent(asked)).then((s) => {
+      if (model.session !== asked) return; // a new session was started meanwhile
+      model.known = true;
+      model.callSid = s.call_sid || null;
+      model.muted = !!s.muted;
+      for (const h of s.status_history || []) onStatus(h.status, h.at);
+      goLive();
+      poll();
+    }).catch(() => { /* not started yet: the first message starts it */ });
+  }
+})();

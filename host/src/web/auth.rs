@@ -1,0 +1,154 @@
+//! The API and dashboard token (`CALLPIPE_API_TOKEN`). A request carries it
+//! as `Authorization: Bearer …`, as the `callpipe_token` cookie, or once as
+//! `?token=…` (which sets the cookie, so a browser's EventSource and fetches
+//! carry it from then on). Twilio's routes are checked by signature instead,
+//! and health and readiness are open to load balancers.
+
+use super::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+pub const COOKIE: &str = "callpipe_token";
+
+/// Where a request's token was found.
+enum Presented<'a> {
+    Header(&'a str),
+    Cookie(&'a str),
+    Query(String),
+}
+
+impl Presented<'_> {
+    fn value(&self) -> &str {
+        match self {
+            Presented::Header(t) | Presented::Cookie(t) => t,
+            Presented::Query(t) => t,
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == COOKIE).then_some(v)
+        })
+}
+
+fn query(request: &Request) -> Option<String> {
+    let q = request.uri().query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == "token").then_some(v))
+}
+
+/// Whether `presented` is `expected`, in time that does not depend on where
+/// they differ.
+pub fn matches(expected: &str, presented: &str) -> bool {
+    expected.as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
+pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.api_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let presented = bearer(headers)
+        .map(Presented::Header)
+        .or_else(|| cookie(headers).map(Presented::Cookie))
+        .or_else(|| query(&request).map(Presented::Query));
+    let Some(presented) = presented else {
+        return refuse(
+            &request,
+            "this server needs its API token (CALLPIPE_API_TOKEN)",
+        );
+    };
+    if !matches(expected, presented.value()) {
+        tracing::warn!(path = %request.uri().path(), "refused a request with a wrong API token");
+        return refuse(&request, "wrong API token");
+    }
+    let set_cookie = matches!(presented, Presented::Query(_));
+    let mut response = next.run(request).await;
+    if set_cookie {
+        let value = format!("{COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict");
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// 401: JSON for API clients; for a browser, a page that asks for the token.
+fn refuse(request: &Request, message: &str) -> Response {
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let mut response = if wants_html {
+        (StatusCode::UNAUTHORIZED, Html(LOGIN_PAGE)).into_response()
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, message).into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+const LOGIN_PAGE: &str = r#"<!doctype html>
+<html lang="fr"><head><meta charset="utf-8"><title>callpipe</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;display:grid;place-items:center;height:100vh;margin:0;background:#f4f6f8}
+form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002;display:grid;gap:.75rem;min-width:18rem}
+input,button{font:inherit;padding:.5rem}</style></head>
+<body><form method="get">
+<strong>callpipe</strong>
+<label for="token">Jeton d'accès / Access token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<small>CALLPIPE_API_TOKEN, ou le fichier <code>api-token</code> du répertoire de données.</small>
+<button type="submit">Entrer / Enter</button>
+</form></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_token_in_header_and_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; callpipe_token=xyz; b=2"),
+        );
+        assert_eq!(cookie(&h), Some("xyz"));
+    }
+
+    #[test]
+    fn compares_whole_tokens() {
+        assert!(matches("secret", "secret"));
+        assert!(!matches("secret", "secre"));
+        assert!(!matches("secret", "secret2"));
+        assert!(!matches("secret", ""));
+    }
+}
