@@ -157,11 +157,19 @@ async fn speak(mut rx: mpsc::Receiver<Say>, player: Player, speech: Arc<Speech>)
         if say.interrupt && player.is_playing() {
             player.clear().await;
         }
+        let started = std::time::Instant::now();
         let audio = tokio::time::timeout(
             Duration::from_millis(speech.timeout_ms),
             speech.backend.synthesize(&say.text, &say.language),
         )
         .await;
+        // Counted with the stages' own speech calls (/metrics).
+        let outcome = match &audio {
+            Ok(Ok(_)) => crate::metrics::Outcome::Ok,
+            Ok(Err(_)) => crate::metrics::Outcome::Error,
+            Err(_) => crate::metrics::Outcome::Timeout,
+        };
+        crate::metrics::SPEECH.record(started.elapsed(), outcome);
         match audio {
             Ok(Ok(mulaw)) => player.play(mulaw).await,
             Ok(Err(e)) => tracing::warn!("cannot speak the question: {e}"),

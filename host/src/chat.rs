@@ -113,6 +113,7 @@ impl ChatCalls {
             speakers: vec![],
         };
         sessions.open(&m.session_id, "", "", None);
+        sessions.set_pipeline(&m.session_id, &pipeline.version);
         sessions.set_status(&m.session_id, "in-progress");
         let (call, output) = Call::start_from(pipeline.clone(), info, first)
             .await

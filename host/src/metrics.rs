@@ -217,6 +217,96 @@ impl RecentFailures {
 
 pub static STAGE_FAILURES: RecentFailures = RecentFailures::new();
 
+/// How a capability call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Timeout,
+    Unavailable,
+    Invalid,
+    Error,
+}
+
+const OUTCOMES: [(Outcome, &str); 5] = [
+    (Outcome::Ok, "ok"),
+    (Outcome::Timeout, "timeout"),
+    (Outcome::Unavailable, "unavailable"),
+    (Outcome::Invalid, "invalid"),
+    (Outcome::Error, "error"),
+];
+
+/// One host capability's calls from stages, across calls.
+pub struct CapabilityMetrics {
+    pub name: &'static str,
+    outcomes: [AtomicU64; 5],
+    /// As the stage waited for it (timeouts included).
+    pub latency: Histogram,
+}
+
+impl CapabilityMetrics {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            outcomes: [const { AtomicU64::new(0) }; 5],
+            latency: Histogram::new(),
+        }
+    }
+
+    pub fn record(&self, took: Duration, outcome: Outcome) {
+        self.latency.record(took);
+        let i = OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        self.outcomes[i].fetch_add(1, Relaxed);
+    }
+
+    /// (outcome, calls) for every outcome.
+    pub fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        OUTCOMES
+            .iter()
+            .zip(&self.outcomes)
+            .map(|((_, name), n)| (*name, n.load(Relaxed)))
+    }
+}
+
+pub static KNOWLEDGE: CapabilityMetrics = CapabilityMetrics::new("knowledge");
+pub static TRANSCRIBER: CapabilityMetrics = CapabilityMetrics::new("transcriber");
+pub static SPEECH: CapabilityMetrics = CapabilityMetrics::new("speech");
+pub static CAPABILITIES: [&CapabilityMetrics; 3] = [&KNOWLEDGE, &TRANSCRIBER, &SPEECH];
+
+/// Media-stream (WebSocket) problems, by kind: refused at capacity, socket
+/// errors, streams we closed, and skipped messages by reason. Counted once
+/// per stream, when it ends, never per frame.
+pub struct WebSocketMetrics {
+    kinds: Mutex<Vec<(String, u64)>>,
+}
+
+impl WebSocketMetrics {
+    const fn new() -> Self {
+        Self {
+            kinds: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn add(&self, kind: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        match kinds.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, c)) => *c += n,
+            None => kinds.push((kind.to_string(), n)),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.kinds.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub static WEBSOCKET: WebSocketMetrics = WebSocketMetrics::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

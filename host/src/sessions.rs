@@ -81,6 +81,8 @@ pub struct Session {
     /// The agent silenced the assistant's voice on this call: questions are
     /// still shown, no longer spoken.
     pub muted: bool,
+    /// The pipeline version the call runs on (it keeps it across reloads).
+    pub pipeline_version: Option<String>,
 }
 
 impl Session {
@@ -218,6 +220,7 @@ impl Sessions {
                 ended: None,
                 streaming: false,
                 muted: false,
+                pipeline_version: None,
             });
         if !technician_id.is_empty() {
             s.technician_id = technician_id.to_string();
@@ -294,6 +297,19 @@ impl Sessions {
         if let Some(s) = self.lock().get_mut(session_id) {
             s.streaming = streaming;
         }
+    }
+
+    /// The pipeline version the session's call started on.
+    pub fn set_pipeline(&self, session_id: &str, version: &str) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            s.pipeline_version = Some(version.to_string());
+        } else {
+            return;
+        }
+        self.write(Write::Pipeline {
+            session_id: session_id.to_string(),
+            version: version.to_string(),
+        });
     }
 
     /// Mutes or unmutes the assistant's voice; false if the session is unknown.

@@ -480,3 +480,71 @@ async fn a_failing_stage_is_listed_on_the_ops_page() {
         "stored errors survive a restart: {ops}"
     );
 }
+
+/// Durability: the server is killed (SIGKILL) in the middle of a phone call
+/// and started again on the same data dir. Every event a dashboard was shown
+/// over the live stream is in the store, unchanged, and the call is marked
+/// interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_call_loses_nothing_that_was_shown() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &common::default_pipeline_with("durable", |_| {}));
+    let mut call = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpipe"))
+        .args(["simulate", "--url", &server.ws(), "--script"])
+        .arg(common::root().join("samples/calls/door-strike.toml"))
+        .args(["--param", "session_id=durable-1"])
+        .env("CALLPIPE_LOG", "error")
+        .env("CALLPIPE_API_TOKEN", common::server::TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("callpipe simulate starts");
+
+    // The dashboard's stream, once the call has begun.
+    let http = server.client();
+    let url = server.http("/api/sessions/durable-1/events");
+    let mut stream = None;
+    for _ in 0..200 {
+        let r = http.get(&url).send().await.unwrap();
+        if r.status() == 200 {
+            stream = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut stream = stream.expect("the call's stream opens");
+    let mut buf = String::new();
+    let mut shown = Vec::new();
+    // Until the first thing the technician said has been shown: mid-call.
+    while !shown.iter().any(|e: &Sse| e.event == "transcript") {
+        shown.extend(read_events(&mut stream, &mut buf, 1).await);
+    }
+    let server = server.restart();
+    let _ = call.kill().await;
+
+    let s = server.get_json("/api/sessions/durable-1").await;
+    assert_eq!(s["status"], "interrupted", "{s}");
+    let db = callpipe_host::store::Store::connect(&format!(
+        "sqlite://{}",
+        server.data_dir().join("callpipe.db").display()
+    ))
+    .await
+    .expect("the server's database");
+    let stored = db.events_after("durable-1", 0, 10_000).await.unwrap();
+    for e in &shown {
+        let id = e.id.expect("every shown event has its stored id");
+        let row = stored
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("shown event {id} ({}) not stored: {stored:?}", e.event));
+        assert_eq!(row.kind, e.event);
+        let data: Value = serde_json::from_str(&row.data).unwrap();
+        assert_eq!(data, e.data, "event {id} stored as shown");
+    }
+    let last = stored.last().expect("events");
+    assert_eq!(last.kind, "status");
+    assert!(last.data.contains("interrupted"), "{last:?}");
+}

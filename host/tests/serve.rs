@@ -496,6 +496,99 @@ async fn malformed_frames_are_skipped_or_close_the_stream_and_never_touch_anothe
     let report = simulator::run(sim(&server.ws(), "after-big", None)).await;
     assert_eq!(report.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(session(&server, "after-big").await["total_segments"], 3);
+
+    // What happened is on /metrics, by kind, beside the stages' numbers.
+    let m = prometheus(&server).await;
+    for kind in [
+        "skipped-bad-json",
+        "skipped-unknown-event",
+        "skipped-bad-base64",
+        "skipped-bad-payload-size",
+        "skipped-binary",
+        "skipped-media-before-start",
+        "socket-error",
+    ] {
+        let key = format!("callpipe_websocket_errors_total{{kind=\"{kind}\"}}");
+        assert!(m.get(&key).copied().unwrap_or(0.0) >= 1.0, "{key}: {m:?}");
+    }
+    assert!(m["callpipe_frames_rejected_total"] >= 3.0);
+    assert!(m["callpipe_frames_in_total"] > 0.0);
+}
+
+/// `GET /metrics` (no token, like /health), parsed as Prometheus's text
+/// format: series -> value; every histogram's buckets checked on the way.
+async fn prometheus(server: &Server) -> std::collections::HashMap<String, f64> {
+    let r = reqwest::get(server.http("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+        out.insert(series.to_string(), value);
+    }
+    // Cumulative buckets never go down, and +Inf is the count.
+    let mut last: std::collections::HashMap<String, f64> = Default::default();
+    for line in text.lines().filter(|l| l.contains("_bucket{")) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap();
+        let family = without_le(series);
+        if let Some(before) = last.insert(family.clone(), value) {
+            assert!(value >= before, "{line}");
+        }
+        if series.contains("le=\"+Inf\"") {
+            let count = family.replace("_bucket", "_count");
+            assert_eq!(out.get(&count), Some(&value), "{line} vs {count}");
+        }
+    }
+    out
+}
+
+/// `x_bucket{stage="a",le="0.1"}` -> `x_bucket{stage="a"}`; `x_bucket{le="1"}` -> `x_bucket`.
+fn without_le(series: &str) -> String {
+    let i = series.find("le=\"").expect("a bucket bound");
+    let close = series[i + 4..].find('"').expect("closing quote") + i + 5;
+    format!("{}{}", &series[..i], &series[close..])
+        .replace(",}", "}")
+        .replace("{}", "")
+}
+
+/// Per-stage events and latency, and the pipeline's name and version, as
+/// Prometheus sees them after a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_each_stage_after_a_call() {
+    let server = Server::start(&[]);
+    let report = simulator::run(sim(&server.ws(), "metrics-1", None)).await;
+    assert_eq!(report.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    session_when(&server, "metrics-1", "completed", 5).await;
+    let m = prometheus(&server).await;
+    for stage in ["codec", "vad"] {
+        let handled =
+            format!("callpipe_stage_events_total{{stage=\"{stage}\",outcome=\"handled\"}}");
+        assert!(m[&handled] > 100.0, "{handled}: {m:?}");
+        let count = format!("callpipe_stage_latency_seconds_count{{stage=\"{stage}\"}}");
+        assert!(m[&count] >= m[&handled], "{count}");
+        let failed = format!("callpipe_stage_events_total{{stage=\"{stage}\",outcome=\"failed\"}}");
+        assert_eq!(m[&failed], 0.0);
+    }
+    assert!(m["callpipe_frame_lag_seconds_count"] > 100.0);
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("callpipe_pipeline_info{name=\"technician-support\",version=\"")),
+        "{m:?}"
+    );
+    assert!(
+        m.contains_key("callpipe_capability_calls_total{capability=\"knowledge\",outcome=\"ok\"}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,4 +824,125 @@ async fn the_api_and_dashboard_need_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Hot reload while 20 calls are in progress: a broken file is rejected
+/// (the ops page and the reload API say why, and the running version
+/// stays), a good one is picked up by the watcher for new calls, and none
+/// of the 20 calls loses a frame or changes version mid-call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_during_twenty_calls_drops_none() {
+    let good = std::fs::read_to_string(common::audio_pipeline()).expect("pipeline");
+    let path = root()
+        .join("target")
+        .join("test-pipelines")
+        .join(format!("reload-{}.toml", std::process::id()));
+    std::fs::write(&path, &good).unwrap();
+    let server = Server::start_pipeline(&[("CALLPIPE_WATCH_MS", "100")], &path);
+    let before = server.get_json("/ready").await["pipeline_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut config = sim(&server.ws(), "reload", None);
+    config.calls = 20;
+    config.ramp = Duration::from_millis(500);
+    let calls = tokio::spawn(simulator::run(config));
+    let mut active = 0;
+    for _ in 0..100 {
+        active = stats(&server).await["active_calls"].as_u64().unwrap_or(0);
+        if active == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(active, 20, "all calls in progress before the reloads");
+
+    // A broken file: refused, shown, and the running version stays.
+    std::fs::write(&path, "[pipeline]\nname = \"broken\nqueue = 8\n").unwrap();
+    let mut ops = server.get_json("/api/ops").await;
+    for _ in 0..100 {
+        if !ops["reload_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ops = server.get_json("/api/ops").await;
+    }
+    let shown = ops["reload_error"]
+        .as_str()
+        .expect("the rejection is shown");
+    assert!(
+        shown.contains(&format!("reload-{}.toml", std::process::id())),
+        "{shown}"
+    );
+    assert!(shown.contains(":2:"), "names the line: {shown}");
+    assert_eq!(ops["pipeline"]["version"], before.as_str());
+    let r = server
+        .client()
+        .post(server.http("/api/pipelines/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["status"], "rejected", "{doc}");
+    assert_eq!(doc["version"], before.as_str(), "{doc}");
+
+    // A good change: the watcher loads it for new calls.
+    std::fs::write(&path, format!("{good}\n# reloaded while calls run\n")).unwrap();
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = server.get_json("/ready").await["pipeline_version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(after, before, "the watcher reloaded the file");
+    assert!(server.get_json("/api/ops").await["reload_error"].is_null());
+    // The API reloads on demand too.
+    let r: Value = server
+        .client()
+        .post(server.http("/api/pipelines/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "reloaded", "{r}");
+    assert_eq!(r["version"], after.as_str(), "{r}");
+
+    let report = calls.await.expect("calls");
+    assert_eq!(
+        report.connected.load(std::sync::atomic::Ordering::Relaxed),
+        20,
+        "{}",
+        report.render()
+    );
+    assert_eq!(
+        report.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        report.render()
+    );
+    let st = stats(&server).await;
+    assert_eq!(st["frames_dropped"], 0, "{st}");
+    for n in 0..20 {
+        let s = session_when(&server, &format!("reload-{n}"), "completed", 5).await;
+        assert_eq!(s["total_segments"], 3, "{s}");
+        assert_eq!(
+            s["pipeline_version"],
+            before.as_str(),
+            "kept its version: {s}"
+        );
+    }
+    let report = simulator::run(sim(&server.ws(), "after-reload", None)).await;
+    assert_eq!(report.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let s = session_when(&server, "after-reload", "completed", 5).await;
+    assert_eq!(s["pipeline_version"], after.as_str(), "{s}");
+    assert_eq!(s["total_segments"], 3, "{s}");
 }

@@ -378,3 +378,27 @@ async fn a_component_that_does_not_compile_is_reported_at_its_line() {
     );
     assert!(d.message.contains("fails to compile"), "{d}");
 }
+
+/// Text typed on the dashboard enters as `transcript` at the first stage
+/// that handles it: a text-only pipeline loads. After an audio stage,
+/// a stage waiting for transcripts nothing produces is still an error
+/// (a transcriber missing or put after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_may_enter_a_text_only_pipeline_but_not_skip_the_transcriber() {
+    let context = wasm("callpipe-stage-context-analyzer");
+    let text_only = format!(
+        "[pipeline]\nname = \"chat\"\n\n[[stages]]\nname = \"context\"\ncomponent = \"{context}\"\n"
+    );
+    load(&text_only).await.expect("a text-only pipeline loads");
+    let misordered = format!(
+        "[pipeline]\nname = \"calls\"\n\n[[stages]]\nname = \"codec\"\ncomponent = \"{}\"\n\n[[stages]]\nname = \"context\"\ncomponent = \"{context}\"\n",
+        wasm("callpipe-stage-mulaw-codec")
+    );
+    let refused = load(&misordered).await.err().expect("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("handles `transcript`, but no earlier stage emits it"),
+        "{refused}"
+    );
+}

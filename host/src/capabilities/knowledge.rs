@@ -14,17 +14,26 @@ impl Host for StageState {
         &mut self,
         request: SearchRequest,
     ) -> wasmtime::Result<Result<Vec<Hit>, CapabilityError>> {
+        let started = std::time::Instant::now();
+        let result = self.search_kb(request).await;
+        super::observe(&crate::metrics::KNOWLEDGE, started, &result);
+        Ok(result)
+    }
+}
+
+impl StageState {
+    async fn search_kb(&mut self, request: SearchRequest) -> Result<Vec<Hit>, CapabilityError> {
         let Some(kb) = self.capabilities.knowledge.clone() else {
-            return Ok(Err(not_configured("knowledge")));
+            return Err(not_configured("knowledge"));
         };
         if request.query.trim().is_empty() {
-            return Ok(Err(CapabilityError::InvalidRequest("empty query".into())));
+            return Err(CapabilityError::InvalidRequest("empty query".into()));
         }
         if request.query.len() > MAX_QUERY_BYTES {
-            return Ok(Err(CapabilityError::InvalidRequest(format!(
+            return Err(CapabilityError::InvalidRequest(format!(
                 "query of {} bytes (at most {MAX_QUERY_BYTES})",
                 request.query.len()
-            ))));
+            )));
         }
         let search = Search {
             query: request.query,
@@ -32,7 +41,7 @@ impl Host for StageState {
             language: request.language,
             equipment: request.equipment,
         };
-        Ok(match kb.search(&search).await {
+        match kb.search(&search).await {
             Ok(hits) => Ok(hits
                 .into_iter()
                 .map(|h| Hit {
@@ -49,6 +58,6 @@ impl Host for StageState {
                 Err(CapabilityError::Unavailable(m))
             }
             Err(e) => Err(CapabilityError::Other(e.to_string())),
-        })
+        }
     }
 }

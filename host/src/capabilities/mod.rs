@@ -29,3 +29,22 @@ pub(crate) fn not_configured(capability: &str) -> CapabilityError {
          (pipeline section [capabilities.{capability}])"
     ))
 }
+
+/// Counts a capability call, with how long the stage waited, for /metrics.
+pub(crate) fn observe<T>(
+    metrics: &crate::metrics::CapabilityMetrics,
+    started: std::time::Instant,
+    result: &Result<T, CapabilityError>,
+) {
+    use crate::metrics::Outcome;
+    let outcome = match result {
+        Ok(_) => Outcome::Ok,
+        Err(CapabilityError::Timeout(_)) => Outcome::Timeout,
+        Err(CapabilityError::Unavailable(_) | CapabilityError::NotConfigured(_)) => {
+            Outcome::Unavailable
+        }
+        Err(CapabilityError::InvalidRequest(_)) => Outcome::Invalid,
+        Err(CapabilityError::Other(_)) => Outcome::Error,
+    };
+    metrics.record(started.elapsed(), outcome);
+}

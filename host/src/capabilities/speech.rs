@@ -377,11 +377,12 @@ impl Host for StageState {
         let Some(s) = self.capabilities.speech.clone() else {
             return Ok(Err(not_configured("speech")));
         };
+        let started = std::time::Instant::now();
         let call = tokio::time::timeout(
             Duration::from_millis(s.timeout_ms),
             s.backend.synthesize(&text, &language),
         );
-        Ok(match call.await {
+        let result = match call.await {
             Err(_) => Err(CapabilityError::Timeout(format!(
                 "no audio after {} ms",
                 s.timeout_ms
@@ -390,6 +391,8 @@ impl Host for StageState {
             Ok(Err(SpeechError::Unavailable(m))) => Err(CapabilityError::Unavailable(m)),
             Ok(Err(e)) => Err(CapabilityError::Other(e.to_string())),
             Ok(Ok(audio)) => Ok(audio),
-        })
+        };
+        super::observe(&crate::metrics::SPEECH, started, &result);
+        Ok(result)
     }
 }

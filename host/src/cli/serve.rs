@@ -85,6 +85,11 @@ pub struct Args {
     /// only. Unset: one is made at first start and kept in DATA_DIR/api-token.
     #[arg(long, env = "CALLPIPE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// How often the pipeline file and its components are checked for
+    /// changes (hot reload); 0 turns watching off (POST
+    /// /api/pipelines/reload still works).
+    #[arg(long, env = "CALLPIPE_WATCH_MS", default_value_t = 1000)]
+    watch_ms: u64,
 }
 
 /// The token file in the data dir; `callpipe simulate` reads it too.
@@ -213,6 +218,12 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
+    let reloader = Arc::new(super::reload::Reloader::new(
+        runtime.clone(),
+        args.pipeline.clone(),
+        data_dir.to_path_buf(),
+        Some(store.clone()),
+    ));
     let state = AppState::new(
         pipeline.clone(),
         settings,
@@ -220,7 +231,10 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         args.max_calls,
         sessions,
         api_token.clone(),
+        Some(reloader.clone()),
     );
+    let watcher = (args.watch_ms > 0)
+        .then(|| reloader.watch(state.clone(), Duration::from_millis(args.watch_ms)));
     // Chat sessions nobody writes to any more are ended.
     let reaper = {
         let state = state.clone();
@@ -263,6 +277,9 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("server failed")?;
     reaper.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

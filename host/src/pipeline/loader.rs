@@ -2,7 +2,7 @@
 //! one `InstancePre` per stage. A pipeline with any error is never returned.
 
 use super::bindings::FullStagePre;
-use super::bindings::types::{CallInfo, Descriptor};
+use super::bindings::types::{CallInfo, Descriptor, EventKind};
 use super::diagnostics::{Diagnostic, Diagnostics, SourceMap};
 use super::engine::Runtime;
 use super::event::{HOST_INJECTED, KindSet, kind_name, parse_kind};
@@ -287,9 +287,42 @@ pub async fn load_str(
         }
     }
 
+    // Stages in other languages, each with its own tool (filed in `built`
+    // under `foreign_key`).
+    for p in &pending {
+        let Some(Source::Foreign { dir }) = &p.source else {
+            continue;
+        };
+        if built.contains_key(&foreign_key(dir)) {
+            continue;
+        }
+        let path = if options.build_plugins {
+            let (dir, quiet) = (dir.clone(), options.quiet);
+            match tokio::task::spawn_blocking(move || plugins::build_foreign(&dir, quiet)).await {
+                Ok(Ok(path)) => path,
+                Ok(Err(e)) => {
+                    diags.push(map.at(
+                        Some(p.spec.get_ref().component.span()),
+                        None,
+                        e.to_string(),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    diags.push(map.at(None, None, format!("plugin build panicked: {e}")));
+                    continue;
+                }
+            }
+        } else {
+            plugins::foreign_artifact(dir)
+        };
+        built.insert(foreign_key(dir), path);
+    }
+
     // Compile, check grants, link, describe and init each stage.
     let mut stages = Vec::new();
     let mut available: KindSet = HOST_INJECTED.into_iter().collect();
+    let mut audio_before = false;
     // Once a stage fails to load, what it would emit is unknown: the event
     // flow of later stages cannot be judged.
     let mut flow_known = true;
@@ -317,9 +350,13 @@ pub async fn load_str(
             flow_known = false;
         }
         if flow_known {
-            // Every kind a stage waits for must be able to reach it.
+            // Every kind a stage waits for must be able to reach it. Text
+            // typed on the dashboard enters as `transcript` at the first
+            // stage that handles it, so a stage with no audio stage before
+            // it may wait for transcripts (a chat-only pipeline).
             for kind in stage.on.iter() {
-                if !available.contains(kind) {
+                let chat_entry = matches!(kind, EventKind::Transcript) && !audio_before;
+                if !available.contains(kind) && !chat_entry {
                     let span =
                         s.on.as_ref()
                             .and_then(|on| {
@@ -342,6 +379,8 @@ pub async fn load_str(
         for kind in stage.emits.iter() {
             available.insert(kind);
         }
+        audio_before |=
+            stage.on.contains(EventKind::EncodedAudio) || stage.on.contains(EventKind::Audio);
         stages.push(Arc::new(stage));
     }
 
@@ -368,6 +407,12 @@ pub async fn load_str(
 }
 
 /// Compiles, checks grants, links, describes and inits one stage.
+/// How a foreign stage's component is filed beside the crates' (whose keys
+/// are package names, which cannot contain `:`).
+fn foreign_key(dir: &Path) -> String {
+    format!("foreign:{}", dir.display())
+}
+
 async fn load_stage(
     runtime: &Arc<Runtime>,
     map: &SourceMap<'_>,
@@ -383,6 +428,10 @@ async fn load_stage(
     let wasm = match &p.source {
         Some(Source::Wasm(path)) => path.clone(),
         Some(Source::Crate { package, .. }) => match built.get(package) {
+            Some(path) => path.clone(),
+            None => return None, // the build error is already reported
+        },
+        Some(Source::Foreign { dir }) => match built.get(&foreign_key(dir)) {
             Some(path) => path.clone(),
             None => return None, // the build error is already reported
         },

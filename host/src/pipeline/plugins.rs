@@ -18,7 +18,13 @@ pub enum Source {
     Wasm(PathBuf),
     /// A plugin crate, built on demand.
     Crate { dir: PathBuf, package: String },
+    /// A stage in another language, described by its `callpipe-stage.toml`
+    /// and built on demand (Python: componentize-py).
+    Foreign { dir: PathBuf },
 }
+
+/// What makes a directory a stage in another language than Rust.
+pub const FOREIGN_MANIFEST: &str = "callpipe-stage.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -32,6 +38,8 @@ pub enum PluginError {
     Build { status: String, output: String },
     #[error("cargo built `{package}` but {path} is missing")]
     MissingArtifact { package: String, path: PathBuf },
+    #[error("{path}: {message}")]
+    Foreign { path: PathBuf, message: String },
 }
 
 /// Directories searched for a bare component name.
@@ -70,6 +78,9 @@ pub fn resolve(component: &str, pipeline_dir: &Path) -> Result<Source, PluginErr
     for candidate in candidates {
         if candidate.extension().is_some_and(|e| e == "wasm") && candidate.is_file() {
             return Ok(Source::Wasm(candidate));
+        }
+        if candidate.join(FOREIGN_MANIFEST).is_file() {
+            return Ok(Source::Foreign { dir: candidate });
         }
         let manifest = candidate.join("Cargo.toml");
         if manifest.is_file() {
@@ -191,6 +202,119 @@ pub fn build(
         built.insert(package.clone(), path);
     }
     Ok(built)
+}
+
+/// `callpipe-stage.toml` of a stage in another language.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForeignManifest {
+    /// Only `python` for now.
+    language: String,
+    /// The WIT world it targets, e.g. `audio-stage`.
+    world: String,
+    /// The module that defines the exported `Stage` class.
+    #[serde(default = "default_module")]
+    module: String,
+    /// The WIT directory, relative to the stage's directory.
+    #[serde(default = "default_wit")]
+    wit: PathBuf,
+}
+
+fn default_module() -> String {
+    "app".into()
+}
+
+fn default_wit() -> PathBuf {
+    PathBuf::from("../../wit")
+}
+
+/// Where a foreign stage's component goes.
+pub fn foreign_artifact(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "stage".into(), |n| n.to_string_lossy().into_owned());
+    target_dir(dir).join("foreign").join(format!("{name}.wasm"))
+}
+
+fn newest(paths: impl Iterator<Item = PathBuf>) -> Option<std::time::SystemTime> {
+    paths
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds a stage written in another language; skipped when the component
+/// is newer than its sources, its manifest and the WIT.
+pub fn build_foreign(dir: &Path, quiet: bool) -> Result<PathBuf, PluginError> {
+    let manifest_path = dir.join(FOREIGN_MANIFEST);
+    let err = |message: String| PluginError::Foreign {
+        path: manifest_path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| err(e.to_string()))?;
+    let manifest: ForeignManifest =
+        toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+    if manifest.language != "python" {
+        return Err(err(format!(
+            "language `{}` is not supported (python is)",
+            manifest.language
+        )));
+    }
+    let wit = dir.join(&manifest.wit);
+    let out = foreign_artifact(dir);
+    let sources = files_in(dir, "py")
+        .into_iter()
+        .chain(files_in(&wit, "wit"))
+        .chain([manifest_path.clone()]);
+    if let (Some(built), Some(inputs)) = (newest([out.clone()].into_iter()), newest(sources))
+        && built >= inputs
+    {
+        return Ok(out);
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+    }
+    let tool =
+        std::env::var_os("CALLPIPE_COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
+    let output = Command::new(&tool)
+        .arg("-d")
+        .arg(&wit)
+        .arg("-w")
+        .arg(&manifest.world)
+        .arg("componentize")
+        .arg(&manifest.module)
+        .arg("-p")
+        .arg(dir)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            err(format!(
+                "cannot run {} ({e}): install it with `pip install componentize-py==0.25.1`, \
+                 or set CALLPIPE_COMPONENTIZE_PY to its path",
+                tool.to_string_lossy()
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(PluginError::Build {
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    if !quiet {
+        eprintln!("built {} ({})", out.display(), dir.display());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub enum Write {
         session_id: String,
         call_sid: String,
     },
+    Pipeline {
+        session_id: String,
+        version: String,
+    },
     /// Published to live listeners once stored.
     Status {
         session_id: String,
@@ -116,6 +120,20 @@ async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>, updates:
                     .open_call(&NewCall {
                         session_id: &session_id,
                         call_sid: Some(&call_sid),
+                        ..NewCall::default()
+                    })
+                    .await
+                    .map(|_| None),
+            ),
+            Write::Pipeline {
+                session_id,
+                version,
+            } => (
+                "pipeline version",
+                store
+                    .open_call(&NewCall {
+                        session_id: &session_id,
+                        pipeline_version: Some(&version),
                         ..NewCall::default()
                     })
                     .await

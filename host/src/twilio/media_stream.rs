@@ -268,6 +268,8 @@ async fn begin(
     env.sessions.attach_call(&session_id, &start.call_sid);
     env.sessions.set_status(&session_id, "in-progress");
     env.sessions.set_streaming(&session_id, true);
+    env.sessions
+        .set_pipeline(&session_id, &env.pipeline.version);
     let (call, output) = Call::start(env.pipeline.clone(), info)
         .await
         .map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod health;
 mod ops;
+mod prometheus;
 mod sessions_api;
 mod signature;
 mod twilio_routes;
@@ -48,6 +49,8 @@ pub struct AppInner {
     pub chats: Arc<crate::chat::ChatCalls>,
     /// What the API and dashboard require; `None` only when explicitly off.
     pub api_token: Option<String>,
+    /// Loads the pipeline again (`serve` has one; tests may not).
+    pub reloader: Option<Arc<crate::cli::reload::Reloader>>,
 }
 
 #[derive(Clone)]
@@ -68,6 +71,7 @@ impl AppState {
         max_calls: usize,
         sessions: Arc<Sessions>,
         api_token: Option<String>,
+        reloader: Option<Arc<crate::cli::reload::Reloader>>,
     ) -> Self {
         Self(Arc::new(AppInner {
             twilio_settings,
@@ -78,7 +82,14 @@ impl AppState {
             max_calls,
             chats: Arc::new(crate::chat::ChatCalls::new(max_calls)),
             api_token,
+            reloader,
         }))
+    }
+
+    /// New calls start on `pipeline` from now on; calls in progress keep
+    /// the one they hold.
+    pub fn set_pipeline(&self, pipeline: Arc<LoadedPipeline>) {
+        *self.pipeline.write().unwrap_or_else(|p| p.into_inner()) = pipeline;
     }
 
     /// The pipeline new calls start on.
@@ -126,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(sessions_api::get))
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/mute", post(sessions_api::mute))
+        .route("/api/pipelines/reload", post(ops::reload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
@@ -133,6 +145,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(twilio_webhooks)
         .merge(api)
+        .route("/metrics", get(prometheus::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         // Script and style of the pages: nothing secret in them.

@@ -112,7 +112,39 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
             "frame_lag_ms": { "p50": ms(lag.quantile(0.5)), "p95": ms(lag.quantile(0.95)) },
         },
         "errors": errors,
+        "reload_error": state.reloader.as_ref().and_then(|r| r.rejected()).map(|r| r.message),
     }))
+}
+
+/// `POST /api/pipelines/reload`: loads the pipeline file again, checked as
+/// `callpipe check` would; 422 with the diagnostics when it does not load
+/// (the running version stays).
+pub async fn reload(
+    State(state): State<AppState>,
+) -> Result<Json<Value>, (axum::http::StatusCode, Json<Value>)> {
+    let Some(reloader) = state.reloader.clone() else {
+        return Err((
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            Json(json!({ "detail": "this server cannot reload its pipeline" })),
+        ));
+    };
+    match reloader.reload(&state).await {
+        Ok(done) => Ok(Json(json!({
+            "status": "reloaded",
+            "name": done.name,
+            "previous": done.previous,
+            "version": done.version,
+        }))),
+        Err(rejected) => Err((
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "status": "rejected",
+                "detail": rejected.message,
+                "file": rejected.file,
+                "version": state.pipeline().version,
+            })),
+        )),
+    }
 }
 
 pub async fn page() -> impl IntoResponse {

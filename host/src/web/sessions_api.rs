@@ -19,6 +19,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         "status_history": s.history,
         "streaming": s.streaming,
         "muted": s.muted,
+        "pipeline_version": s.pipeline_version,
         "duration": s.duration_secs(),
         "total_segments": s.total_segments,
         "speakers": s.speakers,
@@ -146,6 +147,8 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
         "status": call.status,
         "status_history": history,
         "streaming": false,
+        "muted": false,
+        "pipeline_version": call.pipeline_version,
         "duration": duration.max(0.0) as u64,
         "total_segments": segments,
         "speakers": speakers

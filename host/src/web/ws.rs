@@ -17,6 +17,7 @@ pub const READ_BUFFER: usize = 4 * 1024;
 pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     if state.active_streams.load(Relaxed) >= state.max_calls {
         tracing::warn!(max = state.max_calls, "refused a media stream: at capacity");
+        crate::metrics::WEBSOCKET.add("refused-at-capacity", 1);
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
     }
     upgrade
@@ -50,6 +51,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!("closing a media stream: {e}");
+                    crate::metrics::WEBSOCKET.add("socket-error", 1);
                     return None;
                 }
             }
@@ -63,5 +65,11 @@ async fn serve(socket: WebSocket, state: AppState) {
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
     let _ = writer.await;
     state.active_streams.fetch_sub(1, Relaxed);
+    for (reason, n) in &summary.rejected {
+        crate::metrics::WEBSOCKET.add(&format!("skipped-{reason}"), *n);
+    }
+    if matches!(summary.ended, media_stream::Ended::Refused(_)) {
+        crate::metrics::WEBSOCKET.add("closed-by-server", 1);
+    }
     tracing::debug!(?summary, "media stream closed");
 }

@@ -1,0 +1,396 @@
+//! `callpipe new-stage NAME`: a plugin crate to start from, as `spin new`
+//! does. Rust with wit-bindgen against callpipe's WIT; the stage logic sits
+//! apart from the component glue so `cargo test` runs it natively, and the
+//! example (flag configured keywords the technician says) is a real stage
+//! with real tests, not an empty shell.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The stage's name: lowercase letters, digits and dashes
+    /// (e.g. `keyword-flag`). Also the crate's and the component's name.
+    name: String,
+    /// Where the crate goes. Inside this repository's `plugins/` the crate
+    /// joins the workspace and uses the repository's `wit/`; anywhere else it
+    /// gets its own copy of the WIT.
+    #[arg(long, default_value = "plugins")]
+    dir: PathBuf,
+    /// The world the stage targets: which host capabilities it may import.
+    #[arg(long, value_enum, default_value = "audio-stage")]
+    world: World,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum World {
+    /// Logs only: audio processing, routing, rules.
+    AudioStage,
+    /// May call the transcriber.
+    TranscriberStage,
+    /// May search the knowledge base.
+    KnowledgeStage,
+    /// May synthesise speech.
+    SpeechStage,
+}
+
+impl World {
+    fn wit_name(self) -> &'static str {
+        match self {
+            World::AudioStage => "audio-stage",
+            World::TranscriberStage => "transcriber-stage",
+            World::KnowledgeStage => "knowledge-stage",
+            World::SpeechStage => "speech-stage",
+        }
+    }
+
+    /// What the pipeline must grant for this world.
+    fn grant(self) -> Option<&'static str> {
+        match self {
+            World::AudioStage => None,
+            World::TranscriberStage => Some("transcriber"),
+            World::KnowledgeStage => Some("knowledge"),
+            World::SpeechStage => Some("speech"),
+        }
+    }
+}
+
+/// The contract, embedded so a crate made outside this repository gets the
+/// same version of it.
+const WIT: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    (
+        "capabilities.wit",
+        include_str!("../../../wit/capabilities.wit"),
+    ),
+    ("worlds.wit", include_str!("../../../wit/worlds.wit")),
+];
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let made = scaffold(&args.name, &args.dir, args.world)?;
+    println!("created {}", made.display());
+    println!(
+        "\n  cargo test --manifest-path {}/Cargo.toml      # the stage's own tests, natively",
+        made.display()
+    );
+    println!("\nthen add it to a pipeline and build it with the pipeline's other plugins:\n");
+    println!("  [[stages]]\n  name = \"{}\"", args.name);
+    println!("  component = \"{}\"", args.name);
+    if let Some(grant) = args.world.grant() {
+        println!("  grants = [\"{grant}\"]");
+    }
+    println!("  config = {{ keywords = [\"alarme\", \"fumée\"] }}\n");
+    println!("  callpipe build pipelines/your-pipeline.toml");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && name.len() <= 64
+}
+
+/// Writes the crate `dir/name`; returns its directory.
+pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf> {
+    if !valid_name(name) {
+        bail!(
+            "`{name}` cannot name a stage: use lowercase letters, digits and dashes, starting with a letter (e.g. keyword-flag)"
+        );
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} already exists; choose another name or --dir",
+            root.display()
+        );
+    }
+    // Inside this repository: share its wit/ (one contract, one version).
+    let repo_wit = dir.join("..").join("wit").join("worlds.wit");
+    let (wit_path, copy_wit) = if repo_wit.is_file() {
+        ("../../wit", false)
+    } else {
+        ("wit", true)
+    };
+    std::fs::create_dir_all(root.join("src"))
+        .with_context(|| format!("cannot create {}", root.display()))?;
+    let write = |rel: &str, text: String| -> anyhow::Result<()> {
+        let path = root.join(rel);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    if copy_wit {
+        std::fs::create_dir_all(root.join("wit"))?;
+        for (file, text) in WIT {
+            write(&format!("wit/{file}"), (*text).to_string())?;
+        }
+    }
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{world}}", world.wit_name())
+            .replace("{{wit}}", wit_path)
+    };
+    write("Cargo.toml", fill(CARGO_TOML))?;
+    write("src/lib.rs", fill(LIB_RS))?;
+    write("src/stage.rs", fill(STAGE_RS))?;
+    write("README.md", fill(README_MD))?;
+    Ok(root)
+}
+
+const CARGO_TOML: &str = r#"[package]
+name = "{{name}}"
+description = "A callpipe stage"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# cdylib: the component; rlib: the native tests.
+crate-type = ["cdylib", "rlib"]
+doctest = false
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#;
+
+const LIB_RS: &str = r#"//! `{{name}}`: the component glue. The stage itself is in `stage.rs`.
+
+wit_bindgen::generate!({ world: "{{world}}", path: "{{wit}}" });
+
+mod stage;
+
+use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
+use exports::callpipe::stage::stage::Guest;
+use std::cell::RefCell;
+
+pub use stage::{Config, State};
+
+// One instance serves one call, so per-call state lives here.
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "{{name}}".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            // What `handle` may return: the transcript (passed on) and a flag.
+            emits: vec![EventKind::Transcript, EventKind::Custom],
+            // What it handles unless the pipeline's `on` says otherwise;
+            // other events go past it untouched.
+            default_on: vec![EventKind::Transcript],
+        }
+    }
+
+    fn init(config_json: String, call: CallInfo) -> Result<(), StageError> {
+        let state = State::from_json(&config_json, &call)?;
+        STATE.with(|s| *s.borrow_mut() = Some(state));
+        Ok(())
+    }
+
+    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
+        STATE.with(|s| match s.borrow_mut().as_mut() {
+            Some(state) => Ok(state.handle(event)),
+            None => Err(StageError::Internal("handle called before init".into())),
+        })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Component);
+"#;
+
+const STAGE_RS: &str = r##"//! Flags the configured keywords the technician says: each transcript is
+//! passed on, followed by a `custom` event `{{name}}.keywords` naming the
+//! keywords found in it.
+
+use crate::callpipe::stage::types::{CallInfo, Custom, Event, SpeakerRole, StageError};
+
+/// The stage's `config` table in the pipeline TOML.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+pub struct State {
+    keywords: Vec<String>,
+}
+
+impl State {
+    pub fn from_json(json: &str, _call: &CallInfo) -> Result<State, StageError> {
+        let config: Option<Config> = if json.trim().is_empty() {
+            None
+        } else {
+            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
+        };
+        let config = config.unwrap_or_default();
+        if config.keywords.iter().any(|k| k.trim().is_empty()) {
+            return Err(StageError::InvalidConfig("a keyword is empty".into()));
+        }
+        Ok(State {
+            keywords: config.keywords.iter().map(|k| k.to_lowercase()).collect(),
+        })
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Event> {
+        let flag = match &event {
+            Event::Transcript(t) if matches!(t.role, SpeakerRole::Technician) => {
+                let text = t.text.to_lowercase();
+                let found: Vec<&str> = self
+                    .keywords
+                    .iter()
+                    .filter(|k| text.contains(k.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                (!found.is_empty()).then(|| {
+                    Event::Custom(Custom {
+                        name: "{{name}}.keywords".into(),
+                        json: serde_json::json!({
+                            "utterance_id": t.utterance_id,
+                            "keywords": found,
+                        })
+                        .to_string(),
+                    })
+                })
+            }
+            _ => None,
+        };
+        // What the stage does not consume goes on to the next one.
+        let mut out = vec![event];
+        out.extend(flag);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callpipe::stage::types::{Track, Transcript};
+
+    fn call() -> CallInfo {
+        CallInfo {
+            session_id: "s1".into(),
+            call_sid: String::new(),
+            technician_id: String::new(),
+            technician_name: String::new(),
+            language: "fr".into(),
+            speakers: Vec::new(),
+        }
+    }
+
+    fn said(role: SpeakerRole, text: &str) -> Event {
+        Event::Transcript(Transcript {
+            utterance_id: 7,
+            track: Track::Inbound,
+            speaker_id: "tech-1".into(),
+            role,
+            start_ms: 0,
+            end_ms: 1500,
+            text: text.into(),
+            language: "fr".into(),
+            confidence: 0.9,
+        })
+    }
+
+    #[test]
+    fn flags_the_keywords_the_technician_says() {
+        let mut s = State::from_json(r#"{"keywords": ["Alarme", "fumée"]}"#, &call()).unwrap();
+        let out = s.handle(said(SpeakerRole::Technician, "L'alarme sonne, pas de fumée"));
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[0], Event::Transcript(_)), "passed on first");
+        let Event::Custom(c) = &out[1] else { panic!("a flag: {out:?}") };
+        assert_eq!(c.name, "{{name}}.keywords");
+        let doc: serde_json::Value = serde_json::from_str(&c.json).unwrap();
+        assert_eq!(doc["keywords"], serde_json::json!(["alarme", "fumée"]));
+        assert_eq!(doc["utterance_id"], 7);
+    }
+
+    #[test]
+    fn the_agent_and_other_words_pass_untouched() {
+        let mut s = State::from_json(r#"{"keywords": ["alarme"]}"#, &call()).unwrap();
+        assert_eq!(s.handle(said(SpeakerRole::Agent, "l'alarme ?")).len(), 1);
+        assert_eq!(s.handle(said(SpeakerRole::Technician, "la caméra")).len(), 1);
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_at_init() {
+        assert!(matches!(
+            State::from_json(r#"{"keyword": ["typo"]}"#, &call()),
+            Err(StageError::InvalidConfig(_))
+        ));
+        assert!(State::from_json("", &call()).is_ok());
+    }
+}
+"##;
+
+const README_MD: &str = r#"# {{name}}
+
+A callpipe stage (world `{{world}}`), made by `callpipe new-stage`.
+
+- `src/stage.rs`: what the stage does, with its tests. Start here.
+- `src/lib.rs`: the component glue (describe, init, handle).
+
+```sh
+cargo test                                   # the stage's tests, natively
+callpipe build pipelines/your-pipeline.toml  # builds every plugin a pipeline names
+callpipe check pipelines/your-pipeline.toml  # loads it as `serve` would
+```
+
+In the pipeline:
+
+```toml
+[[stages]]
+name = "{{name}}"
+component = "{{name}}"
+config = { keywords = ["alarme", "fumée"] }
+```
+
+The contract (events, worlds, capabilities) is callpipe's WIT; its README
+explains each event and what the host does with what a stage returns.
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["keyword-flag", "a", "stage2"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Keyword",
+            "2stage",
+            "key_word",
+            "trailing-",
+            "a b",
+            "../x",
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn outside_the_repository_the_crate_gets_its_own_wit() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap();
+        let lib = std::fs::read_to_string(made.join("src/lib.rs")).unwrap();
+        assert!(
+            lib.contains(r#"world: "audio-stage", path: "wit""#),
+            "{lib}"
+        );
+        assert!(made.join("wit/worlds.wit").is_file());
+        assert!(!lib.contains("{{"), "every placeholder filled");
+        let again = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap_err();
+        assert!(again.to_string().contains("already exists"), "{again}");
+    }
+}

@@ -1,0 +1,244 @@
+//! `GET /metrics`: the process's numbers in Prometheus's text format, read
+//! from the same relaxed atomics the hot path writes (nothing is kept twice).
+
+use super::AppState;
+use crate::metrics::{AUDIO, CAPABILITIES, Histogram, WEBSOCKET};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Every 4th internal bucket: bounds from 24 µs to ~6 s, x2.44 apart.
+const STEP: usize = 4;
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, count) in h.cumulative(STEP) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le:.6}\"}} {count}");
+    }
+    let total = h.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {:.6}", h.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count{braces} {total}");
+}
+
+pub fn render(state: &AppState, chats: usize) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let o = &mut out;
+
+    head(
+        o,
+        "callpipe_active_calls",
+        "gauge",
+        "Media streams in progress.",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_active_calls {}",
+        state.active_streams.load(Relaxed)
+    );
+    head(
+        o,
+        "callpipe_chat_sessions",
+        "gauge",
+        "Chat sessions in progress.",
+    );
+    let _ = writeln!(o, "callpipe_chat_sessions {chats}");
+    head(
+        o,
+        "callpipe_max_calls",
+        "gauge",
+        "Media streams accepted at once.",
+    );
+    let _ = writeln!(o, "callpipe_max_calls {}", state.max_calls);
+    let p = state.pipeline();
+    head(
+        o,
+        "callpipe_pipeline_info",
+        "gauge",
+        "The pipeline new calls start on.",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_pipeline_info{{name=\"{}\",version=\"{}\"}} 1",
+        label(&p.name),
+        label(&p.version)
+    );
+
+    head(
+        o,
+        "callpipe_frames_in_total",
+        "counter",
+        "Media frames accepted.",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_frames_in_total {}",
+        AUDIO.frames_in.load(Relaxed)
+    );
+    head(
+        o,
+        "callpipe_frames_dropped_total",
+        "counter",
+        "Media frames dropped because a call's pipeline was saturated.",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_frames_dropped_total {}",
+        AUDIO.frames_dropped.load(Relaxed)
+    );
+    head(
+        o,
+        "callpipe_frames_rejected_total",
+        "counter",
+        "Media frames refused as malformed.",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_frames_rejected_total {}",
+        AUDIO.frames_rejected.load(Relaxed)
+    );
+    head(
+        o,
+        "callpipe_frame_lag_seconds",
+        "histogram",
+        "Arrival of a frame to the end of its processing by the audio stages.",
+    );
+    histogram(o, "callpipe_frame_lag_seconds", "", &AUDIO.frame_lag);
+
+    let stages = crate::metrics::stages();
+    head(
+        o,
+        "callpipe_stage_events_total",
+        "counter",
+        "Events that entered a stage, by outcome.",
+    );
+    for (name, m) in &stages {
+        let n = label(name);
+        let _ = writeln!(
+            o,
+            "callpipe_stage_events_total{{stage=\"{n}\",outcome=\"handled\"}} {}",
+            m.handled.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "callpipe_stage_events_total{{stage=\"{n}\",outcome=\"failed\"}} {}",
+            m.failed.load(Relaxed)
+        );
+    }
+    head(
+        o,
+        "callpipe_stage_emitted_total",
+        "counter",
+        "Events stages returned.",
+    );
+    for (name, m) in &stages {
+        let _ = writeln!(
+            o,
+            "callpipe_stage_emitted_total{{stage=\"{}\"}} {}",
+            label(name),
+            m.emitted.load(Relaxed)
+        );
+    }
+    head(
+        o,
+        "callpipe_stage_restarts_total",
+        "counter",
+        "Stage instances replaced after a trap, deadline or limit.",
+    );
+    for (name, m) in &stages {
+        let _ = writeln!(
+            o,
+            "callpipe_stage_restarts_total{{stage=\"{}\"}} {}",
+            label(name),
+            m.restarts.load(Relaxed)
+        );
+    }
+    head(
+        o,
+        "callpipe_stage_latency_seconds",
+        "histogram",
+        "Time a stage spent on one event, host capabilities included.",
+    );
+    for (name, m) in &stages {
+        histogram(
+            o,
+            "callpipe_stage_latency_seconds",
+            &format!("stage=\"{}\"", label(name)),
+            &m.latency,
+        );
+    }
+
+    head(
+        o,
+        "callpipe_capability_calls_total",
+        "counter",
+        "Capability calls from stages, by outcome.",
+    );
+    for c in CAPABILITIES.iter() {
+        for (outcome, n) in c.outcomes() {
+            let _ = writeln!(
+                o,
+                "callpipe_capability_calls_total{{capability=\"{}\",outcome=\"{outcome}\"}} {n}",
+                c.name
+            );
+        }
+    }
+    head(
+        o,
+        "callpipe_capability_latency_seconds",
+        "histogram",
+        "Time a capability call took, as the stage waited for it.",
+    );
+    for c in CAPABILITIES.iter() {
+        histogram(
+            o,
+            "callpipe_capability_latency_seconds",
+            &format!("capability=\"{}\"", c.name),
+            &c.latency,
+        );
+    }
+
+    head(
+        o,
+        "callpipe_websocket_errors_total",
+        "counter",
+        "Media-stream problems, by kind.",
+    );
+    for (kind, n) in WEBSOCKET.snapshot() {
+        let _ = writeln!(
+            o,
+            "callpipe_websocket_errors_total{{kind=\"{}\"}} {n}",
+            label(&kind)
+        );
+    }
+    out
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let chats = state.chats.active().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state, chats),
+    )
+}
