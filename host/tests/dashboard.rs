@@ -113,19 +113,33 @@ async fn texts(browser: &Client, css: &str) -> Vec<String> {
     out
 }
 
+async fn click(browser: &Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click #{id}: {e}"));
+}
+
+async fn text_of(browser: &Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
 async fn send(browser: &Client, text: &str) {
     let box_ = browser
         .find(Locator::Id("message"))
         .await
         .expect("message box");
     box_.send_keys(text).await.expect("type");
-    browser
-        .find(Locator::Id("send-btn"))
-        .await
-        .expect("send button")
-        .click()
-        .await
-        .expect("click send");
+    click(browser, "send-btn").await;
 }
 
 /// Waits until `css` matches `n` elements (up to 20 s).
@@ -230,44 +244,18 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         screenshot(&browser, &format!("dashboard-{transport}")).await;
 
         // Ending asks first; confirmed, the session is over.
-        browser
-            .find(Locator::Id("end-btn"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .expect("end");
+        click(&browser, "end-btn").await;
         wait_for(&browser, "#confirm-end[open]").await;
-        browser
-            .find(Locator::Id("confirm-end-ok"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .expect("confirm");
+        click(&browser, "confirm-end-ok").await;
+        let mut status = String::new();
         for _ in 0..100 {
-            let status = browser
-                .find(Locator::Id("call-status"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            status = text_of(&browser, "call-status").await;
             if status == "Terminé" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(
-            browser
-                .find(Locator::Id("call-status"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "Terminé"
-        );
+        assert_eq!(status, "Terminé");
     }
 
     // Without Twilio the page says chat only, and a bad number is refused
@@ -313,8 +301,7 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         stages.iter().any(|s| s.starts_with("solutions")),
         "{stages:?}"
     );
-    let name = browser.find(Locator::Id("p-name")).await.unwrap();
-    assert_eq!(name.text().await.unwrap(), "technician-support");
+    assert_eq!(text_of(&browser, "p-name").await, "technician-support");
     screenshot(&browser, "ops").await;
 
     browser.close().await.expect("close the browser");

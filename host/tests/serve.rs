@@ -116,6 +116,13 @@ fn sim(url: &str, session: &str, token: Option<&str>) -> SimConfig {
     c
 }
 
+/// Every one of `calls` simulated calls connected, and none failed.
+fn all_went_through(report: &simulator::SimReport, calls: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(report.connected.load(Relaxed), calls, "{}", report.render());
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+}
+
 async fn session(server: &Server, id: &str) -> Value {
     server.get_json(&format!("/api/sessions/{id}")).await
 }
@@ -625,18 +632,7 @@ async fn many_simulated_calls_at_once_lose_no_frames() {
     config.ramp = Duration::from_millis(500);
     config.both_tracks = true;
     let report = simulator::run(config).await;
-    assert_eq!(
-        report.connected.load(std::sync::atomic::Ordering::Relaxed),
-        20,
-        "{}",
-        report.render()
-    );
-    assert_eq!(
-        report.failed.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "{}",
-        report.render()
-    );
+    all_went_through(&report, 20);
     let st = stats(&server).await;
     assert_eq!(st["frames_dropped"], 0, "{st}");
     assert_eq!(
@@ -917,18 +913,7 @@ async fn reloading_during_twenty_calls_drops_none() {
     assert_eq!(r["version"], after.as_str(), "{r}");
 
     let report = calls.await.expect("calls");
-    assert_eq!(
-        report.connected.load(std::sync::atomic::Ordering::Relaxed),
-        20,
-        "{}",
-        report.render()
-    );
-    assert_eq!(
-        report.failed.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "{}",
-        report.render()
-    );
+    all_went_through(&report, 20);
     let st = stats(&server).await;
     assert_eq!(st["frames_dropped"], 0, "{st}");
     for n in 0..20 {

@@ -11,6 +11,31 @@ use callpipe_host::pipeline::loader::{self, LoadOptions};
 use callpipe_tests::{run_call, runtime};
 use std::sync::Arc;
 
+/// Loads a one-stage pipeline (written in `dir`) naming `component`, with
+/// `extra` TOML lines for the stage; plugins are built as `callpipe build` does.
+async fn load_one(
+    dir: &std::path::Path,
+    name: &str,
+    component: &std::path::Path,
+    extra: &str,
+) -> Result<callpipe_host::pipeline::LoadedPipeline, callpipe_host::pipeline::Diagnostics> {
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[pipeline]\nname = \"one\"\n\n[[stages]]\nname = \"{name}\"\ncomponent = \"{}\"\n{extra}\n",
+            component.display()
+        ),
+    )
+    .expect("write the pipeline");
+    let options = LoadOptions {
+        build_plugins: true,
+        quiet: true,
+        ..Default::default()
+    };
+    loader::load(&runtime(), &pipeline, &options).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_stage_passes_its_tests_builds_and_runs_in_a_call() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -32,23 +57,14 @@ async fn a_new_stage_passes_its_tests_builds_and_runs_in_a_call() {
     assert!(said.contains("3 passed"), "{said}");
 
     // In a pipeline: built to a component and checked at load.
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[pipeline]\nname = \"kit\"\n\n[[stages]]\nname = \"flags\"\ncomponent = \"{}\"\nconfig = {{ keywords = [\"alarme\"] }}\n",
-            made.display()
-        ),
+    let loaded = load_one(
+        dir.path(),
+        "flags",
+        &made,
+        "config = { keywords = [\"alarme\"] }",
     )
-    .unwrap();
-    let options = LoadOptions {
-        build_plugins: true,
-        quiet: true,
-        ..Default::default()
-    };
-    let loaded = loader::load(&runtime(), &pipeline, &options)
-        .await
-        .unwrap_or_else(|d| panic!("the new stage loads: {d}"));
+    .await
+    .unwrap_or_else(|d| panic!("the new stage loads: {d}"));
     assert_eq!(&*loaded.stages[0].name, "flags");
 
     let (events, stats) = run_call(
@@ -134,23 +150,15 @@ async fn a_python_stage_passes_its_tests_builds_and_runs_in_a_call() {
 
     // Named by its directory, built by componentize-py at load.
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[pipeline]\nname = \"py\"\n\n[[stages]]\nname = \"escalation\"\ncomponent = \"{}\"\nconfig = {{ words = [\"fumée\", \"urgent\"] }}\nlimits = {{ memory_mib = 64, deadline_ms = 500 }}\n",
-            stage.display()
-        ),
+    let limits = "limits = { memory_mib = 64, deadline_ms = 500 }";
+    let loaded = load_one(
+        dir.path(),
+        "escalation",
+        &stage,
+        &format!("config = {{ words = [\"fumée\", \"urgent\"] }}\n{limits}"),
     )
-    .unwrap();
-    let options = LoadOptions {
-        build_plugins: true,
-        quiet: true,
-        ..Default::default()
-    };
-    let loaded = loader::load(&runtime(), &pipeline, &options)
-        .await
-        .unwrap_or_else(|d| panic!("the Python stage loads: {d}"));
+    .await
+    .unwrap_or_else(|d| panic!("the Python stage loads: {d}"));
 
     let (events, stats) = run_call(
         Arc::new(loaded),
@@ -185,18 +193,15 @@ async fn a_python_stage_passes_its_tests_builds_and_runs_in_a_call() {
     assert_eq!(stats[0].failed, 0, "{stats:?}");
 
     // A bad config is refused at load, by the Python code, with its reason.
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[pipeline]\nname = \"py\"\n\n[[stages]]\nname = \"escalation\"\ncomponent = \"{}\"\nconfig = {{ word = [\"x\"] }}\nlimits = {{ memory_mib = 64 }}\n",
-            stage.display()
-        ),
+    let refused = load_one(
+        dir.path(),
+        "escalation",
+        &stage,
+        &format!("config = {{ word = [\"x\"] }}\n{limits}"),
     )
-    .unwrap();
-    let refused = loader::load(&runtime(), &pipeline, &options)
-        .await
-        .err()
-        .expect("refused");
+    .await
+    .err()
+    .expect("refused");
     assert!(
         refused.to_string().contains("unknown config key"),
         "{refused}"
