@@ -8,6 +8,7 @@ mod common;
 use common::server::{Server, TOKEN};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -304,5 +305,138 @@ async fn the_dashboard_asks_then_shows_the_solution() {
     assert_eq!(text_of(&browser, "p-name").await, "technician-support");
     screenshot(&browser, "ops").await;
 
+    browser.close().await.expect("close the browser");
+}
+
+/// With Twilio configured (a local stand-in for its REST API), the call
+/// controls: a number that is not E.164 is refused on the page and never
+/// sent; a good one places the call, whose status and timer show; mute
+/// reaches the server; ending asks first and hangs up through Twilio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
+    if !common::fixture_present(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "Debian's chromium and chromium-driver",
+    ) {
+        return;
+    }
+    let (api, log) = common::twilio::twilio_stand_in().await;
+    let env = common::twilio::twilio_env(&api);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&pairs);
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!("/demo/technician?token={TOKEN}&lang=fr")))
+        .await
+        .expect("load");
+    click(&browser, "new-session").await;
+    let call_btn = browser.find(Locator::Id("call-btn")).await.unwrap();
+    assert!(call_btn.is_enabled().await.unwrap(), "Twilio is configured");
+    assert!(
+        !browser
+            .find(Locator::Id("twilio-note"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+
+    // Not E.164: refused on the page, nothing sent to Twilio.
+    let phone = browser.find(Locator::Id("phone")).await.unwrap();
+    phone.send_keys("06 12 34 56 78").await.unwrap();
+    click(&browser, "call-btn").await;
+    let error = wait_for(&browser, "#phone-error:not([hidden])").await;
+    assert!(error.text().await.unwrap().contains("E.164"));
+    wait_for(&browser, "#phone[aria-invalid=true]").await;
+    assert!(log.lock().unwrap().is_empty(), "nothing reached Twilio");
+
+    // A good number (spaces are fine) places the call.
+    phone.clear().await.unwrap();
+    phone.send_keys("+33 6 12 34 56 78").await.unwrap();
+    browser
+        .find(Locator::Id("tech-name"))
+        .await
+        .unwrap()
+        .send_keys("Jeanne")
+        .await
+        .unwrap();
+    click(&browser, "call-btn").await;
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = text_of(&browser, "call-status").await;
+        if status == "En file" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "En file", "Twilio's `queued`, in French");
+    {
+        let seen = log.lock().unwrap();
+        let placed = seen
+            .iter()
+            .find(|s| s.path.ends_with("/Calls.json"))
+            .expect("call placed");
+        assert!(
+            placed.form.contains(&("To".into(), "+33612345678".into())),
+            "{placed:?}"
+        );
+    }
+    assert!(
+        texts(&browser, "#phone[aria-invalid]").await.is_empty(),
+        "a good number is no longer marked"
+    );
+    // The timer ticks every second.
+    let mut timer = String::new();
+    for _ in 0..50 {
+        timer = text_of(&browser, "timer").await;
+        if timer != "00:00" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        timer.starts_with("00:0") && timer != "00:00",
+        "the timer runs: {timer}"
+    );
+
+    // Mute reaches the server.
+    let session = text_of(&browser, "session-id").await;
+    click(&browser, "mute-btn").await;
+    let mut muted = Value::Null;
+    for _ in 0..50 {
+        muted = server.get_json(&format!("/api/sessions/{session}")).await["muted"].clone();
+        if muted == Value::Bool(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(muted, Value::Bool(true));
+    let s = server.get_json(&format!("/api/sessions/{session}")).await;
+    assert_eq!(s["technician_name"], "Jeanne", "{s}");
+    screenshot(&browser, "dashboard-call").await;
+
+    // Ending asks first, then hangs up through Twilio.
+    click(&browser, "end-btn").await;
+    wait_for(&browser, "#confirm-end[open]").await;
+    click(&browser, "confirm-end-ok").await;
+    for _ in 0..100 {
+        status = text_of(&browser, "call-status").await;
+        if status == "Terminé" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "Terminé");
+    let seen = log.lock().unwrap().clone();
+    let ended = seen
+        .iter()
+        .find(|s| s.path.ends_with("/Calls/CAstandin0001.json") && s.method == "POST")
+        .expect("hung up through Twilio");
+    assert_eq!(
+        ended.form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
     browser.close().await.expect("close the browser");
 }

@@ -3,9 +3,6 @@
 
 mod common;
 
-use axum::extract::{Path as AxPath, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use callpipe_host::audio::{frames, wav};
@@ -16,80 +13,12 @@ use common::root;
 use common::server::Server;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// What the Twilio stand-in saw: method, path, basic-auth header, form.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    auth: String,
-    form: Vec<(String, String)>,
-}
-
-type Log = Arc<Mutex<Vec<Seen>>>;
-
-async fn record(log: &Log, method: &str, path: String, headers: &HeaderMap, body: &[u8]) {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let form = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    log.lock().unwrap().push(Seen {
-        method: method.into(),
-        path,
-        auth,
-        form,
-    });
-}
-
-/// A local stand-in for api.twilio.com (tests only).
-async fn twilio_stand_in() -> (String, Log) {
-    let log: Log = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/2010-04-01/Accounts/{account}/Calls.json",
-            post(|State(log): State<Log>, AxPath(account): AxPath<String>, headers: HeaderMap, body: axum::body::Bytes| async move {
-                record(&log, "POST", format!("/Accounts/{account}/Calls.json"), &headers, &body).await;
-                axum::Json(json!({"sid": "CAstandin0001", "status": "queued", "direction": "outbound-api"}))
-            }),
-        )
-        .route(
-            "/2010-04-01/Accounts/{account}/Calls/{file}",
-            get(|State(log): State<Log>, AxPath((account, file)): AxPath<(String, String)>, headers: HeaderMap| async move {
-                record(&log, "GET", format!("/Accounts/{account}/Calls/{file}"), &headers, b"").await;
-                axum::Json(json!({"sid": file.trim_end_matches(".json"), "status": "in-progress", "duration": null, "direction": "outbound-api", "from": "+15005550006", "to": "+33612345678"}))
-            })
-            .post(|State(log): State<Log>, AxPath((account, file)): AxPath<(String, String)>, headers: HeaderMap, body: axum::body::Bytes| async move {
-                record(&log, "POST", format!("/Accounts/{account}/Calls/{file}"), &headers, &body).await;
-                axum::Json(json!({"sid": file.trim_end_matches(".json"), "status": "completed", "duration": "42"}))
-            }),
-        )
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), log)
-}
-
-const TOKEN: &str = "test-auth-token";
-const PUBLIC: &str = "https://callpipe.example";
-
-fn twilio_env(api: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("TWILIO_ACCOUNT_SID", "ACtest".into()),
-        ("TWILIO_AUTH_TOKEN", TOKEN.into()),
-        ("TWILIO_PHONE_NUMBER", "+15005550006".into()),
-        ("TWILIO_WEBSOCKET_URL", PUBLIC.into()),
-        ("CALLPIPE_TWILIO_API_URL", api.into()),
-    ]
-}
+use common::twilio::{AUTH_TOKEN as TOKEN, PUBLIC, twilio_env, twilio_stand_in};
 
 fn start_with(env: &[(&'static str, String)]) -> Server {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

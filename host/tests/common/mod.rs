@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod server;
+pub mod twilio;
 
 /// Real French phone prompts (Debian's asterisk-core-sounds-fr-wav).
 pub const SOUNDS: &str = "/usr/share/asterisk/sounds/fr_CA_f_June";

@@ -386,7 +386,14 @@
   async function startCall(ev) {
     ev.preventDefault();
     const phone = $('phone').value.replace(/[\s.-]/g, '');
-    if (!E164.test(phone)) { showError('phone-error', t('badPhone')); $('phone').focus(); return; }
+    // Spaces, dots and dashes are how people write numbers; E.164 has none.
+    if (!E164.test(phone)) {
+      $('phone').setAttribute('aria-invalid', 'true');
+      showError('phone-error', t('badPhone'));
+      $('phone').focus();
+      return;
+    }
+    $('phone').removeAttribute('aria-invalid');
     showError('phone-error', '');
     $('call-btn').disabled = true;
     try {
@@ -455,7 +462,10 @@
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('chat-form').requestSubmit(); }
   });
   $('call-form').addEventListener('submit', startCall);
-  $('phone').addEventListener('input', () => showError('phone-error', ''));
+  $('phone').addEventListener('input', () => {
+    showError('phone-error', '');
+    $('phone').removeAttribute('aria-invalid');
+  });
   $('end-btn').addEventListener('click', () => {
     const dlg = $('confirm-end');
     if (typeof dlg.showModal === 'function') {
