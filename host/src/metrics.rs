@@ -172,6 +172,14 @@ pub struct StageFailure {
     pub fault: bool,
 }
 
+impl StageFailure {
+    /// As stored and listed: `fault on audio: ...`, `error on transcript: ...`.
+    pub fn summary(&self) -> String {
+        let what = if self.fault { "fault" } else { "error" };
+        format!("{what} on {}: {}", self.kind, self.message)
+    }
+}
+
 type Sink = Box<dyn Fn(&StageFailure) + Send + Sync>;
 
 /// The last stage failures, kept for the ops page, and handed to the store
@@ -227,13 +235,8 @@ pub enum Outcome {
     Error,
 }
 
-const OUTCOMES: [(Outcome, &str); 5] = [
-    (Outcome::Ok, "ok"),
-    (Outcome::Timeout, "timeout"),
-    (Outcome::Unavailable, "unavailable"),
-    (Outcome::Invalid, "invalid"),
-    (Outcome::Error, "error"),
-];
+/// Their names, in the order the variants are declared.
+const OUTCOME_NAMES: [&str; 5] = ["ok", "timeout", "unavailable", "invalid", "error"];
 
 /// One host capability's calls from stages, across calls.
 pub struct CapabilityMetrics {
@@ -254,19 +257,15 @@ impl CapabilityMetrics {
 
     pub fn record(&self, took: Duration, outcome: Outcome) {
         self.latency.record(took);
-        let i = OUTCOMES
-            .iter()
-            .position(|(o, _)| *o == outcome)
-            .unwrap_or(OUTCOMES.len() - 1);
-        self.outcomes[i].fetch_add(1, Relaxed);
+        self.outcomes[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// (outcome, calls) for every outcome.
     pub fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        OUTCOMES
+        OUTCOME_NAMES
             .iter()
             .zip(&self.outcomes)
-            .map(|((_, name), n)| (*name, n.load(Relaxed)))
+            .map(|(name, n)| (*name, n.load(Relaxed)))
     }
 }
 
@@ -327,6 +326,26 @@ mod tests {
         assert_eq!(h.max(), Duration::from_millis(30));
         h.reset();
         assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn capability_outcomes_are_counted_under_their_names() {
+        let m = CapabilityMetrics::new("test");
+        m.record(Duration::from_millis(2), Outcome::Timeout);
+        m.record(Duration::from_millis(1), Outcome::Error);
+        m.record(Duration::from_millis(1), Outcome::Error);
+        let got: Vec<_> = m.outcomes().collect();
+        assert_eq!(
+            got,
+            [
+                ("ok", 0),
+                ("timeout", 1),
+                ("unavailable", 0),
+                ("invalid", 0),
+                ("error", 2)
+            ]
+        );
+        assert_eq!(m.latency.count(), 3);
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub struct Reloaded {
     pub version: String,
 }
 
+/// Files a loaded pipeline in the store: the text it was loaded from, which
+/// its version hashes (the file may have changed since).
+pub async fn record(store: &Store, p: &LoadedPipeline) -> Result<(), crate::store::StoreError> {
+    store
+        .record_pipeline(
+            &p.version,
+            &p.name,
+            &p.path.display().to_string(),
+            &p.source,
+        )
+        .await
+}
+
 pub struct Reloader {
     runtime: Arc<Runtime>,
     path: PathBuf,
@@ -96,19 +109,10 @@ impl Reloader {
         if let Err(e) = super::first_run::seed_knowledge(&loaded).await {
             tracing::warn!("reloaded pipeline: cannot seed its knowledge base: {e:#}");
         }
-        if let Some(store) = &self.store {
-            let source = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-            if let Err(e) = store
-                .record_pipeline(
-                    &loaded.version,
-                    &loaded.name,
-                    &loaded.path.display().to_string(),
-                    &source,
-                )
-                .await
-            {
-                tracing::warn!("cannot record the reloaded pipeline: {e}");
-            }
+        if let Some(store) = &self.store
+            && let Err(e) = record(store, &loaded).await
+        {
+            tracing::warn!("cannot record the reloaded pipeline: {e}");
         }
         let loaded = Arc::new(loaded);
         state.set_pipeline(loaded.clone());

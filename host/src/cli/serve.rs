@@ -95,19 +95,42 @@ pub struct Args {
 /// The token file in the data dir; `callpipe simulate` reads it too.
 pub const TOKEN_FILE: &str = "api-token";
 
+/// What CALLPIPE_API_TOKEN (or --api-token) says.
+pub enum TokenSetting {
+    /// `off`: no token, for local use.
+    Off,
+    Given(String),
+    /// Unset or empty: the one kept in the data dir.
+    Stored,
+}
+
+pub fn token_setting(given: Option<&str>) -> TokenSetting {
+    match given.map(str::trim) {
+        Some("off") => TokenSetting::Off,
+        Some(t) if !t.is_empty() => TokenSetting::Given(t.to_string()),
+        _ => TokenSetting::Stored,
+    }
+}
+
+/// The token kept in the data dir, if there is one.
+pub fn stored_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// The API token: given, explicitly off (`None`), or the data dir's own,
 /// made on first use. The bool says whether it was made or read here.
 fn api_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<(Option<String>, bool)> {
-    match given.map(str::trim) {
-        Some("off") => Ok((None, false)),
-        Some(t) if !t.is_empty() => Ok((Some(t.to_string()), false)),
-        _ => {
-            let path = data_dir.join(TOKEN_FILE);
-            if let Ok(t) = std::fs::read_to_string(&path)
-                && !t.trim().is_empty()
-            {
-                return Ok((Some(t.trim().to_string()), true));
+    match token_setting(given) {
+        TokenSetting::Off => Ok((None, false)),
+        TokenSetting::Given(t) => Ok((Some(t), false)),
+        TokenSetting::Stored => {
+            if let Some(t) = stored_token(data_dir) {
+                return Ok((Some(t), true));
             }
+            let path = data_dir.join(TOKEN_FILE);
             let mut bytes = [0u8; 24];
             getrandom::fill(&mut bytes)
                 .map_err(|e| anyhow::anyhow!("cannot make an API token: {e}"))?;
@@ -147,15 +170,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     super::first_run::seed_knowledge(&pipeline).await?;
     let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
     tracing::info!("database: {} ({})", store.display, store.backend());
-    let source = std::fs::read_to_string(&pipeline.path).unwrap_or_default();
-    store
-        .record_pipeline(
-            &pipeline.version,
-            &pipeline.name,
-            &pipeline.path.display().to_string(),
-            &source,
-        )
-        .await?;
+    super::reload::record(&store, &pipeline).await?;
     let cut = store.interrupt_unfinished().await?;
     if !cut.is_empty() {
         tracing::warn!(

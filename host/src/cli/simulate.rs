@@ -142,15 +142,13 @@ pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<E
 }
 
 /// The token given, else the one `serve` keeps in the data dir, if any
-/// (`off` and empty mean none).
+/// (`off`: none).
 fn api_token(given: Option<&str>, data_dir: &std::path::Path) -> Option<String> {
-    match given.map(str::trim) {
-        Some("off") => None,
-        Some(t) if !t.is_empty() => Some(t.to_string()),
-        _ => std::fs::read_to_string(data_dir.join(super::serve::TOKEN_FILE))
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
+    use super::serve::{TokenSetting, stored_token, token_setting};
+    match token_setting(given) {
+        TokenSetting::Off => None,
+        TokenSetting::Given(t) => Some(t),
+        TokenSetting::Stored => stored_token(data_dir),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct LoadedPipeline {
     pub path: PathBuf,
     /// Content hash of the file: calls keep the version they started with.
     pub version: String,
+    /// The TOML that was loaded (what `version` hashes), for the record.
+    pub source: String,
     pub queue: usize,
     pub stages: Vec<Arc<LoadedStage>>,
     pub runtime: Arc<Runtime>,
@@ -393,6 +395,7 @@ pub async fn load_str(
         language: file.pipeline.language.clone(),
         path: path.to_path_buf(),
         version: hex::encode(&Sha256::digest(text.as_bytes())[..6]),
+        source: text.to_string(),
         queue: file.pipeline.queue,
         tick_ms: stages
             .iter()

@@ -150,12 +150,7 @@ async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Write>, updates:
                 ("status", r.map(Some))
             }
             Write::StageError(f) => {
-                let message = format!(
-                    "{} on {}: {}",
-                    if f.fault { "fault" } else { "error" },
-                    f.kind,
-                    f.message
-                );
+                let message = f.summary();
                 (
                     "stage error",
                     store

@@ -85,7 +85,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
                 json!({
                     "session_id": f.session_id,
                     "stage": f.stage,
-                    "message": format!("{} on {}: {}", if f.fault { "fault" } else { "error" }, f.kind, f.message),
+                    "message": f.summary(),
                     "at": f.at,
                 })
             })
