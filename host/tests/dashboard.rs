@@ -134,6 +134,19 @@ async fn text_of(browser: &Client, id: &str) -> String {
         .expect("text")
 }
 
+/// The text of `#id` once it reads `want`, or what it read last (10 s).
+async fn wait_text(browser: &Client, id: &str, want: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = text_of(browser, id).await;
+        if text == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    text
+}
+
 async fn send(browser: &Client, text: &str) {
     let box_ = browser
         .find(Locator::Id("message"))
@@ -248,15 +261,10 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         click(&browser, "end-btn").await;
         wait_for(&browser, "#confirm-end[open]").await;
         click(&browser, "confirm-end-ok").await;
-        let mut status = String::new();
-        for _ in 0..100 {
-            status = text_of(&browser, "call-status").await;
-            if status == "Terminé" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(status, "Terminé");
+        assert_eq!(
+            wait_text(&browser, "call-status", "Terminé").await,
+            "Terminé"
+        );
     }
 
     // Without Twilio the page says chat only, and a bad number is refused
@@ -363,15 +371,11 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
         .await
         .unwrap();
     click(&browser, "call-btn").await;
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = text_of(&browser, "call-status").await;
-        if status == "En file" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "En file", "Twilio's `queued`, in French");
+    assert_eq!(
+        wait_text(&browser, "call-status", "En file").await,
+        "En file",
+        "Twilio's `queued`, in French"
+    );
     {
         let seen = log.lock().unwrap();
         let placed = seen
@@ -421,14 +425,10 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
     click(&browser, "end-btn").await;
     wait_for(&browser, "#confirm-end[open]").await;
     click(&browser, "confirm-end-ok").await;
-    for _ in 0..100 {
-        status = text_of(&browser, "call-status").await;
-        if status == "Terminé" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "Terminé");
+    assert_eq!(
+        wait_text(&browser, "call-status", "Terminé").await,
+        "Terminé"
+    );
     let seen = log.lock().unwrap().clone();
     let ended = seen
         .iter()

@@ -629,6 +629,10 @@ async fn audio_sent_back_is_paced_marked_and_cleared_on_barge_in() {
     );
 }
 
+async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    request.send().await.expect("the server answers").status()
+}
+
 /// The API and dashboard need the token (header, cookie, or once in the
 /// address); health, readiness and the pages' assets do not; `off` opens
 /// everything; without a setting the server makes one and keeps it.
@@ -652,20 +656,14 @@ async fn the_api_and_dashboard_need_the_token() {
             "{doc}"
         );
     }
-    let r = plain
+    let chat = plain
         .post(server.http("/demo/send-demo-transcription"))
-        .json(&json!({"session_id": "x", "text": "bonjour"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+        .json(&json!({"session_id": "x", "text": "bonjour"}));
+    assert_eq!(status_of(chat).await, 401);
     let wrong = plain
         .get(server.http("/api/sessions"))
-        .bearer_auth("not-the-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
+        .bearer_auth("not-the-token");
+    assert_eq!(status_of(wrong).await, 401);
     // A browser is asked for the token on a page, not given JSON.
     let page = plain
         .get(server.http("/demo/technician"))
@@ -681,16 +679,10 @@ async fn the_api_and_dashboard_need_the_token() {
         "/assets/dashboard.js",
         "/assets/dashboard.css",
     ] {
-        let r = plain.get(server.http(path)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(status_of(plain.get(server.http(path))).await, 200, "{path}");
     }
     assert_eq!(
-        plain
-            .get(server.http("/assets/nope.js"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(plain.get(server.http("/assets/nope.js"))).await,
         404
     );
     // The token once in the address sets a cookie that works from then on.
@@ -719,8 +711,7 @@ async fn the_api_and_dashboard_need_the_token() {
     drop(server);
 
     let open = Server::start(&[("CALLPIPE_API_TOKEN", "off")]);
-    let r = plain.get(open.http("/api/sessions")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(status_of(plain.get(open.http("/api/sessions"))).await, 200);
     drop(open);
 
     let own = Server::start(&[("CALLPIPE_API_TOKEN", "")]);
@@ -733,22 +724,11 @@ async fn the_api_and_dashboard_need_the_token() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
     }
-    assert_eq!(
-        plain
-            .get(own.http("/api/sessions"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let r = plain
+    assert_eq!(status_of(plain.get(own.http("/api/sessions"))).await, 401);
+    let with_token = plain
         .get(own.http("/api/sessions"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .bearer_auth(token.trim());
+    assert_eq!(status_of(with_token).await, 200);
 }
 
 /// Hot reload while 20 calls are in progress: a broken file is rejected
