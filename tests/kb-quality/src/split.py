@@ -39,3 +39,27 @@ for name, items in halves.items():
         for r in items:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     print(name, len(items))
+
+# Multi-turn calls: `= article language` blocks of `T:`/`A:` lines, split the same way.
+calls, current = [], None
+for line in open(here / "calls.txt", encoding="utf-8"):
+    line = line.rstrip("\n")
+    if not line or line.startswith("#"):
+        continue
+    if line.startswith("= "):
+        article, lang = line[2:].split()
+        current = {"expected": [article], "language": lang, "turns": []}
+        calls.append(current)
+    else:
+        role, text = line.split(": ", 1)
+        current["turns"].append({"role": {"T": "technician", "A": "agent"}[role], "text": text})
+for i, c in enumerate(calls):
+    c["id"] = f"call-{i + 1:02d}"
+rng = random.Random(SEED)
+rng.shuffle(calls)
+mid = len(calls) // 2
+for name, items in (("tune", calls[:mid]), ("heldout", calls[mid:])):
+    with open(here.parent / f"calls-{name}.jsonl", "w", encoding="utf-8") as f:
+        for c in sorted(items, key=lambda c: c["id"]):
+            f.write(json.dumps(c, ensure_ascii=False) + "\n")
+    print("calls", name, len(items))
