@@ -14,14 +14,18 @@ use serde::{Deserialize, Serialize};
 pub struct Features {
     /// Cosine similarity of the query and the article's best chunk.
     pub cosine: f32,
-    /// `cosine` minus the best cosine among the other hits (negative when
-    /// another article is closer).
+    /// The hit's ranking score minus the best other hit's, both scaled to
+    /// 0..1 (negative when another article ranks higher).
     pub gap: f32,
     /// Fused score over its maximum (1.0: first on both sides).
     pub fused: f32,
+    /// Share of the query's glossary concepts the article mentions (0 when
+    /// the query names none). Unlike the gap and the fused rank, it does not
+    /// depend on how many other articles the store holds.
+    pub coverage: f32,
 }
 
-/// `p = sigmoid(bias + cosine·c + gap·g + fused·f)`
+/// `p = sigmoid(bias + cosine·c + gap·g + fused·f + coverage·v)`
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
@@ -29,17 +33,37 @@ pub struct Calibration {
     pub cosine: f32,
     pub gap: f32,
     pub fused: f32,
+    /// Absent in calibrations fitted before coverage existed: 0.
+    #[serde(default)]
+    pub coverage: f32,
+}
+
+const N: usize = 5;
+
+impl Features {
+    fn row(&self) -> [f64; N] {
+        [
+            1.0,
+            self.cosine as f64,
+            self.gap as f64,
+            self.fused as f64,
+            self.coverage as f64,
+        ]
+    }
 }
 
 impl Default for Calibration {
-    /// Fitted with `callpipe kb calibrate tests/kb-quality/queries.jsonl`
-    /// over ../shared/kb (60 articles, local e5 embedder): see README.
+    /// Fitted with `callpipe kb calibrate` on the tuning halves only, over
+    /// two stores at once so it holds on both sizes: the 60 shared articles
+    /// (phrasings and calls) and the 10-article sample KB (README, Answer
+    /// quality, has the command).
     fn default() -> Self {
         Calibration {
-            bias: -29.90,
-            cosine: 23.81,
-            gap: 38.19,
-            fused: 9.48,
+            bias: -37.72,
+            cosine: 35.25,
+            gap: 23.67,
+            fused: 0.07,
+            coverage: 7.08,
         }
     }
 }
@@ -49,11 +73,18 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 impl Calibration {
+    fn weights(&self) -> [f64; N] {
+        [
+            self.bias as f64,
+            self.cosine as f64,
+            self.gap as f64,
+            self.fused as f64,
+            self.coverage as f64,
+        ]
+    }
+
     pub fn confidence(&self, f: &Features) -> f32 {
-        let x = self.bias as f64
-            + self.cosine as f64 * f.cosine as f64
-            + self.gap as f64 * f.gap as f64
-            + self.fused as f64 * f.fused as f64;
+        let x: f64 = self.weights().iter().zip(f.row()).map(|(w, x)| w * x).sum();
         sigmoid(x) as f32
     }
 
@@ -63,30 +94,29 @@ impl Calibration {
         if samples.is_empty() || samples.iter().all(|s| s.1) || samples.iter().all(|s| !s.1) {
             return None;
         }
-        let row = |f: &Features| [1.0, f.cosine as f64, f.gap as f64, f.fused as f64];
-        let mut w = [0.0f64; 4];
+        let mut w = [0.0f64; N];
         const L2: f64 = 1e-2;
         for _ in 0..50 {
-            let mut grad = [0.0f64; 4];
-            let mut hess = [[0.0f64; 4]; 4];
+            let mut grad = [0.0f64; N];
+            let mut hess = [[0.0f64; N]; N];
             for (f, y) in samples {
-                let x = row(f);
-                let p = sigmoid((0..4).map(|i| w[i] * x[i]).sum());
+                let x = f.row();
+                let p = sigmoid((0..N).map(|i| w[i] * x[i]).sum());
                 let r = p - if *y { 1.0 } else { 0.0 };
-                for i in 0..4 {
+                for i in 0..N {
                     grad[i] += r * x[i];
-                    for j in 0..4 {
+                    for j in 0..N {
                         hess[i][j] += p * (1.0 - p) * x[i] * x[j];
                     }
                 }
             }
-            for i in 1..4 {
+            for i in 1..N {
                 grad[i] += L2 * w[i];
                 hess[i][i] += L2;
             }
             let step = solve(hess, grad)?;
             let mut moved = 0.0f64;
-            for i in 0..4 {
+            for i in 0..N {
                 w[i] -= step[i];
                 moved = moved.max(step[i].abs());
             }
@@ -99,21 +129,22 @@ impl Calibration {
             cosine: w[1] as f32,
             gap: w[2] as f32,
             fused: w[3] as f32,
+            coverage: w[4] as f32,
         })
     }
 }
 
 /// Gaussian elimination with partial pivoting.
-fn solve(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+fn solve(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-12 {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
         let pivot_row = a[col];
-        for r in col + 1..4 {
+        for r in col + 1..N {
             let k = a[r][col] / pivot_row[col];
             for (x, p) in a[r].iter_mut().zip(pivot_row).skip(col) {
                 *x -= k * p;
@@ -121,9 +152,9 @@ fn solve(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
             b[r] -= k * b[col];
         }
     }
-    let mut x = [0.0; 4];
-    for r in (0..4).rev() {
-        let s: f64 = (r + 1..4).map(|c| a[r][c] * x[c]).sum();
+    let mut x = [0.0; N];
+    for r in (0..N).rev() {
+        let s: f64 = (r + 1..N).map(|c| a[r][c] * x[c]).sum();
         x[r] = (b[r] - s) / a[r][r];
     }
     Some(x)
@@ -174,6 +205,7 @@ mod tests {
             cosine,
             gap,
             fused: 0.5,
+            coverage: 0.5,
         }
     }
 
@@ -210,11 +242,13 @@ mod tests {
             cosine: 0.95,
             gap: 0.1,
             fused: 1.0,
+            coverage: 1.0,
         });
         let lo = c.confidence(&Features {
             cosine: 0.7,
             gap: -0.05,
             fused: 0.3,
+            coverage: 0.0,
         });
         assert!((0.0..=1.0).contains(&hi) && (0.0..=1.0).contains(&lo));
         assert!(hi > lo);

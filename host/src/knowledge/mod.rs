@@ -7,6 +7,7 @@ pub mod article;
 pub mod confidence;
 pub mod edge_store;
 pub mod embedder;
+pub mod glossary;
 pub mod layout;
 pub mod lexical;
 pub mod qdrant_store;
@@ -77,6 +78,24 @@ pub struct KnowledgeConfig {
     /// embedder or knowledge base with `callpipe kb calibrate`.
     #[serde(default)]
     pub calibration: confidence::Calibration,
+    /// Words to add to the built-in French/English glossary, by concept:
+    /// `strike = ["têtière"]`. Both the articles and the queries get a
+    /// token per concept they mention, so the lexical side matches across
+    /// languages. Changing it re-indexes the articles at the next import.
+    #[serde(default)]
+    pub glossary: std::collections::BTreeMap<String, Vec<String>>,
+    /// `false`: only the words of `glossary`, none built in.
+    #[serde(default = "yes")]
+    pub builtin_glossary: bool,
+    /// How much concept coverage (share of the query's glossary concepts an
+    /// article mentions) adds to a candidate's fused score (0..1) when the
+    /// candidates are reranked.
+    #[serde(default = "coverage_weight")]
+    pub coverage_weight: f32,
+    /// Candidates in the caller's language have their score multiplied by
+    /// this (ties go to the technician's language).
+    #[serde(default = "language_preference")]
+    pub language_preference: f32,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -96,10 +115,24 @@ fn collection() -> String {
 fn timeout_ms() -> u64 {
     2_000
 }
-/// Tuned on tests/kb-quality: lexical at 1.0 costs cross-language queries,
-/// at 0 it loses French and speech-error queries (README, Knowledge).
+fn yes() -> bool {
+    true
+}
+/// Tuned on the tuning half: 0.3 and 0.6 left cross-language questions
+/// behind same-language neighbours, 1.5 gained nothing over 1.0.
+fn coverage_weight() -> f32 {
+    1.0
+}
+/// No preference: with the glossary, a preference for the caller's
+/// language only costs cross-language questions (measured on the tuning half).
+fn language_preference() -> f32 {
+    1.0
+}
+/// Tuned on the tuning half of tests/kb-quality (README, Answer quality):
+/// with the glossary's concept tokens the lexical side matches across
+/// languages, and half the dense weight served best; 0.1 and 1.0 lost.
 fn fusion_weights() -> [f32; 2] {
-    [1.0, 0.25]
+    [1.0, 0.5]
 }
 
 impl Default for KnowledgeConfig {
@@ -115,6 +148,10 @@ impl Default for KnowledgeConfig {
             fusion_weights: fusion_weights(),
             seed: None,
             calibration: confidence::Calibration::default(),
+            glossary: Default::default(),
+            builtin_glossary: true,
+            coverage_weight: coverage_weight(),
+            language_preference: language_preference(),
         }
     }
 }
@@ -153,6 +190,10 @@ impl KnowledgeConfig {
             store: tokio::sync::OnceCell::new(),
             embedder,
             lexical: Arc::new(lexical::Lexical::new()),
+            glossary: Arc::new(glossary::Glossary::new(
+                &self.glossary,
+                self.builtin_glossary,
+            )),
             timeout: std::time::Duration::from_millis(self.timeout_ms),
         })
     }
@@ -297,6 +338,7 @@ pub struct KnowledgeBase {
     store: tokio::sync::OnceCell<Store>,
     embedder: Arc<dyn Embedder>,
     lexical: Arc<lexical::Lexical>,
+    glossary: Arc<glossary::Glossary>,
     timeout: std::time::Duration,
 }
 
@@ -340,7 +382,12 @@ impl KnowledgeBase {
         mut progress: impl FnMut(&Article),
     ) -> Result<ImportReport, KnowledgeError> {
         let mut report = ImportReport::default();
-        let embedder_id = self.embedder.id();
+        // The glossary shapes the lexical vectors: a new one re-indexes.
+        let embedder_id = format!(
+            "{}+glossary:{}",
+            self.embedder.id(),
+            self.glossary.fingerprint()
+        );
         // Embed several articles per call: the local engine splits a batch
         // over its threads.
         const BATCH: usize = 8;
@@ -381,7 +428,7 @@ impl KnowledgeBase {
                 points.push(ChunkPoint {
                     id: layout::point_id(&article.id, n),
                     dense,
-                    sparse: self.lexical.document(text),
+                    sparse: self.lexical.document(&self.glossary.annotate(text)),
                     payload: layout::payload(article, n, text, hash),
                 });
             }
@@ -425,7 +472,7 @@ impl KnowledgeBase {
         let chunks = limit.max(5) * layout::chunks_per_article_hint();
         let q = HybridQuery {
             dense,
-            sparse: self.lexical.query(&query),
+            sparse: self.lexical.query(&self.glossary.annotate(&query)),
             equipment: request.equipment.clone(),
             prefetch: (chunks * 2).max(50),
             limit: chunks,
@@ -463,11 +510,15 @@ impl KnowledgeBase {
                 hits.push(hit);
             }
         }
-        if let Some(lang) = &request.language {
-            for h in &mut hits {
-                if &h.language == lang {
-                    h.score *= 1.05;
-                }
+        // Rerank the fused candidates by how many of the query's concepts
+        // each article mentions: a cross-language question is otherwise
+        // outranked by same-language neighbours that share its phrasing.
+        let asked = self.glossary.concepts(&query);
+        for h in &mut hits {
+            h.features.coverage = coverage(&self.glossary, &asked, h);
+            h.score = h.features.fused + self.config.coverage_weight * h.features.coverage;
+            if request.language.as_deref() == Some(h.language.as_str()) {
+                h.score *= self.config.language_preference;
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -482,18 +533,24 @@ impl KnowledgeBase {
                 .fold(floor, f32::max)
         };
         let cosines: Vec<f32> = hits.iter().map(|h| cosine_of(&h.article_id)).collect();
+        // The margin is taken in the ranking actually used (the reranked
+        // score, scaled back to 0..1), not on one side of it.
+        let scale = 1.0 + self.config.coverage_weight.max(0.0);
+        let scores: Vec<f32> = hits.iter().map(|h| h.score / scale).collect();
         for (i, h) in hits.iter_mut().enumerate() {
-            let others = cosines
+            let others = scores
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
                 .map(|(_, c)| *c)
                 .fold(f32::MIN, f32::max);
             h.features.cosine = cosines[i];
+            // Clamped: on a small store the top hit stands far above the
+            // rest whatever the question, so a large margin says little.
             h.features.gap = if others == f32::MIN {
                 0.0
             } else {
-                cosines[i] - others
+                (scores[i] - others).clamp(-MAX_GAP, MAX_GAP)
             };
             h.confidence = self.config.calibration.confidence(&h.features);
         }
@@ -546,4 +603,23 @@ fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Optio
         confidence: 0.0,
         features: confidence::Features::default(),
     })
+}
+
+/// The ranking margin the confidence looks at, either way.
+const MAX_GAP: f32 = 0.1;
+
+/// A query naming fewer concepts than this cannot be fully covered: one
+/// shared word ("logiciel") is weak evidence, three (equipment, symptom,
+/// circumstance) are what a described fault usually has.
+const CONCEPTS_FOR_FULL_COVERAGE: usize = 3;
+
+/// Share of the query's concepts that the article mentions anywhere.
+fn coverage(glossary: &glossary::Glossary, asked: &[&str], hit: &Hit) -> f32 {
+    if asked.is_empty() {
+        return 0.0;
+    }
+    let text = format!("{}\n{}\n{}", hit.title, hit.symptoms.join("\n"), hit.body);
+    let has = glossary.concepts(&text);
+    asked.iter().filter(|c| has.contains(c)).count() as f32
+        / asked.len().max(CONCEPTS_FOR_FULL_COVERAGE) as f32
 }
