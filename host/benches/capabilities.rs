@@ -87,6 +87,7 @@ deadline_ms = 60000
         build_plugins: true,
         quiet: true,
         data_dir: data_dir(),
+        knowledge_store: None,
     };
     let pipeline = Arc::new(
         rt.block_on(loader::load(&runtime, &path, &options))

@@ -66,6 +66,7 @@ fn pipeline(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> Arc<LoadedP
         build_plugins: true,
         quiet: true,
         data_dir: data.to_path_buf(),
+        knowledge_store: None,
     };
     let pipeline = rt
         .block_on(loader::load(&runtime, &path, &options))

@@ -26,8 +26,19 @@ pub fn read_queries(path: &Path) -> anyhow::Result<Vec<Labelled>> {
         if line.trim().is_empty() {
             continue;
         }
+        let mut value: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a labelled query", path.display(), n + 1))?;
+        // A call (`kb eval`'s format) counts as what the technician said in all.
+        if let Some(turns) = value.get("turns").and_then(|t| t.as_array()) {
+            let said: Vec<&str> = turns
+                .iter()
+                .filter(|t| t.get("role").and_then(|r| r.as_str()) == Some("technician"))
+                .filter_map(|t| t.get("text").and_then(|x| x.as_str()))
+                .collect();
+            value["query"] = serde_json::Value::String(said.join(" "));
+        }
         out.push(
-            serde_json::from_str(line)
+            serde_json::from_value(value)
                 .with_context(|| format!("{}:{}: not a labelled query", path.display(), n + 1))?,
         );
     }
@@ -61,10 +72,20 @@ pub struct Report {
     pub floors: Vec<AtFloor>,
 }
 
-pub async fn run(kb: &KnowledgeBase, queries: &[Labelled]) -> anyhow::Result<Report> {
+/// Fits on labelled queries, each set searched on its own store: fitting
+/// on a small and a large store together keeps the confidence from
+/// depending on how many articles a store holds.
+pub async fn run(sets: &[(&KnowledgeBase, Vec<Labelled>)]) -> anyhow::Result<Report> {
     // Per query: its top 5 hits' features and whether each is right.
     let mut per_query: Vec<Vec<(Features, bool)>> = Vec::new();
-    for q in queries {
+    let queries: Vec<(&KnowledgeBase, &Labelled)> = sets
+        .iter()
+        .flat_map(|(kb, qs)| qs.iter().map(move |q| (*kb, q)))
+        .collect();
+    let Some((kb, _)) = queries.first().copied() else {
+        anyhow::bail!("no queries");
+    };
+    for (kb, q) in queries.iter().copied() {
         let hits = kb
             .search(&Search {
                 query: q.query.clone(),
@@ -193,8 +214,8 @@ impl Report {
             writeln!(out, "\n# under [capabilities.knowledge]")?;
             writeln!(
                 out,
-                "calibration = {{ bias = {:.2}, cosine = {:.2}, gap = {:.2}, fused = {:.2} }}",
-                c.bias, c.cosine, c.gap, c.fused
+                "calibration = {{ bias = {:.2}, cosine = {:.2}, gap = {:.2}, fused = {:.2}, coverage = {:.2} }}",
+                c.bias, c.cosine, c.gap, c.fused, c.coverage
             )?;
         } else {
             writeln!(

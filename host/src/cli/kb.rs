@@ -54,12 +54,35 @@ enum Command {
     /// Fit the confidence calibration on labelled queries (JSON Lines:
     /// `{"query": "...", "expected": ["article-id"]}`; `[]` for a question
     /// the knowledge base cannot answer) and print it for the pipeline TOML.
+    ///
+    /// `QUERIES.jsonl@ARTICLES` searches that file on a store of exactly
+    /// those articles (as `kb eval --articles`): fitting on a small and a
+    /// large knowledge base together keeps the confidence from depending on
+    /// the store's size.
     Calibrate {
-        #[arg(value_name = "QUERIES.jsonl", required = true)]
-        queries: Vec<PathBuf>,
+        #[arg(value_name = "QUERIES.jsonl[@ARTICLES]", required = true)]
+        queries: Vec<String>,
         /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Measure answer quality on labelled phrasings and calls (JSON Lines;
+    /// see tests/kb-quality/README.md): recall@1/@3, MRR per kind, what the
+    /// pipeline shows (article, question, nothing) and multi-turn calls.
+    Eval {
+        #[arg(value_name = "ITEMS.jsonl", required = true)]
+        files: Vec<PathBuf>,
+        /// Measure on a store of exactly these articles (JSON Lines or
+        /// Markdown, files or directories), kept under the data dir and
+        /// reused while they do not change, instead of the pipeline's store.
+        #[arg(long, value_name = "FILE|DIR")]
+        articles: Vec<PathBuf>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also report every item (its hits and what was shown).
+        #[arg(long)]
+        items: bool,
     },
     /// What the store holds.
     Stats {
@@ -163,12 +186,91 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate { queries, json } => {
-            let kb = config.open(data_dir, &base).await?;
-            let mut labelled = Vec::new();
-            for file in &queries {
-                labelled.extend(crate::cli::calibrate::read_queries(file)?);
+            // One store per article set; the pipeline's own for plain files.
+            let mut stores: Vec<(Option<PathBuf>, KnowledgeBase)> = Vec::new();
+            let mut sets: Vec<(usize, Vec<crate::cli::calibrate::Labelled>)> = Vec::new();
+            for arg in &queries {
+                let (file, articles) = match arg.rsplit_once('@') {
+                    Some((f, a)) => (PathBuf::from(f), Some(PathBuf::from(a))),
+                    None => (PathBuf::from(arg), None),
+                };
+                let at = match stores.iter().position(|(a, _)| *a == articles) {
+                    Some(i) => i,
+                    None => {
+                        let mut c = config.clone();
+                        if let Some(a) = &articles {
+                            c.backend = crate::knowledge::Backend::Embedded;
+                            c.path = Some(eval_store(std::slice::from_ref(a))?);
+                        }
+                        let kb = c.open(data_dir, &base).await?;
+                        if let Some(a) = &articles {
+                            let line = import(&kb, std::slice::from_ref(a), !json).await?;
+                            if !json {
+                                eprintln!("{line}");
+                            }
+                        }
+                        stores.push((articles, kb));
+                        stores.len() - 1
+                    }
+                };
+                sets.push((at, crate::cli::calibrate::read_queries(&file)?));
             }
-            let report = crate::cli::calibrate::run(&kb, &labelled).await?;
+            let sets: Vec<(&KnowledgeBase, Vec<crate::cli::calibrate::Labelled>)> =
+                sets.into_iter().map(|(i, q)| (&stores[i].1, q)).collect();
+            let report = crate::cli::calibrate::run(&sets).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                report.print(&mut out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            files,
+            articles,
+            json,
+            items,
+        } => {
+            let mut all = Vec::new();
+            for f in &files {
+                all.extend(crate::cli::eval::read(f)?);
+            }
+            let store = if articles.is_empty() {
+                None
+            } else {
+                Some(eval_store(&articles)?)
+            };
+            let runtime = super::small_runtime(data_dir)?;
+            let options = crate::pipeline::LoadOptions {
+                build_plugins: true,
+                quiet: json,
+                data_dir: data_dir.to_path_buf(),
+                knowledge_store: store,
+            };
+            let pipeline =
+                match crate::pipeline::loader::load(&runtime, &args.pipeline, &options).await {
+                    Ok(p) => std::sync::Arc::new(p),
+                    Err(diags) => {
+                        eprintln!("{diags}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                };
+            let kb = pipeline.capabilities.knowledge.clone().with_context(|| {
+                format!(
+                    "{} has no [capabilities.knowledge] section",
+                    args.pipeline.display()
+                )
+            })?;
+            if !articles.is_empty() {
+                let line = import(&kb, &articles, !json).await?;
+                if !json {
+                    eprintln!("{line}");
+                }
+            }
+            let bar = progress_bar(all.len(), "evaluating", "items", !json);
+            let report = crate::cli::eval::run(&kb, &pipeline, &all, items, || bar.inc(1)).await?;
+            bar.finish_and_clear();
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -215,21 +317,7 @@ pub async fn import(kb: &KnowledgeBase, paths: &[PathBuf], show: bool) -> anyhow
             );
         }
     }
-    let show = show && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = if show {
-        let bar = indicatif::ProgressBar::new(articles.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>12} [{bar:30}] {pos}/{len} articles {per_sec} {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message("importing");
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(articles.len(), "importing", "articles", show);
     let started = std::time::Instant::now();
     let report = kb.import(&articles, |_| bar.inc(1)).await?;
     bar.finish_and_clear();
@@ -242,4 +330,48 @@ pub async fn import(kb: &KnowledgeBase, paths: &[PathBuf], show: bool) -> anyhow
         report.unchanged,
         kb.summary()
     ))
+}
+
+/// A progress bar on a terminal, nothing elsewhere.
+fn progress_bar(
+    len: usize,
+    message: &'static str,
+    unit: &str,
+    show: bool,
+) -> indicatif::ProgressBar {
+    if !(show && std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{msg:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+/// The store `kb eval --articles` measures on: one per set of article
+/// files (by content), so a re-run reuses it and another set never mixes in.
+fn eval_store(paths: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for path in paths {
+        for file in article::collect(path)? {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            h.update(
+                file.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            h.update(&bytes);
+        }
+    }
+    let digest = hex::encode(&h.finalize()[..8]);
+    // Relative to the data dir, as a pipeline's `path` is.
+    Ok(PathBuf::from("knowledge").join(format!("eval-{digest}")))
 }

@@ -3,6 +3,7 @@
 mod build;
 mod calibrate;
 mod check;
+mod eval;
 mod first_run;
 pub mod kb;
 mod models;
@@ -127,6 +128,7 @@ async fn load_pipeline(
         build_plugins: true,
         quiet: false,
         data_dir: data_dir.to_path_buf(),
+        knowledge_store: None,
     };
     crate::pipeline::loader::load(runtime, path, &options).await
 }

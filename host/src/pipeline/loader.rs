@@ -25,6 +25,9 @@ pub struct LoadOptions {
     pub quiet: bool,
     /// Where default model files live (`callpipe models` puts them there).
     pub data_dir: PathBuf,
+    /// Use this embedded knowledge store instead of the one the pipeline
+    /// names (`kb eval --articles` measures on a store of its own).
+    pub knowledge_store: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -33,6 +36,7 @@ impl Default for LoadOptions {
             build_plugins: true,
             quiet: true,
             data_dir: crate::config::default_data_dir(),
+            knowledge_store: None,
         }
     }
 }
@@ -156,7 +160,7 @@ pub async fn load_str(
         }
     }
     if let Some(section) = &file.capabilities.knowledge {
-        match build_knowledge(section, &options.data_dir, &pipeline_dir).await {
+        match build_knowledge(section, options, &pipeline_dir).await {
             Ok(kb) => capabilities.knowledge = Some(kb),
             Err(message) => diags.push(map.at(Some(section.span()), None, message)),
         }
@@ -543,11 +547,15 @@ async fn build_transcriber(
 /// Parses `[capabilities.knowledge]` and opens the knowledge base.
 async fn build_knowledge(
     section: &Spanned<toml::Table>,
-    data_dir: &Path,
+    options: &LoadOptions,
     base_dir: &Path,
 ) -> Result<Arc<crate::knowledge::KnowledgeBase>, String> {
-    let config = knowledge_config(section.get_ref())?;
-    match config.open(data_dir, base_dir).await {
+    let mut config = knowledge_config(section.get_ref())?;
+    if let Some(store) = &options.knowledge_store {
+        config.backend = crate::knowledge::Backend::Embedded;
+        config.path = Some(store.clone());
+    }
+    match config.open(&options.data_dir, base_dir).await {
         Ok(kb) => {
             tracing::info!("knowledge: {}", kb.summary());
             Ok(Arc::new(kb))
