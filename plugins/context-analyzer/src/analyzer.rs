@@ -188,7 +188,9 @@ impl Analyzer {
     fn analyse(&self, transcript_language: &str) -> Analysis {
         let norm = normalize(&self.said);
         let w = words(&norm);
-        let n = w.len();
+        // Counted as the original did, `len(text.split())`: "s'enregistre"
+        // is one word, not two.
+        let n = self.said.split_whitespace().count();
         let entities = self.entities.found(&w);
         let issues = self.issues.found(&w);
         let c = &self.config;
@@ -365,6 +367,64 @@ mod tests {
         assert_eq!(x.language, "en");
         assert!(x.missing.is_empty(), "{x:?}");
         assert!(x.entities.contains(&"nvr".to_string()));
+    }
+
+    /// The original system's own examples, with what it decided.
+    #[test]
+    fn the_original_examples_decide_as_the_original() {
+        // (text, word count as `len(text.split())`, sufficient, issue found, entities)
+        let table: &[(&str, usize, bool, bool, &[&str])] = &[
+            (
+                "Ma caméra ne s'enregistre pas depuis hier",
+                7,
+                false,
+                true,
+                &["camera"],
+            ),
+            ("J'ai un problème", 3, false, false, &[]),
+            ("Bonjour, j'ai un souci sur le site.", 7, false, false, &[]),
+            (
+                "Le flux de la caméra ne fonctionne plus depuis ce matin sur l'enregistreur",
+                13,
+                true,
+                true,
+                &["stream", "camera", "nvr"],
+            ),
+            (
+                "Le réseau du site est coupé depuis l'orage d'hier soir et rien ne marche",
+                14,
+                true,
+                true,
+                &["network"],
+            ),
+            (
+                "Le client m'appelle parce qu'il a un souci avec le réseau et le flux vidéo au bureau",
+                17,
+                true,
+                false,
+                &["network", "stream"],
+            ),
+        ];
+        for (text, count, sufficient, issue, entities) in table {
+            let mut a = stage();
+            assert_eq!(text.split_whitespace().count(), *count, "{text}");
+            let x = analysis(&mut a, SpeakerRole::Technician, text).unwrap();
+            assert_eq!(x.sufficient, *sufficient, "{text}: {x:?}");
+            assert_eq!(x.issue.is_some(), *issue, "{text}: {x:?}");
+            assert_eq!(x.entities, *entities, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_apostrophe_does_not_split_a_word() {
+        // 10 words by `split()`, with an issue: not enough (the rule is
+        // more than 10). Split at apostrophes it would be 14, and enough.
+        let mut a = stage();
+        let ten = "depuis hier l'écran noir s'affiche, c'est l'enregistreur qu'on voit plus";
+        assert_eq!(ten.split_whitespace().count(), 10);
+        let x = analysis(&mut a, SpeakerRole::Technician, ten).unwrap();
+        assert!(x.issue.is_some(), "{x:?}");
+        assert!(!x.sufficient, "10 words by the original's count: {x:?}");
     }
 
     #[test]

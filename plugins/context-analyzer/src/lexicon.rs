@@ -158,6 +158,10 @@ pub fn entities() -> BTreeMap<String, Vec<String>> {
             ],
         ),
         ("fiber", &["fibre", "fibre optique", "fiber", "sfp"]),
+        // As in the original system, the network and the video stream are
+        // things a technician talks about.
+        ("network", &["reseau", "network", "lan", "wifi"]),
+        ("stream", &["flux", "flux video", "stream", "video stream"]),
         (
             "wireless-bridge",
             &["pont radio", "liaison radio", "wireless bridge", "antenne"],
@@ -210,6 +214,12 @@ pub fn issues() -> Vec<String> {
         "plein",
         "n enregistre pas",
         "n enregistre plus",
+        // The original's flagship example: "Ma caméra ne s'enregistre pas".
+        "ne s enregistre pas",
+        "ne s enregistre plus",
+        "s enregistre pas",
+        "s enregistre plus",
+        "n enregistre rien",
         "introuvable",
         "ne trouve pas",
         "mot de passe",
