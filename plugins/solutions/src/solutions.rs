@@ -30,19 +30,26 @@ pub struct Config {
     pub min_new_words: usize,
     /// Also speak the distinguishing question (bidirectional calls).
     pub speak: bool,
+    /// Also search with the technician's newest turn alone and keep the
+    /// surer of the two results.
+    pub search_newest_turn: bool,
+    /// ... when that turn has at least this many words.
+    pub min_turn_words: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             limit: 5,
-            floor: 0.5,
+            floor: 0.7,
             max_suggestions: 1,
             close_ratio: 0.8,
             ask_when_close: true,
             max_query_chars: 600,
             min_new_words: 1,
             speak: true,
+            search_newest_turn: true,
+            min_turn_words: 6,
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct Solutions {
     asked_pairs: BTreeSet<(String, String)>,
     /// Words of the query last searched.
     searched: BTreeSet<String>,
+    /// The analysis query last seen: what it gained since is the newest turn.
+    previous_query: String,
 }
 
 fn content_words(text: &str) -> BTreeSet<String> {
@@ -65,6 +74,10 @@ fn content_words(text: &str) -> BTreeSet<String> {
         .filter(|w| w.chars().count() >= 3)
         .map(str::to_lowercase)
         .collect()
+}
+
+fn top_score(hits: &[Hit]) -> f32 {
+    hits.first().map_or(f32::MIN, |h| h.score)
 }
 
 /// The newest `max` characters, cut at a word boundary.
@@ -112,6 +125,7 @@ impl Solutions {
             last_shown: None,
             asked_pairs: BTreeSet::new(),
             searched: BTreeSet::new(),
+            previous_query: String::new(),
         })
     }
 
@@ -129,6 +143,15 @@ impl Solutions {
     }
 
     fn on_analysis(&mut self, a: &Analysis, kb: &mut dyn Search) -> Vec<Event> {
+        // The analysis query is everything the technician said; what it
+        // gained since the last one is their newest turn.
+        let newest_turn = a
+            .query
+            .strip_prefix(self.previous_query.as_str())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() < a.query.len())
+            .map(str::to_string);
+        self.previous_query = a.query.clone();
         if !a.sufficient {
             return Vec::new();
         }
@@ -142,13 +165,13 @@ impl Solutions {
         } else {
             a.language.clone()
         };
-        let request = SearchRequest {
-            query: newest(&a.query, self.config.max_query_chars).to_string(),
+        let request = |query: &str| SearchRequest {
+            query: query.to_string(),
             limit: self.config.limit,
             language: Some(language.clone()),
             equipment: vec![],
         };
-        let hits = match kb.search(request) {
+        let mut hits = match kb.search(request(newest(&a.query, self.config.max_query_chars))) {
             Ok(h) => h,
             Err(e) => {
                 // No suggestion this time; the next analysis tries again.
@@ -157,6 +180,20 @@ impl Solutions {
                 return Vec::new();
             }
         };
+        // The whole conversation is the most complete query, the newest
+        // turn the most specific (a greeting no longer blurs it, and a turn
+        // that points elsewhere can replace what was shown): show what the
+        // knowledge base is surer of.
+        if self.config.search_newest_turn
+            && let Some(turn) = newest_turn
+            && turn.split_whitespace().count() >= self.config.min_turn_words
+        {
+            match kb.search(request(&turn)) {
+                Ok(h) if top_score(&h) > top_score(&hits) => hits = h,
+                Ok(_) => {}
+                Err(e) => kb.warn(&format!("knowledge search failed: {e}")),
+            }
+        }
         let Some(top) = hits.first() else {
             return Vec::new();
         };
@@ -380,6 +417,37 @@ mod tests {
         // The same words are searched again next time.
         let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
         assert_eq!(suggestions(&out).len(), 1);
+    }
+
+    #[test]
+    fn a_later_turn_that_points_elsewhere_replaces_the_answer() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = fake(vec![
+            // First turn: the door strike.
+            vec![hit("strike", 0.9)],
+            // Second: the whole call still leans to the strike...
+            vec![hit("strike", 0.6), hit("siren", 0.5)],
+            // ... the newest turn alone is sure it is the siren.
+            vec![hit("siren", 0.95)],
+        ]);
+        let first = "la gâche ne se déverrouille pas après le badge";
+        let out = s.handle(analysis(first, true), &mut kb);
+        assert_eq!(suggestions(&out)[0].0, "kb-strike-1");
+        let out = s.handle(
+            analysis(
+                &format!("{first} non en fait c'est la sirène extérieure qui reste muette"),
+                true,
+            ),
+            &mut kb,
+        );
+        assert_eq!(
+            suggestions(&out),
+            [("kb-siren-1".into(), SuggestionKind::KnowledgeBase)]
+        );
+        assert_eq!(
+            kb.asked[2].query,
+            "non en fait c'est la sirène extérieure qui reste muette"
+        );
     }
 
     #[test]
