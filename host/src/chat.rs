@@ -4,11 +4,13 @@
 //! suggestions. Each chat session is a long-lived call of its own.
 
 use crate::call_output::{self, Markers};
+use crate::live_calls::LiveCalls;
 use crate::pipeline::LoadedPipeline;
 use crate::pipeline::bindings::types::{
     CallInfo, Custom, Event, EventKind, SpeakerRole, Track, Transcript,
 };
 use crate::pipeline::call::Call;
+use crate::pipeline::call::SendError;
 use crate::pipeline::event::FLUSH;
 use crate::sessions::Sessions;
 use std::collections::HashMap;
@@ -74,13 +76,16 @@ struct ChatCall {
 pub struct ChatCalls {
     calls: tokio::sync::Mutex<HashMap<String, Arc<ChatCall>>>,
     max: usize,
+    /// Phone calls in progress: a message for one of them joins its pipeline.
+    live: Arc<LiveCalls>,
 }
 
 impl ChatCalls {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, live: Arc<LiveCalls>) -> Self {
         ChatCalls {
             calls: tokio::sync::Mutex::new(HashMap::new()),
             max,
+            live,
         }
     }
 
@@ -147,76 +152,31 @@ impl ChatCalls {
         m: Message,
     ) -> Result<Processed, ChatError> {
         let started = Instant::now();
+        if let Some(call) = self.live.get(&m.session_id) {
+            // A phone call in progress: the message joins its conversation.
+            let now_ms = call.started.elapsed().as_millis() as u64;
+            let id = call.next_id.fetch_add(1, Relaxed);
+            let done = call.markers.wait(id);
+            let injector = call.injector.clone();
+            return deliver(sessions, m, id, now_ms, done, started, |e| {
+                let injector = injector.clone();
+                async move { injector.send(e).await }
+            })
+            .await;
+        }
         let chat = self.get_or_start(pipeline, sessions, &m).await?;
         // One message at a time per session, in order.
         let live = chat.live.lock().await;
         let live = live.as_ref().ok_or(ChatError::Ended)?;
         let now_ms = chat.started.elapsed().as_millis() as u64;
         chat.last_used_ms.store(now_ms, Relaxed);
-        let end_ms = m
-            .end_s
-            .filter(|s| *s > 0.0)
-            .map_or(now_ms, |s| (s * 1000.0) as u64);
-        let start_ms = m
-            .start_s
-            .filter(|s| *s > 0.0)
-            .map_or(end_ms, |s| (s * 1000.0) as u64)
-            .min(end_ms);
         let id = chat.next_id.fetch_add(1, Relaxed);
-        let before: Vec<String> = sessions
-            .get(&m.session_id)
-            .map(|s| s.suggestions.iter().map(|x| x.id.clone()).collect())
-            .unwrap_or_default();
-        let transcript = Event::Transcript(Transcript {
-            utterance_id: id,
-            track: if m.role == SpeakerRole::Agent {
-                Track::Outbound
-            } else {
-                Track::Inbound
-            },
-            speaker_id: crate::pipeline::event::role_name(m.role).into(),
-            role: m.role,
-            start_ms,
-            end_ms,
-            text: m.text,
-            language: m.language,
-            confidence: m.confidence,
-        });
         let done = chat.markers.wait(id);
-        live.call
-            .send(transcript)
-            .await
-            .map_err(|_| ChatError::Ended)?;
-        live.call
-            .send(Event::Custom(Custom {
-                name: FLUSH.into(),
-                json: format!("{{\"id\":{id}}}"),
-            }))
-            .await
-            .map_err(|_| ChatError::Ended)?;
-        let status = match tokio::time::timeout(ANSWER_WITHIN, done).await {
-            Ok(Ok(())) => "processed",
-            _ => "pending",
-        };
-        let (mut suggestions, mut questions) = (0, 0);
-        if let Some(s) = sessions.get(&m.session_id) {
-            for x in s.suggestions.iter().filter(|x| !before.contains(&x.id)) {
-                if x.kind == "knowledge_base" {
-                    suggestions += 1;
-                } else {
-                    questions += 1;
-                }
-            }
-        }
-        Ok(Processed {
-            status,
-            segment_id: id,
-            suggestions_count: suggestions,
-            questions_count: questions,
-            processing_time_ms: started.elapsed().as_millis() as u64,
+        deliver(sessions, m, id, now_ms, done, started, |e| {
+            live.call.send(e)
         })
+        .await
     }
-
     /// Ends a chat session: the stages see `call-ended`.
     pub async fn end(&self, session_id: &str, sessions: &Sessions) -> bool {
         let Some(chat) = self.calls.lock().await.remove(session_id) else {
@@ -249,4 +209,78 @@ impl ChatCalls {
         }
         stale.len()
     }
+}
+
+/// Sends one message (and its flush marker) through `send`, waits until all
+/// it caused has come out, and counts what the session got from it.
+async fn deliver<F, Fut>(
+    sessions: &Sessions,
+    m: Message,
+    id: u64,
+    now_ms: u64,
+    done: tokio::sync::oneshot::Receiver<()>,
+    started: Instant,
+    send: F,
+) -> Result<Processed, ChatError>
+where
+    F: Fn(Event) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SendError>>,
+{
+    let end_ms = m
+        .end_s
+        .filter(|s| *s > 0.0)
+        .map_or(now_ms, |s| (s * 1000.0) as u64);
+    let start_ms = m
+        .start_s
+        .filter(|s| *s > 0.0)
+        .map_or(end_ms, |s| (s * 1000.0) as u64)
+        .min(end_ms);
+    let before: Vec<String> = sessions
+        .get(&m.session_id)
+        .map(|s| s.suggestions.iter().map(|x| x.id.clone()).collect())
+        .unwrap_or_default();
+    let session_id = m.session_id.clone();
+    let transcript = Event::Transcript(Transcript {
+        utterance_id: id,
+        track: if m.role == SpeakerRole::Agent {
+            Track::Outbound
+        } else {
+            Track::Inbound
+        },
+        speaker_id: crate::pipeline::event::role_name(m.role).into(),
+        role: m.role,
+        start_ms,
+        end_ms,
+        text: m.text,
+        language: m.language,
+        confidence: m.confidence,
+    });
+    send(transcript).await.map_err(|_| ChatError::Ended)?;
+    send(Event::Custom(Custom {
+        name: FLUSH.into(),
+        json: format!("{{\"id\":{id}}}"),
+    }))
+    .await
+    .map_err(|_| ChatError::Ended)?;
+    let status = match tokio::time::timeout(ANSWER_WITHIN, done).await {
+        Ok(Ok(())) => "processed",
+        _ => "pending",
+    };
+    let (mut suggestions, mut questions) = (0, 0);
+    if let Some(s) = sessions.get(&session_id) {
+        for x in s.suggestions.iter().filter(|x| !before.contains(&x.id)) {
+            if x.kind == "knowledge_base" {
+                suggestions += 1;
+            } else {
+                questions += 1;
+            }
+        }
+    }
+    Ok(Processed {
+        status,
+        segment_id: id,
+        suggestions_count: suggestions,
+        questions_count: questions,
+        processing_time_ms: started.elapsed().as_millis() as u64,
+    })
 }

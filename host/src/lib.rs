@@ -8,6 +8,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod knowledge;
+pub mod live_calls;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

@@ -64,6 +64,23 @@ pub enum SendError {
     Closed,
 }
 
+/// Sends events into a call's first stage; see [`Call::injector`].
+#[derive(Clone)]
+pub struct Injector(mpsc::WeakSender<Item>);
+
+impl Injector {
+    /// Waits for room, like [`Call::send`].
+    pub async fn send(&self, event: Event) -> Result<(), SendError> {
+        let tx = self.0.upgrade().ok_or(SendError::Closed)?;
+        tx.send(Item {
+            event,
+            arrived: Instant::now(),
+        })
+        .await
+        .map_err(|_| SendError::Closed)
+    }
+}
+
 pub struct Call {
     pub id: Arc<str>,
     pub info: CallInfo,
@@ -236,6 +253,13 @@ impl Call {
             name: super::event::TICK.into(),
             json: format!("{{\"stream_ms\":{now}}}"),
         }))
+    }
+
+    /// A handle that sends into this call from elsewhere (a chat message
+    /// for a live phone call) without keeping the call open: once the call
+    /// finishes, sending through it fails with `Closed`.
+    pub fn injector(&self) -> Option<Injector> {
+        self.input.as_ref().map(|tx| Injector(tx.downgrade()))
     }
 
     /// Events dropped at intake because the pipeline was saturated.

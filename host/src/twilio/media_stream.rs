@@ -31,6 +31,8 @@ pub struct StreamEnv {
     pub sessions: Arc<Sessions>,
     /// Used when the stream's parameters name no language.
     pub language: String,
+    /// Where the call is listed while it runs, so chat can reach it.
+    pub live: Arc<crate::live_calls::LiveCalls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,8 @@ struct Live {
     output: tokio::task::JoinHandle<()>,
     /// Plays audio back on a bidirectional stream; `mark`s report its progress.
     player: Option<Player>,
+    /// Lists the call for chat messages while it runs.
+    _listed: Option<crate::live_calls::Registration>,
 }
 
 fn track(t: &WireTrack) -> Track {
@@ -207,7 +211,8 @@ where
         }
     }
 
-    if let Some(l) = live {
+    if let Some(mut l) = live {
+        l._listed = None;
         let status = match &summary.ended {
             Ended::Stop => "completed",
             Ended::Disconnect => "disconnected",
@@ -281,17 +286,22 @@ async fn begin(
         player,
         speech: env.pipeline.capabilities.speech.clone(),
     });
+    let markers = Arc::new(crate::call_output::Markers::default());
+    let listed = call
+        .injector()
+        .map(|i| env.live.register(&session_id, i, markers.clone()));
     let output = crate::call_output::spawn(
         output,
         env.sessions.clone(),
         session_id.clone(),
         voice,
-        None,
+        Some(markers),
     );
     Ok(Live {
         call,
         session_id,
         output,
         player,
+        _listed: listed,
     })
 }

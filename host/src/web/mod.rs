@@ -47,6 +47,8 @@ pub struct AppInner {
     pub max_calls: usize,
     /// Chat sessions (the text path), each a call on the pipeline.
     pub chats: Arc<crate::chat::ChatCalls>,
+    /// Phone calls in progress: chat for one of them joins its pipeline.
+    pub live_calls: Arc<crate::live_calls::LiveCalls>,
     /// What the API and dashboard require; `None` only when explicitly off.
     pub api_token: Option<String>,
     /// Loads the pipeline again (`serve` has one; tests may not).
@@ -73,6 +75,7 @@ impl AppState {
         api_token: Option<String>,
         reloader: Option<Arc<crate::cli::reload::Reloader>>,
     ) -> Self {
+        let live_calls = Arc::new(crate::live_calls::LiveCalls::default());
         Self(Arc::new(AppInner {
             twilio_settings,
             twilio,
@@ -80,7 +83,8 @@ impl AppState {
             sessions,
             active_streams: AtomicUsize::new(0),
             max_calls,
-            chats: Arc::new(crate::chat::ChatCalls::new(max_calls)),
+            chats: Arc::new(crate::chat::ChatCalls::new(max_calls, live_calls.clone())),
+            live_calls,
             api_token,
             reloader,
         }))

@@ -61,6 +61,7 @@ async fn serve(socket: WebSocket, state: AppState) {
         pipeline: state.pipeline(),
         sessions: state.sessions.clone(),
         language: state.pipeline().language.clone(),
+        live: state.live_calls.clone(),
     };
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
     let _ = writer.await;
