@@ -548,3 +548,85 @@ async fn a_kill_mid_call_loses_nothing_that_was_shown() {
     assert_eq!(last.kind, "status");
     assert!(last.data.contains("interrupted"), "{last:?}");
 }
+
+/// Typed and spoken words share one conversation: a chat message sent with
+/// the session id of a live phone call enters that call's pipeline (no chat
+/// session of its own), so the rules see both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_for_a_live_call_joins_its_pipeline() {
+    use base64::Engine;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &common::default_pipeline_with("live-chat", |_| {}));
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect("connect");
+    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZlive", "start": {
+        "accountSid": "AC1", "streamSid": "MZlive", "callSid": "CAlive", "tracks": ["inbound"],
+        "customParameters": {"session_id": "live-chat", "technician_id": "tech-1"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
+    ws.send(Message::Text(start.to_string().into()))
+        .await
+        .unwrap();
+    // Silence keeps the call going without any speech of its own.
+    let silence = base64::engine::general_purpose::STANDARD.encode([0xFFu8; 160]);
+    for k in 0..50 {
+        let media = json!({"event": "media", "sequenceNumber": (k + 2).to_string(), "streamSid": "MZlive",
+            "media": {"track": "inbound", "chunk": (k + 1).to_string(), "timestamp": (k * 20).to_string(), "payload": silence}});
+        ws.send(Message::Text(media.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let doc = chat(
+        &server,
+        "live-chat",
+        "Bonjour, j'ai un souci sur le site.",
+        "technician",
+    )
+    .await;
+    assert_eq!(doc["processing"]["status"], "processed", "{doc}");
+    assert_eq!(doc["processing"]["questions_count"], 1, "{doc}");
+    let doc = chat(
+        &server,
+        "live-chat",
+        "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE ce matin, \
+         plus aucune lumière et elle ne répond pas au ping.",
+        "technician",
+    )
+    .await;
+    let kb = of_type(&doc, "knowledge_base");
+    assert_eq!(kb.len(), 1, "{doc}");
+    assert_eq!(kb[0]["sources"], json!(["sample-001"]), "{doc}");
+    // It all happened in the phone call's pipeline: no chat session exists.
+    let metrics = server
+        .client()
+        .get(server.http("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "callpipe_chat_sessions 0"),
+        "a separate chat session was started:\n{metrics}"
+    );
+    let session = server.get_json("/api/sessions/live-chat").await;
+    assert_eq!(session["call_sid"], "CAlive", "{session:#}");
+    let typed = session["transcript"].as_array().unwrap();
+    assert_eq!(
+        typed.len(),
+        2,
+        "both messages are in the call's transcript: {session:#}"
+    );
+    ws.send(Message::Text(
+        json!({"event": "stop", "streamSid": "MZlive"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+}
