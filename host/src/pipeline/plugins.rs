@@ -40,6 +40,56 @@ pub enum PluginError {
     MissingArtifact { package: String, path: PathBuf },
     #[error("{path}: {message}")]
     Foreign { path: PathBuf, message: String },
+    #[error(
+        "the Rust target {WASM_TARGET} that stages are built for is not installed, and `rustup target add {WASM_TARGET}` failed ({0}); run it yourself, then start again"
+    )]
+    Target(String),
+}
+
+/// Makes sure cargo can build for the stages' target: with rustup, adds
+/// the target when it is missing (a stock toolchain lacks it, and
+/// rust-toolchain.toml does not add it to an installed one). Without
+/// rustup there is nothing to check; cargo will say what is missing.
+pub fn ensure_target(rustup: &std::ffi::OsStr) -> Result<(), PluginError> {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    check_target(rustup)?;
+    let _ = DONE.set(());
+    Ok(())
+}
+
+/// One check; `Ok(true)` when the target had to be added.
+fn check_target(rustup: &std::ffi::OsStr) -> Result<bool, PluginError> {
+    let installed = match Command::new(rustup)
+        .args(["target", "list", "--installed"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => return Ok(false),
+    };
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(false);
+    }
+    {
+        tracing::warn!(
+            "the Rust target {WASM_TARGET} is missing: running `rustup target add {WASM_TARGET}`"
+        );
+        let out = Command::new(rustup)
+            .args(["target", "add", WASM_TARGET])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| PluginError::Target(e.to_string()))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(PluginError::Target(
+                why.lines().last().unwrap_or("no output").trim().to_string(),
+            ));
+        }
+    }
+    Ok(true)
 }
 
 /// Directories searched for a bare component name.
@@ -147,6 +197,7 @@ pub fn build(
         return Ok(BTreeMap::new());
     };
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    ensure_target(&std::env::var_os("RUSTUP").unwrap_or_else(|| "rustup".into()))?;
     let target = target_dir(first_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -319,6 +370,52 @@ pub fn build_foreign(dir: &Path, quiet: bool) -> Result<PathBuf, PluginError> {
 
 #[cfg(test)]
 mod tests {
+    /// A stand-in for rustup: lists `listed`, and answers `target add` with
+    /// `add_status` (recording that it was asked).
+    #[cfg(unix)]
+    fn fake_rustup(dir: &std::path::Path, listed: &str, add_status: i32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("rustup");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nif [ \"$2\" = list ]; then printf '%s\\n' {listed}; exit 0; fi\n\
+                 touch \"{}/asked\"\necho 'error: could not download' >&2\nexit {add_status}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_missing_stage_target_is_added_or_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = fake_rustup(dir.path(), "x86_64-unknown-linux-gnu wasm32-wasip2", 0);
+        assert!(!check_target(present.as_os_str()).unwrap());
+        assert!(!dir.path().join("asked").exists());
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = fake_rustup(dir.path(), "x86_64-unknown-linux-gnu", 0);
+        assert!(check_target(missing.as_os_str()).unwrap());
+        assert!(
+            dir.path().join("asked").exists(),
+            "rustup target add was not run"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let failing = fake_rustup(dir.path(), "x86_64-unknown-linux-gnu", 1);
+        let e = check_target(failing.as_os_str()).unwrap_err().to_string();
+        assert!(
+            e.contains("rustup target add wasm32-wasip2") && e.contains("could not download"),
+            "{e}"
+        );
+        // No rustup at all: nothing to check.
+        assert!(!check_target(dir.path().join("absent").as_os_str()).unwrap());
+    }
+
     use super::*;
 
     #[test]
