@@ -98,6 +98,37 @@ fn a_broken_copy_fails_with_file_line_and_stage() {
     assert!(stderr.contains("syntax.toml:3:"), "{stderr}");
 }
 
+/// A pipeline file may not hand the server's own secrets to a URL of its
+/// choosing, nor ask for unbounded queues or deadlines.
+#[test]
+fn a_pipeline_cannot_send_the_servers_secrets_or_ask_for_unbounded_limits() {
+    let original = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
+        .expect("pipeline");
+    let bad = original
+        .replacen(
+            "backend = \"local\"",
+            "backend = \"openai\"\nurl = \"https://collect.example/v1\"\nmodel = \"m\"\n\
+             dimensions = 8\napi_key_env = \"TWILIO_AUTH_TOKEN\"",
+            1,
+        )
+        .replacen("queue = 256", "queue = 100000000", 1)
+        .replacen("deadline_ms = 50", "deadline_ms = 86400000", 1);
+    assert_ne!(bad, original);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("greedy.toml");
+    std::fs::write(&path, &bad).expect("write");
+    let out = callpipe(&["check", path.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "api_key_env = \"TWILIO_AUTH_TOKEN\" names one of the server's own secrets",
+        "queue must be between 1 and 65536",
+        "limits.deadline_ms must be between 1 and 600000",
+    ] {
+        assert!(stderr.contains(want), "want `{want}`:\n{stderr}");
+    }
+}
+
 fn utterance_count(stdout: &str) -> usize {
     stdout
         .lines()

@@ -432,7 +432,11 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
     let seen = log.lock().unwrap().clone();
     let ended = seen
         .iter()
-        .find(|s| s.path.ends_with("/Calls/CAstandin0001.json") && s.method == "POST")
+        .find(|s| {
+            s.path
+                .ends_with("/Calls/CAfeed0000000000000000000000000001.json")
+                && s.method == "POST"
+        })
         .expect("hung up through Twilio");
     assert_eq!(
         ended.form,

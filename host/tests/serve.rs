@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use common::twilio::{AUTH_TOKEN as TOKEN, PUBLIC, twilio_env, twilio_stand_in};
+use common::twilio::{AUTH_TOKEN as TOKEN, CALL_SID, PUBLIC, twilio_env, twilio_stand_in};
 
 fn start_with(env: &[(&'static str, String)]) -> Server {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -97,7 +97,7 @@ async fn call_control_goes_through_twilios_rest_api() {
         .expect("json");
     assert_eq!(
         r,
-        json!({"success": true, "call_sid": "CAstandin0001", "session_id": "s-rest", "status": "queued"})
+        json!({"success": true, "call_sid": "CAfeed0000000000000000000000000001", "session_id": "s-rest", "status": "queued"})
     );
 
     let seen = log.lock().unwrap().clone();
@@ -131,7 +131,7 @@ async fn call_control_goes_through_twilios_rest_api() {
     assert!(url.contains("technician_name=Jeanne"), "{url}");
 
     let status: Value = http
-        .get(server.http("/twilio/call-status/CAstandin0001"))
+        .get(server.http("/twilio/call-status/CAfeed0000000000000000000000000001"))
         .send()
         .await
         .unwrap()
@@ -143,7 +143,7 @@ async fn call_control_goes_through_twilios_rest_api() {
 
     let ended: Value = http
         .post(server.http("/twilio/end-call"))
-        .json(&json!({"call_sid": "CAstandin0001", "session_id": "s-rest"}))
+        .json(&json!({"call_sid": "CAfeed0000000000000000000000000001", "session_id": "s-rest"}))
         .send()
         .await
         .unwrap()
@@ -158,26 +158,64 @@ async fn call_control_goes_through_twilios_rest_api() {
         json!({"total_segments": 0, "speakers": {}})
     );
     let end = log.lock().unwrap()[2].clone();
-    assert_eq!(end.path, "/Accounts/ACtest/Calls/CAstandin0001.json");
+    assert_eq!(
+        end.path,
+        "/Accounts/ACtest/Calls/CAfeed0000000000000000000000000001.json"
+    );
     assert_eq!(
         end.form,
         vec![("Status".to_string(), "completed".to_string())]
     );
     assert_eq!(end.auth, expected_auth);
+
+    // Only call SIDs reach a REST URL: anything else is a 400, and Twilio
+    // hears nothing of it.
+    let before = log.lock().unwrap().len();
+    for bad in [
+        "CA1",
+        "..%2F..%2FMessages",
+        "CAFEED0000000000000000000000000001",
+    ] {
+        let r = http
+            .get(server.http(&format!("/twilio/call-status/{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    for bad in [
+        "../Messages",
+        "CA1",
+        "CAfeed0000000000000000000000000001/../x",
+    ] {
+        let r = http
+            .post(server.http("/twilio/end-call"))
+            .json(&json!({"call_sid": bad}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    assert_eq!(
+        log.lock().unwrap().len(),
+        before,
+        "a bad SID reached Twilio"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_twilio_credentials_call_endpoints_say_so_and_streams_still_work() {
     let server = Server::start(&[]);
     let http = server.client();
+    let status_path = format!("/twilio/call-status/{CALL_SID}");
     for (method, path, body) in [
         (
             "POST",
             "/twilio/initiate-call",
             json!({"phone_number": "+33612345678"}),
         ),
-        ("POST", "/twilio/end-call", json!({"call_sid": "CA1"})),
-        ("GET", "/twilio/call-status/CA1", json!(null)),
+        ("POST", "/twilio/end-call", json!({"call_sid": CALL_SID})),
+        ("GET", status_path.as_str(), json!(null)),
     ] {
         let req = if method == "POST" {
             http.post(server.http(path)).json(&body)
@@ -685,18 +723,35 @@ async fn the_api_and_dashboard_need_the_token() {
         status_of(plain.get(server.http("/assets/nope.js"))).await,
         404
     );
-    // The token once in the address sets a cookie that works from then on.
+    // The token once in the address sets a cookie that works from then on,
+    // and the browser is sent on to the same address without it.
     let r = plain
-        .get(server.http(&format!("/demo/technician?token={}", common::server::TOKEN)))
+        .get(server.http(&format!(
+            "/demo/technician?token={}&lang=en",
+            common::server::TOKEN
+        )))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/demo/technician?lang=en");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    // Behind a TLS proxy the cookie is Secure.
+    let r = plain
+        .get(server.http(&format!("/?token={}", common::server::TOKEN)))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let secure = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(secure.contains("; Secure"), "{secure}");
     let pair = cookie.split(';').next().unwrap().to_string();
     let r = plain
         .get(server.http("/api/ops"))
@@ -714,7 +769,7 @@ async fn the_api_and_dashboard_need_the_token() {
     assert_eq!(status_of(plain.get(open.http("/api/sessions"))).await, 200);
     drop(open);
 
-    let own = Server::start(&[("CALLPIPE_API_TOKEN", "")]);
+    let own = Server::start_logged(&[("CALLPIPE_API_TOKEN", "")]);
     let file = own.data_dir().join("api-token");
     let token = std::fs::read_to_string(&file).expect("token file made");
     assert!(token.len() >= 32, "{token}");
@@ -729,6 +784,18 @@ async fn the_api_and_dashboard_need_the_token() {
         .get(own.http("/api/sessions"))
         .bearer_auth(token.trim());
     assert_eq!(status_of(with_token).await, 200);
+    let once = plain.get(own.http(&format!("/api/ops?token={}", token.trim())));
+    assert_eq!(status_of(once).await, 303);
+    // The log names the file, never the token.
+    let log = own.log();
+    assert!(
+        log.contains(&file.display().to_string()),
+        "the log should say where the token is:\n{log}"
+    );
+    assert!(
+        !log.contains(token.trim()),
+        "the API token is in the log:\n{log}"
+    );
 }
 
 /// Hot reload while 20 calls are in progress: a broken file is rejected

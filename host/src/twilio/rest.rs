@@ -16,6 +16,26 @@ pub enum RestError {
     },
     #[error("unexpected answer from Twilio: {0}")]
     Decode(String),
+    #[error("`{0}` is not a Twilio call SID (CA followed by 32 hex digits)")]
+    BadSid(String),
+}
+
+/// A Twilio call SID: `CA` and 32 lower-case hex digits. Anything else never
+/// reaches a REST URL (a path segment like `../Messages` would).
+pub fn is_call_sid(sid: &str) -> bool {
+    sid.len() == 34
+        && sid.starts_with("CA")
+        && sid[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn checked(sid: &str) -> Result<&str, RestError> {
+    if is_call_sid(sid) {
+        Ok(sid)
+    } else {
+        Err(RestError::BadSid(sid.chars().take(64).collect()))
+    }
 }
 
 /// The fields of Twilio's Call resource that callpipe uses.
@@ -116,6 +136,7 @@ impl TwilioClient {
 
     /// Hangs up a call in progress (`Status=completed`).
     pub async fn end_call(&self, sid: &str) -> Result<CallResource, RestError> {
+        let sid = checked(sid)?;
         self.send(
             self.http
                 .post(self.call_url(sid))
@@ -125,6 +146,7 @@ impl TwilioClient {
     }
 
     pub async fn fetch_call(&self, sid: &str) -> Result<CallResource, RestError> {
+        let sid = checked(sid)?;
         self.send(self.http.get(self.call_url(sid))).await
     }
 
@@ -165,6 +187,22 @@ pub fn is_e164(number: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_call_sids_reach_a_url() {
+        assert!(super::is_call_sid("CA0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "CA0123456789ABCDEF0123456789abcdef",
+            "CA0123456789abcdef0123456789abcde",
+            "CA0123456789abcdef0123456789abcdef0",
+            "SM0123456789abcdef0123456789abcdef",
+            "CA0123456789abcdef0123456789abc/..",
+            "../../Messages",
+        ] {
+            assert!(!super::is_call_sid(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

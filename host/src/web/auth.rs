@@ -1,7 +1,8 @@
 //! The API and dashboard token (`CALLPIPE_API_TOKEN`). A request carries it
 //! as `Authorization: Bearer …`, as the `callpipe_token` cookie, or once as
 //! `?token=…` (which sets the cookie, so a browser's EventSource and fetches
-//! carry it from then on). Twilio's routes are checked by signature instead,
+//! carry it from then on, and sends the browser on to the same address
+//! without the token). Twilio's routes are checked by signature instead,
 //! and health and readiness are open to load balancers.
 
 use super::{ApiError, AppState};
@@ -80,15 +81,62 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         tracing::warn!(path = %request.uri().path(), "refused a request with a wrong API token");
         return refuse(&request, "wrong API token");
     }
-    let set_cookie = matches!(presented, Presented::Query(_));
-    let mut response = next.run(request).await;
-    if set_cookie {
-        let value = format!("{COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict");
+    let from_query = matches!(presented, Presented::Query(_));
+    let secure = came_over_https(&request);
+    // A page opened with ?token=: set the cookie and send the browser to
+    // the same address without it, so the token leaves the address bar,
+    // the history and any proxy's logs of later requests.
+    let redirect = (from_query && request.method() == axum::http::Method::GET)
+        .then(|| without_token(request.uri()));
+    let mut response = match redirect {
+        Some(location) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        None => next.run(request).await,
+    };
+    if from_query {
+        let value = format!(
+            "{COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict{}",
+            if secure { "; Secure" } else { "" }
+        );
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
     response
+}
+
+/// Over TLS, directly or behind a proxy that says so.
+fn came_over_https(request: &Request) -> bool {
+    request.uri().scheme_str() == Some("https")
+        || request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .next()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            })
+}
+
+/// The request's path and query without its `token` parameter.
+fn without_token(uri: &axum::http::Uri) -> String {
+    let rest: Vec<(String, String)> = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != "token")
+        .collect();
+    match serde_urlencoded::to_string(&rest) {
+        Ok(q) if !q.is_empty() => format!("{}?{q}", uri.path()),
+        _ => uri.path().to_string(),
+    }
 }
 
 /// 401: JSON for API clients; for a browser, a page that asks for the token.
@@ -142,6 +190,14 @@ mod tests {
             HeaderValue::from_static("a=1; callpipe_token=xyz; b=2"),
         );
         assert_eq!(cookie(&h), Some("xyz"));
+    }
+
+    #[test]
+    fn the_token_leaves_the_address() {
+        let uri: axum::http::Uri = "/demo/technician?token=abc&lang=en".parse().unwrap();
+        assert_eq!(without_token(&uri), "/demo/technician?lang=en");
+        let uri: axum::http::Uri = "/?token=abc".parse().unwrap();
+        assert_eq!(without_token(&uri), "/");
     }
 
     #[test]

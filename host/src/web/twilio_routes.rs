@@ -37,6 +37,17 @@ pub(super) fn parse_body<T: DeserializeOwned>(
     })
 }
 
+/// 400 for anything but a call SID, before any REST call is made.
+fn call_sid(sid: &str) -> Result<&str, ApiError> {
+    if crate::twilio::rest::is_call_sid(sid) {
+        Ok(sid)
+    } else {
+        Err(ApiError::bad_request(
+            "call_sid must be a Twilio call SID: CA followed by 32 hex digits",
+        ))
+    }
+}
+
 fn rest_error(e: RestError) -> ApiError {
     match e {
         RestError::Refused {
@@ -151,6 +162,7 @@ pub async fn end_call(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: EndCall = parse_body(&headers, &body)?;
+    call_sid(&req.call_sid)?;
     let Some(client) = &state.twilio else {
         return Err(ApiError::twilio_not_configured());
     };
@@ -192,12 +204,13 @@ pub async fn end_call(
 
 pub async fn call_status(
     State(state): State<AppState>,
-    Path(call_sid): Path<String>,
+    Path(sid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let call_sid = call_sid(&sid)?;
     let Some(client) = &state.twilio else {
         return Err(ApiError::twilio_not_configured());
     };
-    let call = client.fetch_call(&call_sid).await.map_err(rest_error)?;
+    let call = client.fetch_call(call_sid).await.map_err(rest_error)?;
     Ok(Json(json!({
         "success": true,
         "call_sid": call.sid,
@@ -208,7 +221,7 @@ pub async fn call_status(
         "to": call.to,
         "start_time": call.start_time,
         "end_time": call.end_time,
-        "session_id": state.sessions.session_for_call(&call_sid),
+        "session_id": state.sessions.session_for_call(call_sid),
     })))
 }
 

@@ -17,6 +17,8 @@ pub struct Server {
     data: Option<tempfile::TempDir>,
     pipeline: PathBuf,
     env: Vec<(String, String)>,
+    /// Where its stderr goes when a test reads its log (`start_logged`).
+    log: Option<PathBuf>,
 }
 
 impl Drop for Server {
@@ -36,7 +38,29 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"))
+        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), false)
+    }
+
+    /// Like `start`, with the server's log kept for `log()`.
+    pub fn start_logged(env: &[(&str, &str)]) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(
+            env,
+            &super::audio_pipeline(),
+            tempfile::tempdir().expect("data dir"),
+            true,
+        )
+    }
+
+    /// Everything the server logged so far (`start_logged` only).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
@@ -45,10 +69,22 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let data = self.data.take().expect("data dir");
-        Self::spawn(std::mem::take(&mut self.env), &self.pipeline.clone(), data)
+        let logged = self.log.is_some();
+        Self::spawn(
+            std::mem::take(&mut self.env),
+            &self.pipeline.clone(),
+            data,
+            logged,
+        )
     }
 
-    fn spawn(env: Vec<(String, String)>, pipeline: &Path, data: tempfile::TempDir) -> Server {
+    fn spawn(
+        env: Vec<(String, String)>,
+        pipeline: &Path,
+        data: tempfile::TempDir,
+        logged: bool,
+    ) -> Server {
+        let log = logged.then(|| data.path().join("server.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
         cmd.args([
             "serve",
@@ -68,8 +104,11 @@ impl Server {
         .env_remove("TWILIO_AUTH_TOKEN")
         .env_remove("TWILIO_PHONE_NUMBER")
         .env_remove("TWILIO_WEBSOCKET_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::piped());
+        match &log {
+            Some(path) => cmd.stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.stderr(Stdio::inherit()),
+        };
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -91,6 +130,7 @@ impl Server {
             data: Some(data),
             pipeline: pipeline.to_path_buf(),
             env,
+            log,
         }
     }
 

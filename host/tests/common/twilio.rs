@@ -41,7 +41,7 @@ pub async fn twilio_stand_in() -> (String, Log) {
             "/2010-04-01/Accounts/{account}/Calls.json",
             post(|State(log): State<Log>, AxPath(account): AxPath<String>, headers: HeaderMap, body: axum::body::Bytes| async move {
                 record(&log, "POST", format!("/Accounts/{account}/Calls.json"), &headers, &body).await;
-                axum::Json(json!({"sid": "CAstandin0001", "status": "queued", "direction": "outbound-api"}))
+                axum::Json(json!({"sid": "CAfeed0000000000000000000000000001", "status": "queued", "direction": "outbound-api"}))
             }),
         )
         .route(
@@ -63,6 +63,9 @@ pub async fn twilio_stand_in() -> (String, Log) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), log)
 }
+
+/// The SID the stand-in gives the calls it creates.
+pub const CALL_SID: &str = "CAfeed0000000000000000000000000001";
 
 /// TWILIO_AUTH_TOKEN of the servers that talk to the stand-in.
 pub const AUTH_TOKEN: &str = "test-auth-token";
