@@ -129,7 +129,7 @@ async fn one(
         .await
         .expect("call");
     let drain =
-        callpipe_host::call_output::spawn(output, sessions.clone(), session.clone(), None, None);
+        callpipe_host::calls::output::spawn(output, sessions.clone(), session.clone(), None, None);
     // The context so far, and the question it brings, out of the way (a
     // call entering at the transcriber passes transcripts on untouched).
     call.send(transcript(1, BEFORE, 4000)).await.expect("send");

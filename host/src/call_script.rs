@@ -14,8 +14,8 @@
 //! ```
 
 use crate::audio::frames::{FRAME_BYTES, TrackFrames};
+use crate::bindings::types::Track;
 use crate::capabilities::speech::SpeechConfig;
-use crate::pipeline::bindings::types::Track;
 use anyhow::Context;
 use serde::Deserialize;
 use std::path::Path;

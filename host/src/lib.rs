@@ -1,14 +1,14 @@
 //! callpipe host: runs WebAssembly stage pipelines on live phone calls.
 
 pub mod audio;
-pub mod call_output;
+pub mod bindings;
 pub mod call_script;
+pub mod calls;
 pub mod capabilities;
-pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod knowledge;
-pub mod live_calls;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

@@ -46,10 +46,8 @@ impl SimConfig {
         let mut outbound = None;
         for t in tracks {
             match t.track {
-                crate::pipeline::bindings::types::Track::Inbound => inbound = t.frames,
-                crate::pipeline::bindings::types::Track::Outbound => {
-                    outbound = Some(Arc::new(t.frames))
-                }
+                crate::bindings::types::Track::Inbound => inbound = t.frames,
+                crate::bindings::types::Track::Outbound => outbound = Some(Arc::new(t.frames)),
             }
         }
         Self {

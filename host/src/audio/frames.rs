@@ -11,14 +11,14 @@ pub const TWILIO_RATE: u32 = 8000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackLayout {
     /// Mono (or the first channel) on one track.
-    Mono(crate::pipeline::bindings::types::Track),
+    Mono(crate::bindings::types::Track),
     /// Left = inbound (technician), right = outbound (agent).
     Stereo,
 }
 
 /// Mu-law frames per track; the last frame is padded with silence.
 pub struct TrackFrames {
-    pub track: crate::pipeline::bindings::types::Track,
+    pub track: crate::bindings::types::Track,
     pub frames: Vec<Vec<u8>>,
 }
 
@@ -31,7 +31,7 @@ pub fn to_mulaw_8k(samples: &[f32], rate: u32) -> Vec<u8> {
 }
 
 pub fn frames(recording: &Recording, layout: TrackLayout) -> Vec<TrackFrames> {
-    use crate::pipeline::bindings::types::Track;
+    use crate::bindings::types::Track;
     let tracks: Vec<(Track, &Vec<f32>)> = match layout {
         TrackLayout::Mono(track) => recording
             .channels

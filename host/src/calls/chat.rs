@@ -3,12 +3,10 @@
 //! transcripts, so chat and phone get the same analysis, questions and
 //! suggestions. Each chat session is a long-lived call of its own.
 
-use crate::call_output::{self, Markers};
-use crate::live_calls::LiveCalls;
+use crate::bindings::types::{CallInfo, Custom, Event, EventKind, SpeakerRole, Track, Transcript};
+use crate::calls::live::LiveCalls;
+use crate::calls::output::{self as call_output, Markers};
 use crate::pipeline::LoadedPipeline;
-use crate::pipeline::bindings::types::{
-    CallInfo, Custom, Event, EventKind, SpeakerRole, Track, Transcript,
-};
 use crate::pipeline::call::Call;
 use crate::pipeline::call::SendError;
 use crate::pipeline::event::FLUSH;

@@ -3,7 +3,7 @@
 //! system: "même traitement que transcription Twilio"), so the stages see
 //! typed and spoken words as one conversation.
 
-use crate::call_output::Markers;
+use crate::calls::output::Markers;
 use crate::pipeline::call::Injector;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

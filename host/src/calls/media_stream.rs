@@ -3,13 +3,13 @@
 //! `stop` or on disconnect. Transport-agnostic: the web layer hands in text
 //! messages and takes out replies, so tests can drive it frame by frame.
 
-use super::messages::{self, Inbound, ParseError, Track as WireTrack};
-use super::playback::Player;
+use crate::bindings::types::{Codec, Dtmf, EncodedAudio, Speaker, SpeakerRole, Track};
 use crate::metrics::AUDIO;
-use crate::pipeline::bindings::types::{Codec, Dtmf, EncodedAudio, Speaker, SpeakerRole, Track};
 use crate::pipeline::call::SendError;
 use crate::pipeline::{Call, CallInfo, Event, LoadedPipeline};
 use crate::sessions::Sessions;
+use crate::twilio::messages::{self, Inbound, ParseError, Track as WireTrack};
+use crate::twilio::playback::Player;
 use futures_util::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct StreamEnv {
     /// Used when the stream's parameters name no language.
     pub language: String,
     /// Where the call is listed while it runs, so chat can reach it.
-    pub live: Arc<crate::live_calls::LiveCalls>,
+    pub live: Arc<crate::calls::live::LiveCalls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,24 @@ pub struct Summary {
     pub ended: Ended,
 }
 
+/// Longest piece of a rejected message that reaches the log.
+const LOGGED_CHARS: usize = 200;
+
+/// What a peer sent, made safe for a log line: control characters (a
+/// newline that would forge a log line, terminal escapes) are escaped and
+/// the text is cut short.
+fn escaped(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(LOGGED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > LOGGED_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 /// Log the first few bad messages of a stream, then only count them.
 const LOGGED_REJECTS: u64 = 5;
 
@@ -66,7 +84,7 @@ struct Live {
     /// Plays audio back on a bidirectional stream; `mark`s report its progress.
     player: Option<Player>,
     /// Lists the call for chat messages while it runs.
-    _listed: Option<crate::live_calls::Registration>,
+    _listed: Option<crate::calls::live::Registration>,
 }
 
 fn track(t: &WireTrack) -> Track {
@@ -107,7 +125,8 @@ where
         if rejected_total <= LOGGED_REJECTS {
             tracing::warn!(
                 call = summary.call_sid.as_deref().unwrap_or("-"),
-                "skipped a media-stream message: {why}"
+                "skipped a media-stream message: {}",
+                escaped(&why.to_string())
             );
         }
     };
@@ -282,15 +301,15 @@ async fn begin(
     // Only a `<Connect><Stream>` (inbound track only) can carry audio back.
     let bidirectional = !start.tracks.iter().any(|t| t == "outbound");
     let player = bidirectional.then(|| Player::start(start.stream_sid.clone(), outgoing));
-    let voice = player.clone().map(|player| crate::call_output::Voice {
+    let voice = player.clone().map(|player| crate::calls::output::Voice {
         player,
         speech: env.pipeline.capabilities.speech.clone(),
     });
-    let markers = Arc::new(crate::call_output::Markers::default());
+    let markers = Arc::new(crate::calls::output::Markers::default());
     let listed = call
         .injector()
         .map(|i| env.live.register(&session_id, i, markers.clone()));
-    let output = crate::call_output::spawn(
+    let output = crate::calls::output::spawn(
         output,
         env.sessions.clone(),
         session_id.clone(),
@@ -304,4 +323,19 @@ async fn begin(
         player,
         _listed: listed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_a_peer_sent_cannot_forge_a_log_line() {
+        let e = super::escaped("unknown event `x\n2026-12-01T00:00:00Z INFO forged`\u{1b}[31m");
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
+        assert!(e.contains("\\n2026"), "{e}");
+        let long = "a".repeat(1000);
+        assert_eq!(
+            super::escaped(&long).chars().count(),
+            super::LOGGED_CHARS + 1
+        );
+    }
 }

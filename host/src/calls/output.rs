@@ -3,10 +3,8 @@
 //! a bidirectional call (`say`, through the pipeline's speech capability),
 //! and played back (`encoded-audio` on the outbound track), with barge-in.
 
+use crate::bindings::types::{Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript};
 use crate::capabilities::speech::Configured as Speech;
-use crate::pipeline::bindings::types::{
-    Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript,
-};
 use crate::pipeline::call::CallOutput;
 use crate::pipeline::event::{FLUSH, role_name};
 use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};

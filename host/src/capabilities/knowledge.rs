@@ -1,15 +1,15 @@
 //! `knowledge`: knowledge-base search for stages, over the knowledge base
 //! the pipeline configures (`[capabilities.knowledge]`).
 
+use super::CapabilityContext;
 use super::not_configured;
+use crate::bindings::knowledge::{CapabilityError, Hit, Host, SearchRequest};
 use crate::knowledge::{KnowledgeError, Search, StoreError};
-use crate::pipeline::bindings::knowledge::{CapabilityError, Hit, Host, SearchRequest};
-use crate::pipeline::state::StageState;
 
 /// Longest query a stage may send (a transcript paragraph is far shorter).
 const MAX_QUERY_BYTES: usize = 4096;
 
-impl Host for StageState {
+impl Host for CapabilityContext {
     async fn search(
         &mut self,
         request: SearchRequest,
@@ -21,9 +21,9 @@ impl Host for StageState {
     }
 }
 
-impl StageState {
+impl CapabilityContext {
     async fn search_kb(&mut self, request: SearchRequest) -> Result<Vec<Hit>, CapabilityError> {
-        let Some(kb) = self.capabilities.knowledge.clone() else {
+        let Some(kb) = self.set.knowledge.clone() else {
             return Err(not_configured("knowledge"));
         };
         if request.query.trim().is_empty() {

@@ -3,13 +3,14 @@
 
 pub mod knowledge;
 pub mod log;
+pub mod log_budget;
 pub mod openai_transcriber;
 pub mod speech;
 pub mod transcriber;
 pub mod whisper_cpp;
 
-use crate::pipeline::bindings::types::{self, CapabilityError};
-use crate::pipeline::state::StageState;
+use crate::bindings::types::{self, CapabilityError};
+use std::sync::Arc;
 
 /// The backends a pipeline configured; shared by all its stage instances.
 #[derive(Default)]
@@ -19,8 +20,26 @@ pub struct CapabilitySet {
     pub speech: Option<std::sync::Arc<speech::Configured>>,
 }
 
+/// Who a stage instance works for; attached to every log line it causes.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    pub call_id: Arc<str>,
+    pub stage: Arc<str>,
+}
+
+/// What a stage's capability calls see: the backends its pipeline
+/// configured and who is calling. The stage's store holds one, and the
+/// linker hands it (not the whole store state) to the host functions, as
+/// Spin's factors and wasmtime-wasi do.
+pub struct CapabilityContext {
+    pub set: Arc<CapabilitySet>,
+    pub context: StageContext,
+    /// How much more this stage instance may log (the `log` capability).
+    pub log_budget: log_budget::LogBudget,
+}
+
 // The `types` interface has no functions; its host trait is empty.
-impl types::Host for StageState {}
+impl types::Host for CapabilityContext {}
 
 /// The error a capability returns while the pipeline has no backend for it.
 pub(crate) fn not_configured(capability: &str) -> CapabilityError {

@@ -3,9 +3,9 @@
 //! process (the embedded default), or an OpenAI-compatible
 //! `/v1/audio/speech` endpoint.
 
+use super::CapabilityContext;
 use super::not_configured;
-use crate::pipeline::bindings::speech::{CapabilityError, Host};
-use crate::pipeline::state::StageState;
+use crate::bindings::speech::{CapabilityError, Host};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -368,13 +368,13 @@ impl Speaker for OpenAiSpeech {
     }
 }
 
-impl Host for StageState {
+impl Host for CapabilityContext {
     async fn synthesize(
         &mut self,
         text: String,
         language: String,
     ) -> wasmtime::Result<Result<Vec<u8>, CapabilityError>> {
-        let Some(s) = self.capabilities.speech.clone() else {
+        let Some(s) = self.set.speech.clone() else {
             return Ok(Err(not_configured("speech")));
         };
         let started = std::time::Instant::now();

@@ -1,11 +1,11 @@
 //! `transcriber`: speech to text. The stage sends PCM; the host hands it to
 //! the backend the pipeline configures (`[capabilities.transcriber]`).
 
+use super::CapabilityContext;
 use super::not_configured;
-use crate::pipeline::bindings::transcriber::{
+use crate::bindings::transcriber::{
     CapabilityError, Host, TranscribeRequest, Transcription as WitTranscription,
 };
-use crate::pipeline::state::StageState;
 use serde::Deserialize;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -212,12 +212,12 @@ pub fn to_16k(samples: &[i16], rate: u32) -> Vec<f32> {
     }
 }
 
-impl Host for StageState {
+impl Host for CapabilityContext {
     async fn transcribe(
         &mut self,
         request: TranscribeRequest,
     ) -> wasmtime::Result<Result<WitTranscription, CapabilityError>> {
-        let Some(t) = self.capabilities.transcriber.clone() else {
+        let Some(t) = self.set.transcriber.clone() else {
             return Ok(Err(not_configured("transcriber")));
         };
         if request.rate == 0 || request.rate > 192_000 {

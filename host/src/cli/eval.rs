@@ -10,10 +10,10 @@
 //!   "text"}]}`: every turn goes through one pipeline call in order, and the
 //!   first article shown, the last one and the search queries are scored.
 
-use crate::knowledge::{KnowledgeBase, Search};
-use crate::pipeline::bindings::types::{
+use crate::bindings::types::{
     CallInfo, Custom, Event, EventKind, SpeakerRole, SuggestionKind, Track, Transcript,
 };
+use crate::knowledge::{KnowledgeBase, Search};
 use crate::pipeline::event::FLUSH;
 use crate::pipeline::{Call, LoadedPipeline};
 use anyhow::Context;

@@ -1,6 +1,6 @@
 //! What `callpipe serve` does on a fresh clone so that one command runs the
-//! product: fetch the default models the pipeline needs, and seed an empty
-//! knowledge store with the pipeline's sample articles.
+//! product: fetch the default models the pipeline needs (seeding an empty
+//! knowledge store is `pipeline::reload::seed_knowledge`).
 
 use std::path::Path;
 
@@ -37,30 +37,5 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
         );
         crate::models::e5::setup(&models, show).await?;
     }
-    Ok(())
-}
-
-/// Imports `[capabilities.knowledge] seed` (relative to the pipeline file)
-/// when the store has no article.
-pub async fn seed_knowledge(pipeline: &crate::pipeline::LoadedPipeline) -> anyhow::Result<()> {
-    let Some(kb) = &pipeline.capabilities.knowledge else {
-        return Ok(());
-    };
-    let Some(seed) = kb.config().seed.clone() else {
-        return Ok(());
-    };
-    if kb.stats().await?.articles > 0 {
-        return Ok(());
-    }
-    let base = pipeline.path.parent().unwrap_or(Path::new("."));
-    let seed = if seed.is_absolute() {
-        seed
-    } else {
-        base.join(seed)
-    };
-    tracing::info!("knowledge store is empty: importing {}", seed.display());
-    // stdout is the listening line's (scripts read it); report on stderr.
-    let summary = super::kb::import(kb, &[seed], true).await?;
-    tracing::info!("{summary}");
     Ok(())
 }

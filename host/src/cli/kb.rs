@@ -299,24 +299,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
 /// Reads every file first (so a bad line stops the import before anything
 /// is written), then imports with a progress bar. Returns a summary line.
 pub async fn import(kb: &KnowledgeBase, paths: &[PathBuf], show: bool) -> anyhow::Result<String> {
-    let mut articles = Vec::new();
-    let mut files = 0;
-    for path in paths {
-        for file in article::collect(path)? {
-            articles.extend(article::read_file(&file)?);
-            files += 1;
-        }
-    }
-    let mut seen = std::collections::HashMap::new();
-    for a in &articles {
-        if let Some(first) = seen.insert(a.id.as_str(), a.title.as_str()) {
-            anyhow::bail!(
-                "article id `{}` appears twice (\"{first}\" and \"{}\")",
-                a.id,
-                a.title
-            );
-        }
-    }
+    let (articles, files) = article::read_all(paths)?;
     let bar = progress_bar(articles.len(), "importing", "articles", show);
     let started = std::time::Instant::now();
     let report = kb.import(&articles, |_| bar.inc(1)).await?;

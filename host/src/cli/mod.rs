@@ -8,7 +8,6 @@ mod first_run;
 pub mod kb;
 mod models;
 pub mod new_stage;
-pub mod reload;
 mod replay;
 mod serve;
 mod simulate;
@@ -124,13 +123,7 @@ async fn load_pipeline(
     path: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Result<crate::pipeline::LoadedPipeline, crate::pipeline::Diagnostics> {
-    let options = crate::pipeline::LoadOptions {
-        build_plugins: true,
-        quiet: false,
-        data_dir: data_dir.to_path_buf(),
-        knowledge_store: None,
-    };
-    crate::pipeline::loader::load(runtime, path, &options).await
+    crate::pipeline::reload::load(runtime, path, data_dir).await
 }
 
 /// A runtime sized for one-shot commands (a few calls at most).

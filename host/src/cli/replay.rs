@@ -1,6 +1,6 @@
 use crate::audio::frames::{self, FRAME_MS, TrackLayout};
 use crate::audio::wav;
-use crate::pipeline::bindings::types::{Codec, EncodedAudio, Track};
+use crate::bindings::types::{Codec, EncodedAudio, Track};
 use crate::pipeline::event::{describe, to_json};
 use crate::pipeline::{Call, CallInfo, Event};
 use anyhow::Context;

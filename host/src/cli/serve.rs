@@ -167,10 +167,10 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    super::first_run::seed_knowledge(&pipeline).await?;
+    crate::pipeline::reload::seed_knowledge(&pipeline).await?;
     let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
     tracing::info!("database: {} ({})", store.display, store.backend());
-    super::reload::record(&store, &pipeline).await?;
+    crate::pipeline::reload::record(&store, &pipeline).await?;
     let cut = store.interrupt_unfinished().await?;
     if !cut.is_empty() {
         tracing::warn!(
@@ -233,7 +233,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let names: Vec<&str> = pipeline.stages.iter().map(|s| &*s.name).collect();
-    let reloader = Arc::new(super::reload::Reloader::new(
+    let reloader = Arc::new(crate::pipeline::reload::Reloader::new(
         runtime.clone(),
         args.pipeline.clone(),
         data_dir.to_path_buf(),
@@ -249,7 +249,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Some(reloader.clone()),
     );
     let watcher = (args.watch_ms > 0)
-        .then(|| reloader.watch(state.clone(), Duration::from_millis(args.watch_ms)));
+        .then(|| reloader.watch(state.slot.clone(), Duration::from_millis(args.watch_ms)));
     // Chat sessions nobody writes to any more are ended.
     let reaper = {
         let state = state.clone();
@@ -259,7 +259,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 every.tick().await;
                 state
                     .chats
-                    .end_idle(crate::chat::IDLE, &state.sessions)
+                    .end_idle(crate::calls::chat::IDLE, &state.sessions)
                     .await;
             }
         })
@@ -276,16 +276,22 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         pipeline.version,
         names.join(" -> ")
     );
-    if let Some(token) = api_token.as_deref().filter(|_| token_in_file) {
-        // Like Jupyter: the one link that opens the dashboard, from the
-        // token in the data dir (set CALLPIPE_API_TOKEN to choose one).
+    if api_token.is_some() {
+        // The links, never the token itself: logs travel further than the
+        // data dir. Open a page once with ?token=TOKEN; a cookie does the rest.
         let host = if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
         } else {
             addr.to_string()
         };
-        tracing::info!("dashboard: http://{host}/demo/technician?token={token}");
-        tracing::info!("operations: http://{host}/?token={token}");
+        let from = if token_in_file {
+            format!("the token is in {}", data_dir.join(TOKEN_FILE).display())
+        } else {
+            "the token is CALLPIPE_API_TOKEN".to_string()
+        };
+        tracing::info!(
+            "dashboard: http://{host}/demo/technician?token=TOKEN, operations: http://{host}/?token=TOKEN ({from})"
+        );
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())

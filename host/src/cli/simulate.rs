@@ -1,6 +1,6 @@
 use crate::audio::frames::{self, TrackLayout};
 use crate::audio::wav;
-use crate::pipeline::bindings::types::Track;
+use crate::bindings::types::Track;
 use crate::simulator::{self, SimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;

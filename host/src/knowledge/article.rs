@@ -33,6 +33,37 @@ pub enum ArticleError {
         line: usize,
         message: String,
     },
+    #[error("article id `{id}` appears twice (\"{first}\" and \"{second}\")")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Every article under `paths` (files or directories of them), all read
+/// and checked before any is used, so a bad line stops an import before
+/// anything is written. Returns the articles and how many files held them.
+pub fn read_all(paths: &[PathBuf]) -> Result<(Vec<Article>, usize), ArticleError> {
+    let mut articles = Vec::new();
+    let mut files = 0;
+    for path in paths {
+        for file in collect(path)? {
+            articles.extend(read_file(&file)?);
+            files += 1;
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for a in &articles {
+        if let Some(first) = seen.insert(a.id.as_str(), a.title.as_str()) {
+            return Err(ArticleError::Duplicate {
+                id: a.id.clone(),
+                first: first.to_string(),
+                second: a.title.clone(),
+            });
+        }
+    }
+    Ok((articles, files))
 }
 
 impl Article {

@@ -41,6 +41,8 @@ pub enum KnowledgeError {
     Embed(#[from] EmbedError),
     #[error("knowledge misconfigured: {0}")]
     Config(String),
+    #[error(transparent)]
+    Articles(#[from] article::ArticleError),
 }
 
 /// `[capabilities.knowledge]`
@@ -444,6 +446,20 @@ impl KnowledgeBase {
         }
         self.store().await?.finish().await?;
         Ok(report)
+    }
+
+    /// Imports `seed` (a file or directory of articles) when the store holds
+    /// no article yet; `None` when it already did.
+    pub async fn seed_if_empty(
+        &self,
+        seed: &Path,
+        progress: impl FnMut(&Article),
+    ) -> Result<Option<ImportReport>, KnowledgeError> {
+        if self.stats().await?.articles > 0 {
+            return Ok(None);
+        }
+        let (articles, _) = article::read_all(&[seed.to_path_buf()])?;
+        Ok(Some(self.import(&articles, progress).await?))
     }
 
     /// Hybrid search; returns the best chunk of each article, best first.

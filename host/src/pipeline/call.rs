@@ -1,11 +1,11 @@
 //! One call through a pipeline: a task per stage, joined by bounded channels,
 //! so a slow stage (Whisper) never stalls audio intake.
 
-use super::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
 use super::event::kind_of;
 use super::instance::{HandleError, StageInstance};
 use super::loader::LoadedPipeline;
 use super::stats::{StageStats, StatsSnapshot};
+use crate::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -363,7 +363,7 @@ async fn run_stage(
                         error.to_string()
                     };
                     crate::metrics::STAGE_FAILURES.report(crate::metrics::StageFailure {
-                        at: crate::sessions::now_epoch(),
+                        at: crate::clock::now_epoch(),
                         session_id: counters.session_id.to_string(),
                         stage: ctx.stage.to_string(),
                         kind: super::event::kind_name(kind),

@@ -1,6 +1,6 @@
 //! Event kinds, routing sets and readable renderings of events.
 
-use super::bindings::types::{Event, EventKind, SpeakerRole, SuggestionKind, Track};
+use crate::bindings::types::{Event, EventKind, SpeakerRole, SuggestionKind, Track};
 use serde_json::{Value, json};
 
 pub const ALL_KINDS: [EventKind; 12] = [
@@ -35,8 +35,8 @@ pub const TICK: &str = "callpipe.tick";
 pub const FLUSH: &str = "callpipe.flush";
 
 /// True for the host's clock events (outputs usually skip them).
-pub fn is_tick(event: &super::bindings::types::Event) -> bool {
-    matches!(event, super::bindings::types::Event::Custom(c) if c.name == TICK)
+pub fn is_tick(event: &crate::bindings::types::Event) -> bool {
+    matches!(event, crate::bindings::types::Event::Custom(c) if c.name == TICK)
 }
 
 pub fn kind_name(kind: EventKind) -> &'static str {

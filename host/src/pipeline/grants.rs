@@ -2,7 +2,8 @@
 //! importing an interface its stage is not granted is refused at load.
 
 use super::state::StageState;
-use crate::pipeline::bindings::callpipe::stage as wit;
+use crate::bindings::callpipe::stage as wit;
+use crate::capabilities::CapabilityContext;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -84,22 +85,25 @@ pub fn check_imports(
 /// A linker with WASI (sandboxed: no files, sockets or environment), `log`,
 /// and exactly the granted capabilities.
 pub fn linker(engine: &Engine, grants: &[Capability]) -> wasmtime::Result<Linker<StageState>> {
+    // Capabilities see their own context, never the whole store state.
+    type Caps = HasSelf<CapabilityContext>;
+    fn caps(s: &mut StageState) -> &mut CapabilityContext {
+        &mut s.capabilities
+    }
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wit::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?;
-    wit::log::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?;
+    wit::types::add_to_linker::<StageState, Caps>(&mut linker, caps)?;
+    wit::log::add_to_linker::<StageState, Caps>(&mut linker, caps)?;
     for cap in grants {
         match cap {
-            Capability::Transcriber => wit::transcriber::add_to_linker::<
-                StageState,
-                HasSelf<StageState>,
-            >(&mut linker, |s| s)?,
-            Capability::Knowledge => wit::knowledge::add_to_linker::<
-                StageState,
-                HasSelf<StageState>,
-            >(&mut linker, |s| s)?,
+            Capability::Transcriber => {
+                wit::transcriber::add_to_linker::<StageState, Caps>(&mut linker, caps)?
+            }
+            Capability::Knowledge => {
+                wit::knowledge::add_to_linker::<StageState, Caps>(&mut linker, caps)?
+            }
             Capability::Speech => {
-                wit::speech::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)?
+                wit::speech::add_to_linker::<StageState, Caps>(&mut linker, caps)?
             }
         }
     }

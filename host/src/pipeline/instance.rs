@@ -2,11 +2,11 @@
 //! and instance. A fault (trap, deadline, limit) replaces the instance; the
 //! call goes on.
 
-use super::bindings::types::{CallInfo, Event, StageError};
-use super::bindings::{FullStage, FullStagePre};
 use super::engine::Runtime;
 use super::loader::LoadedStage;
 use super::state::{StageContext, StageState};
+use crate::bindings::types::{CallInfo, Event, StageError};
+use crate::bindings::{FullStage, FullStagePre};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};

@@ -1,8 +1,6 @@
 //! Loading a pipeline file: everything `callpipe check` validates, ending in
 //! one `InstancePre` per stage. A pipeline with any error is never returned.
 
-use super::bindings::FullStagePre;
-use super::bindings::types::{CallInfo, Descriptor, EventKind};
 use super::diagnostics::{Diagnostic, Diagnostics, SourceMap};
 use super::engine::Runtime;
 use super::event::{HOST_INJECTED, KindSet, kind_name, parse_kind};
@@ -11,6 +9,8 @@ use super::instance::{InstanceError, StageInstance};
 use super::model::{Limits, PipelineFile, StageSpec};
 use super::plugins::{self, Source};
 use super::state::StageState;
+use crate::bindings::FullStagePre;
+use crate::bindings::types::{CallInfo, Descriptor, EventKind};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ pub struct LoadedPipeline {
 
 impl LoadedPipeline {
     /// The first stage that handles `kind`: where the chat path enters.
-    pub fn first_handling(&self, kind: super::bindings::types::EventKind) -> Option<usize> {
+    pub fn first_handling(&self, kind: crate::bindings::types::EventKind) -> Option<usize> {
         self.stages.iter().position(|s| s.on.contains(kind))
     }
 }
@@ -149,8 +149,25 @@ pub async fn load_str(
             "the pipeline name must be kebab-case",
         ));
     }
-    if file.pipeline.queue == 0 {
-        diags.push(map.at(None, None, "[pipeline] queue must be at least 1"));
+    if file.pipeline.queue == 0 || file.pipeline.queue > MAX_QUEUE {
+        diags.push(map.at(
+            None,
+            None,
+            format!("[pipeline] queue must be between 1 and {MAX_QUEUE}"),
+        ));
+    }
+    // A pipeline file names environment variables for API keys; it must
+    // not be able to send the server's own secrets to a URL it chooses.
+    for (name, section) in [
+        ("transcriber", &file.capabilities.transcriber),
+        ("knowledge", &file.capabilities.knowledge),
+        ("speech", &file.capabilities.speech),
+    ] {
+        if let Some(section) = section
+            && let Err(message) = no_server_secrets(name, section.get_ref())
+        {
+            diags.push(map.at(Some(section.span()), None, message));
+        }
     }
     let mut capabilities = crate::capabilities::CapabilitySet::default();
     if let Some(section) = &file.capabilities.transcriber {
@@ -242,10 +259,10 @@ pub async fn load_str(
                 format!("limits.memory_mib must be between 1 and {max}"),
             ));
         }
-        if s.limits.deadline_ms == 0 {
+        if s.limits.deadline_ms == 0 || s.limits.deadline_ms > MAX_DEADLINE_MS {
             diags.push(at(
                 spec.span(),
-                "limits.deadline_ms must be at least 1".into(),
+                format!("limits.deadline_ms must be between 1 and {MAX_DEADLINE_MS}"),
             ));
         }
         let source = match plugins::resolve(s.component.get_ref(), &pipeline_dir) {
@@ -403,9 +420,7 @@ pub async fn load_str(
         queue: file.pipeline.queue,
         tick_ms: stages
             .iter()
-            .any(|s| {
-                s.on.contains(crate::pipeline::bindings::types::EventKind::Custom)
-            })
+            .any(|s| s.on.contains(crate::bindings::types::EventKind::Custom))
             .then_some(file.pipeline.tick_ms.max(20)),
         stages,
         runtime: runtime.clone(),
@@ -542,6 +557,43 @@ async fn build_transcriber(
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("loading the transcriber failed: {e}")),
     }
+}
+
+/// Events that may wait in front of one stage: past this a stuck stage
+/// holds more memory per call than any pipeline needs.
+pub const MAX_QUEUE: usize = 65_536;
+/// Longest wall-clock budget of one event (ten minutes: a long transcription).
+pub const MAX_DEADLINE_MS: u64 = 600_000;
+
+/// Variables a pipeline's `api_key_env` may never name: the server's own
+/// credentials.
+const SERVER_SECRETS: &[&str] = &[
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "CALLPIPE_API_TOKEN",
+    "CALLPIPE_DATABASE_URL",
+    "DATABASE_URL",
+    "CALLPIPE_STREAM_SECRET",
+];
+
+/// Refuses a section (at any depth) whose `api_key_env` names a server secret.
+fn no_server_secrets(section: &str, table: &toml::Table) -> Result<(), String> {
+    for (key, value) in table {
+        match value {
+            toml::Value::String(var)
+                if key == "api_key_env"
+                    && SERVER_SECRETS.iter().any(|s| s.eq_ignore_ascii_case(var)) =>
+            {
+                return Err(format!(
+                    "[capabilities.{section}] api_key_env = \"{var}\" names one of the server's own secrets; \
+                     a pipeline may only send keys of its own (e.g. OPENAI_API_KEY)"
+                ));
+            }
+            toml::Value::Table(inner) => no_server_secrets(section, inner)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses `[capabilities.knowledge]` and opens the knowledge base.

@@ -1,7 +1,6 @@
 //! Pipelines: the TOML model, validation, component loading and the per-call
 //! runner. wasmtime stays inside this module.
 
-pub mod bindings;
 pub mod call;
 pub mod diagnostics;
 pub mod engine;
@@ -11,10 +10,13 @@ pub mod instance;
 pub mod loader;
 pub mod model;
 pub mod plugins;
+pub mod reload;
 pub mod state;
 pub mod stats;
 
-pub use bindings::types::{CallInfo, Event, EventKind};
+/// The stage contract's bindings, also reachable here (older paths).
+pub use crate::bindings;
+pub use crate::bindings::types::{CallInfo, Event, EventKind};
 pub use call::{Call, CallOutput};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use engine::{Runtime, RuntimeConfig};

@@ -5,15 +5,78 @@
 //! that does not load is rejected, the old version stays, and the error is
 //! kept for the ops page and logged.
 
-use crate::pipeline::{LoadedPipeline, Runtime};
-use crate::sessions::now_epoch;
+use super::{Diagnostics, LoadOptions, LoadedPipeline, Runtime};
+use crate::clock::now_epoch;
 use crate::store::Store;
-use crate::web::AppState;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The pipeline new calls start on: swapped whole by a reload, while each
+/// call keeps the `Arc` it started with.
+pub struct PipelineSlot(RwLock<Arc<LoadedPipeline>>);
+
+impl PipelineSlot {
+    pub fn new(pipeline: Arc<LoadedPipeline>) -> Self {
+        PipelineSlot(RwLock::new(pipeline))
+    }
+
+    pub fn get(&self) -> Arc<LoadedPipeline> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, pipeline: Arc<LoadedPipeline>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = pipeline;
+    }
+}
+
+/// Loads a pipeline to run it, building its plugins with cargo's progress
+/// shown; `Err` carries the located diagnostics.
+pub async fn load(
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    data_dir: &Path,
+) -> Result<LoadedPipeline, Diagnostics> {
+    let options = LoadOptions {
+        build_plugins: true,
+        quiet: false,
+        data_dir: data_dir.to_path_buf(),
+        knowledge_store: None,
+    };
+    super::loader::load(runtime, path, &options).await
+}
+
+/// Imports `[capabilities.knowledge] seed` (relative to the pipeline file)
+/// when the store has no article.
+pub async fn seed_knowledge(
+    pipeline: &LoadedPipeline,
+) -> Result<(), crate::knowledge::KnowledgeError> {
+    let Some(kb) = &pipeline.capabilities.knowledge else {
+        return Ok(());
+    };
+    let Some(seed) = kb.config().seed.clone() else {
+        return Ok(());
+    };
+    let base = pipeline.path.parent().unwrap_or(Path::new("."));
+    let seed = if seed.is_absolute() {
+        seed
+    } else {
+        base.join(seed)
+    };
+    let started = std::time::Instant::now();
+    if let Some(report) = kb.seed_if_empty(&seed, |_| {}).await? {
+        tracing::info!(
+            "knowledge store was empty: imported {} in {:.1} s: {} added ({})",
+            seed.display(),
+            started.elapsed().as_secs_f64(),
+            report.added,
+            kb.summary()
+        );
+    }
+    Ok(())
+}
 
 /// A reload that was refused.
 #[derive(Debug, Clone, Serialize)]
@@ -85,10 +148,10 @@ impl Reloader {
     }
 
     /// Loads the file again; on success new calls start on it.
-    pub async fn reload(&self, state: &AppState) -> Result<Reloaded, Rejected> {
+    pub async fn reload(&self, slot: &PipelineSlot) -> Result<Reloaded, Rejected> {
         let _one = self.busy.lock().await;
-        let previous = state.pipeline();
-        let loaded = match super::load_pipeline(&self.runtime, &self.path, &self.data_dir).await {
+        let previous = slot.get();
+        let loaded = match load(&self.runtime, &self.path, &self.data_dir).await {
             Ok(p) => p,
             Err(diagnostics) => {
                 let r = Rejected {
@@ -106,7 +169,7 @@ impl Reloader {
                 return Err(r);
             }
         };
-        if let Err(e) = super::first_run::seed_knowledge(&loaded).await {
+        if let Err(e) = seed_knowledge(&loaded).await {
             tracing::warn!("reloaded pipeline: cannot seed its knowledge base: {e:#}");
         }
         if let Some(store) = &self.store
@@ -115,7 +178,7 @@ impl Reloader {
             tracing::warn!("cannot record the reloaded pipeline: {e}");
         }
         let loaded = Arc::new(loaded);
-        state.set_pipeline(loaded.clone());
+        slot.set(loaded.clone());
         self.set_rejected(None);
         let done = Reloaded {
             name: loaded.name.clone(),
@@ -146,15 +209,19 @@ impl Reloader {
 
     /// Checks for changes every `every` and reloads when something changed
     /// and then stayed the same for one more check (editors write in steps).
-    pub fn watch(self: Arc<Self>, state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn watch(
+        self: Arc<Self>,
+        slot: Arc<PipelineSlot>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut seen = self.fingerprint(&state.pipeline());
+            let mut seen = self.fingerprint(&slot.get());
             let mut pending: Option<[u8; 32]> = None;
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let now = self.fingerprint(&state.pipeline());
+                let now = self.fingerprint(&slot.get());
                 if now.is_none() || now == seen {
                     pending = None;
                     continue;
@@ -165,8 +232,8 @@ impl Reloader {
                 }
                 tracing::info!(file = %self.path.display(), "pipeline changed on disk: reloading");
                 // Refused or not, this content has been tried.
-                let _ = self.reload(&state).await;
-                seen = self.fingerprint(&state.pipeline()).or(now);
+                let _ = self.reload(&slot).await;
+                seen = self.fingerprint(&slot.get()).or(now);
                 pending = None;
             }
         })

@@ -10,12 +10,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// Who a stage instance works for; attached to every log line it causes.
-#[derive(Debug, Clone)]
-pub struct StageContext {
-    pub call_id: Arc<str>,
-    pub stage: Arc<str>,
-}
+pub use crate::capabilities::StageContext;
+use crate::capabilities::{CapabilityContext, CapabilitySet};
 
 pub struct StageState {
     wasi: WasiCtx,
@@ -26,17 +22,18 @@ pub struct StageState {
     pub deadline: Instant,
     /// Last lines the guest wrote to stderr (a panic message, typically).
     pub stderr: GuestOutput,
-    /// Backends of the capabilities the pipeline configured.
-    pub capabilities: Arc<crate::capabilities::CapabilitySet>,
+    /// What the capability host functions see (linked through it).
+    pub capabilities: CapabilityContext,
 }
 
 impl StageState {
     pub fn new(
         context: StageContext,
         limits: StoreLimits,
-        capabilities: Arc<crate::capabilities::CapabilitySet>,
+        capabilities: Arc<CapabilitySet>,
     ) -> Self {
         let stderr = GuestOutput::new(context.clone());
+        let capability_context = context.clone();
         // No files, no network, no environment: a stage sees only what the
         // host hands it through events and granted capabilities.
         let wasi = WasiCtxBuilder::new()
@@ -50,7 +47,11 @@ impl StageState {
             context,
             deadline: Instant::now(),
             stderr,
-            capabilities,
+            capabilities: CapabilityContext {
+                set: capabilities,
+                context: capability_context,
+                log_budget: Default::default(),
+            },
         }
     }
 }
@@ -78,6 +79,8 @@ pub struct GuestOutput {
 struct OutputBuffer {
     line: Vec<u8>,
     tail: Vec<u8>,
+    /// Lines that reach the host log, per window.
+    budget: crate::capabilities::log_budget::LogBudget,
 }
 
 impl GuestOutput {
@@ -101,12 +104,22 @@ impl GuestOutput {
         for &b in bytes {
             if b == b'\n' {
                 let line = std::mem::take(&mut buf.line);
-                tracing::info!(
-                    call = %self.context.call_id,
-                    stage = %self.context.stage,
-                    "guest: {}",
-                    String::from_utf8_lossy(&line)
-                );
+                use crate::capabilities::log_budget::Verdict;
+                if let Verdict::Log { suppressed } = buf.budget.take(std::time::Instant::now()) {
+                    if suppressed > 0 {
+                        tracing::warn!(
+                            call = %self.context.call_id,
+                            stage = %self.context.stage,
+                            "guest output over its budget: {suppressed} lines dropped"
+                        );
+                    }
+                    tracing::info!(
+                        call = %self.context.call_id,
+                        stage = %self.context.stage,
+                        "guest: {}",
+                        String::from_utf8_lossy(&line).escape_debug()
+                    );
+                }
                 buf.tail.extend_from_slice(&line);
                 buf.tail.push(b'\n');
                 let excess = buf.tail.len().saturating_sub(TAIL_BYTES);

@@ -2,47 +2,21 @@
 //! pipeline has produced so far (segments per speaker). This is the live view
 //! the HTTP API answers from; durable storage builds on it.
 
-use crate::pipeline::bindings::types::SpeakerRole;
+use crate::bindings::types::SpeakerRole;
 use crate::pipeline::event::role_name;
-use crate::store::writer::{Write, Writer};
+pub mod writer;
+
+pub use crate::store::items::{SuggestionRecord, TranscriptLine};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+use writer::{Write, Writer};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SpeakerStats {
     pub segment_count: u64,
     pub speaker_role: String,
-}
-
-/// What a speaker said, as the pipeline's transcriber heard it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TranscriptLine {
-    pub speaker_id: String,
-    pub speaker_role: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub text: String,
-    pub language: String,
-    pub confidence: f32,
-}
-
-/// A suggestion as the dashboard shows it: an article or a question.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SuggestionRecord {
-    /// Stable: the dashboard de-duplicates on it.
-    pub id: String,
-    /// `knowledge_base` or `clarification_question`, as the original system.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub content: String,
-    pub sources: Vec<String>,
-    pub confidence: f32,
-    pub language: String,
-    /// Seconds since the Unix epoch.
-    pub at: f64,
 }
 
 /// What changed in a session, for live listeners (the dashboard's stream).
@@ -100,11 +74,7 @@ impl Session {
     }
 }
 
-pub fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+pub use crate::clock::now_epoch;
 
 /// Transcript lines a live session keeps (durable storage keeps them all).
 const MAX_TRANSCRIPT: usize = 500;

@@ -1,11 +1,12 @@
-//! One writer task per process: the live sessions hand it every change in
+//! One writer task per process, beside the live sessions that feed it: they
+//! hand it every change in
 //! order, so a status never lands before its call, and what the dashboard
 //! is about to be shown (transcripts, suggestions) is awaited until it is
 //! stored. A failing database is logged; calls go on.
 
-use super::{NewCall, Store};
+use super::{Published, StatusChange, SuggestionRecord, TranscriptLine, Update};
 use crate::metrics::StageFailure;
-use crate::sessions::{Published, StatusChange, SuggestionRecord, TranscriptLine, Update};
+use crate::store::{NewCall, Store};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 

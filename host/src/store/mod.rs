@@ -7,8 +7,8 @@
 //! with `CALLPIPE_DATABASE_URL=postgres://...`. The SQL is written once with
 //! `?` placeholders and numbered for Postgres.
 
+pub mod items;
 mod records;
-pub mod writer;
 
 pub use records::{CallRow, EventRow, NewCall, StageErrorRow};
 

@@ -2,8 +2,9 @@
 //! appends to `events` in the same transaction, so the stream and the
 //! tables never disagree.
 
+use super::items::{SuggestionRecord, TranscriptLine};
 use super::{Db, Store, StoreError, on_pool};
-use crate::sessions::{SuggestionRecord, TranscriptLine, now_epoch};
+use crate::clock::now_epoch;
 use serde::Serialize;
 use sqlx::Row;
 

@@ -1,7 +1,6 @@
 //! Twilio: Media Streams messages, webhook signatures, TwiML and the REST
 //! client for call control. Twilio's JSON and form formats stay in here.
 
-pub mod media_stream;
 pub mod messages;
 pub mod playback;
 pub mod rest;

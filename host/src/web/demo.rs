@@ -1,10 +1,10 @@
 //! `/demo/*`: the original dashboard's endpoints. Chat messages enter the
-//! call pipeline at the transcript stage (see `crate::chat`).
+//! call pipeline at the transcript stage (see `crate::calls::chat`).
 
 use super::twilio_routes::parse_body;
 use super::{ApiError, AppState};
-use crate::chat::{ChatError, Message};
-use crate::pipeline::bindings::types::SpeakerRole;
+use crate::bindings::types::SpeakerRole;
+use crate::calls::chat::{ChatError, Message};
 use crate::sessions::{SuggestionRecord, TranscriptLine};
 use axum::Json;
 use axum::body::Bytes;

@@ -22,8 +22,8 @@ use crate::twilio::rest::TwilioClient;
 use crate::twilio::twiml::StreamMode;
 use axum::Router;
 use axum::routing::{get, post};
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
 
 /// Twilio settings, with the original system's names (TWILIO_*).
 #[derive(Clone, Default)]
@@ -41,18 +41,19 @@ pub struct TwilioSettings {
 pub struct AppInner {
     pub twilio_settings: TwilioSettings,
     pub twilio: Option<TwilioClient>,
-    pipeline: RwLock<Arc<LoadedPipeline>>,
+    /// The pipeline new calls start on (a reload swaps it).
+    pub slot: Arc<crate::pipeline::reload::PipelineSlot>,
     pub sessions: Arc<Sessions>,
     pub active_streams: AtomicUsize,
     pub max_calls: usize,
     /// Chat sessions (the text path), each a call on the pipeline.
-    pub chats: Arc<crate::chat::ChatCalls>,
+    pub chats: Arc<crate::calls::chat::ChatCalls>,
     /// Phone calls in progress: chat for one of them joins its pipeline.
-    pub live_calls: Arc<crate::live_calls::LiveCalls>,
+    pub live_calls: Arc<crate::calls::live::LiveCalls>,
     /// What the API and dashboard require; `None` only when explicitly off.
     pub api_token: Option<String>,
     /// Loads the pipeline again (`serve` has one; tests may not).
-    pub reloader: Option<Arc<crate::cli::reload::Reloader>>,
+    pub reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
 }
 
 #[derive(Clone)]
@@ -73,35 +74,29 @@ impl AppState {
         max_calls: usize,
         sessions: Arc<Sessions>,
         api_token: Option<String>,
-        reloader: Option<Arc<crate::cli::reload::Reloader>>,
+        reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
     ) -> Self {
-        let live_calls = Arc::new(crate::live_calls::LiveCalls::default());
+        let live_calls = Arc::new(crate::calls::live::LiveCalls::default());
         Self(Arc::new(AppInner {
             twilio_settings,
             twilio,
-            pipeline: RwLock::new(pipeline),
+            slot: Arc::new(crate::pipeline::reload::PipelineSlot::new(pipeline)),
             sessions,
             active_streams: AtomicUsize::new(0),
             max_calls,
-            chats: Arc::new(crate::chat::ChatCalls::new(max_calls, live_calls.clone())),
+            chats: Arc::new(crate::calls::chat::ChatCalls::new(
+                max_calls,
+                live_calls.clone(),
+            )),
             live_calls,
             api_token,
             reloader,
         }))
     }
 
-    /// New calls start on `pipeline` from now on; calls in progress keep
-    /// the one they hold.
-    pub fn set_pipeline(&self, pipeline: Arc<LoadedPipeline>) {
-        *self.pipeline.write().unwrap_or_else(|p| p.into_inner()) = pipeline;
-    }
-
     /// The pipeline new calls start on.
     pub fn pipeline(&self) -> Arc<LoadedPipeline> {
-        self.pipeline
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.slot.get()
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn reload(
             Json(json!({ "detail": "this server cannot reload its pipeline" })),
         ));
     };
-    match reloader.reload(&state).await {
+    match reloader.reload(&state.slot).await {
         Ok(done) => Ok(Json(json!({
             "status": "reloaded",
             "name": done.name,

@@ -1,7 +1,7 @@
 //! The WebSocket end of `/twilio/media-stream`.
 
 use super::{ApiError, AppState};
-use crate::twilio::media_stream::{self, Incoming, StreamEnv};
+use crate::calls::media_stream::{self, Incoming, StreamEnv};
 use crate::twilio::messages::MAX_MESSAGE_BYTES;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
