@@ -907,3 +907,41 @@ async fn reloading_during_twenty_calls_drops_none() {
     assert_eq!(s["pipeline_version"], after.as_str(), "{s}");
     assert_eq!(s["total_segments"], 3, "{s}");
 }
+
+/// Clients that open a session's event stream and go away, on a session
+/// that has ended and so sends nothing more: every subscriber task ends
+/// with its client, and the server's task count comes back to where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_of_ended_sessions_leave_nothing_behind() {
+    let server = Server::start(&[]);
+    let report = simulator::run(sim(&server.ws(), "gone", None)).await;
+    all_went_through(&report, 1);
+    session_when(&server, "gone", "completed", 10).await;
+    let tasks = |m: &std::collections::HashMap<String, f64>| m["callpipe_runtime_alive_tasks"];
+    let baseline = tasks(&prometheus(&server).await);
+    let http = server.client();
+    for _ in 0..1_000 {
+        let mut r = http
+            .get(server.http("/api/sessions/gone/events"))
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(r.status(), 200);
+        // The replay of the stored events, then the client leaves.
+        r.chunk().await.expect("replay").expect("some bytes");
+        drop(r);
+    }
+    let mut now = tasks(&prometheus(&server).await);
+    for _ in 0..100 {
+        if now <= baseline + 10.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = tasks(&prometheus(&server).await);
+    }
+    assert!(
+        now <= baseline + 10.0,
+        "{now} tasks alive after 1,000 streams came and went (baseline {baseline})"
+    );
+    assert_eq!(prometheus(&server).await["callpipe_sse_streams"], 0.0);
+}

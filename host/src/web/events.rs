@@ -24,6 +24,36 @@ pub struct After {
 /// Replayed per query; a session's whole history comes in pages of this.
 const PAGE: i64 = 500;
 
+/// Live event streams open at once, across sessions.
+pub const MAX_SUBSCRIBERS: usize = 2_048;
+static SUBSCRIBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Open streams now (for /metrics).
+pub fn subscribers() -> usize {
+    SUBSCRIBERS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One open stream's place under the cap, given back when its task ends.
+struct SubscriberSlot;
+
+impl SubscriberSlot {
+    fn take() -> Option<SubscriberSlot> {
+        use std::sync::atomic::Ordering::AcqRel;
+        SUBSCRIBERS
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                (n < MAX_SUBSCRIBERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot)
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        SUBSCRIBERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 fn sse(id: Option<i64>, kind: &str, data: String) -> Event {
     let e = Event::default().event(kind).data(data);
     match id {
@@ -74,9 +104,16 @@ pub async fn stream(
         .or(q.after)
         .unwrap_or(0);
     // Subscribe before replaying, so nothing falls between the two.
+    let Some(slot) = SubscriberSlot::take() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many live event streams ({MAX_SUBSCRIBERS}); try again later"),
+        ));
+    };
     let mut live = state.sessions.subscribe();
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut sent = last;
         // Replays stored events after `sent`; false once the client is gone.
         let replay = |sent: i64| {
@@ -112,7 +149,14 @@ pub async fn stream(
             None => return,
         }
         loop {
-            match live.recv().await {
+            // A client that went away is noticed even when its session is
+            // quiet (an ended call): the task ends instead of waking on
+            // every other session's events forever.
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = tx.closed() => return,
+            };
+            match received {
                 Ok(p) if p.session_id == id => {
                     // Already replayed from the store.
                     if p.event_id.is_some_and(|e| e <= sent) {

@@ -63,6 +63,26 @@ pub fn render(state: &AppState, chats: usize) -> String {
     let _ = writeln!(o, "callpipe_chat_sessions {chats}");
     head(
         o,
+        "callpipe_sse_streams",
+        "gauge",
+        "Live session event streams open.",
+    );
+    let _ = writeln!(o, "callpipe_sse_streams {}", super::events::subscribers());
+    head(
+        o,
+        "callpipe_runtime_alive_tasks",
+        "gauge",
+        "Tasks alive in the server's async runtime (a leak shows here).",
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_runtime_alive_tasks {}",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    );
+    head(
+        o,
         "callpipe_max_calls",
         "gauge",
         "Media streams accepted at once.",
