@@ -3,14 +3,14 @@
 
 use super::diagnostics::{Diagnostic, Diagnostics, SourceMap};
 use super::engine::Runtime;
-use super::event::{HOST_INJECTED, KindSet, kind_name, parse_kind};
+use super::event::{KindSet, kind_name, parse_kind};
 use super::grants::{self, Capability};
 use super::instance::{InstanceError, StageInstance};
 use super::model::{Limits, PipelineFile, StageSpec};
 use super::plugins::{self, Source};
 use super::state::StageState;
 use crate::bindings::FullStagePre;
-use crate::bindings::types::{CallInfo, Descriptor, EventKind};
+use crate::bindings::types::{CallInfo, Descriptor};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -344,8 +344,7 @@ pub async fn load_str(
 
     // Compile, check grants, link, describe and init each stage.
     let mut stages = Vec::new();
-    let mut available: KindSet = HOST_INJECTED.into_iter().collect();
-    let mut audio_before = false;
+    let mut flow = super::flow::Flow::default();
     // Once a stage fails to load, what it would emit is unknown: the event
     // flow of later stages cannot be judged.
     let mut flow_known = true;
@@ -373,37 +372,27 @@ pub async fn load_str(
             flow_known = false;
         }
         if flow_known {
-            // Every kind a stage waits for must be able to reach it. Text
-            // typed on the dashboard enters as `transcript` at the first
-            // stage that handles it, so a stage with no audio stage before
-            // it may wait for transcripts (a chat-only pipeline).
-            for kind in stage.on.iter() {
-                let chat_entry = matches!(kind, EventKind::Transcript) && !audio_before;
-                if !available.contains(kind) && !chat_entry {
-                    let span =
-                        s.on.as_ref()
-                            .and_then(|on| {
-                                on.get_ref()
-                                    .iter()
-                                    .find(|k| k.get_ref() == kind_name(kind))
-                                    .map(|k| k.span())
-                            })
-                            .unwrap_or(spec.span());
-                    diags.push(at(
-                        span,
-                        format!(
-                            "the stage handles `{}`, but no earlier stage emits it and the host does not inject it",
-                            kind_name(kind)
-                        ),
-                    ));
-                }
+            // Every kind a stage waits for must be able to reach it.
+            for kind in flow.unreachable(stage.on) {
+                let span =
+                    s.on.as_ref()
+                        .and_then(|on| {
+                            on.get_ref()
+                                .iter()
+                                .find(|k| k.get_ref() == kind_name(kind))
+                                .map(|k| k.span())
+                        })
+                        .unwrap_or(spec.span());
+                diags.push(at(
+                    span,
+                    format!(
+                        "the stage handles `{}`, but no earlier stage emits it and the host does not inject it",
+                        kind_name(kind)
+                    ),
+                ));
             }
         }
-        for kind in stage.emits.iter() {
-            available.insert(kind);
-        }
-        audio_before |=
-            stage.on.contains(EventKind::EncodedAudio) || stage.on.contains(EventKind::Audio);
+        flow.pass(stage.on, stage.emits);
         stages.push(Arc::new(stage));
     }
 

@@ -5,6 +5,7 @@ pub mod call;
 pub mod diagnostics;
 pub mod engine;
 pub mod event;
+pub mod flow;
 pub mod grants;
 pub mod instance;
 pub mod loader;
