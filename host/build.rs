@@ -67,7 +67,28 @@ fn libclang_found() -> bool {
     })
 }
 
+/// Where the toolchain keeps the target's standard library: watched, so
+/// the script runs again (quietly) once the target is there, instead of
+/// cargo replaying an old "missing" warning on every build.
+fn target_dir_in_sysroot() -> Option<std::path::PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let sysroot = String::from_utf8(out.stdout).ok()?;
+    Some(
+        std::path::Path::new(sysroot.trim())
+            .join("lib")
+            .join("rustlib")
+            .join(TARGET),
+    )
+}
+
 fn stage_target() {
+    if let Some(dir) = target_dir_in_sysroot() {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
     let rustup = std::env::var("RUSTUP").unwrap_or_else(|_| "rustup".into());
     let installed = match Command::new(&rustup)
         .args(["target", "list", "--installed"])
