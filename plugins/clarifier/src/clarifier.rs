@@ -1,4 +1,4 @@
-use crate::callpipe::stage::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
+use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,11 +95,11 @@ pub struct Clarifier {
 
 impl Clarifier {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
-        };
+        Self::with_config(callpipe_sdk::config("clarifier", json)?, call_language)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config, call_language: &str) -> Result<Self, StageError> {
         if config.slots.is_empty() {
             return Err(StageError::InvalidConfig("slots is empty".into()));
         }
@@ -133,7 +133,7 @@ impl Clarifier {
                 vec![Event::Transcript(t)]
             }
             Event::Custom(c) => {
-                if let Some(ms) = tick_ms(&c.name, &c.json) {
+                if let Some(ms) = callpipe_sdk::tick_of(&c) {
                     self.now_ms = self.now_ms.max(ms);
                 }
                 vec![Event::Custom(c)]
@@ -213,21 +213,10 @@ impl Clarifier {
     }
 }
 
-/// The stream time of a host tick (`callpipe.tick`).
-fn tick_ms(name: &str, json: &str) -> Option<u64> {
-    if name != "callpipe.tick" {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()?
-        .get("stream_ms")?
-        .as_u64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callpipe::stage::types::{Custom, SpeakerRole, Track, Transcript};
+    use callpipe_sdk::types::{Custom, SpeakerRole, Track, Transcript};
 
     fn analysis(query: &str, missing: &[&str], language: &str) -> Event {
         Event::Analysis(Analysis {

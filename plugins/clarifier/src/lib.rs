@@ -7,55 +7,35 @@
 //! dashboard as a `clarification-question` suggestion and, as a `say`, to
 //! the technician's ear on a bidirectional call.
 
-wit_bindgen::generate!({ world: "audio-stage", path: "../../wit" });
-
 mod clarifier;
 
-use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
+use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
 pub use clarifier::{Clarifier, Config};
 
-thread_local! {
-    static STATE: RefCell<Option<Clarifier>> = const { RefCell::new(None) };
-}
+impl callpipe_sdk::Stage for Clarifier {
+    const NAME: &'static str = "clarifier";
+    const EMITS: &'static [EventKind] = &[
+        EventKind::Suggestion,
+        EventKind::Say,
+        EventKind::Analysis,
+        EventKind::Transcript,
+        EventKind::Custom,
+    ];
+    const DEFAULT_ON: &'static [EventKind] = &[
+        EventKind::Transcript,
+        EventKind::Analysis,
+        EventKind::Custom,
+    ];
+    type Config = Config;
 
-struct Stage;
-
-impl Guest for Stage {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "clarifier".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            emits: vec![
-                EventKind::Suggestion,
-                EventKind::Say,
-                EventKind::Analysis,
-                EventKind::Transcript,
-                EventKind::Custom,
-            ],
-            default_on: vec![
-                EventKind::Transcript,
-                EventKind::Analysis,
-                EventKind::Custom,
-            ],
-        }
+    fn new(config: Config, call: &CallInfo) -> Result<Self, StageError> {
+        Clarifier::with_config(config, &call.language)
     }
 
-    fn init(config_json: String, call: CallInfo) -> Result<(), StageError> {
-        let stage = Clarifier::from_json(&config_json, &call.language)?;
-        STATE.with(|s| *s.borrow_mut() = Some(stage));
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
-        STATE.with(|s| match s.borrow_mut().as_mut() {
-            Some(stage) => Ok(stage.handle(event)),
-            None => Err(StageError::Internal("handle called before init".into())),
-        })
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
+        Ok(Clarifier::handle(self, event))
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-export!(Stage);
+callpipe_sdk::export_stage!(Clarifier);

@@ -1,6 +1,6 @@
-use crate::callpipe::stage::types::{Analysis, Event, SpeakerRole, StageError, Transcript};
 use crate::lexicon;
 use crate::text::{first_position, normalize, words};
+use callpipe_sdk::types::{Analysis, Event, SpeakerRole, StageError, Transcript};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -108,25 +108,19 @@ pub struct Analyzer {
     said: String,
 }
 
-fn role_of(name: &str) -> Option<SpeakerRole> {
-    match name {
-        "technician" => Some(SpeakerRole::Technician),
-        "agent" => Some(SpeakerRole::Agent),
-        "unknown" => Some(SpeakerRole::Unknown),
-        _ => None,
-    }
-}
-
 impl Analyzer {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
-        };
+        Self::with_config(
+            callpipe_sdk::config("context-analyzer", json)?,
+            call_language,
+        )
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config, call_language: &str) -> Result<Self, StageError> {
         let mut query_roles = Vec::new();
         for r in &config.query_roles {
-            query_roles.push(role_of(r).ok_or_else(|| {
+            query_roles.push(callpipe_sdk::role_of(r).ok_or_else(|| {
                 StageError::InvalidConfig(format!(
                     "unknown role `{r}` in query_roles (technician, agent, unknown)"
                 ))
@@ -246,7 +240,7 @@ impl Analyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callpipe::stage::types::Track;
+    use callpipe_sdk::types::Track;
 
     fn said(role: SpeakerRole, text: &str) -> Event {
         Event::Transcript(Transcript {

@@ -4,47 +4,27 @@
 //! original system's sufficiency rules, and emits an `analysis` after each
 //! technician transcript. Agent lines are context, never query text.
 
-wit_bindgen::generate!({ world: "audio-stage", path: "../../wit" });
-
 mod analyzer;
 mod lexicon;
 mod text;
 
-use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
+use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
 pub use analyzer::{Analyzer, Config};
 
-thread_local! {
-    static STATE: RefCell<Option<Analyzer>> = const { RefCell::new(None) };
-}
+impl callpipe_sdk::Stage for Analyzer {
+    const NAME: &'static str = "context-analyzer";
+    const EMITS: &'static [EventKind] = &[EventKind::Analysis, EventKind::Transcript];
+    const DEFAULT_ON: &'static [EventKind] = &[EventKind::Transcript];
+    type Config = Config;
 
-struct Stage;
-
-impl Guest for Stage {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "context-analyzer".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            emits: vec![EventKind::Analysis, EventKind::Transcript],
-            default_on: vec![EventKind::Transcript],
-        }
+    fn new(config: Config, call: &CallInfo) -> Result<Self, StageError> {
+        Analyzer::with_config(config, &call.language)
     }
 
-    fn init(config_json: String, call: CallInfo) -> Result<(), StageError> {
-        let stage = Analyzer::from_json(&config_json, &call.language)?;
-        STATE.with(|s| *s.borrow_mut() = Some(stage));
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
-        STATE.with(|s| match s.borrow_mut().as_mut() {
-            Some(stage) => Ok(stage.handle(event)),
-            None => Err(StageError::Internal("handle called before init".into())),
-        })
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
+        Ok(Analyzer::handle(self, event))
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-export!(Stage);
+callpipe_sdk::export_stage!(Analyzer);

@@ -1,7 +1,5 @@
-use crate::callpipe::stage::types::{
-    Audio, Event, SpeakerRole, SpeechStarted, StageError, Track, Utterance,
-};
 use callpipe_dsp::rms::rms_normalised;
+use callpipe_sdk::types::{Audio, Event, SpeakerRole, SpeechStarted, StageError, Track, Utterance};
 use serde::Deserialize;
 use std::collections::VecDeque;
 
@@ -104,12 +102,11 @@ impl Vad {
     }
 
     pub fn from_json(json: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json)
-                .map_err(|e| StageError::InvalidConfig(format!("energy-vad: {e}")))?
-        };
+        Self::with_config(callpipe_sdk::config("energy-vad", json)?)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config) -> Result<Self, StageError> {
         Self::new(config)
     }
 
@@ -414,7 +411,7 @@ mod tests {
     fn hang_up_flushes_speech_in_progress() {
         let mut vad = Vad::from_json("").unwrap();
         run(&mut vad, &[(true, 800)]);
-        let info = crate::callpipe::stage::types::CallInfo {
+        let info = callpipe_sdk::types::CallInfo {
             session_id: "s".into(),
             call_sid: "c".into(),
             technician_id: "t".into(),

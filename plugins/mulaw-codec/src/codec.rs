@@ -1,7 +1,5 @@
-use crate::callpipe::stage::types::{
-    Audio, Codec as WireCodec, EncodedAudio, Event, StageError, Track,
-};
 use callpipe_dsp::{Downsampler2x, Upsampler2x, g711};
+use callpipe_sdk::types::{Audio, Codec as WireCodec, EncodedAudio, Event, StageError, Track};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -63,12 +61,11 @@ impl Codec {
     }
 
     pub fn from_json(json: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json)
-                .map_err(|e| StageError::InvalidConfig(format!("mulaw-codec: {e}")))?
-        };
+        Self::with_config(callpipe_sdk::config("mulaw-codec", json)?)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config) -> Result<Self, StageError> {
         Self::new(config)
     }
 

@@ -1,5 +1,5 @@
-use crate::callpipe::stage::knowledge::{Hit, SearchRequest};
-use crate::callpipe::stage::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
+use callpipe_sdk::knowledge::{Hit, SearchRequest};
+use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,11 +99,11 @@ fn newest(text: &str, max: usize) -> &str {
 
 impl Solutions {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
-        };
+        Self::with_config(callpipe_sdk::config("solutions", json)?, call_language)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config, call_language: &str) -> Result<Self, StageError> {
         let bad = |m: &str| Err(StageError::InvalidConfig(m.into()));
         if !(0.0..=1.0).contains(&config.floor) {
             return bad("floor is a confidence, between 0 and 1");

@@ -4,53 +4,33 @@
 //! an agent utterance that ends while the technician is talking waits until
 //! the technician's utterance has been passed on.
 
-wit_bindgen::generate!({ world: "audio-stage", path: "../../wit" });
-
 mod priority;
 
-use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
+use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
 pub use priority::{Config, Priority};
 
-thread_local! {
-    static STATE: RefCell<Option<Priority>> = const { RefCell::new(None) };
-}
+impl callpipe_sdk::Stage for Priority {
+    const NAME: &'static str = "speaker-priority";
+    const EMITS: &'static [EventKind] = &[
+        EventKind::Utterance,
+        EventKind::SpeechStarted,
+        EventKind::CallEnded,
+    ];
+    const DEFAULT_ON: &'static [EventKind] = &[
+        EventKind::Utterance,
+        EventKind::SpeechStarted,
+        EventKind::CallEnded,
+    ];
+    type Config = Config;
 
-struct Stage;
-
-impl Guest for Stage {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "speaker-priority".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            emits: vec![
-                EventKind::Utterance,
-                EventKind::SpeechStarted,
-                EventKind::CallEnded,
-            ],
-            default_on: vec![
-                EventKind::Utterance,
-                EventKind::SpeechStarted,
-                EventKind::CallEnded,
-            ],
-        }
+    fn new(config: Config, call: &CallInfo) -> Result<Self, StageError> {
+        Priority::with_config(config, call.clone())
     }
 
-    fn init(config_json: String, call: CallInfo) -> Result<(), StageError> {
-        let stage = Priority::from_json(&config_json, call)?;
-        STATE.with(|s| *s.borrow_mut() = Some(stage));
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
-        STATE.with(|s| match s.borrow_mut().as_mut() {
-            Some(stage) => Ok(stage.handle(event)),
-            None => Err(StageError::Internal("handle called before init".into())),
-        })
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
+        Ok(Priority::handle(self, event))
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-export!(Stage);
+callpipe_sdk::export_stage!(Priority);

@@ -1,4 +1,4 @@
-use crate::callpipe::stage::types::{CallInfo, Event, SpeakerRole, StageError, Track, Utterance};
+use callpipe_sdk::types::{CallInfo, Event, SpeakerRole, StageError, Track, Utterance};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -69,12 +69,11 @@ pub struct Priority {
 
 impl Priority {
     pub fn from_json(json: &str, call: CallInfo) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json)
-                .map_err(|e| StageError::InvalidConfig(format!("speaker-priority: {e}")))?
-        };
+        Self::with_config(callpipe_sdk::config("speaker-priority", json)?, call)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config, call: CallInfo) -> Result<Self, StageError> {
         Ok(Self {
             config,
             call,
@@ -172,7 +171,7 @@ impl Priority {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callpipe::stage::types::{Speaker, SpeechStarted};
+    use callpipe_sdk::types::{Speaker, SpeechStarted};
 
     fn call(speakers: Vec<Speaker>) -> CallInfo {
         CallInfo {

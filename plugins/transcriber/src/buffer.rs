@@ -1,4 +1,4 @@
-use crate::callpipe::stage::types::{
+use callpipe_sdk::types::{
     Event, SpeakerRole, SpeechStarted, StageError, Track, Transcript, Utterance,
 };
 use serde::Deserialize;
@@ -93,15 +93,6 @@ pub struct Stage {
     history: Vec<(String, String)>,
 }
 
-fn role_of(name: &str) -> Option<SpeakerRole> {
-    match name {
-        "technician" => Some(SpeakerRole::Technician),
-        "agent" => Some(SpeakerRole::Agent),
-        "unknown" => Some(SpeakerRole::Unknown),
-        _ => None,
-    }
-}
-
 /// Lowercase letters and digits only: how drop_phrases compare.
 fn bare(text: &str) -> String {
     text.chars()
@@ -112,11 +103,11 @@ fn bare(text: &str) -> String {
 
 impl Stage {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
-        let config: Config = if json.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
-        };
+        Self::with_config(callpipe_sdk::config("transcriber", json)?, call_language)
+    }
+
+    /// The stage from its parsed `[stages.config]`.
+    pub fn with_config(config: Config, call_language: &str) -> Result<Self, StageError> {
         // NaN fails these checks too (JSON cannot carry it, but be sure).
         if !config.max_buffer_s.is_finite() || config.max_buffer_s <= 0.0 {
             return Err(StageError::InvalidConfig(
@@ -133,7 +124,7 @@ impl Stage {
         }
         let mut roles = Vec::new();
         for r in &config.roles {
-            roles.push(role_of(r).ok_or_else(|| {
+            roles.push(callpipe_sdk::role_of(r).ok_or_else(|| {
                 StageError::InvalidConfig(format!(
                     "unknown role `{r}` in roles (technician, agent, unknown)"
                 ))
@@ -186,7 +177,7 @@ impl Stage {
                 out.push(Event::SpeechStarted(s));
             }
             Event::Custom(c) if c.name == "callpipe.tick" => {
-                if let Some(now) = stream_ms(&c.json) {
+                if let Some(now) = callpipe_sdk::tick_of(&c) {
                     self.flush_stale(now, &mut out, transcribe, warn);
                 }
                 out.push(Event::Custom(c));
@@ -390,17 +381,10 @@ impl Stage {
     }
 }
 
-fn stream_ms(json: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()?
-        .get("stream_ms")?
-        .as_u64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callpipe::stage::types::{CallInfo, Custom};
+    use callpipe_sdk::types::{CallInfo, Custom};
 
     const RATE: u32 = 16_000;
 

@@ -2,63 +2,53 @@
 //! Config: `{"mode": "loop" | "leak" | "panic" | "none", "every": N}`; it
 //! passes events through and misbehaves on every Nth `audio` event.
 
-wit_bindgen::generate!({ world: "audio-stage", path: "../../../wit" });
-
-use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
+use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
 #[derive(serde::Deserialize, Default)]
-struct Config {
+pub struct Config {
     mode: String,
     every: u64,
 }
 
-thread_local! {
-    static STATE: RefCell<(Config, u64, Vec<Vec<u8>>)> = RefCell::new(Default::default());
+pub struct Hostile {
+    config: Config,
+    seen: u64,
+    hoard: Vec<Vec<u8>>,
 }
 
-struct Stage;
+impl callpipe_sdk::Stage for Hostile {
+    const NAME: &'static str = "hostile";
+    const EMITS: &'static [EventKind] = &[EventKind::Audio];
+    const DEFAULT_ON: &'static [EventKind] = &[EventKind::Audio];
+    type Config = Config;
 
-impl Guest for Stage {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "hostile".into(),
-            version: "0.0.0".into(),
-            emits: vec![EventKind::Audio],
-            default_on: vec![EventKind::Audio],
+    fn new(config: Config, _call: &CallInfo) -> Result<Self, StageError> {
+        Ok(Hostile {
+            config,
+            seen: 0,
+            hoard: Vec::new(),
+        })
+    }
+
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
+        self.seen += 1;
+        if !self.seen.is_multiple_of(self.config.every.max(1)) {
+            return Ok(vec![event]);
         }
-    }
-
-    fn init(config_json: String, _call: CallInfo) -> Result<(), StageError> {
-        let config: Config = serde_json::from_str(&config_json)
-            .map_err(|e| StageError::InvalidConfig(e.to_string()))?;
-        STATE.with(|s| *s.borrow_mut() = (config, 0, Vec::new()));
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
-        let misbehave = STATE.with(|s| {
-            let mut s = s.borrow_mut();
-            s.1 += 1;
-            let every = s.0.every.max(1);
-            (s.1 % every == 0).then(|| s.0.mode.clone())
-        });
-        match misbehave.as_deref() {
-            Some("loop") => {
+        match self.config.mode.as_str() {
+            "loop" => {
                 let mut x: u64 = 0;
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
-            Some("leak") => loop {
-                STATE.with(|s| s.borrow_mut().2.push(vec![1u8; 1 << 20]));
+            "leak" => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
             },
-            Some("panic") => panic!("hostile stage panics on purpose"),
+            "panic" => panic!("hostile stage panics on purpose"),
             _ => Ok(vec![event]),
         }
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-export!(Stage);
+callpipe_sdk::export_stage!(Hostile);

@@ -3,27 +3,27 @@
 //! With `{"query": "..."}` in its config it searches at `call-started` and
 //! emits the hits as `custom { name: "knowledge-hits" }` (JSON).
 
-wit_bindgen::generate!({ world: "knowledge-stage", path: "../../../wit" });
+use callpipe_sdk::knowledge::SearchRequest;
+use callpipe_sdk::types::{CallInfo, Custom, Event, EventKind, StageError};
 
-use callpipe::stage::knowledge::{SearchRequest, search};
-use callpipe::stage::types::{CallInfo, Custom, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
-
-thread_local! {
-    static QUERY: RefCell<Option<String>> = const { RefCell::new(None) };
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    query: Option<String>,
 }
 
-struct Stage;
+pub struct Ungranted {
+    query: Option<String>,
+}
 
-fn hits(query: &str, limit: u32) -> Result<Event, StageError> {
+fn hits(query: &str, limit: u32) -> Event {
     let request = SearchRequest {
         query: query.to_string(),
         limit,
         language: None,
         equipment: vec![],
     };
-    let json = match search(&request) {
+    let json = match callpipe_sdk::capability::search(&request) {
         Ok(hits) => serde_json::json!({
             "ok": hits.iter().map(|h| serde_json::json!({
                 "article_id": h.article_id,
@@ -33,41 +33,35 @@ fn hits(query: &str, limit: u32) -> Result<Event, StageError> {
                 "has_content": !h.content.is_empty(),
             })).collect::<Vec<_>>(),
         }),
-        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+        Err(e) => serde_json::json!({ "error": e }),
     };
-    Ok(Event::Custom(Custom {
+    Event::Custom(Custom {
         name: "knowledge-hits".into(),
         json: json.to_string(),
-    }))
+    })
 }
 
-impl Guest for Stage {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "ungranted".into(),
-            version: "0.0.0".into(),
-            emits: vec![EventKind::Custom],
-            default_on: vec![EventKind::Transcript],
-        }
+impl callpipe_sdk::Stage for Ungranted {
+    const NAME: &'static str = "ungranted";
+    const EMITS: &'static [EventKind] = &[EventKind::Custom];
+    const DEFAULT_ON: &'static [EventKind] = &[EventKind::Transcript];
+    type Config = Config;
+
+    fn new(config: Config, _call: &CallInfo) -> Result<Self, StageError> {
+        Ok(Ungranted {
+            query: config.query,
+        })
     }
 
-    fn init(config_json: String, _call: CallInfo) -> Result<(), StageError> {
-        let config: serde_json::Value =
-            serde_json::from_str(&config_json).unwrap_or(serde_json::Value::Null);
-        let query = config["query"].as_str().map(str::to_string);
-        QUERY.with(|q| *q.borrow_mut() = query);
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
         match &event {
             Event::Transcript(t) => {
-                let found = hits(&t.text, 1)?;
+                let found = hits(&t.text, 1);
                 Ok(vec![event, found])
             }
-            Event::CallStarted(_) => match QUERY.with(|q| q.borrow().clone()) {
+            Event::CallStarted(_) => match &self.query {
                 Some(query) => {
-                    let found = hits(&query, 3)?;
+                    let found = hits(query, 3);
                     Ok(vec![event, found])
                 }
                 None => Ok(vec![event]),
@@ -77,5 +71,4 @@ impl Guest for Stage {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-export!(Stage);
+callpipe_sdk::export_stage!(Ungranted);
