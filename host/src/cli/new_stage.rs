@@ -1,8 +1,8 @@
 //! `callpipe new-stage NAME`: a plugin crate to start from, as `spin new`
-//! does. Rust with wit-bindgen against callpipe's WIT; the stage logic sits
-//! apart from the component glue so `cargo test` runs it natively, and the
-//! example (flag configured keywords the technician says) is a real stage
-//! with real tests, not an empty shell.
+//! does. Rust on the stage SDK (`callpipe-sdk`: the WIT bindings, the
+//! `Stage` trait, `export_stage!`, a test harness), so the crate holds only
+//! the stage and its tests; the example (flag configured keywords the
+//! technician says) is a real stage with real tests, not an empty shell.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ pub struct Args {
     /// (e.g. `keyword-flag`). Also the crate's and the component's name.
     name: String,
     /// Where the crate goes. Inside this repository's `plugins/` the crate
-    /// joins the workspace and uses the repository's `wit/`; anywhere else it
-    /// gets its own copy of the WIT.
+    /// joins the workspace and uses the repository's SDK and `wit/`; anywhere
+    /// else it gets its own copy of both.
     #[arg(long, default_value = "plugins")]
     dir: PathBuf,
     /// The world the stage targets: which host capabilities it may import.
@@ -55,6 +55,25 @@ impl World {
         }
     }
 }
+
+/// The stage SDK, embedded so a crate made outside this repository gets the
+/// same version of it (its manifest without the workspace's settings).
+const SDK_LIB: &str = include_str!("../../../sdk/src/lib.rs");
+const SDK_CARGO_TOML: &str = r#"[package]
+name = "callpipe-sdk"
+description = "Write a callpipe stage (copied by callpipe new-stage)"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+doctest = false
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#;
 
 /// The contract, embedded so a crate made outside this repository gets the
 /// same version of it.
@@ -107,12 +126,13 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
             root.display()
         );
     }
-    // Inside this repository: share its wit/ (one contract, one version).
-    let repo_wit = dir.join("..").join("wit").join("worlds.wit");
-    let (wit_path, copy_wit) = if repo_wit.is_file() {
-        ("../../wit", false)
+    // Inside this repository: share its SDK and wit/ (one contract, one
+    // version). Elsewhere: a copy of both, the SDK beside a `wit/` it reads.
+    let repo_sdk = dir.join("..").join("sdk").join("Cargo.toml");
+    let (sdk_path, copy_sdk) = if repo_sdk.is_file() {
+        ("../../sdk", false)
     } else {
-        ("wit", true)
+        ("callpipe-sdk", true)
     };
     std::fs::create_dir_all(root.join("src"))
         .with_context(|| format!("cannot create {}", root.display()))?;
@@ -120,16 +140,19 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
         let path = root.join(rel);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
-    if copy_wit {
+    if copy_sdk {
         std::fs::create_dir_all(root.join("wit"))?;
         for (file, text) in WIT {
             write(&format!("wit/{file}"), (*text).to_string())?;
         }
+        std::fs::create_dir_all(root.join("callpipe-sdk").join("src"))?;
+        write("callpipe-sdk/Cargo.toml", SDK_CARGO_TOML.to_string())?;
+        write("callpipe-sdk/src/lib.rs", SDK_LIB.to_string())?;
     }
     let fill = |t: &str| {
         t.replace("{{name}}", name)
             .replace("{{world}}", world.wit_name())
-            .replace("{{wit}}", wit_path)
+            .replace("{{sdk}}", sdk_path)
     };
     write("Cargo.toml", fill(CARGO_TOML))?;
     write("src/lib.rs", fill(LIB_RS))?;
@@ -151,66 +174,26 @@ crate-type = ["cdylib", "rlib"]
 doctest = false
 
 [dependencies]
+callpipe-sdk = { path = "{{sdk}}" }
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
-wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
 "#;
 
-const LIB_RS: &str = r#"//! `{{name}}`: the component glue. The stage itself is in `stage.rs`.
-
-wit_bindgen::generate!({ world: "{{world}}", path: "{{wit}}" });
+const LIB_RS: &str = r#"//! `{{name}}`: a callpipe stage. The stage itself, with its tests, is in
+//! `stage.rs`; the SDK makes it a component.
 
 mod stage;
 
-use callpipe::stage::types::{CallInfo, Descriptor, Event, EventKind, StageError};
-use exports::callpipe::stage::stage::Guest;
-use std::cell::RefCell;
-
 pub use stage::{Config, State};
 
-// One instance serves one call, so per-call state lives here.
-thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
-}
-
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "{{name}}".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            // What `handle` may return: the transcript (passed on) and a flag.
-            emits: vec![EventKind::Transcript, EventKind::Custom],
-            // What it handles unless the pipeline's `on` says otherwise;
-            // other events go past it untouched.
-            default_on: vec![EventKind::Transcript],
-        }
-    }
-
-    fn init(config_json: String, call: CallInfo) -> Result<(), StageError> {
-        let state = State::from_json(&config_json, &call)?;
-        STATE.with(|s| *s.borrow_mut() = Some(state));
-        Ok(())
-    }
-
-    fn handle(event: Event) -> Result<Vec<Event>, StageError> {
-        STATE.with(|s| match s.borrow_mut().as_mut() {
-            Some(state) => Ok(state.handle(event)),
-            None => Err(StageError::Internal("handle called before init".into())),
-        })
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-export!(Component);
+callpipe_sdk::export_stage!(State);
 "#;
 
 const STAGE_RS: &str = r##"//! Flags the configured keywords the technician says: each transcript is
 //! passed on, followed by a `custom` event `{{name}}.keywords` naming the
 //! keywords found in it.
 
-use crate::callpipe::stage::types::{CallInfo, Custom, Event, SpeakerRole, StageError};
+use callpipe_sdk::types::{CallInfo, Custom, Event, EventKind, SpeakerRole, StageError};
 
 /// The stage's `config` table in the pipeline TOML.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -220,18 +203,21 @@ pub struct Config {
     pub keywords: Vec<String>,
 }
 
+/// One call's state: the host makes one per call.
 pub struct State {
     keywords: Vec<String>,
 }
 
-impl State {
-    pub fn from_json(json: &str, _call: &CallInfo) -> Result<State, StageError> {
-        let config: Option<Config> = if json.trim().is_empty() {
-            None
-        } else {
-            serde_json::from_str(json).map_err(|e| StageError::InvalidConfig(e.to_string()))?
-        };
-        let config = config.unwrap_or_default();
+impl callpipe_sdk::Stage for State {
+    const NAME: &'static str = "{{name}}";
+    // What `handle` may return: the transcript (passed on) and a flag.
+    const EMITS: &'static [EventKind] = &[EventKind::Transcript, EventKind::Custom];
+    // What it handles unless the pipeline's `on` says otherwise; other
+    // events go past it untouched.
+    const DEFAULT_ON: &'static [EventKind] = &[EventKind::Transcript];
+    type Config = Config;
+
+    fn new(config: Config, _call: &CallInfo) -> Result<State, StageError> {
         if config.keywords.iter().any(|k| k.trim().is_empty()) {
             return Err(StageError::InvalidConfig("a keyword is empty".into()));
         }
@@ -240,7 +226,7 @@ impl State {
         })
     }
 
-    pub fn handle(&mut self, event: Event) -> Vec<Event> {
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
         let flag = match &event {
             Event::Transcript(t) if matches!(t.role, SpeakerRole::Technician) => {
                 let text = t.text.to_lowercase();
@@ -266,25 +252,15 @@ impl State {
         // What the stage does not consume goes on to the next one.
         let mut out = vec![event];
         out.extend(flag);
-        out
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callpipe::stage::types::{Track, Transcript};
-
-    fn call() -> CallInfo {
-        CallInfo {
-            session_id: "s1".into(),
-            call_sid: String::new(),
-            technician_id: String::new(),
-            technician_name: String::new(),
-            language: "fr".into(),
-            speakers: Vec::new(),
-        }
-    }
+    use callpipe_sdk::Harness;
+    use callpipe_sdk::types::{Track, Transcript};
 
     fn said(role: SpeakerRole, text: &str) -> Event {
         Event::Transcript(Transcript {
@@ -302,8 +278,10 @@ mod tests {
 
     #[test]
     fn flags_the_keywords_the_technician_says() {
-        let mut s = State::from_json(r#"{"keywords": ["Alarme", "fumée"]}"#, &call()).unwrap();
-        let out = s.handle(said(SpeakerRole::Technician, "L'alarme sonne, pas de fumée"));
+        let mut h = Harness::<State>::new(r#"{"keywords": ["Alarme", "fumée"]}"#, "fr").unwrap();
+        let out = h
+            .feed([said(SpeakerRole::Technician, "L'alarme sonne, pas de fumée")])
+            .unwrap();
         assert_eq!(out.len(), 2);
         assert!(matches!(out[0], Event::Transcript(_)), "passed on first");
         let Event::Custom(c) = &out[1] else { panic!("a flag: {out:?}") };
@@ -315,18 +293,18 @@ mod tests {
 
     #[test]
     fn the_agent_and_other_words_pass_untouched() {
-        let mut s = State::from_json(r#"{"keywords": ["alarme"]}"#, &call()).unwrap();
-        assert_eq!(s.handle(said(SpeakerRole::Agent, "l'alarme ?")).len(), 1);
-        assert_eq!(s.handle(said(SpeakerRole::Technician, "la caméra")).len(), 1);
+        let mut h = Harness::<State>::new(r#"{"keywords": ["alarme"]}"#, "fr").unwrap();
+        assert_eq!(h.feed([said(SpeakerRole::Agent, "l'alarme ?")]).unwrap().len(), 1);
+        assert_eq!(h.feed([said(SpeakerRole::Technician, "la caméra")]).unwrap().len(), 1);
     }
 
     #[test]
     fn a_bad_config_is_refused_at_init() {
         assert!(matches!(
-            State::from_json(r#"{"keyword": ["typo"]}"#, &call()),
+            Harness::<State>::new(r#"{"keyword": ["typo"]}"#, "fr"),
             Err(StageError::InvalidConfig(_))
         ));
-        assert!(State::from_json("", &call()).is_ok());
+        assert!(Harness::<State>::new("", "fr").is_ok());
     }
 }
 "##;
@@ -335,8 +313,12 @@ const README_MD: &str = r#"# {{name}}
 
 A callpipe stage (world `{{world}}`), made by `callpipe new-stage`.
 
-- `src/stage.rs`: what the stage does, with its tests. Start here.
-- `src/lib.rs`: the component glue (describe, init, handle).
+- `src/stage.rs`: what the stage does (`impl callpipe_sdk::Stage`), with
+  its tests (`callpipe_sdk::Harness` feeds it events natively). Start here.
+- `src/lib.rs`: one line, `callpipe_sdk::export_stage!(State)`, makes it a
+  component. The SDK's capability functions (`callpipe_sdk::capability::search`,
+  `transcribe`, `warn`) call the host; a stage imports only what it calls,
+  and the pipeline must grant it.
 
 ```sh
 cargo test                                   # the stage's tests, natively
@@ -380,16 +362,22 @@ mod tests {
     }
 
     #[test]
-    fn outside_the_repository_the_crate_gets_its_own_wit() {
+    fn outside_the_repository_the_crate_gets_its_own_sdk_and_wit() {
         let dir = tempfile::tempdir().unwrap();
         let made = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap();
         let lib = std::fs::read_to_string(made.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("callpipe_sdk::export_stage!(State);"), "{lib}");
+        let manifest = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
         assert!(
-            lib.contains(r#"world: "audio-stage", path: "wit""#),
-            "{lib}"
+            manifest.contains(r#"callpipe-sdk = { path = "callpipe-sdk" }"#),
+            "{manifest}"
         );
         assert!(made.join("wit/worlds.wit").is_file());
-        assert!(!lib.contains("{{"), "every placeholder filled");
+        assert!(made.join("callpipe-sdk/src/lib.rs").is_file());
+        for file in ["src/lib.rs", "src/stage.rs", "Cargo.toml", "README.md"] {
+            let text = std::fs::read_to_string(made.join(file)).unwrap();
+            assert!(!text.contains("{{"), "every placeholder filled in {file}");
+        }
         let again = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
     }
