@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod health;
 mod ops;
+mod origin;
 mod prometheus;
 mod sessions_api;
 mod signature;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/mute", post(sessions_api::mute))
         .route("/api/pipelines/reload", post(ops::reload))
+        .route_layer(axum::middleware::from_fn(origin::same_origin))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
