@@ -145,3 +145,56 @@ fn word_error_rate_arithmetic() {
     assert_eq!(edit_distance(&r, &words("vous êtes plus en ligne")), 1);
     assert_eq!(edit_distance(&r, &words("")), 6);
 }
+
+/// A transcription whose caller gave up (a timeout) keeps its slot until
+/// whisper.cpp is done with it: under overload no more jobs run than
+/// `max_concurrent`, however often callers time out and come back.
+#[test]
+fn a_timed_out_transcription_keeps_its_slot_until_whisper_is_done() {
+    let model = callpipe_host::models::dir(&data_dir()).join(whisper::MODEL_FILE);
+    if !fixture_present(
+        model.exists(),
+        &format!(
+            "the speech model at {} (`callpipe models`)",
+            model.display()
+        ),
+    ) {
+        return;
+    }
+    let config: TranscriberConfig = toml::from_str(&format!(
+        "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"fr\"\nmax_concurrent = 1\n",
+        model.display()
+    ))
+    .expect("config");
+    let transcriber = config
+        .build(&data_dir(), Path::new("."))
+        .expect("model loads");
+    let backend = transcriber.backend.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    // Five seconds of low noise: whisper.cpp takes a good fraction of a
+    // second on it, far longer than the callers wait.
+    let audio: Vec<f32> = (0..80_000)
+        .map(|i| ((i * 7919 % 200) as f32 - 100.0) / 20_000.0)
+        .collect();
+    rt.block_on(async {
+        let mut peak = 0;
+        for _ in 0..3 {
+            let attempt = backend.transcribe(audio.clone(), Some("fr".into()), None);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(20), attempt).await;
+            peak = peak.max(backend.running().expect("whisper counts its jobs"));
+        }
+        assert!(peak >= 1, "the first job runs");
+        assert_eq!(peak, 1, "more whisper jobs than max_concurrent");
+        // The job that was started finishes on its own.
+        for _ in 0..600 {
+            if backend.running() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(backend.running(), Some(0));
+    });
+}

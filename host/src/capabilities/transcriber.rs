@@ -45,6 +45,11 @@ pub trait Transcriber: Send + Sync {
         language: Option<String>,
         prompt: Option<String>,
     ) -> TranscribeFuture<'a>;
+    /// Transcriptions running right now, where the backend knows (local
+    /// engines): never more than its concurrency limit.
+    fn running(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// `[capabilities.transcriber]` in a pipeline.

@@ -33,6 +33,24 @@ pub struct WhisperCpp {
     permits: Arc<Semaphore>,
     /// Decoder states reused between requests (one per permit at most).
     states: Arc<Mutex<Vec<WhisperState>>>,
+    /// Jobs inside whisper.cpp now.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a job as running for as long as it lives.
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl WhisperCpp {
@@ -54,6 +72,7 @@ impl WhisperCpp {
             ctx: Arc::new(ctx),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             states: Arc::default(),
+            running: Arc::default(),
             config,
         })
     }
@@ -133,6 +152,10 @@ fn run(
 }
 
 impl Transcriber for WhisperCpp {
+    fn running(&self) -> Option<usize> {
+        Some(self.running.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn summary(&self) -> String {
         format!(
             "whisper-cpp {} ({} thread(s), language {}, {} at once)",
@@ -150,7 +173,7 @@ impl Transcriber for WhisperCpp {
         prompt: Option<String>,
     ) -> TranscribeFuture<'a> {
         Box::pin(async move {
-            let _permit = self
+            let permit = self
                 .permits
                 .clone()
                 .acquire_owned()
@@ -159,8 +182,14 @@ impl Transcriber for WhisperCpp {
             let ctx = self.ctx.clone();
             let states = self.states.clone();
             let config = self.config.clone();
+            let running = self.running.clone();
             let language = language.or_else(|| config.language.clone());
             tokio::task::spawn_blocking(move || {
+                // The slot goes with the job, not with the caller: a caller
+                // that gave up (a timeout) does not free it while whisper
+                // still runs, so overload never runs more jobs than allowed.
+                let _permit = permit;
+                let _running = Running::start(&running);
                 let pooled = states.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let mut state = match pooled {
                     Some(s) => s,
