@@ -5,45 +5,29 @@
 use crate::knowledge::confidence::{Calibration, Features, Reliability, reliability};
 use crate::knowledge::{KnowledgeBase, Search};
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Labelled {
     pub query: String,
     /// Right article ids; empty when the knowledge base has no answer.
     pub expected: Vec<String>,
-    #[serde(default)]
     pub language: Option<String>,
 }
 
+/// Labelled queries from `kb eval`'s files: a phrasing as it is, a call as
+/// everything the technician said in it.
 pub fn read_queries(path: &Path) -> anyhow::Result<Vec<Labelled>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut value: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a labelled query", path.display(), n + 1))?;
-        // A call (`kb eval`'s format) counts as what the technician said in all.
-        if let Some(turns) = value.get("turns").and_then(|t| t.as_array()) {
-            let said: Vec<&str> = turns
-                .iter()
-                .filter(|t| t.get("role").and_then(|r| r.as_str()) == Some("technician"))
-                .filter_map(|t| t.get("text").and_then(|x| x.as_str()))
-                .collect();
-            value["query"] = serde_json::Value::String(said.join(" "));
-        }
-        out.push(
-            serde_json::from_value(value)
-                .with_context(|| format!("{}:{}: not a labelled query", path.display(), n + 1))?,
-        );
-    }
-    anyhow::ensure!(!out.is_empty(), "{}: no queries", path.display());
-    Ok(out)
+    Ok(crate::cli::eval::read(path)?
+        .into_iter()
+        .map(|item| Labelled {
+            query: item.technician_text(),
+            expected: item.expected,
+            language: item.language,
+        })
+        .collect())
 }
 
 /// How the top hit's confidence would decide at one floor.

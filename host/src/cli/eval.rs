@@ -55,6 +55,20 @@ pub struct Turn {
 }
 
 impl Item {
+    /// What the technician said: the phrasing, or a call's technician turns.
+    pub fn technician_text(&self) -> String {
+        match &self.query {
+            Some(q) => q.clone(),
+            None => self
+                .turns
+                .iter()
+                .filter(|t| t.role == "technician")
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
     fn decision(&self) -> Decision {
         match self.decision.as_deref() {
             Some("ask") => Decision::Ask,
