@@ -4,10 +4,10 @@
 #![no_main]
 
 // `model` refers to `super::diagnostics`: both sit at the root here.
-#[path = "../../host/src/pipeline/diagnostics.rs"]
+#[path = "../../crates/runtime/src/pipeline/diagnostics.rs"]
 #[allow(dead_code)]
 mod diagnostics;
-#[path = "../../host/src/pipeline/model.rs"]
+#[path = "../../crates/runtime/src/pipeline/model.rs"]
 #[allow(dead_code)]
 mod model;
 

@@ -2,7 +2,7 @@
 //! be refused with an error, never panic.
 #![no_main]
 
-#[path = "../../host/src/audio/wav.rs"]
+#[path = "../../crates/runtime/src/audio/wav.rs"]
 #[allow(dead_code)]
 mod wav;
 

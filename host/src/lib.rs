@@ -1,19 +1,17 @@
 //! callpipe host: runs WebAssembly stage pipelines on live phone calls.
+//!
+//! The app crate: calls, sessions, the Twilio protocol, the web surface and
+//! the CLI. The runtime, the knowledge base and the store are crates below
+//! it (see ARCHITECTURE.md), re-exported here under the names the app uses.
 
-pub mod audio;
-pub mod bindings;
 pub mod call_script;
 pub mod calls;
-pub mod capabilities;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod knowledge;
-pub mod metrics;
-pub mod models;
-pub mod pipeline;
 pub mod sessions;
 pub mod simulator;
-pub mod store;
 pub mod twilio;
 pub mod web;
+
+pub use callpipe_runtime::{
+    audio, bindings, capabilities, clock, config, knowledge, metrics, models, pipeline, store,
+};

@@ -4,7 +4,7 @@
 //! and played back (`encoded-audio` on the outbound track), with barge-in.
 
 use crate::bindings::types::{Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript};
-use crate::capabilities::speech::Configured as Speech;
+use crate::capabilities::speech::SpeechService as Speech;
 use crate::pipeline::call::CallOutput;
 use crate::pipeline::event::{FLUSH, role_name};
 use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};

@@ -2,6 +2,8 @@
 //! product: fetch the default models the pipeline needs (seeding an empty
 //! knowledge store is `pipeline::reload::seed_knowledge`).
 
+use crate::capabilities::setup;
+use crate::pipeline::PipelineFile;
 use std::path::Path;
 
 /// Runs `callpipe models` for the models the pipeline uses by default (a
@@ -10,21 +12,21 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
     let Ok(text) = std::fs::read_to_string(pipeline) else {
         return Ok(()); // the loader reports a missing file
     };
-    let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+    let Ok(file) = PipelineFile::parse(pipeline, &text) else {
         return Ok(()); // ... and a broken one, with its location
     };
-    let caps = table.get("capabilities");
-    let section = |name: &str| caps.and_then(|c| c.get(name)).and_then(|v| v.as_table());
-    let default_model = |t: &toml::Table, backend: &str, default_backend: bool| {
-        let b = t.get("backend").and_then(|b| b.as_str());
-        (b == Some(backend) || (b.is_none() && default_backend)) && t.get("model").is_none()
-    };
-    let whisper = section("transcriber").is_some_and(|t| default_model(t, "whisper-cpp", false));
-    let embedder =
-        section("knowledge").is_some_and(|k| match k.get("embedder").and_then(|e| e.as_table()) {
-            Some(e) => default_model(e, "local", true),
-            None => true,
-        });
+    // A section that does not parse is the loader's to report, too.
+    let caps = &file.capabilities;
+    let whisper = caps
+        .transcriber
+        .as_ref()
+        .and_then(|s| setup::transcriber_config(s.get_ref()).ok())
+        .is_some_and(|c| c.uses_default_model());
+    let embedder = caps
+        .knowledge
+        .as_ref()
+        .and_then(|s| setup::knowledge_config(s.get_ref()).ok())
+        .is_some_and(|c| c.embedder.uses_default_model());
     let models = crate::models::dir(data_dir);
     let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if whisper && !models.join(crate::models::whisper::MODEL_FILE).exists() {

@@ -107,7 +107,7 @@ pub fn config_from_pipeline(path: &Path) -> anyhow::Result<KnowledgeConfig> {
         .and_then(|c| c.get("knowledge"))
         .and_then(|k| k.as_table())
     {
-        Some(section) => crate::pipeline::loader::knowledge_config(section)
+        Some(section) => crate::capabilities::setup::knowledge_config(section)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         None => Ok(KnowledgeConfig::default()),
     }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
     version,
     about = "Real-time phone-call assistance on WebAssembly stage pipelines",
     long_about = "callpipe runs phone calls through pipelines of WebAssembly components \
-                  declared in TOML. Set CALLPIPE_LOG (e.g. `info`, `callpipe_host=debug`) to change logging."
+                  declared in TOML. Set CALLPIPE_LOG (e.g. `info`, `callpipe=debug`, `callpipe_runtime=debug`) to change logging."
 )]
 pub struct Cli {
     /// Where callpipe keeps its state: compiled-component cache, models
@@ -98,15 +98,16 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
+    // `callpipe` is a target prefix: it covers every crate of the workspace.
     // qdrant-edge warns about process-wide flags that only its server sets;
     // quiet it unless the user's filter speaks of it.
     let mut directives =
-        std::env::var("CALLPIPE_LOG").unwrap_or_else(|_| "warn,callpipe_host=info".into());
+        std::env::var("CALLPIPE_LOG").unwrap_or_else(|_| "warn,callpipe=info".into());
     if !directives.contains("qdrant_edge") {
         directives.push_str(",qdrant_edge=error");
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,callpipe_host=info,qdrant_edge=error")
+        tracing_subscriber::EnvFilter::new("warn,callpipe=info,qdrant_edge=error")
     });
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

@@ -1,0 +1,396 @@
+//! The embedded backend: qdrant-edge, a Qdrant shard in a directory under
+//! the data dir. Its calls block, so async callers go through spawn_blocking.
+
+use super::VectorStoreError;
+use super::layout::{self, ChunkPoint, HybridQuery, ScoredChunk, field};
+use qdrant_edge::{
+    Condition, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder,
+    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, Fusion, JsonPath, Match,
+    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, RetrieveRequest, ScoringQuery,
+    UpdateOperation, Vector, Vectors, WithPayloadInterface,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Written beside the shard: what built it, so a different embedder is
+/// caught before it mixes vectors of another space.
+const META_FILE: &str = "callpipe-collection.json";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Meta {
+    dim: usize,
+    embedder: String,
+}
+
+pub struct EdgeStore {
+    shard: Arc<EdgeShard>,
+    path: PathBuf,
+    /// Held for the store's life: one process owns a shard directory.
+    _lock: std::fs::File,
+}
+
+/// Stores open in this process, by directory: a second opener (a pipeline
+/// reload, a test) shares the first one's shard instead of locking itself out.
+static OPEN: std::sync::Mutex<Vec<(PathBuf, std::sync::Weak<EdgeStore>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+const LOCK_FILE: &str = "callpipe.lock";
+
+fn err(context: &str) -> impl Fn(qdrant_edge::OperationError) -> VectorStoreError + '_ {
+    move |e| VectorStoreError::Backend(format!("{context}: {e}"))
+}
+
+impl EdgeStore {
+    /// Opens the shard at `path` (shared within the process), creating it
+    /// and its keyword indexes the first time.
+    pub fn open(path: &Path, dim: usize, embedder: &str) -> Result<Arc<Self>, VectorStoreError> {
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(store) = open
+            .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            Self::check_meta(path, dim, embedder)?;
+            return Ok(store);
+        }
+        let store = Arc::new(Self::open_new(path, dim, embedder)?);
+        open.push((path.to_path_buf(), Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    fn check_meta(path: &Path, dim: usize, embedder: &str) -> Result<bool, VectorStoreError> {
+        let meta_path = path.join(META_FILE);
+        if !meta_path.exists() {
+            return Ok(false);
+        }
+        let want = Meta {
+            dim,
+            embedder: embedder.to_string(),
+        };
+        let text = std::fs::read_to_string(&meta_path)
+            .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", meta_path.display())))?;
+        let got: Meta = serde_json::from_str(&text)
+            .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", meta_path.display())))?;
+        if got != want {
+            return Err(VectorStoreError::Mismatch(format!(
+                "{} was built by {} ({} dims), the pipeline now embeds with {} ({} dims); \
+                 run `callpipe kb import --recreate ...`",
+                path.display(),
+                got.embedder,
+                got.dim,
+                want.embedder,
+                want.dim
+            )));
+        }
+        Ok(true)
+    }
+
+    fn lock(path: &Path) -> Result<std::fs::File, VectorStoreError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", path.display())))?;
+        let lock_path = path.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", lock_path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(VectorStoreError::Unavailable(format!(
+                "{} is in use by another callpipe process (a running `serve`?); \
+                 stop it first, or use a Qdrant server for shared access",
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(VectorStoreError::Backend(format!(
+                "{}: {e}",
+                lock_path.display()
+            ))),
+        }
+    }
+
+    fn open_new(path: &Path, dim: usize, embedder: &str) -> Result<Self, VectorStoreError> {
+        let exists = Self::check_meta(path, dim, embedder)?;
+        let lock = Self::lock(path)?;
+        let meta_path = path.join(META_FILE);
+        let want = Meta {
+            dim,
+            embedder: embedder.to_string(),
+        };
+        let shard = if exists {
+            EdgeShard::load(path, None).map_err(err("cannot open the knowledge store"))?
+        } else {
+            // A directory without our meta file holds no finished store
+            // (an interrupted first open): start it afresh, keeping the lock.
+            clear_except_lock(path)?;
+            let config = EdgeConfigBuilder::new()
+                .vector(
+                    layout::DENSE,
+                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                )
+                .sparse_vector(
+                    layout::SPARSE,
+                    EdgeSparseVectorParamsBuilder::new()
+                        .modifier(Modifier::Idf)
+                        .build(),
+                )
+                .build();
+            let shard =
+                EdgeShard::new(path, config).map_err(err("cannot create the knowledge store"))?;
+            for name in layout::KEYWORD_FIELDS {
+                shard
+                    .update(UpdateOperation::FieldIndexOperation(
+                        FieldIndexOperations::CreateIndex(CreateIndex {
+                            field_name: json_path(name),
+                            field_schema: Some(PayloadFieldSchema::FieldType(
+                                PayloadSchemaType::Keyword,
+                            )),
+                        }),
+                    ))
+                    .map_err(err("cannot index the payload"))?;
+            }
+            let json = serde_json::to_string_pretty(&want).unwrap_or_default();
+            std::fs::write(&meta_path, json)
+                .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", meta_path.display())))?;
+            shard
+        };
+        Ok(EdgeStore {
+            shard: Arc::new(shard),
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!("embedded Qdrant at {}", self.path.display())
+    }
+
+    /// Deletes the shard (for `--recreate`); refused while it is open.
+    pub fn destroy(path: &Path) -> Result<(), VectorStoreError> {
+        if !path.exists() {
+            return Ok(());
+        }
+        let open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if open.iter().any(|(p, w)| p == path && w.strong_count() > 0) {
+            return Err(VectorStoreError::Unavailable(format!(
+                "{} is open in this process",
+                path.display()
+            )));
+        }
+        let _lock = Self::lock(path)?;
+        clear_except_lock(path)
+    }
+
+    pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut list = Vec::with_capacity(points.len());
+            for p in points {
+                let sparse = Vector::new_sparse(p.sparse.indices, p.sparse.values)
+                    .map_err(err("bad sparse vector"))?;
+                let vectors = Vectors::new_named([
+                    (layout::DENSE, Vector::new_dense(p.dense)),
+                    (layout::SPARSE, sparse),
+                ]);
+                let point = PointStruct::new(
+                    PointId::Uuid(p.id),
+                    vectors,
+                    serde_json::Value::Object(p.payload),
+                );
+                list.push(point.into());
+            }
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+                ))
+                .map_err(err("cannot store the chunks"))
+        })
+        .await
+    }
+
+    pub async fn delete_article(&self, article_id: &str) -> Result<(), VectorStoreError> {
+        let shard = self.shard.clone();
+        let filter = Filter::new_must(keyword(field::ARTICLE_ID, article_id));
+        blocking(move || {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(err("cannot delete the article"))
+        })
+        .await
+    }
+
+    /// The stored content hash of an article's first chunk.
+    pub async fn content_hash(&self, article_id: &str) -> Result<Option<String>, VectorStoreError> {
+        let shard = self.shard.clone();
+        let id = PointId::Uuid(layout::point_id(article_id, 0));
+        blocking(move || {
+            let records = shard
+                .retrieve(RetrieveRequest {
+                    point_ids: vec![id],
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: None,
+                })
+                .map_err(err("cannot read the store"))?;
+            Ok(records.into_iter().next().and_then(|r| {
+                r.payload
+                    .and_then(|p| p.0.get(field::CONTENT_HASH).cloned())
+                    .and_then(|v| v.as_str().map(str::to_string))
+            }))
+        })
+        .await
+    }
+
+    pub async fn query(&self, q: HybridQuery) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let filter = equipment_filter(&q.equipment);
+            let side = |name: &str, vector: qdrant_edge::VectorInternal| {
+                let mut p = Prefetch::new(q.prefetch);
+                p.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                    query: vector,
+                    using: Some(name.into()),
+                })));
+                p.filter = filter.clone();
+                p
+            };
+            let sparse = qdrant_edge::SparseVector::new(q.sparse.indices, q.sparse.values)
+                .map_err(|e| VectorStoreError::Backend(format!("bad sparse query: {e}")))?;
+            let mut request = QueryRequest::new(q.limit);
+            request.prefetches = vec![
+                side(layout::DENSE, q.dense.into()),
+                side(layout::SPARSE, sparse.into()),
+            ];
+            request.query = Some(ScoringQuery::Fusion(Fusion::Rrf {
+                k: super::RRF_K,
+                weights: Some(
+                    q.weights
+                        .iter()
+                        .map(|&w| qdrant_edge::external::ordered_float::OrderedFloat(w))
+                        .collect(),
+                ),
+            }));
+            request.with_payload = WithPayloadInterface::Bool(true);
+            run_query(&shard, request)
+        })
+        .await
+    }
+
+    /// Dense-only nearest chunks: their scores are cosine similarities,
+    /// comparable across searches (the fused scores are rank-based).
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut request = QueryRequest::new(limit);
+            request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                query: dense.into(),
+                using: Some(layout::DENSE.into()),
+            })));
+            request.filter = equipment_filter(&equipment);
+            request.with_payload = WithPayloadInterface::Bool(true);
+            run_query(&shard, request)
+        })
+        .await
+    }
+
+    /// (chunks, articles)
+    pub async fn counts(&self) -> Result<(usize, usize), VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let all = shard
+                .count(qdrant_edge::CountRequest {
+                    filter: None,
+                    exact: true,
+                })
+                .map_err(err("cannot count"))?;
+            let firsts = shard
+                .count(qdrant_edge::CountRequest {
+                    filter: Some(Filter::new_must(Condition::Field(
+                        FieldCondition::new_match(json_path(field::CHUNK), Match::from(0i64)),
+                    ))),
+                    exact: true,
+                })
+                .map_err(err("cannot count"))?;
+            Ok((all, firsts))
+        })
+        .await
+    }
+
+    /// Persists and builds the vector indexes (after a large import).
+    pub async fn finish(&self) -> Result<(), VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            shard.optimize().map_err(err("cannot optimize the store"))?;
+            shard.flush().map_err(err("cannot flush the store"))
+        })
+        .await
+    }
+}
+
+fn run_query(
+    shard: &EdgeShard,
+    request: QueryRequest,
+) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+    let points = shard.query(request).map_err(err("search failed"))?;
+    Ok(points
+        .into_iter()
+        .map(|p| ScoredChunk {
+            score: p.score,
+            payload: p.payload.map(|p| p.0).unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn clear_except_lock(path: &Path) -> Result<(), VectorStoreError> {
+    let io = |e: std::io::Error| VectorStoreError::Backend(format!("{}: {e}", path.display()));
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if p.file_name().is_some_and(|n| n == LOCK_FILE) {
+            continue;
+        }
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).map_err(io)?;
+        } else {
+            std::fs::remove_file(&p).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn json_path(name: &str) -> JsonPath {
+    // Only the layout's constant field names come here: plain identifiers.
+    name.parse()
+        .unwrap_or_else(|_| panic!("`{name}` is not a valid payload path"))
+}
+
+fn keyword(name: &str, value: &str) -> Condition {
+    Condition::Field(FieldCondition::new_match(
+        json_path(name),
+        Match::from(value.to_string()),
+    ))
+}
+
+fn equipment_filter(equipment: &[String]) -> Option<Filter> {
+    (!equipment.is_empty()).then(|| {
+        Filter::new_must(Condition::Field(FieldCondition::new_match(
+            json_path(field::EQUIPMENT),
+            Match::from(equipment.to_vec()),
+        )))
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VectorStoreError> + Send + 'static,
+) -> Result<T, VectorStoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VectorStoreError::Backend(format!("store task failed: {e}")))?
+}

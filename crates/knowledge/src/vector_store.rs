@@ -1,0 +1,58 @@
+//! One interface over the two stores: embedded Qdrant (qdrant-edge) and a
+//! Qdrant server.
+
+use crate::layout::{self, ChunkPoint, HybridQuery};
+use crate::{VectorStoreError, edge_store, qdrant_store};
+use std::sync::Arc;
+
+pub enum VectorStore {
+    Embedded(Arc<edge_store::EdgeStore>),
+    Qdrant(qdrant_store::QdrantStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            VectorStore::Embedded($s) => $e,
+            VectorStore::Qdrant($s) => $e,
+        }
+    };
+}
+
+impl VectorStore {
+    pub fn summary(&self) -> String {
+        dispatch!(self, s => s.summary())
+    }
+    pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
+        dispatch!(self, s => s.upsert(points).await)
+    }
+    pub async fn delete_article(&self, id: &str) -> Result<(), VectorStoreError> {
+        dispatch!(self, s => s.delete_article(id).await)
+    }
+    pub async fn content_hash(&self, id: &str) -> Result<Option<String>, VectorStoreError> {
+        dispatch!(self, s => s.content_hash(id).await)
+    }
+    pub async fn query(
+        &self,
+        q: HybridQuery,
+    ) -> Result<Vec<layout::ScoredChunk>, VectorStoreError> {
+        dispatch!(self, s => s.query(q).await)
+    }
+    pub async fn nearest(
+        &self,
+        dense: Vec<f32>,
+        equipment: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<layout::ScoredChunk>, VectorStoreError> {
+        dispatch!(self, s => s.nearest(dense, equipment, limit).await)
+    }
+    pub async fn counts(&self) -> Result<(usize, usize), VectorStoreError> {
+        dispatch!(self, s => s.counts().await)
+    }
+    pub async fn finish(&self) -> Result<(), VectorStoreError> {
+        match self {
+            VectorStore::Embedded(s) => s.finish().await,
+            VectorStore::Qdrant(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `transcriber`: speech to text. The stage sends PCM; the host hands it to
+//! the backend the pipeline configures (`[capabilities.transcriber]`).
+
+use super::CapabilityContext;
+use super::not_configured;
+use crate::bindings::transcriber::{
+    CapabilityError, Host, TranscribeRequest, Transcription as WitTranscription,
+};
+use serde::Deserialize;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcription {
+    pub text: String,
+    pub language: String,
+    /// 0..1: mean token probability.
+    pub confidence: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriberError {
+    #[error("transcriber misconfigured: {0}")]
+    Config(String),
+    #[error("transcriber unavailable: {0}")]
+    Unavailable(String),
+    #[error("transcription timed out after {0} ms")]
+    Timeout(u64),
+    #[error("transcription failed: {0}")]
+    Failed(String),
+}
+
+/// What a backend's `transcribe` returns (the trait stays object-safe).
+pub type TranscribeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>>;
+
+/// A speech-to-text backend. Audio is 16 kHz mono, -1..1.
+pub trait Transcriber: Send + Sync {
+    fn summary(&self) -> String;
+    fn transcribe<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        language: Option<String>,
+        prompt: Option<String>,
+    ) -> TranscribeFuture<'a>;
+    /// Transcriptions running right now, where the backend knows (local
+    /// engines): never more than its concurrency limit.
+    fn running(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// `[capabilities.transcriber]` in a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "kebab-case")]
+pub enum TranscriberConfig {
+    WhisperCpp {
+        /// A whisper.cpp ggml model; default: the one `callpipe models` sets up.
+        #[serde(default)]
+        model: Option<PathBuf>,
+        #[serde(default = "one")]
+        threads: i32,
+        /// `fr`, `en`, ... or `auto` to detect.
+        #[serde(default = "french")]
+        language: String,
+        /// Transcriptions running at once; more wait their turn.
+        #[serde(default = "one_usize")]
+        max_concurrent: usize,
+        /// Longest one transcription may take.
+        #[serde(default = "timeout_ms")]
+        timeout_ms: u64,
+    },
+    /// Any OpenAI-compatible `/v1/audio/transcriptions` endpoint.
+    Openai {
+        /// Up to and including `/v1`. Example: `url = "https://api.groq.com/openai/v1"`
+        #[serde(default = "openai_url")]
+        url: String,
+        #[serde(default = "openai_model")]
+        model: String,
+        /// Environment variable holding the API key (never the key itself).
+        #[serde(default = "openai_key_env")]
+        api_key_env: String,
+        #[serde(default = "french")]
+        language: String,
+        /// Per try.
+        #[serde(default = "openai_try_ms")]
+        try_timeout_ms: u64,
+        #[serde(default = "two")]
+        retries: u32,
+        #[serde(default = "backoff_ms")]
+        backoff_ms: u64,
+        #[serde(default = "five")]
+        breaker_failures: u32,
+        #[serde(default = "cooldown_ms")]
+        breaker_cooldown_ms: u64,
+        /// Longest one transcription may take, retries included.
+        #[serde(default = "timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn openai_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn openai_model() -> String {
+    "whisper-1".into()
+}
+fn openai_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn openai_try_ms() -> u64 {
+    10_000
+}
+fn two() -> u32 {
+    2
+}
+fn five() -> u32 {
+    5
+}
+fn backoff_ms() -> u64 {
+    250
+}
+fn cooldown_ms() -> u64 {
+    30_000
+}
+
+fn one() -> i32 {
+    1
+}
+fn one_usize() -> usize {
+    1
+}
+fn french() -> String {
+    "fr".into()
+}
+fn timeout_ms() -> u64 {
+    30_000
+}
+
+/// A configured transcriber with its timeout.
+pub struct TranscriberService {
+    pub backend: Arc<dyn Transcriber>,
+    pub timeout_ms: u64,
+}
+
+impl TranscriberConfig {
+    /// Whether it needs the speech model `callpipe models` sets up.
+    pub fn uses_default_model(&self) -> bool {
+        matches!(self, Self::WhisperCpp { model: None, .. })
+    }
+
+    /// Builds the backend (loads the model: blocking).
+    pub fn build(
+        &self,
+        data_dir: &Path,
+        base_dir: &Path,
+    ) -> Result<TranscriberService, TranscriberError> {
+        match self {
+            TranscriberConfig::WhisperCpp {
+                model,
+                threads,
+                language,
+                max_concurrent,
+                timeout_ms,
+            } => {
+                let model = match model {
+                    Some(m) if m.is_absolute() => m.clone(),
+                    Some(m) => base_dir.join(m),
+                    None => crate::models::dir(data_dir).join(crate::models::whisper::MODEL_FILE),
+                };
+                let backend =
+                    super::whisper_cpp::WhisperCpp::load(super::whisper_cpp::WhisperCppConfig {
+                        model,
+                        threads: *threads,
+                        language: (language != "auto").then(|| language.clone()),
+                        max_concurrent: *max_concurrent,
+                    })?;
+                Ok(TranscriberService {
+                    backend: Arc::new(backend),
+                    timeout_ms: *timeout_ms,
+                })
+            }
+            TranscriberConfig::Openai {
+                url,
+                model,
+                api_key_env,
+                language,
+                try_timeout_ms,
+                retries,
+                backoff_ms,
+                breaker_failures,
+                breaker_cooldown_ms,
+                timeout_ms,
+            } => {
+                use super::openai_transcriber::{OpenAiConfig, OpenAiTranscriber};
+                use std::time::Duration;
+                let backend = OpenAiTranscriber::new(OpenAiConfig {
+                    base_url: url.clone(),
+                    model: model.clone(),
+                    api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+                    language: (language != "auto").then(|| language.clone()),
+                    timeout: Duration::from_millis(*try_timeout_ms),
+                    retries: *retries,
+                    backoff: Duration::from_millis(*backoff_ms),
+                    breaker_failures: (*breaker_failures).max(1),
+                    breaker_cooldown: Duration::from_millis(*breaker_cooldown_ms),
+                })?;
+                Ok(TranscriberService {
+                    backend: Arc::new(backend),
+                    timeout_ms: *timeout_ms,
+                })
+            }
+        }
+    }
+}
+
+/// PCM at any rate to what the backends take: 16 kHz, -1..1.
+pub fn to_16k(samples: &[i16], rate: u32) -> Vec<f32> {
+    let x: Vec<f32> = samples.iter().map(|&s| s as f32 / 32768.0).collect();
+    if rate == 16_000 {
+        x
+    } else {
+        callpipe_dsp::resample::resample(&x, rate, 16_000)
+    }
+}
+
+impl Host for CapabilityContext {
+    async fn transcribe(
+        &mut self,
+        request: TranscribeRequest,
+    ) -> wasmtime::Result<Result<WitTranscription, CapabilityError>> {
+        let Some(t) = self.set.transcriber.clone() else {
+            return Ok(Err(not_configured("transcriber")));
+        };
+        if request.rate == 0 || request.rate > 192_000 {
+            return Ok(Err(CapabilityError::InvalidRequest(format!(
+                "unusable sample rate {}",
+                request.rate
+            ))));
+        }
+        let started = std::time::Instant::now();
+        let audio = to_16k(&request.samples, request.rate);
+        let call = tokio::time::timeout(
+            std::time::Duration::from_millis(t.timeout_ms),
+            t.backend
+                .transcribe(audio, request.language, request.prompt),
+        );
+        let result = match call.await {
+            Err(_) => Err(CapabilityError::Timeout(format!(
+                "no transcript after {} ms",
+                t.timeout_ms
+            ))),
+            Ok(Err(TranscriberError::Unavailable(m))) => Err(CapabilityError::Unavailable(m)),
+            Ok(Err(e)) => Err(CapabilityError::Other(e.to_string())),
+            Ok(Ok(r)) => Ok(WitTranscription {
+                text: r.text,
+                language: r.language,
+                confidence: r.confidence,
+            }),
+        };
+        super::observe(&crate::metrics::TRANSCRIBER, started, &result);
+        Ok(result)
+    }
+}

@@ -1,0 +1,249 @@
+//! One stage of one call: its own `Store` (memory limit, per-event deadline)
+//! and instance. A fault (trap, deadline, limit) replaces the instance; the
+//! call goes on.
+
+use super::engine::Runtime;
+use super::loader::LoadedStage;
+use super::state::{StageContext, StageState};
+use crate::bindings::types::{CallInfo, Descriptor, Event, StageError};
+use crate::bindings::{FullStage, FullStagePre};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+
+/// Instantiation and `init` get at least this long, whatever the event deadline.
+const MIN_START_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+#[error("deadline of {ms} ms exceeded")]
+pub struct DeadlineExceeded {
+    pub ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+    #[error("init rejected the configuration: {0}")]
+    Init(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The stage reported an error; its instance is fine.
+    #[error("stage error: {0}")]
+    Stage(String),
+    /// The instance trapped, overran its deadline or hit a limit; it was replaced.
+    #[error("{0}")]
+    Fault(String),
+}
+
+pub fn stage_error_text(e: &StageError) -> String {
+    match e {
+        StageError::InvalidConfig(m) => format!("invalid config: {m}"),
+        StageError::InvalidEvent(m) => format!("invalid event: {m}"),
+        StageError::Capability(m) => format!("capability: {m}"),
+        StageError::Internal(m) => format!("internal: {m}"),
+    }
+}
+
+struct Live {
+    store: Store<StageState>,
+    bindings: FullStage,
+}
+
+pub struct StageInstance {
+    runtime: Arc<Runtime>,
+    stage: Arc<LoadedStage>,
+    context: StageContext,
+    call: CallInfo,
+    live: Option<Live>,
+}
+
+impl StageInstance {
+    pub async fn start(
+        runtime: Arc<Runtime>,
+        stage: Arc<LoadedStage>,
+        call_id: Arc<str>,
+        call: CallInfo,
+    ) -> Result<Self, InstanceError> {
+        let context = StageContext {
+            call_id,
+            stage: stage.name.clone(),
+        };
+        let live = instantiate(&runtime, &stage.pre, &stage, &context, &call).await?;
+        Ok(Self {
+            runtime,
+            stage,
+            context,
+            call,
+            live: Some(live),
+        })
+    }
+
+    pub fn context(&self) -> &StageContext {
+        &self.context
+    }
+
+    pub async fn handle(&mut self, event: &Event) -> Result<Vec<Event>, HandleError> {
+        let deadline_ms = self.stage.limits.deadline_ms;
+        let live = match self.live.as_mut() {
+            Some(live) => live,
+            None => {
+                // A previous replacement failed; try again now.
+                self.restart().await?;
+                self.live
+                    .as_mut()
+                    .ok_or_else(|| HandleError::Fault("stage unavailable".into()))?
+            }
+        };
+        live.store.data_mut().deadline = Instant::now() + Duration::from_millis(deadline_ms);
+        live.store.set_epoch_deadline(1);
+        let result = live
+            .bindings
+            .callpipe_stage_stage()
+            .call_handle(&mut live.store, event)
+            .await;
+        match result {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(e)) => Err(HandleError::Stage(stage_error_text(&e))),
+            Err(error) => {
+                let mut message = describe_fault(&error, &self.stage);
+                let tail = live.store.data().stderr.tail();
+                if !tail.is_empty() {
+                    message.push_str(&format!("; guest output: {tail}"));
+                }
+                // A trapped instance is poisoned: drop it and start afresh.
+                self.live = None;
+                if let Err(e) = self.restart().await {
+                    message.push_str(&format!("; {e}"));
+                }
+                Err(HandleError::Fault(message))
+            }
+        }
+    }
+
+    async fn restart(&mut self) -> Result<(), HandleError> {
+        let live = instantiate(
+            &self.runtime,
+            &self.stage.pre,
+            &self.stage,
+            &self.context,
+            &self.call,
+        )
+        .await
+        .map_err(|e| HandleError::Fault(format!("restart failed: {e}")))?;
+        self.live = Some(live);
+        Ok(())
+    }
+}
+
+fn describe_fault(error: &wasmtime::Error, stage: &LoadedStage) -> String {
+    if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
+        return format!("per-event deadline of {} ms exceeded", d.ms);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::UnreachableCodeReached) => "trapped: unreachable (the stage panicked)".into(),
+        Some(Trap::AllocationTooLarge) => {
+            format!("memory limit of {} MiB reached", stage.limits.memory_mib)
+        }
+        Some(trap) => format!("trapped: {trap}"),
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("grow") && text.contains("memory") {
+                format!(
+                    "memory limit of {} MiB reached ({text})",
+                    stage.limits.memory_mib
+                )
+            } else {
+                format!("failed: {text}")
+            }
+        }
+    }
+}
+
+/// A store for one instance of `stage`: its memory limit, and the epoch
+/// callback that yields to other calls and traps once the deadline passes.
+fn new_store(runtime: &Runtime, stage: &LoadedStage, context: &StageContext) -> Store<StageState> {
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(stage.limits.memory_mib as usize * 1024 * 1024)
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(
+        runtime.engine(),
+        StageState::new(context.clone(), limits, stage.capabilities.clone()),
+    );
+    store.limiter(|s| &mut s.limits);
+    let deadline_ms = stage.limits.deadline_ms;
+    store.data_mut().deadline =
+        Instant::now() + MIN_START_DEADLINE.max(Duration::from_millis(deadline_ms));
+    // Checked on every epoch tick while the guest runs: yield so other calls
+    // keep their thread, and trap once the event's time is up. The deadline
+    // must be set before instantiating, or the start function traps at once.
+    store.epoch_deadline_callback(move |ctx| {
+        if Instant::now() >= ctx.data().deadline {
+            Err(wasmtime::Error::new(DeadlineExceeded { ms: deadline_ms }))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+    store
+}
+
+async fn init(
+    store: &mut Store<StageState>,
+    bindings: &FullStage,
+    stage: &LoadedStage,
+    call: &CallInfo,
+) -> Result<(), InstanceError> {
+    bindings
+        .callpipe_stage_stage()
+        .call_init(store, &stage.config_json, call)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("init trapped: {e:#}")))?
+        .map_err(|e| InstanceError::Init(stage_error_text(&e)))
+}
+
+async fn instantiate(
+    runtime: &Runtime,
+    pre: &FullStagePre<StageState>,
+    stage: &LoadedStage,
+    context: &StageContext,
+    call: &CallInfo,
+) -> Result<Live, InstanceError> {
+    let mut store = new_store(runtime, stage, context);
+    let bindings = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("{e:#}")))?;
+    init(&mut store, &bindings, stage, call).await?;
+    Ok(Live { store, bindings })
+}
+
+/// Loads the stage once as a call would (same store, limits and deadline):
+/// reads its descriptor, then checks that `init` accepts its configured
+/// settings, so a bad config fails at load, not mid-call.
+pub async fn probe(
+    runtime: &Runtime,
+    stage: &LoadedStage,
+    call: &CallInfo,
+) -> Result<Descriptor, InstanceError> {
+    let context = StageContext {
+        call_id: "check".into(),
+        stage: stage.name.clone(),
+    };
+    let mut store = new_store(runtime, stage, &context);
+    let bindings = stage
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("{e:#}")))?;
+    let descriptor = bindings
+        .callpipe_stage_stage()
+        .call_describe(&mut store)
+        .await
+        .map_err(|e| InstanceError::Instantiate(format!("describe trapped: {e:#}")))?;
+    init(&mut store, &bindings, stage, call).await?;
+    Ok(descriptor)
+}

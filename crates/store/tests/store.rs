@@ -1,0 +1,273 @@
+//! The durable record, the same checks against SQLite (the embedded
+//! default) and Postgres (the scale path; `CALLPIPE_TEST_DATABASE_URL`,
+//! default postgres://postgres@127.0.0.1:5432/test, each run in a schema of
+//! its own).
+
+use callpipe_store::items::{SuggestionRecord, TranscriptLine};
+use callpipe_store::{NewCall, Store};
+
+fn line(text: &str, end_ms: u64) -> TranscriptLine {
+    TranscriptLine {
+        speaker_id: "tech-1".into(),
+        speaker_role: "technician".into(),
+        start_ms: end_ms - 1000,
+        end_ms,
+        text: text.into(),
+        language: "fr".into(),
+        confidence: 0.8,
+    }
+}
+
+fn suggestion(id: &str, kind: &str, confidence: f32, at: f64) -> SuggestionRecord {
+    SuggestionRecord {
+        id: id.into(),
+        kind: kind.into(),
+        title: format!("title {id}"),
+        content: format!("content {id}"),
+        sources: vec!["sample-001".into()],
+        confidence,
+        language: "fr".into(),
+        at,
+    }
+}
+
+/// Everything a call leaves behind, written and read back.
+async fn exercise(store: &Store) {
+    store
+        .record_pipeline("v1", "technician-support", "p.toml", "[pipeline]")
+        .await
+        .unwrap();
+    store
+        .record_pipeline("v1", "technician-support", "p.toml", "[pipeline]")
+        .await
+        .unwrap();
+    store
+        .open_call(&NewCall {
+            session_id: "s1",
+            technician_id: "tech-1",
+            technician_name: "Jeanne",
+            phone_number: Some("+33612345678"),
+            pipeline_version: Some("v1"),
+            ..NewCall::default()
+        })
+        .await
+        .unwrap();
+    // What arrives later fills in; empty fields never erase.
+    store
+        .open_call(&NewCall {
+            session_id: "s1",
+            call_sid: Some("CA1"),
+            ..NewCall::default()
+        })
+        .await
+        .unwrap();
+    store
+        .open_call(&NewCall {
+            session_id: "s2",
+            ..NewCall::default()
+        })
+        .await
+        .unwrap();
+    let first = store.set_status("s1", "in-progress").await.unwrap();
+    store
+        .add_segment("s1", "tech-1", "technician")
+        .await
+        .unwrap();
+    store
+        .add_segment("s1", "tech-1", "technician")
+        .await
+        .unwrap();
+    store
+        .add_transcript("s1", &line("bonjour", 2000))
+        .await
+        .unwrap();
+    store
+        .add_transcript("s2", &line("autre appel", 2000))
+        .await
+        .unwrap();
+    let third = store
+        .add_transcript("s1", &line("la caméra", 4000))
+        .await
+        .unwrap();
+    store
+        .add_suggestion(
+            "s1",
+            &suggestion("question-equipment", "clarification_question", 0.85, 10.0),
+        )
+        .await
+        .unwrap();
+    store
+        .add_suggestion(
+            "s1",
+            &suggestion("kb-sample-001-1", "knowledge_base", 0.7, 11.0),
+        )
+        .await
+        .unwrap();
+    // The same id again updates, never duplicates.
+    store
+        .add_suggestion(
+            "s1",
+            &suggestion("kb-sample-001-1", "knowledge_base", 0.9, 12.0),
+        )
+        .await
+        .unwrap();
+    store.set_status("s1", "completed").await.unwrap();
+
+    let call = store.call("s1").await.unwrap().expect("the call");
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.call_sid.as_deref(), Some("CA1"));
+    assert_eq!(call.technician_name, "Jeanne");
+    assert_eq!(call.phone_number.as_deref(), Some("+33612345678"));
+    assert_eq!(call.pipeline_version.as_deref(), Some("v1"));
+    assert!(call.ended_at.is_some_and(|e| e >= call.started_at));
+    assert!(store.call("nope").await.unwrap().is_none());
+
+    let history: Vec<String> = store
+        .status_history("s1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(history, ["in-progress", "completed"]);
+
+    let said = store.transcripts("s1").await.unwrap();
+    assert_eq!(
+        said.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["bonjour", "la caméra"]
+    );
+    assert_eq!(said[1].end_ms, 4000);
+
+    let shown = store.suggestions("s1").await.unwrap();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert_eq!(shown[0].kind, "clarification_question");
+    assert!(
+        (shown[0].confidence - 0.85).abs() < 1e-6,
+        "a question keeps its confidence"
+    );
+    assert_eq!(shown[1].kind, "knowledge_base");
+    assert!((shown[1].confidence - 0.9).abs() < 1e-6);
+    assert_eq!(shown[1].sources, ["sample-001"]);
+
+    // The event log, in order, per session, resumable after an id.
+    let events = store.events_after("s1", 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        [
+            "status",
+            "transcript",
+            "transcript",
+            "suggestion",
+            "suggestion",
+            "suggestion",
+            "status"
+        ]
+    );
+    assert_eq!(events[0].id, first);
+    let after = store.events_after("s1", third, 100).await.unwrap();
+    assert_eq!(after.len(), 4);
+    let doc: serde_json::Value = serde_json::from_str(&after[2].data).unwrap();
+    assert_eq!(doc["id"], "kb-sample-001-1");
+    assert_eq!(store.events_after("s2", 0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.events_after("s1", 0, 2).await.unwrap().len(), 2);
+
+    // At the next start, a call nobody ended (the process was killed) is
+    // marked interrupted; an ended one is left alone.
+    assert_eq!(store.interrupt_unfinished().await.unwrap(), ["s2"]);
+    assert_eq!(
+        store.call("s2").await.unwrap().unwrap().status,
+        "interrupted"
+    );
+    assert_eq!(store.call("s1").await.unwrap().unwrap().status, "completed");
+    assert!(store.interrupt_unfinished().await.unwrap().is_empty());
+    assert_eq!(store.recent_calls(10).await.unwrap().len(), 2);
+
+    // Stage errors, newest first, for the ops page.
+    store
+        .add_stage_error("s1", "transcriber", "fault on utterance: deadline", 20.0)
+        .await
+        .unwrap();
+    store
+        .add_stage_error("s2", "solutions", "error on analysis: search failed", 21.0)
+        .await
+        .unwrap();
+    let errors = store.recent_stage_errors(10).await.unwrap();
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| (e.session_id.as_str(), e.stage.as_str()))
+            .collect::<Vec<_>>(),
+        [("s2", "solutions"), ("s1", "transcriber")]
+    );
+    assert_eq!(errors[1].message, "fault on utterance: deadline");
+    assert_eq!(errors[1].at, 20.0);
+    assert_eq!(store.recent_stage_errors(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_record_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("callpipe.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    exercise(&store).await;
+    store.close().await;
+    // Migrations are idempotent and the data is on disk.
+    let again = Store::connect(&url).await.unwrap();
+    assert_eq!(again.call("s1").await.unwrap().unwrap().status, "completed");
+    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 7);
+    assert_eq!(
+        again.call("s2").await.unwrap().unwrap().status,
+        "interrupted"
+    );
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_same_record() {
+    let base = std::env::var("CALLPIPE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect(&base)
+        .await;
+    let Ok(admin) = admin else {
+        callpipe_testkit::fixture_present(false, &format!("a Postgres server at {base}"));
+        return;
+    };
+    let schema = format!(
+        "callpipe_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    // The schema name is ours: digits and underscores.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let store = Store::connect(&url)
+        .await
+        .expect("connect with the test schema");
+    assert_eq!(store.backend(), "postgres");
+    exercise(&store).await;
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_url_says_what_it_wants() {
+    let e = Store::connect("mysql://x")
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("sqlite://") && e.contains("postgres://"), "{e}");
+}

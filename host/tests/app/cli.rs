@@ -1,0 +1,271 @@
+//! The `callpipe` binary, as a user runs it.
+
+use crate::support;
+use crate::support::{SOUNDS, fixture_present, root};
+use callpipe_host::audio::wav;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn callpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callpipe"))
+        .args(args)
+        .current_dir(root())
+        .env("CALLPIPE_PLUGIN_PATH", root().join("plugins"))
+        .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .env("CALLPIPE_MODELS_DIR", support::models_dir())
+        .output()
+        .expect("callpipe runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_default_pipeline_checks_clean() {
+    let pipeline = support::default_pipeline();
+    let out = callpipe(&["check", pipeline.to_str().expect("utf-8")]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("ok: {}", pipeline.display())),
+        "{stdout}"
+    );
+    let mut stages = vec!["codec", "vad", "speakers"];
+    if support::models_present() {
+        stages.push("transcriber");
+    }
+    for stage in stages {
+        assert!(stdout.contains(stage), "{stdout}");
+    }
+}
+
+#[test]
+fn a_broken_copy_fails_with_file_line_and_stage() {
+    // The real file (its comments and spacing), models or not: only the
+    // located errors below are checked.
+    let original = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
+        .expect("pipeline");
+    let broken = original
+        .replacen("threshold = 0.01 ", "threshhold = 0.01", 1)
+        .replacen(
+            "component = \"speaker-priority\"",
+            "component = \"speaker-priority\"\ngrants = [\"telepathy\"]",
+            1,
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, &broken).expect("write");
+    let line_of = |needle: &str| {
+        broken
+            .lines()
+            .position(|l| l.contains(needle))
+            .expect("needle")
+            + 1
+    };
+
+    let out = callpipe(&["check", path.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:{}:1: error in stage `vad`",
+            line_of("threshhold")
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `threshhold`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:{}:", line_of("telepathy")))
+            && stderr.contains("unknown capability `telepathy`"),
+        "{stderr}"
+    );
+
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(
+        &syntax,
+        "[pipeline]\nname = \"x\"\n[[stages]\nname = \"a\"\n",
+    )
+    .expect("write");
+    let out = callpipe(&["check", syntax.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("syntax.toml:3:"), "{stderr}");
+}
+
+/// A pipeline file may not hand the server's own secrets to a URL of its
+/// choosing, nor ask for unbounded queues or deadlines.
+#[test]
+fn a_pipeline_cannot_send_the_servers_secrets_or_ask_for_unbounded_limits() {
+    let original = std::fs::read_to_string(root().join("pipelines/technician-support.toml"))
+        .expect("pipeline");
+    let bad = original
+        .replacen(
+            "backend = \"local\"",
+            "backend = \"openai\"\nurl = \"https://collect.example/v1\"\nmodel = \"m\"\n\
+             dimensions = 8\napi_key_env = \"TWILIO_AUTH_TOKEN\"",
+            1,
+        )
+        .replacen("queue = 256", "queue = 100000000", 1)
+        .replacen("deadline_ms = 50", "deadline_ms = 86400000", 1);
+    assert_ne!(bad, original);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("greedy.toml");
+    std::fs::write(&path, &bad).expect("write");
+    let out = callpipe(&["check", path.to_str().expect("utf-8 path")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "api_key_env = \"TWILIO_AUTH_TOKEN\" names one of the server's own secrets",
+        "queue must be between 1 and 65536",
+        "limits.deadline_ms must be between 1 and 600000",
+    ] {
+        assert!(stderr.contains(want), "want `{want}`:\n{stderr}");
+    }
+}
+
+fn utterance_count(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "utterance")
+        .count()
+}
+
+#[test]
+fn replay_prints_one_utterance_per_phrase_of_the_sample() {
+    let out = callpipe(&[
+        "replay",
+        support::default_pipeline().to_str().expect("utf-8"),
+        "--audio",
+        "samples/technician-fr.wav",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(utterance_count(&stdout), 3, "{stdout}");
+    assert!(
+        stderr.contains("codec") && stderr.contains("per event"),
+        "summary on stderr: {stderr}"
+    );
+}
+
+/// Real recorded French speech (Debian's asterisk-core-sounds-fr-wav),
+/// three prompts separated by pauses.
+#[test]
+fn replay_segments_real_phone_speech() {
+    let dir = Path::new(SOUNDS);
+    let prompts = ["agent-loggedoff", "conf-onlyperson", "pbx-invalid"];
+    if !fixture_present(
+        dir.join("pbx-invalid.wav").exists(),
+        "Debian's asterisk-core-sounds-fr-wav",
+    ) {
+        return;
+    }
+    let mut joined: Vec<i16> = vec![0; 4000];
+    for p in prompts {
+        let rec = wav::read(&dir.join(format!("{p}.wav"))).expect("prompt");
+        assert_eq!(rec.rate, 8000);
+        joined.extend(rec.channels[0].iter().map(|&x| (x * 32767.0) as i16));
+        joined.extend(std::iter::repeat_n(0i16, 12_000)); // 1.5 s pause
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("three-prompts.wav");
+    wav::write_pcm16(&path, 8000, &[joined]).expect("write wav");
+    let out = callpipe(&[
+        "replay",
+        support::default_pipeline().to_str().expect("utf-8"),
+        "--audio",
+        path.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(utterance_count(&stdout), 3, "{stdout}");
+}
+
+#[test]
+fn replay_names_an_unreadable_file() {
+    let out = callpipe(&[
+        "replay",
+        support::default_pipeline().to_str().expect("utf-8"),
+        "--audio",
+        "no/such.wav",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no/such.wav"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = callpipe(&["--help"]);
+    let (stdout, _) = text(&out);
+    for cmd in ["check", "replay", "build"] {
+        assert!(stdout.contains(cmd), "{stdout}");
+    }
+}
+
+/// `callpipe kb`: import (idempotent, errors located), search, stats.
+#[test]
+fn kb_import_search_and_stats() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let kb = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_callpipe"))
+            .arg("kb")
+            .args(args)
+            .current_dir(root())
+            .env("CALLPIPE_DATA_DIR", data.path())
+            .env("CALLPIPE_MODELS_DIR", support::models_dir())
+            .output()
+            .expect("callpipe runs")
+    };
+    // A bad line stops the import before anything is written.
+    let broken = data.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"id\":\"x-1\",\"title\":\"t\",\"language\":\"fr\",\"body\":\"b\"}\n{\"id\": \"x-2\", \"title\": 3}\n",
+    )
+    .expect("write");
+    let out = kb(&["import", broken.to_str().expect("utf-8")]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}:2: not an article", broken.display())),
+        "{stderr}"
+    );
+
+    let out = kb(&["import", "kb"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("10 added, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
+    let out = kb(&["import", "kb"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("0 added, 0 updated, 10 unchanged"),
+        "{stdout}"
+    );
+
+    let out = kb(&["search", "le haine vé erre bipe, erreur disque", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(doc["folded_query"], "le NVR bipe, erreur disque");
+    assert_eq!(doc["hits"][0]["article_id"], "sample-002", "{doc}");
+
+    let out = kb(&["stats", "--json"]);
+    let (stdout, _) = text(&out);
+    let stats: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(stats["articles"], 10, "{stats}");
+    assert_eq!(stats["dim"], 384);
+}

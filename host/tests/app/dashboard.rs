@@ -1,0 +1,445 @@
+//! The technician dashboard and the ops page in real headless Chromium,
+//! driven through chromedriver (WebDriver) by fantoccini, against the real
+//! binary and the shipped knowledge base. Screenshots are kept as test
+//! artifacts in target/test-artifacts/.
+
+use crate::support;
+use crate::support::server::{Server, TOKEN};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn ready() -> bool {
+    support::fixture_present(support::models_present(), "the models (`callpipe models`)")
+        && support::fixture_present(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "Debian's chromium and chromium-driver",
+        )
+}
+
+/// A chromedriver on a free local port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Driver {
+            child: Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts"),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("{}/status", driver.url)).await
+                && r.status().is_success()
+            {
+                return driver;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not answer on {}", driver.url);
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1440,900"],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = support::root().join("target").join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+async fn screenshot(browser: &Client, name: &str) -> PathBuf {
+    let png = browser.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = artifacts().join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+/// Waits (up to 20 s) for an element, then returns it.
+async fn wait_for(browser: &Client, css: &str) -> Element {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+}
+
+async fn texts(browser: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in browser.find_all(Locator::Css(css)).await.expect("find") {
+        out.push(e.text().await.expect("text"));
+    }
+    out
+}
+
+async fn click(browser: &Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click #{id}: {e}"));
+}
+
+async fn text_of(browser: &Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The text of `#id` once it reads `want`, or what it read last (10 s).
+async fn wait_text(browser: &Client, id: &str, want: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = text_of(browser, id).await;
+        if text == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    text
+}
+
+async fn send(browser: &Client, text: &str) {
+    let box_ = browser
+        .find(Locator::Id("message"))
+        .await
+        .expect("message box");
+    box_.send_keys(text).await.expect("type");
+    click(browser, "send-btn").await;
+}
+
+/// Waits until `css` matches `n` elements (up to 20 s).
+async fn wait_count(browser: &Client, css: &str, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let found = texts(browser, css).await;
+        if found.len() == n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "expected {n} `{css}`, found {:?}",
+        texts(browser, css).await
+    );
+}
+
+/// The agent's whole flow, live over SSE, then with polling only:
+/// a vague message brings the clarifying question on the left, the details
+/// bring the solution card with its confidence, nothing shows twice, the
+/// call ends after a confirmation, and the UI switches to English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_then_shows_the_solution() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &support::default_pipeline_with("browser", |_| {}));
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+
+    for transport in ["sse", "poll"] {
+        let page = match transport {
+            "poll" => format!("/demo/technician?token={TOKEN}&transport=poll"),
+            _ => format!("/demo/technician?token={TOKEN}"),
+        };
+        browser.goto(&server.http(&page)).await.expect("load");
+        // A fresh session each round (the page keeps the last one).
+        wait_for(&browser, "#new-session")
+            .await
+            .click()
+            .await
+            .expect("new session");
+        let title = wait_for(&browser, "h1").await.text().await.unwrap();
+        assert!(title.contains("Assistance technicien"), "{title}");
+
+        send(&browser, "Bonjour, j'ai un souci sur le site.").await;
+        let question = wait_for(&browser, "#chat li.msg.bot").await;
+        let asked = question.text().await.unwrap();
+        assert!(asked.contains("équipement"), "{asked}");
+        let mine = wait_count(&browser, "#chat li.msg.technician:not(.pending)", 1).await;
+        assert!(mine[0].contains("souci sur le site"), "{mine:?}");
+
+        send(
+            &browser,
+            "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE \
+             ce matin, plus aucune lumière et elle ne répond pas au ping.",
+        )
+        .await;
+        let card = wait_for(&browser, "#cards article.card").await;
+        let card_text = card.text().await.unwrap();
+        let badge = card
+            .find(Locator::Css(".conf"))
+            .await
+            .expect("confidence badge")
+            .text()
+            .await
+            .unwrap();
+        assert!(badge.starts_with("Confiance"), "{badge}");
+        let percent: u32 = badge
+            .trim_start_matches("Confiance")
+            .trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a percentage: {badge}"));
+        assert!((50..=100).contains(&percent), "{badge}");
+        assert_eq!(
+            card.attr("data-id")
+                .await
+                .unwrap()
+                .as_deref()
+                .map(|id| id.starts_with("kb-sample-001")),
+            Some(true),
+            "{card_text}"
+        );
+        assert!(
+            card.find_all(Locator::Css("ol li")).await.unwrap().len() >= 2,
+            "the fix as numbered steps: {card_text}"
+        );
+        // Live and polled copies never show twice: one question, two
+        // technician lines, one card, even after a few polling rounds.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        wait_count(&browser, "#chat li.msg.bot", 1).await;
+        wait_count(&browser, "#chat li.msg.technician", 2).await;
+        wait_count(&browser, "#cards article.card", 1).await;
+        let link = browser.find(Locator::Id("link")).await.unwrap();
+        let expected = if transport == "poll" { "poll" } else { "live" };
+        assert_eq!(
+            link.attr("class").await.unwrap().as_deref(),
+            Some(format!("link {expected}").as_str())
+        );
+        screenshot(&browser, &format!("dashboard-{transport}")).await;
+
+        // Ending asks first; confirmed, the session is over.
+        click(&browser, "end-btn").await;
+        wait_for(&browser, "#confirm-end[open]").await;
+        click(&browser, "confirm-end-ok").await;
+        assert_eq!(
+            wait_text(&browser, "call-status", "Terminé").await,
+            "Terminé"
+        );
+    }
+
+    // Without Twilio the page says chat only, and a bad number is refused
+    // before anything is sent.
+    let note = browser.find(Locator::Id("twilio-note")).await.unwrap();
+    assert!(note.is_displayed().await.unwrap());
+    assert!(
+        !browser
+            .find(Locator::Id("call-btn"))
+            .await
+            .unwrap()
+            .is_enabled()
+            .await
+            .unwrap()
+    );
+
+    // English on request, kept across reloads.
+    browser
+        .find(Locator::Css(".lang button[data-lang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .goto(&server.http("/demo/technician"))
+        .await
+        .expect("reload");
+    let title = wait_for(&browser, "h1").await.text().await.unwrap();
+    assert!(title.contains("Technician support"), "{title}");
+    let badge = wait_for(&browser, "#cards .conf")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(badge.starts_with("Confidence"), "{badge}");
+
+    // The ops page lists the pipeline and the stages that ran.
+    browser.goto(&server.http("/")).await.expect("ops page");
+    wait_for(&browser, "#stages tr").await;
+    let stages = wait_count(&browser, "#stages tr", 7).await;
+    assert!(
+        stages.iter().any(|s| s.starts_with("solutions")),
+        "{stages:?}"
+    );
+    assert_eq!(text_of(&browser, "p-name").await, "technician-support");
+    screenshot(&browser, "ops").await;
+
+    browser.close().await.expect("close the browser");
+}
+
+/// With Twilio configured (a local stand-in for its REST API), the call
+/// controls: a number that is not E.164 is refused on the page and never
+/// sent; a good one places the call, whose status and timer show; mute
+/// reaches the server; ending asks first and hangs up through Twilio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
+    if !support::fixture_present(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "Debian's chromium and chromium-driver",
+    ) {
+        return;
+    }
+    let (api, log) = support::twilio::twilio_stand_in().await;
+    let env = support::twilio::twilio_env(&api);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&pairs);
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!("/demo/technician?token={TOKEN}&lang=fr")))
+        .await
+        .expect("load");
+    click(&browser, "new-session").await;
+    let call_btn = browser.find(Locator::Id("call-btn")).await.unwrap();
+    assert!(call_btn.is_enabled().await.unwrap(), "Twilio is configured");
+    assert!(
+        !browser
+            .find(Locator::Id("twilio-note"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+
+    // Not E.164: refused on the page, nothing sent to Twilio.
+    let phone = browser.find(Locator::Id("phone")).await.unwrap();
+    phone.send_keys("06 12 34 56 78").await.unwrap();
+    click(&browser, "call-btn").await;
+    let error = wait_for(&browser, "#phone-error:not([hidden])").await;
+    assert!(error.text().await.unwrap().contains("E.164"));
+    wait_for(&browser, "#phone[aria-invalid=true]").await;
+    assert!(log.lock().unwrap().is_empty(), "nothing reached Twilio");
+
+    // A good number (spaces are fine) places the call.
+    phone.clear().await.unwrap();
+    phone.send_keys("+33 6 12 34 56 78").await.unwrap();
+    browser
+        .find(Locator::Id("tech-name"))
+        .await
+        .unwrap()
+        .send_keys("Jeanne")
+        .await
+        .unwrap();
+    click(&browser, "call-btn").await;
+    assert_eq!(
+        wait_text(&browser, "call-status", "En file").await,
+        "En file",
+        "Twilio's `queued`, in French"
+    );
+    {
+        let seen = log.lock().unwrap();
+        let placed = seen
+            .iter()
+            .find(|s| s.path.ends_with("/Calls.json"))
+            .expect("call placed");
+        assert!(
+            placed.form.contains(&("To".into(), "+33612345678".into())),
+            "{placed:?}"
+        );
+    }
+    assert!(
+        texts(&browser, "#phone[aria-invalid]").await.is_empty(),
+        "a good number is no longer marked"
+    );
+    // The timer ticks every second.
+    let mut timer = String::new();
+    for _ in 0..50 {
+        timer = text_of(&browser, "timer").await;
+        if timer != "00:00" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        timer.starts_with("00:0") && timer != "00:00",
+        "the timer runs: {timer}"
+    );
+
+    // Mute reaches the server.
+    let session = text_of(&browser, "session-id").await;
+    click(&browser, "mute-btn").await;
+    let mut muted = Value::Null;
+    for _ in 0..50 {
+        muted = server.get_json(&format!("/api/sessions/{session}")).await["muted"].clone();
+        if muted == Value::Bool(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(muted, Value::Bool(true));
+    let s = server.get_json(&format!("/api/sessions/{session}")).await;
+    assert_eq!(s["technician_name"], "Jeanne", "{s}");
+    screenshot(&browser, "dashboard-call").await;
+
+    // Ending asks first, then hangs up through Twilio.
+    click(&browser, "end-btn").await;
+    wait_for(&browser, "#confirm-end[open]").await;
+    click(&browser, "confirm-end-ok").await;
+    assert_eq!(
+        wait_text(&browser, "call-status", "Terminé").await,
+        "Terminé"
+    );
+    let seen = log.lock().unwrap().clone();
+    let ended = seen
+        .iter()
+        .find(|s| {
+            s.path
+                .ends_with("/Calls/CAfeed0000000000000000000000000001.json")
+                && s.method == "POST"
+        })
+        .expect("hung up through Twilio");
+    assert_eq!(
+        ended.form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    browser.close().await.expect("close the browser");
+}

@@ -1,0 +1,14 @@
+//! The app's integration tests, one binary: the CLI, the server (Twilio
+//! protocol, API, dashboard in a browser), conversations end to end, speech,
+//! stage authoring and answer quality through `callpipe kb eval`.
+
+mod answer_quality;
+mod authoring;
+mod cli;
+mod conversation;
+mod dashboard;
+mod models;
+mod serve;
+mod speech;
+mod support;
+mod transcribe;

@@ -1,0 +1,197 @@
+//! The whisper-cpp transcriber on real recorded French phone speech
+//! (Debian's asterisk-core-sounds-fr-wav, with the package's own transcripts).
+
+use crate::support::{SOUNDS, data_dir, fixture_present};
+use callpipe_host::audio::wav;
+use callpipe_host::capabilities::transcriber::{TranscriberConfig, to_16k};
+use callpipe_host::models::whisper;
+use std::io::Read;
+use std::path::Path;
+
+const TRANSCRIPTS: &str = "/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz";
+const PROMPTS: [&str; 12] = [
+    "agent-loggedoff",
+    "conf-onlyperson",
+    "pbx-invalid",
+    "pbx-invalidpark",
+    "privacy-unident",
+    "queue-thankyou",
+    "ss-noservice",
+    "vm-msgsaved",
+    "vm-nomore",
+    "vm-passchanged",
+    "conf-muted",
+    "vm-goodbye",
+];
+/// Word error rate over all prompts: measured 0.079 (8 of 101 words) with
+/// Whisper base, greedy, 1 thread. The bound allows one or two words of drift
+/// between CPUs (SIMD paths), not a regression; it only ever goes down.
+const MAX_WER: f64 = 0.10;
+
+/// Lower case, no punctuation: what a word error rate compares.
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['\'', '’'], " ")
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn edit_distance(a: &[String], b: &[String]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(x != y))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn transcripts() -> std::collections::HashMap<String, String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(TRANSCRIPTS).expect("transcripts"))
+        .read_to_string(&mut text)
+        .expect("gzip");
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The speech model `callpipe models` set up, if it is there (skips loudly
+/// otherwise, fails under CI).
+fn model() -> Option<std::path::PathBuf> {
+    let model = callpipe_host::models::dir(&data_dir()).join(whisper::MODEL_FILE);
+    fixture_present(
+        model.exists(),
+        &format!(
+            "the speech model at {} (`callpipe models`)",
+            model.display()
+        ),
+    )
+    .then_some(model)
+}
+
+#[test]
+fn word_error_rate_in_french_stays_under_its_bound() {
+    let Some(model) = model() else { return };
+    let have_speech =
+        Path::new(SOUNDS).join("pbx-invalid.wav").exists() && Path::new(TRANSCRIPTS).exists();
+    if !fixture_present(
+        have_speech,
+        "Debian's asterisk-core-sounds-fr-wav and asterisk-core-sounds-fr",
+    ) {
+        return;
+    }
+    let config: TranscriberConfig = toml::from_str(&format!(
+        "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"fr\"\n",
+        model.display()
+    ))
+    .expect("config");
+    let transcriber = config
+        .build(&data_dir(), Path::new("."))
+        .expect("model loads");
+    let refs = transcripts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let (mut errors, mut total) = (0usize, 0usize);
+    for prompt in PROMPTS {
+        let rec = wav::read(&Path::new(SOUNDS).join(format!("{prompt}.wav"))).expect("prompt");
+        let pcm: Vec<i16> = rec.channels[0]
+            .iter()
+            .map(|&x| (x * 32767.0) as i16)
+            .collect();
+        let audio = to_16k(&pcm, rec.rate);
+        let got = rt
+            .block_on(
+                transcriber
+                    .backend
+                    .transcribe(audio, Some("fr".into()), None),
+            )
+            .expect("transcribes");
+        let reference = words(&refs[prompt]);
+        let hypothesis = words(&got.text);
+        let e = edit_distance(&reference, &hypothesis);
+        eprintln!(
+            "{prompt}: {e}/{} \"{}\" ({:.2})",
+            reference.len(),
+            got.text,
+            got.confidence
+        );
+        assert_eq!(got.language, "fr");
+        assert!((0.0..=1.0).contains(&got.confidence));
+        errors += e;
+        total += reference.len();
+    }
+    let wer = errors as f64 / total as f64;
+    eprintln!("WER {wer:.3} ({errors}/{total} words)");
+    assert!(wer <= MAX_WER, "WER {wer:.3} over {MAX_WER}");
+}
+
+#[test]
+fn word_error_rate_arithmetic() {
+    let r = words("Vous n'êtes plus en ligne.");
+    assert_eq!(r, ["vous", "n", "êtes", "plus", "en", "ligne"]);
+    assert_eq!(edit_distance(&r, &words("vous n'êtes plus en ligne")), 0);
+    assert_eq!(edit_distance(&r, &words("vous êtes plus en ligne")), 1);
+    assert_eq!(edit_distance(&r, &words("")), 6);
+}
+
+/// A transcription whose caller gave up (a timeout) keeps its slot until
+/// whisper.cpp is done with it: under overload no more jobs run than
+/// `max_concurrent`, however often callers time out and come back.
+#[test]
+fn a_timed_out_transcription_keeps_its_slot_until_whisper_is_done() {
+    let Some(model) = model() else { return };
+    let config: TranscriberConfig = toml::from_str(&format!(
+        "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"fr\"\nmax_concurrent = 1\n",
+        model.display()
+    ))
+    .expect("config");
+    let transcriber = config
+        .build(&data_dir(), Path::new("."))
+        .expect("model loads");
+    let backend = transcriber.backend.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    // Five seconds of low noise: whisper.cpp takes a good fraction of a
+    // second on it, far longer than the callers wait.
+    let audio: Vec<f32> = (0..80_000)
+        .map(|i| ((i * 7919 % 200) as f32 - 100.0) / 20_000.0)
+        .collect();
+    rt.block_on(async {
+        let mut peak = 0;
+        for _ in 0..3 {
+            let attempt = backend.transcribe(audio.clone(), Some("fr".into()), None);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(20), attempt).await;
+            peak = peak.max(backend.running().expect("whisper counts its jobs"));
+        }
+        assert!(peak >= 1, "the first job runs");
+        assert_eq!(peak, 1, "more whisper jobs than max_concurrent");
+        // The job that was started finishes on its own.
+        for _ in 0..600 {
+            if backend.running() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(backend.running(), Some(0));
+    });
+}
