@@ -20,7 +20,8 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 printf "%-6s %-10s %-14s %-12s %-12s %-10s %-8s %-8s %s\n" calls cpu/call-s "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99"
 for n in "${levels[@]}"; do
-  CALLPIPE_LOG=error "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
+  # Loopback only: the simulated calls are not signed.
+  CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
   server=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   rss0=$(rss_kb $server)

@@ -6,6 +6,7 @@
 use crate::audio::frames::{FRAME_BYTES, TrackFrames};
 use crate::metrics::Histogram;
 use crate::twilio::signature;
+use crate::twilio::stream_token;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
@@ -140,6 +141,47 @@ impl SimReport {
     }
 }
 
+/// Posts a signed `/twilio/voice` for the call, as Twilio does when it is
+/// answered, and returns the stream token of the TwiML that comes back.
+async fn fetch_stream_token(
+    stream_url: &str,
+    auth_token: &str,
+    call_sid: &str,
+    session_id: &str,
+) -> Result<String, String> {
+    let base = stream_url
+        .split_once("/twilio/media-stream")
+        .map_or(stream_url, |(base, _)| base);
+    let base = base
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1);
+    let query =
+        serde_urlencoded::to_string([("session_id", session_id)]).map_err(|e| e.to_string())?;
+    let url = format!("{base}/twilio/voice?{query}");
+    let form = [("CallSid".to_string(), call_sid.to_string())];
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header(
+            signature::HEADER,
+            signature::compute(auth_token, &url, &form),
+        )
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    let twiml = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("POST {url}: {status}: {twiml}"));
+    }
+    let marker = format!("<Parameter name=\"{}\" value=\"", stream_token::PARAMETER);
+    twiml
+        .split_once(&marker)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(token, _)| token.to_string())
+        .ok_or_else(|| format!("the TwiML from {url} has no {}", stream_token::PARAMETER))
+}
+
 fn sid(prefix: &str, n: usize) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,6 +230,28 @@ struct Playback {
 }
 
 async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<(), String> {
+    let stream_sid = sid("MZ", n);
+    let call_sid = sid("CA", n);
+    let mut params: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (k, v) in &config.params {
+        let v = if k == "session_id" && config.calls > 1 {
+            format!("{v}-{n}")
+        } else {
+            v.clone()
+        };
+        params.insert(k.clone(), json!(v));
+    }
+    if let Some(token) = &config.auth_token {
+        // As Twilio does: fetch the call's TwiML, whose stream parameters
+        // carry the token the server signed for this call.
+        let session = params
+            .get("session_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&call_sid)
+            .to_string();
+        let stream_token = fetch_stream_token(&config.url, token, &call_sid, &session).await?;
+        params.insert(stream_token::PARAMETER.into(), json!(stream_token));
+    }
     let mut request = config
         .url
         .as_str()
@@ -202,7 +266,13 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
     }
     let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| match e.to_string() {
+            e if e.contains("403") && config.auth_token.is_none() => format!(
+                "connect: {e}: the server refuses unsigned Twilio requests; give `simulate` the \
+                 server's TWILIO_AUTH_TOKEN, or start the server with CALLPIPE_TWILIO_SIGNATURES=off"
+            ),
+            e => format!("connect: {e}"),
+        })?;
     report.connected.fetch_add(1, Relaxed);
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<String>(1024);
@@ -215,8 +285,6 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
         let _ = sink.close().await;
     });
 
-    let stream_sid = sid("MZ", n);
-    let call_sid = sid("CA", n);
     let playback = Arc::new(Mutex::new(Playback::default()));
 
     // Reader: count what the server sends; emulate playback of its audio.
@@ -288,15 +356,6 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
     };
 
     let sender = async {
-        let mut params: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
-        for (k, v) in &config.params {
-            let v = if k == "session_id" && config.calls > 1 {
-                format!("{v}-{n}")
-            } else {
-                v.clone()
-            };
-            params.insert(k.clone(), json!(v));
-        }
         let tracks = if config.both_tracks {
             json!(["inbound", "outbound"])
         } else {

@@ -10,6 +10,7 @@ use crate::pipeline::{Call, CallInfo, Event, LoadedPipeline};
 use crate::sessions::Sessions;
 use crate::twilio::messages::{self, Inbound, ParseError, Track as WireTrack};
 use crate::twilio::playback::Player;
+use crate::twilio::stream_token::{self, StreamTokens};
 use futures_util::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct StreamEnv {
     pub language: String,
     /// Where the call is listed while it runs, so chat can reach it.
     pub live: Arc<crate::calls::live::LiveCalls>,
+    /// When set, a `start` must bring back the token the server signed for
+    /// its call (the TwiML's `stream_token` parameter).
+    pub tokens: Option<Arc<StreamTokens>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub struct Summary {
     /// Skipped messages, by reason.
     pub rejected: BTreeMap<String, u64>,
     pub ended: Ended,
+    /// The `start` did not bring back a valid stream token.
+    pub token_refused: bool,
 }
 
 /// Longest piece of a rejected message that reaches the log.
@@ -117,6 +123,7 @@ where
         dropped: 0,
         rejected: BTreeMap::new(),
         ended: Ended::Disconnect,
+        token_refused: false,
     };
     let mut rejected_total = 0u64;
     let mut reject = |summary: &mut Summary, key: &str, why: &dyn std::fmt::Display| {
@@ -167,6 +174,19 @@ where
                         &"a second `start` on the same stream",
                     );
                     continue;
+                }
+                if let Some(tokens) = &env.tokens {
+                    let token = start.custom_parameters.get(stream_token::PARAMETER);
+                    let now = crate::clock::now_epoch() as u64;
+                    let session = session_of(&start);
+                    if let Err(e) =
+                        tokens.verify(token.map(String::as_str), &start.call_sid, &session, now)
+                    {
+                        tracing::warn!(call = %escaped(&start.call_sid), "refused a media stream: {e}");
+                        summary.ended = Ended::Refused(e.to_string());
+                        summary.token_refused = true;
+                        break;
+                    }
                 }
                 match begin(&env, &start, outgoing.clone()).await {
                     Ok(l) => {
@@ -254,6 +274,16 @@ where
     summary
 }
 
+/// The session a stream feeds: its `session_id` parameter, else its call.
+fn session_of(start: &messages::Start) -> String {
+    start
+        .custom_parameters
+        .get("session_id")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| start.call_sid.clone())
+}
+
 async fn begin(
     env: &StreamEnv,
     start: &messages::Start,
@@ -261,9 +291,7 @@ async fn begin(
 ) -> Result<Live, String> {
     let p = &start.custom_parameters;
     let param = |k: &str| p.get(k).cloned().unwrap_or_default();
-    let session_id = Some(param("session_id"))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| start.call_sid.clone());
+    let session_id = session_of(start);
     let technician_id = param("technician_id");
     let technician_name = param("technician_name");
     let language = Some(param("language"))

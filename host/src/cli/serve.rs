@@ -1,7 +1,7 @@
 use crate::pipeline::{Runtime, RuntimeConfig};
 use crate::twilio::rest::TwilioClient;
 use crate::twilio::twiml::StreamMode;
-use crate::web::{self, AppState, TwilioSettings};
+use crate::web::{self, AppState, TwilioAuth, TwilioSettings};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,11 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Toggle {
-    /// On whenever TWILIO_AUTH_TOKEN is set.
+    /// Checked with TWILIO_AUTH_TOKEN; without it Twilio's routes refuse everything.
     Auto,
+    /// Checked; refuse to start without TWILIO_AUTH_TOKEN.
     On,
+    /// Not checked: anyone may post webhooks and open streams (local tries only).
     Off,
 }
 
@@ -64,7 +66,8 @@ pub struct Args {
         default_value = "https://api.twilio.com"
     )]
     twilio_api_url: String,
-    /// Check X-Twilio-Signature on webhooks and the media-stream upgrade.
+    /// Check X-Twilio-Signature on webhooks and the media-stream upgrade, and
+    /// each stream's per-call token.
     #[arg(
         long,
         env = "CALLPIPE_TWILIO_SIGNATURES",
@@ -72,6 +75,10 @@ pub struct Args {
         default_value = "auto"
     )]
     twilio_signatures: Toggle,
+    /// Secret that signs each call's media-stream token (default: derived
+    /// from TWILIO_AUTH_TOKEN). Give every instance behind one balancer the same.
+    #[arg(long, env = "CALLPIPE_STREAM_SECRET", hide_env_values = true)]
+    stream_secret: Option<String>,
     /// How TwiML streams calls by default.
     #[arg(
         long,
@@ -200,19 +207,21 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         )?),
         _ => None,
     };
-    let verify = match args.twilio_signatures {
-        Toggle::Auto | Toggle::On => token.is_some(),
-        Toggle::Off => false,
+    let auth = match (args.twilio_signatures, &token) {
+        (Toggle::Off, _) => TwilioAuth::Open,
+        (Toggle::On | Toggle::Auto, Some(_)) => TwilioAuth::Signed,
+        (Toggle::On, None) => {
+            anyhow::bail!("CALLPIPE_TWILIO_SIGNATURES=on needs TWILIO_AUTH_TOKEN")
+        }
+        (Toggle::Auto, None) => TwilioAuth::Refused,
     };
-    if matches!(args.twilio_signatures, Toggle::On) && token.is_none() {
-        anyhow::bail!("CALLPIPE_TWILIO_SIGNATURES=on needs TWILIO_AUTH_TOKEN");
-    }
     let settings = TwilioSettings {
         account_sid: sid,
         auth_token: token,
         phone_number: args.twilio_phone_number.filter(|p| !p.is_empty()),
         public_url: args.twilio_websocket_url.filter(|u| !u.is_empty()),
-        verify_signatures: verify,
+        auth,
+        stream_secret: args.stream_secret.filter(|s| !s.is_empty()),
         stream_mode: Some(match args.stream_mode {
             Mode::Connect => StreamMode::Connect,
             Mode::Start => StreamMode::Start,
@@ -223,8 +232,17 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "Twilio not configured: call endpoints answer 503; media streams and replay still work"
         );
     }
-    if !verify {
-        tracing::warn!("Twilio signatures are not checked");
+    match auth {
+        TwilioAuth::Signed => {}
+        TwilioAuth::Refused => tracing::warn!(
+            "TWILIO_AUTH_TOKEN is not set: Twilio's routes (/twilio/voice, /twilio/status, \
+             /twilio/media-stream) refuse every request; set it, or CALLPIPE_TWILIO_SIGNATURES=off \
+             to accept unsigned requests on a private network"
+        ),
+        TwilioAuth::Open => tracing::warn!(
+            "CALLPIPE_TWILIO_SIGNATURES=off: Twilio's routes accept UNSIGNED requests; anyone who \
+             can reach this server can start media streams and post call events"
+        ),
     }
     let (api_token, token_in_file) = api_token(args.api_token.as_deref(), data_dir)?;
     if api_token.is_none() {

@@ -5,4 +5,5 @@ pub mod messages;
 pub mod playback;
 pub mod rest;
 pub mod signature;
+pub mod stream_token;
 pub mod twiml;

@@ -20,6 +20,7 @@ pub use error::ApiError;
 use crate::pipeline::LoadedPipeline;
 use crate::sessions::Sessions;
 use crate::twilio::rest::TwilioClient;
+use crate::twilio::stream_token::{self, StreamTokens};
 use crate::twilio::twiml::StreamMode;
 use axum::Router;
 use axum::routing::{get, post};
@@ -34,9 +35,52 @@ pub struct TwilioSettings {
     pub phone_number: Option<String>,
     /// Public base URL Twilio reaches us on (https://... or wss://...).
     pub public_url: Option<String>,
-    /// Check `X-Twilio-Signature` on webhooks and the stream upgrade.
-    pub verify_signatures: bool,
+    /// How Twilio's routes (webhooks and the stream) are authenticated.
+    pub auth: TwilioAuth,
+    /// Signs the per-call stream tokens; without it they are signed with a
+    /// key derived from the auth token (the same on every instance).
+    pub stream_secret: Option<String>,
     pub stream_mode: Option<StreamMode>,
+}
+
+/// How Twilio's routes are authenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TwilioAuth {
+    /// `X-Twilio-Signature` checked on webhooks and the stream upgrade, and
+    /// each stream's `start` must bring back its call's token.
+    Signed,
+    /// No auth token to check signatures with: Twilio's routes refuse
+    /// every request (the safe default).
+    #[default]
+    Refused,
+    /// Explicitly off (`CALLPIPE_TWILIO_SIGNATURES=off`): anyone who can
+    /// reach the server may use them.
+    Open,
+}
+
+impl TwilioSettings {
+    /// The stream tokens' signer, when streams must be signed.
+    fn stream_tokens(&self) -> Option<Arc<StreamTokens>> {
+        if self.auth != TwilioAuth::Signed {
+            return None;
+        }
+        let key = match (&self.stream_secret, &self.auth_token) {
+            (Some(secret), _) => secret.as_bytes().to_vec(),
+            (None, Some(token)) => {
+                use sha2::Digest;
+                sha2::Sha256::new()
+                    .chain_update(b"callpipe stream token\0")
+                    .chain_update(token.as_bytes())
+                    .finalize()
+                    .to_vec()
+            }
+            (None, None) => return None,
+        };
+        Some(Arc::new(StreamTokens::new(
+            &key,
+            stream_token::DEFAULT_TTL_SECS,
+        )))
+    }
 }
 
 pub struct AppInner {
@@ -46,6 +90,8 @@ pub struct AppInner {
     pub slot: Arc<crate::pipeline::reload::PipelineSlot>,
     pub sessions: Arc<Sessions>,
     pub active_streams: AtomicUsize,
+    /// Signs and checks per-call stream tokens (`None` unless `Signed`).
+    pub stream_tokens: Option<Arc<StreamTokens>>,
     pub max_calls: usize,
     /// Chat sessions (the text path), each a call on the pipeline.
     pub chats: Arc<crate::calls::chat::ChatCalls>,
@@ -78,7 +124,9 @@ impl AppState {
         reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
     ) -> Self {
         let live_calls = Arc::new(crate::calls::live::LiveCalls::default());
+        let stream_tokens = twilio_settings.stream_tokens();
         Self(Arc::new(AppInner {
+            stream_tokens,
             twilio_settings,
             twilio,
             slot: Arc::new(crate::pipeline::reload::PipelineSlot::new(pipeline)),

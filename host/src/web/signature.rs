@@ -1,7 +1,8 @@
 //! Rejects Twilio webhooks and stream upgrades whose `X-Twilio-Signature`
-//! does not match, whenever an auth token is set (unless explicitly off).
+//! does not match; without an auth token to check it with, refuses them all
+//! unless the operator turned checking off explicitly.
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, TwilioAuth};
 use crate::twilio::signature;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -47,9 +48,18 @@ pub fn public_urls(
 
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let settings = &state.twilio_settings;
-    let token = match settings.auth_token.as_deref() {
-        Some(t) if settings.verify_signatures && !t.is_empty() => t,
-        _ => return next.run(request).await,
+    let token = match (settings.auth, settings.auth_token.as_deref()) {
+        (TwilioAuth::Open, _) => return next.run(request).await,
+        (TwilioAuth::Signed, Some(t)) if !t.is_empty() => t,
+        _ => {
+            tracing::warn!(path = %request.uri().path(), "refused a Twilio request: no TWILIO_AUTH_TOKEN to check it with");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Twilio requests are refused: this server has no TWILIO_AUTH_TOKEN to check their \
+                 signature (set it, or CALLPIPE_TWILIO_SIGNATURES=off to accept unsigned requests)",
+            )
+            .into_response();
+        }
     };
     let (parts, body) = request.into_parts();
     let Some(sig) = parts

@@ -4,6 +4,7 @@
 use super::signature::public_urls;
 use super::{ApiError, AppState};
 use crate::twilio::rest::{NewCall, RestError, is_e164};
+use crate::twilio::stream_token;
 use crate::twilio::twiml::{self, StreamMode};
 use axum::Json;
 use axum::body::Bytes;
@@ -302,6 +303,12 @@ pub async fn voice(
     };
     let stream_url = format!("{}/twilio/media-stream", public_ws(&state, &headers));
     let language = state.pipeline().language.clone();
+    // This call's stream must bring it back at `start` (when streams are signed).
+    let token = state
+        .stream_tokens
+        .as_ref()
+        .map(|t| t.issue(&call_sid, &session_id, crate::clock::now_epoch() as u64))
+        .unwrap_or_default();
     xml(twiml::stream_call(
         mode,
         &stream_url,
@@ -311,6 +318,7 @@ pub async fn voice(
             ("technician_id", &technician_id),
             ("technician_name", &technician_name),
             ("language", &language),
+            (stream_token::PARAMETER, &token),
         ],
     ))
 }

@@ -62,12 +62,16 @@ async fn serve(socket: WebSocket, state: AppState) {
         sessions: state.sessions.clone(),
         language: state.pipeline().language.clone(),
         live: state.live_calls.clone(),
+        tokens: state.stream_tokens.clone(),
     };
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
     let _ = writer.await;
     state.active_streams.fetch_sub(1, Relaxed);
     for (reason, n) in &summary.rejected {
         crate::metrics::WEBSOCKET.add(&format!("skipped-{reason}"), *n);
+    }
+    if summary.token_refused {
+        crate::metrics::WEBSOCKET.add("refused-stream-token", 1);
     }
     if matches!(summary.ended, media_stream::Ended::Refused(_)) {
         crate::metrics::WEBSOCKET.add("closed-by-server", 1);

@@ -1,0 +1,181 @@
+//! A `callpipe serve` child process for tests.
+
+use super::{models_dir, root};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The API token every test server requires (`CALLPIPE_API_TOKEN`).
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A running `callpipe serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    addr: String,
+    /// Each server has its own data dir: an embedded knowledge store
+    /// belongs to one process. (An Option only so `restart` can move it.)
+    data: Option<tempfile::TempDir>,
+    pipeline: PathBuf,
+    env: Vec<(String, String)>,
+    /// Where its stderr goes when a test reads its log (`start_logged`).
+    log: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_pipeline(env, &super::audio_pipeline())
+    }
+
+    pub fn start_pipeline(env: &[(&str, &str)], pipeline: &Path) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), false)
+    }
+
+    /// Like `start`, with the server's log kept for `log()`.
+    pub fn start_logged(env: &[(&str, &str)]) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(
+            env,
+            &super::audio_pipeline(),
+            tempfile::tempdir().expect("data dir"),
+            true,
+        )
+    }
+
+    /// Everything the server logged so far (`start_logged` only).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
+    /// the same data dir, pipeline and environment.
+    pub fn restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = self.data.take().expect("data dir");
+        let logged = self.log.is_some();
+        Self::spawn(
+            std::mem::take(&mut self.env),
+            &self.pipeline.clone(),
+            data,
+            logged,
+        )
+    }
+
+    fn spawn(
+        env: Vec<(String, String)>,
+        pipeline: &Path,
+        data: tempfile::TempDir,
+        logged: bool,
+    ) -> Server {
+        let log = logged.then(|| data.path().join("server.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-calls",
+            "40",
+            "--pipeline",
+        ])
+        .arg(pipeline)
+        .current_dir(root())
+        .env("CALLPIPE_DATA_DIR", data.path())
+        .env("CALLPIPE_MODELS_DIR", models_dir())
+        .env("CALLPIPE_LOG", "warn,callpipe=info")
+        .env("CALLPIPE_API_TOKEN", TOKEN)
+        .env_remove("TWILIO_ACCOUNT_SID")
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("TWILIO_PHONE_NUMBER")
+        .env_remove("TWILIO_WEBSOCKET_URL")
+        .env_remove("CALLPIPE_TWILIO_SIGNATURES")
+        .env_remove("CALLPIPE_STREAM_SECRET")
+        .stdout(Stdio::piped());
+        match &log {
+            Some(path) => cmd.stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        // A server without TWILIO_AUTH_TOKEN refuses Twilio's routes; tests
+        // that do not sign open them explicitly, as an operator would.
+        if !env.iter().any(|(k, _)| k == "TWILIO_AUTH_TOKEN") {
+            cmd.env("CALLPIPE_TWILIO_SIGNATURES", "off");
+        }
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("callpipe serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        Server {
+            child,
+            addr,
+            data: Some(data),
+            pipeline: pipeline.to_path_buf(),
+            env,
+            log,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A client that presents the API token.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_static("Bearer test-token-0123456789"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("http client")
+    }
+
+    /// GET `path`, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client()
+            .get(self.http(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// The server's data dir (its SQLite database is `callpipe.db` there).
+    pub fn data_dir(&self) -> &Path {
+        self.data.as_ref().expect("data dir").path()
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://{}/twilio/media-stream", self.addr)
+    }
+}
