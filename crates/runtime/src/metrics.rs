@@ -306,6 +306,41 @@ impl WebSocketMetrics {
 
 pub static WEBSOCKET: WebSocketMetrics = WebSocketMetrics::new();
 
+/// Local transcription's queue: callers waiting for a turn, and those
+/// turned away because the queue was full.
+pub struct TranscriptionQueue {
+    pub waiting: AtomicU64,
+    pub shed: AtomicU64,
+}
+
+pub static TRANSCRIPTIONS: TranscriptionQueue = TranscriptionQueue {
+    waiting: AtomicU64::new(0),
+    shed: AtomicU64::new(0),
+};
+
+/// The store's writer: what waits for the database, and what it cost.
+pub struct StoreWriterMetrics {
+    /// Writes queued and not yet stored (a gauge).
+    pub queued: AtomicU64,
+    /// Writes refused because the queue was full (lost to the store; the
+    /// live view had them).
+    pub refused: AtomicU64,
+    /// Tries that failed for a reason that may pass, and were retried.
+    pub retries: AtomicU64,
+    /// Writes given up on (a permanent error, or retried past the limit).
+    pub failed: AtomicU64,
+    /// Calls whose missing row was created again before a write.
+    pub repaired: AtomicU64,
+}
+
+pub static STORE_WRITER: StoreWriterMetrics = StoreWriterMetrics {
+    queued: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    repaired: AtomicU64::new(0),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,47 @@ pub enum StoreError {
     Url(String),
 }
 
+/// How long a write waits for a connection before it fails (and the writer
+/// retries it): sqlx's default of 30 s would hold every queued write behind
+/// one unreachable server for that long per try.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl StoreError {
+    /// Whether trying the same write again later may succeed: the database
+    /// is unreachable, restarting, busy or out of connections.
+    pub fn is_transient(&self) -> bool {
+        let e = match self {
+            StoreError::Sql(e) | StoreError::Open { source: e, .. } => e,
+            _ => return false,
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| transient_code(&c)),
+            _ => false,
+        }
+    }
+
+    /// Whether the write failed because its call's row is missing (a
+    /// foreign key): creating the row and writing again repairs it.
+    pub fn is_missing_call(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::Database(db))
+            if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+    }
+}
+
+/// Postgres classes 08 (connection), 40 (rollback: serialization,
+/// deadlock), 53 (insufficient resources), 57 (operator intervention:
+/// shutdown, restart); SQLite's busy and locked codes.
+fn transient_code(code: &str) -> bool {
+    ["08", "40", "53", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "5" | "6" | "261" | "262" | "517")
+}
+
 pub enum Db {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
@@ -106,6 +147,7 @@ impl Store {
                 .busy_timeout(std::time::Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
                 .map_err(open)?;
@@ -114,6 +156,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(8)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect(url)
                 .await
                 .map_err(open)?;
@@ -163,6 +206,23 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_trouble_is_transient_and_bad_sql_is_not() {
+        let io = StoreError::Sql(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(io.is_transient() && !io.is_missing_call());
+        assert!(StoreError::Sql(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Sql(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::Url("mysql://x".into()).is_transient());
+        for code in ["08006", "57P01", "53300", "40001", "5", "517"] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["23503", "42P01", "787", "19"] {
+            assert!(!transient_code(code), "{code}");
+        }
+    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

@@ -15,6 +15,7 @@ use futures_util::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the transport delivered.
@@ -37,6 +38,26 @@ pub struct StreamEnv {
     /// When set, a `start` must bring back the token the server signed for
     /// its call (the TwiML's `stream_token` parameter).
     pub tokens: Option<Arc<StreamTokens>>,
+    pub timeouts: StreamTimeouts,
+}
+
+/// When the server gives up on a socket.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTimeouts {
+    /// From the upgrade to `start`.
+    pub start: Duration,
+    /// Between two messages once started (Twilio sends media every 20 ms,
+    /// silence included, so a quiet socket is a dead one).
+    pub idle: Duration,
+}
+
+impl Default for StreamTimeouts {
+    fn default() -> Self {
+        StreamTimeouts {
+            start: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +81,9 @@ pub struct Summary {
     pub ended: Ended,
     /// The `start` did not bring back a valid stream token.
     pub token_refused: bool,
+    /// Closed by a timeout: no `start` in time (`Some(false)`) or silent
+    /// too long (`Some(true)`).
+    pub timed_out: Option<bool>,
 }
 
 /// Longest piece of a rejected message that reaches the log.
@@ -124,6 +148,7 @@ where
         rejected: BTreeMap::new(),
         ended: Ended::Disconnect,
         token_refused: false,
+        timed_out: None,
     };
     let mut rejected_total = 0u64;
     let mut reject = |summary: &mut Summary, key: &str, why: &dyn std::fmt::Display| {
@@ -138,7 +163,36 @@ where
         }
     };
 
-    while let Some(msg) = incoming.next().await {
+    // One timer, moved forward on every message: no allocation per frame.
+    let deadline = tokio::time::sleep(env.timeouts.start);
+    tokio::pin!(deadline);
+    loop {
+        let msg = tokio::select! {
+            msg = incoming.next() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            () = &mut deadline => {
+                let started = live.is_some();
+                let why = if started {
+                    format!("silent for {} s", env.timeouts.idle.as_secs_f32())
+                } else {
+                    format!("no `start` within {} s", env.timeouts.start.as_secs_f32())
+                };
+                tracing::warn!(
+                    call = summary.call_sid.as_deref().unwrap_or("-"),
+                    "closing a media stream: {why}"
+                );
+                summary.timed_out = Some(started);
+                summary.ended = Ended::Refused(why);
+                break;
+            }
+        };
+        if live.is_some() {
+            deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + env.timeouts.idle);
+        }
         let text = match msg {
             Incoming::Text(t) => t,
             Incoming::Binary(n) => {
@@ -194,6 +248,9 @@ where
                         summary.session_id = Some(l.session_id.clone());
                         tracing::info!(call = %start.call_sid, session = %l.session_id, "media stream started");
                         live = Some(l);
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + env.timeouts.idle);
                     }
                     Err(e) => {
                         tracing::error!(call = %start.call_sid, "cannot start the call's pipeline: {e}");

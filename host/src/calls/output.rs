@@ -101,16 +101,8 @@ pub fn spawn(
         while let Some(event) = output.recv().await {
             match event {
                 Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
-                Event::Transcript(t) => {
-                    sessions
-                        .add_transcript(&session_id, transcript_line(t))
-                        .await
-                }
-                Event::Suggestion(s) => {
-                    sessions
-                        .add_suggestion(&session_id, suggestion_record(s))
-                        .await
-                }
+                Event::Transcript(t) => sessions.add_transcript(&session_id, transcript_line(t)),
+                Event::Suggestion(s) => sessions.add_suggestion(&session_id, suggestion_record(s)),
                 Event::Say(_) if sessions.is_muted(&session_id) => {
                     tracing::debug!(session = %session_id, "muted: a question is only shown");
                 }

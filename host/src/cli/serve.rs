@@ -79,6 +79,21 @@ pub struct Args {
     /// from TWILIO_AUTH_TOKEN). Give every instance behind one balancer the same.
     #[arg(long, env = "CALLPIPE_STREAM_SECRET", hide_env_values = true)]
     stream_secret: Option<String>,
+    /// Close a media stream that sends no `start` within this many ms.
+    #[arg(
+        long,
+        env = "CALLPIPE_STREAM_START_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    stream_start_timeout_ms: u64,
+    /// Close a started media stream silent for this many ms (Twilio sends
+    /// audio every 20 ms, silence included).
+    #[arg(
+        long,
+        env = "CALLPIPE_STREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    stream_idle_timeout_ms: u64,
     /// How TwiML streams calls by default.
     #[arg(
         long,
@@ -222,6 +237,10 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         public_url: args.twilio_websocket_url.filter(|u| !u.is_empty()),
         auth,
         stream_secret: args.stream_secret.filter(|s| !s.is_empty()),
+        stream_timeouts: crate::calls::media_stream::StreamTimeouts {
+            start: Duration::from_millis(args.stream_start_timeout_ms.max(1)),
+            idle: Duration::from_millis(args.stream_idle_timeout_ms.max(1)),
+        },
         stream_mode: Some(match args.stream_mode {
             Mode::Connect => StreamMode::Connect,
             Mode::Start => StreamMode::Start,
@@ -262,7 +281,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         settings,
         twilio,
         args.max_calls,
-        sessions,
+        sessions.clone(),
         api_token.clone(),
         Some(reloader.clone()),
     );
@@ -319,9 +338,20 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(w) = watcher {
         w.abort();
     }
+    // What calls produced up to the end is queued for the store: flush it
+    // before closing the pool.
+    if !sessions.flush(SHUTDOWN_FLUSH).await {
+        tracing::error!(
+            "the store did not take every queued write within {} s; the rest is lost",
+            SHUTDOWN_FLUSH.as_secs()
+        );
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long shutdown waits for the store to take what is queued.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(30);
 
 async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();

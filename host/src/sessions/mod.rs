@@ -319,16 +319,10 @@ impl Sessions {
         });
     }
 
-    /// A transcript line, stored first; the live view keeps the last
-    /// `MAX_TRANSCRIPT`.
-    pub async fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
-        if !self.contains(session_id) {
-            return;
-        }
-        let event_id = match &self.writer {
-            Some(w) => w.transcript(session_id, line.clone()).await,
-            None => None,
-        };
+    /// A transcript line: into the live view (which keeps the last
+    /// `MAX_TRANSCRIPT`) at once, then to the store, whose writer publishes
+    /// it with its event id. Never waits for the database.
+    pub fn add_transcript(&self, session_id: &str, line: TranscriptLine) {
         let known = match self.lock().get_mut(session_id) {
             Some(s) => {
                 if s.transcript.len() >= MAX_TRANSCRIPT {
@@ -340,19 +334,19 @@ impl Sessions {
             None => false,
         };
         if known {
-            self.publish(session_id, event_id, Update::Transcript(line));
+            self.stored_then_published(
+                session_id,
+                Write::Transcript {
+                    session_id: session_id.to_string(),
+                    line,
+                },
+            );
         }
     }
 
-    /// A suggestion, stored first; one with a known id replaces the old one.
-    pub async fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
-        if !self.contains(session_id) {
-            return;
-        }
-        let event_id = match &self.writer {
-            Some(w) => w.suggestion(session_id, record.clone()).await,
-            None => None,
-        };
+    /// A suggestion (one with a known id replaces the old one), shown at
+    /// once and stored behind, as `add_transcript`.
+    pub fn add_suggestion(&self, session_id: &str, record: SuggestionRecord) {
         let known = match self.lock().get_mut(session_id) {
             Some(s) => {
                 s.suggestions.retain(|x| x.id != record.id);
@@ -365,7 +359,37 @@ impl Sessions {
             None => false,
         };
         if known {
-            self.publish(session_id, event_id, Update::Suggestion(record));
+            self.stored_then_published(
+                session_id,
+                Write::Suggestion {
+                    session_id: session_id.to_string(),
+                    record,
+                },
+            );
+        }
+    }
+
+    /// With a store, the writer publishes the change once stored (with its
+    /// event id); without one, it is published now.
+    fn stored_then_published(&self, session_id: &str, write: Write) {
+        match (&self.writer, write) {
+            (Some(w), write) => w.send(write),
+            (None, Write::Transcript { line, .. }) => {
+                self.publish(session_id, None, Update::Transcript(line))
+            }
+            (None, Write::Suggestion { record, .. }) => {
+                self.publish(session_id, None, Update::Suggestion(record))
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Waits (up to `limit`) until every change so far is stored: at
+    /// shutdown, so nothing queued is lost.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        match &self.writer {
+            Some(w) => w.flush(limit).await,
+            None => true,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct TwilioSettings {
     /// key derived from the auth token (the same on every instance).
     pub stream_secret: Option<String>,
     pub stream_mode: Option<StreamMode>,
+    /// When a media stream that sends no `start`, or goes silent, is closed.
+    pub stream_timeouts: crate::calls::media_stream::StreamTimeouts,
 }
 
 /// How Twilio's routes are authenticated.

@@ -68,6 +68,54 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "Live session event streams open.",
     );
     let _ = writeln!(o, "callpipe_sse_streams {}", super::events::subscribers());
+    let w = &crate::metrics::STORE_WRITER;
+    for (name, kind, help, value) in [
+        (
+            "callpipe_store_queue_depth",
+            "gauge",
+            "Writes waiting for the database (a growing number: the database is slow or away).",
+            w.queued.load(Relaxed),
+        ),
+        (
+            "callpipe_store_writes_refused_total",
+            "counter",
+            "Writes refused because the store's queue was full (shown live, never stored).",
+            w.refused.load(Relaxed),
+        ),
+        (
+            "callpipe_store_write_retries_total",
+            "counter",
+            "Store writes tried again after a failure that may pass.",
+            w.retries.load(Relaxed),
+        ),
+        (
+            "callpipe_store_writes_failed_total",
+            "counter",
+            "Store writes given up on.",
+            w.failed.load(Relaxed),
+        ),
+        (
+            "callpipe_store_calls_repaired_total",
+            "counter",
+            "Call rows created again because their opening write was lost.",
+            w.repaired.load(Relaxed),
+        ),
+        (
+            "callpipe_transcriptions_waiting",
+            "gauge",
+            "Local transcriptions waiting for a turn.",
+            crate::metrics::TRANSCRIPTIONS.waiting.load(Relaxed),
+        ),
+        (
+            "callpipe_transcriptions_shed_total",
+            "counter",
+            "Utterances not transcribed because the transcription queue was full.",
+            crate::metrics::TRANSCRIPTIONS.shed.load(Relaxed),
+        ),
+    ] {
+        head(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     head(
         o,
         "callpipe_runtime_alive_tasks",

@@ -8,18 +8,44 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Enough for a few media messages per read.
 pub const READ_BUFFER: usize = 4 * 1024;
 
+/// How often the server pings an open stream (its pongs need no answer;
+/// a dead peer shows as a failed send).
+const PING_EVERY: Duration = Duration::from_secs(10);
+
+/// One of `max_calls` stream slots, taken before the upgrade and given back
+/// when dropped: when the stream ends, or when the upgrade never completes.
+struct Slot(AppState);
+
+impl Slot {
+    /// Takes a slot unless all are in use (check and take are one step).
+    fn reserve(state: &AppState) -> Option<Slot> {
+        state
+            .active_streams
+            .fetch_update(AcqRel, Acquire, |n| (n < state.max_calls).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(state.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, AcqRel);
+    }
+}
+
 pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    if state.active_streams.load(Relaxed) >= state.max_calls {
+    let Some(slot) = Slot::reserve(&state) else {
         tracing::warn!(max = state.max_calls, "refused a media stream: at capacity");
         crate::metrics::WEBSOCKET.add("refused-at-capacity", 1);
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
-    }
+    };
     upgrade
         // tungstenite zero-fills its read buffer up to this size on every
         // read; the 128 KiB default costs more than the whole audio path for
@@ -27,16 +53,24 @@ pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgra
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| serve(socket, state, slot))
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
-    state.active_streams.fetch_add(1, Relaxed);
+async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
     let (mut sink, stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
     let writer = tokio::spawn(async move {
-        while let Some(text) = out_rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        loop {
+            let message = tokio::select! {
+                text = out_rx.recv() => match text {
+                    Some(text) => Message::Text(text.into()),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            if sink.send(message).await.is_err() {
                 break;
             }
         }
@@ -63,10 +97,15 @@ async fn serve(socket: WebSocket, state: AppState) {
         language: state.pipeline().language.clone(),
         live: state.live_calls.clone(),
         tokens: state.stream_tokens.clone(),
+        timeouts: state.twilio_settings.stream_timeouts,
     };
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
     let _ = writer.await;
-    state.active_streams.fetch_sub(1, Relaxed);
+    match summary.timed_out {
+        Some(false) => crate::metrics::WEBSOCKET.add("closed-no-start", 1),
+        Some(true) => crate::metrics::WEBSOCKET.add("closed-idle", 1),
+        None => {}
+    }
     for (reason, n) in &summary.rejected {
         crate::metrics::WEBSOCKET.add(&format!("skipped-{reason}"), *n);
     }

@@ -7,6 +7,7 @@ mod authoring;
 mod cli;
 mod conversation;
 mod dashboard;
+mod faults;
 mod models;
 mod serve;
 mod speech;

@@ -56,6 +56,7 @@ async fn espeak_speaks_french_that_whisper_understands() {
         threads: 1,
         language: "fr".into(),
         max_concurrent: 1,
+        max_queued: 8,
         timeout_ms: 30_000,
     }
     .build(&data_dir(), &root())

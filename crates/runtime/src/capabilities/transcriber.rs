@@ -68,6 +68,10 @@ pub enum TranscriberConfig {
         /// Transcriptions running at once; more wait their turn.
         #[serde(default = "one_usize")]
         max_concurrent: usize,
+        /// Transcriptions that may wait for a turn; past this an utterance is
+        /// not transcribed (shed, counted), so overload cannot feed itself.
+        #[serde(default = "max_queued")]
+        max_queued: usize,
         /// Longest one transcription may take.
         #[serde(default = "timeout_ms")]
         timeout_ms: u64,
@@ -132,6 +136,9 @@ fn one() -> i32 {
 fn one_usize() -> usize {
     1
 }
+fn max_queued() -> usize {
+    8
+}
 fn french() -> String {
     "fr".into()
 }
@@ -163,6 +170,7 @@ impl TranscriberConfig {
                 threads,
                 language,
                 max_concurrent,
+                max_queued,
                 timeout_ms,
             } => {
                 let model = match model {
@@ -176,6 +184,7 @@ impl TranscriberConfig {
                         threads: *threads,
                         language: (language != "auto").then(|| language.clone()),
                         max_concurrent: *max_concurrent,
+                        max_queued: *max_queued,
                     })?;
                 Ok(TranscriberService {
                     backend: Arc::new(backend),

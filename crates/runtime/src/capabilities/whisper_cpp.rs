@@ -25,6 +25,8 @@ pub struct WhisperCppConfig {
     /// BCP 47 primary tag, or `None` to detect.
     pub language: Option<String>,
     pub max_concurrent: usize,
+    /// Callers that may wait for a turn; more are shed.
+    pub max_queued: usize,
 }
 
 pub struct WhisperCpp {
@@ -35,6 +37,44 @@ pub struct WhisperCpp {
     states: Arc<Mutex<Vec<WhisperState>>>,
     /// Jobs inside whisper.cpp now.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Callers waiting for a turn.
+    queue: Admission,
+}
+
+/// A bounded waiting room: entering fails when `max` are already inside.
+#[derive(Default)]
+struct Admission {
+    inside: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One place in the waiting room, left when dropped.
+struct Waiting<'a>(&'a Admission);
+
+impl Admission {
+    fn new(max: usize) -> Self {
+        Admission {
+            inside: Default::default(),
+            max,
+        }
+    }
+
+    fn enter(&self) -> Option<Waiting<'_>> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.inside
+            .fetch_update(AcqRel, Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()?;
+        crate::metrics::TRANSCRIPTIONS.waiting.fetch_add(1, AcqRel);
+        Some(Waiting(self))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.0.inside.fetch_sub(1, AcqRel);
+        crate::metrics::TRANSCRIPTIONS.waiting.fetch_sub(1, AcqRel);
+    }
 }
 
 /// Counts a job as running for as long as it lives.
@@ -73,6 +113,7 @@ impl WhisperCpp {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             states: Arc::default(),
             running: Arc::default(),
+            queue: Admission::new(config.max_queued),
             config,
         })
     }
@@ -173,12 +214,26 @@ impl Transcriber for WhisperCpp {
         prompt: Option<String>,
     ) -> TranscribeFuture<'a> {
         Box::pin(async move {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| TranscriberError::Unavailable("shut down".into()))?;
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Wait for a turn, if there is room to wait.
+                    let Some(_waiting) = self.queue.enter() else {
+                        crate::metrics::TRANSCRIPTIONS
+                            .shed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(TranscriberError::Unavailable(format!(
+                            "overloaded: {} transcriptions already waiting",
+                            self.config.max_queued
+                        )));
+                    };
+                    self.permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| TranscriberError::Unavailable("shut down".into()))?
+                }
+            };
             let ctx = self.ctx.clone();
             let states = self.states.clone();
             let config = self.config.clone();
@@ -219,6 +274,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_waiting_room_holds_max_and_frees_places_when_left() {
+        let room = Admission::new(2);
+        let a = room.enter().expect("first");
+        let b = room.enter().expect("second");
+        assert!(room.enter().is_none(), "a third waits nowhere");
+        drop(a);
+        let c = room.enter().expect("a freed place");
+        drop((b, c));
+        assert_eq!(room.inside.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn the_window_follows_the_clip_with_a_margin() {
         assert_eq!(audio_ctx_for(3 * 16_000), 150 + AUDIO_CTX_MARGIN);
         assert_eq!(audio_ctx_for(40 * 16_000), FULL_AUDIO_CTX);
@@ -235,6 +302,7 @@ mod tests {
             threads: 1,
             language: Some("fr".into()),
             max_concurrent: 1,
+            max_queued: 1,
         })
         .err()
         .expect("refused");

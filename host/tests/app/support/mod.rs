@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod openai;
+pub mod proxy;
 pub mod server;
 pub mod twilio;
 

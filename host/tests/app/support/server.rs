@@ -63,6 +63,15 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// Stops the server as an init system would (SIGTERM) and waits for it
+    /// to exit; whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
     /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
     /// the same data dir, pipeline and environment.
     pub fn restart(mut self) -> Server {
@@ -85,13 +94,18 @@ impl Server {
         logged: bool,
     ) -> Server {
         let log = logged.then(|| data.path().join("server.log"));
+        // `CALLPIPE_MAX_CALLS` in `env` sets the capacity (the flag wins over it).
+        let max_calls = env
+            .iter()
+            .find(|(k, _)| k == "CALLPIPE_MAX_CALLS")
+            .map_or_else(|| "40".to_string(), |(_, v)| v.clone());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
         cmd.args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--max-calls",
-            "40",
+            max_calls.as_str(),
             "--pipeline",
         ])
         .arg(pipeline)

@@ -1,0 +1,405 @@
+//! Faults through the real binary: the database away or slow during live
+//! calls (through a TCP proxy in front of the machine's real Postgres), and
+//! sockets that never start or go silent.
+
+use crate::support::openai::{self, KEY_ENV, transcribe_with};
+use crate::support::proxy::Proxy;
+use crate::support::server::Server;
+use crate::support::{self, fixture_present, root};
+use callpipe_host::audio::{frames, wav};
+use callpipe_host::pipeline::bindings::types::Track;
+use callpipe_host::simulator::{self, SimConfig};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const SAID: &str = "La caméra du parking est éteinte depuis le changement du switch PoE, \
+                    elle ne répond plus au ping.";
+
+/// A Postgres schema of its own behind a proxy: (admin pool, schema, URL
+/// through the proxy, proxy), or `None` without a Postgres server.
+async fn database_behind_proxy() -> Option<(sqlx::PgPool, String, String, Proxy)> {
+    let base = std::env::var("CALLPIPE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&base)
+        .await;
+    let Ok(admin) = admin else {
+        fixture_present(false, &format!("a Postgres server at {base}"));
+        return None;
+    };
+    let schema = format!("callpipe_faults_{}_{}", std::process::id(), rand_suffix());
+    // The schema name is ours: digits and underscores.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    // postgres://user@HOST:PORT/db...: the proxy takes HOST:PORT's place.
+    let (scheme_user, rest) = base.split_once('@').expect("a URL with user@host");
+    let (target, path) = rest.split_once('/').expect("a URL with a database");
+    let (proxy, port) = Proxy::start(target.to_string()).await;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url =
+        format!("{scheme_user}@127.0.0.1:{port}/{path}{sep}options=-c%20search_path%3D{schema}");
+    Some((admin, schema, url, proxy))
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
+    let rec = wav::read(&root().join("samples/technician-fr.wav")).expect("sample");
+    let base = frames::frames(&rec, frames::TrackLayout::Mono(Track::Inbound))
+        .remove(0)
+        .frames;
+    let want = (seconds * 50.0) as usize;
+    let mut c = SimConfig::from_tracks(url, vec![]);
+    c.inbound = Arc::new(
+        base.iter()
+            .cycle()
+            .take(want.max(base.len()))
+            .cloned()
+            .collect(),
+    );
+    c.calls = calls;
+    c.ramp = Duration::from_millis(500);
+    c.params = vec![
+        ("session_id".into(), session.into()),
+        ("technician_id".into(), "tech-7".into()),
+        ("technician_name".into(), "Jeanne".into()),
+    ];
+    c.linger = Duration::from_millis(200);
+    c
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = server
+        .client()
+        .get(server.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// What the live view showed of each session, gathered while the calls run:
+/// transcript lines by (start, end) and suggestion ids.
+#[derive(Default)]
+struct Shown {
+    transcripts: BTreeSet<(String, u64, u64)>,
+    suggestions: BTreeSet<(String, String)>,
+}
+
+async fn watch(server: &Server, sessions: &[String], shown: &mut Shown) {
+    for id in sessions {
+        let s: Value = server.get_json(&format!("/api/sessions/{id}")).await;
+        for t in s["transcript"].as_array().into_iter().flatten() {
+            shown.transcripts.insert((
+                id.clone(),
+                t["start_ms"].as_u64().unwrap_or_default(),
+                t["end_ms"].as_u64().unwrap_or_default(),
+            ));
+        }
+        for x in s["suggestions"].as_array().into_iter().flatten() {
+            shown
+                .suggestions
+                .insert((id.clone(), x["id"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_away_for_ten_seconds_loses_no_frame_and_nothing_shown() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
+        return;
+    }
+    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+        return;
+    };
+    let stt = openai::transcription_stand_in(SAID).await;
+    let pipeline = support::default_pipeline_with("outage", transcribe_with(&stt));
+    let server = Server::start_pipeline(
+        &[
+            ("CALLPIPE_DATABASE_URL", url.as_str()),
+            (KEY_ENV, "sk-test"),
+        ],
+        &pipeline,
+    );
+    let sessions: Vec<String> = (0..5).map(|n| format!("outage-{n}")).collect();
+    let calls = tokio::spawn(simulator::run(call(&server.ws(), "outage", 5, 30.0)));
+    let mut shown = Shown::default();
+    let started = tokio::time::Instant::now();
+    let mut was_down = false;
+    while !calls.is_finished() {
+        let t = started.elapsed();
+        if t > Duration::from_secs(6) && !was_down {
+            proxy.down();
+            was_down = true;
+        }
+        if t > Duration::from_secs(16) {
+            proxy.up();
+        }
+        watch(&server, &sessions, &mut shown).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    proxy.up();
+    let report = calls.await.expect("calls");
+    assert_eq!(report.connected.load(Relaxed), 5, "{}", report.render());
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    assert_eq!(metric(&server, "callpipe_frames_dropped_total").await, 0.0);
+    assert!(
+        metric(&server, "callpipe_store_write_retries_total").await > 0.0,
+        "the outage was never felt"
+    );
+    assert!(
+        shown.transcripts.len() >= 5,
+        "{} transcripts shown",
+        shown.transcripts.len()
+    );
+    assert!(!shown.suggestions.is_empty(), "no suggestion shown");
+    // After recovery the queue drains and everything shown is stored.
+    for _ in 0..600 {
+        if metric(&server, "callpipe_store_queue_depth").await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&server, "callpipe_store_writes_failed_total").await,
+        0.0
+    );
+    for (session, start, end) in &shown.transcripts {
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.events e JOIN {schema}.segments s \
+             ON s.session_id = e.session_id \
+             WHERE e.session_id = $1 AND e.kind = 'transcript' AND s.start_ms = $2 AND s.end_ms = $3"
+        )))
+        .bind(session)
+        .bind(*start as i64)
+        .bind(*end as i64)
+        .fetch_one(&admin)
+        .await
+        .expect("query");
+        assert!(
+            stored > 0,
+            "{session} {start}-{end} was shown but not stored"
+        );
+    }
+    for (session, id) in &shown.suggestions {
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.events \
+             WHERE session_id = $1 AND kind = 'suggestion' AND data LIKE '%' || $2 || '%'"
+        )))
+        .bind(session)
+        .bind(id)
+        .fetch_one(&admin)
+        .await
+        .expect("query");
+        assert!(
+            stored > 0,
+            "suggestion {id} of {session} was shown but not stored"
+        );
+    }
+    drop(server);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_slowed_to_200_ms_each_drop_no_frame_over_twenty_calls() {
+    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+        return;
+    };
+    let stt = openai::transcription_stand_in(SAID).await;
+    // The audio path and the transcriber: every utterance is a write.
+    let pipeline = support::default_pipeline_with("slow-db", |t| {
+        transcribe_with(&stt)(t);
+        let caps = t["capabilities"].as_table_mut().expect("capabilities");
+        caps.remove("knowledge");
+        caps.remove("speech");
+        if let Some(toml::Value::Array(stages)) = t.get_mut("stages") {
+            stages.retain(|s| {
+                matches!(
+                    s.get("name").and_then(|n| n.as_str()),
+                    Some("codec" | "vad" | "speakers" | "transcriber")
+                )
+            });
+        }
+    });
+    let server = Server::start_pipeline(
+        &[
+            ("CALLPIPE_DATABASE_URL", url.as_str()),
+            (KEY_ENV, "sk-test"),
+        ],
+        &pipeline,
+    );
+    proxy.delay(Duration::from_millis(200));
+    let report = simulator::run(call(&server.ws(), "slow", 20, 15.0)).await;
+    assert_eq!(report.connected.load(Relaxed), 20, "{}", report.render());
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    assert_eq!(metric(&server, "callpipe_frames_dropped_total").await, 0.0);
+    // The writes were slow, not lost: the queue drains.
+    proxy.delay(Duration::ZERO);
+    for _ in 0..600 {
+        if metric(&server, "callpipe_store_queue_depth").await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let transcripts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.events WHERE kind = 'transcript'"
+    )))
+    .fetch_one(&admin)
+    .await
+    .expect("query");
+    assert!(transcripts >= 20, "{transcripts} transcripts stored");
+    drop(server);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_start_or_go_silent_are_closed_and_capacity_comes_back() {
+    let server = Server::start(&[
+        ("CALLPIPE_MAX_CALLS", "450"),
+        ("CALLPIPE_STREAM_START_TIMEOUT_MS", "2000"),
+        ("CALLPIPE_STREAM_IDLE_TIMEOUT_MS", "3000"),
+    ]);
+    let start = |n: usize| {
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": format!("MZidle{n}"), "start": {
+            "accountSid": "AC1", "streamSid": format!("MZidle{n}"), "callSid": format!("CAidle{n}"),
+            "tracks": ["inbound"], "customParameters": {"session_id": format!("idle-{n}")},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        .to_string()
+    };
+    let mut sockets = Vec::new();
+    for n in 0..400 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+            .await
+            .expect("upgrade");
+        if n % 2 == 1 {
+            ws.send(Message::Text(start(n).into()))
+                .await
+                .expect("start");
+        }
+        sockets.push(ws);
+    }
+    assert_eq!(metric(&server, "callpipe_active_calls").await, 400.0);
+    // A real call meanwhile goes through.
+    let report = simulator::run(call(&server.ws(), "real", 1, 5.0)).await;
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    // Every idle socket is closed by the server (pings and all).
+    for ws in &mut sockets {
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle socket stayed open");
+    }
+    let mut active = metric(&server, "callpipe_active_calls").await;
+    for _ in 0..100 {
+        if active == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        active = metric(&server, "callpipe_active_calls").await;
+    }
+    assert_eq!(active, 0.0, "capacity did not come back");
+    let by_kind = |kind: &str| format!("callpipe_websocket_errors_total{{kind=\"{kind}\"}}");
+    assert_eq!(metric(&server, &by_kind("closed-no-start")).await, 200.0);
+    assert_eq!(metric(&server, &by_kind("closed-idle")).await, 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_max_calls_upgrades_at_once_never_exceed_max_calls() {
+    let server = Server::start(&[("CALLPIPE_MAX_CALLS", "20")]);
+    let url = server.ws();
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { tokio_tungstenite::connect_async(url).await.ok() })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for a in attempts {
+        if let Some((ws, _)) = a.await.expect("task") {
+            open.push(ws);
+        }
+    }
+    assert_eq!(open.len(), 20, "upgrades accepted at once");
+    assert_eq!(metric(&server, "callpipe_active_calls").await, 20.0);
+    drop(open);
+    let mut active = 20.0;
+    for _ in 0..100 {
+        active = metric(&server, "callpipe_active_calls").await;
+        if active == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(active, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stores_what_is_still_queued_before_closing() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
+        return;
+    }
+    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+        return;
+    };
+    let pipeline = support::default_pipeline_with("sigterm", |_| {});
+    let server = Server::start_pipeline(&[("CALLPIPE_DATABASE_URL", url.as_str())], &pipeline);
+    // Slow writes: at SIGTERM some are still queued.
+    proxy.delay(Duration::from_millis(300));
+    for text in [
+        "Bonjour, j'ai un souci sur le site.",
+        SAID,
+        "Je l'ai déjà redémarrée, sans effet.",
+    ] {
+        let r = server
+            .client()
+            .post(server.http("/demo/send-demo-transcription"))
+            .json(&json!({"session_id": "term-1", "text": text, "speaker": "technician"}))
+            .send()
+            .await
+            .expect("chat");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let live: Value = server.get_json("/api/sessions/term-1").await;
+    let shown = live["transcript"].as_array().map_or(0, Vec::len) as i64;
+    assert!(shown >= 3, "{live}");
+    let queued = metric(&server, "callpipe_store_queue_depth").await;
+    assert!(server.terminate(), "serve exits cleanly on SIGTERM");
+    let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.events WHERE session_id = 'term-1' AND kind = 'transcript'"
+    )))
+    .fetch_one(&admin)
+    .await
+    .expect("query");
+    assert_eq!(stored, shown, "{queued} writes were queued at SIGTERM");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await;
+}
