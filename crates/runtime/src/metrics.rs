@@ -117,6 +117,9 @@ pub struct AudioMetrics {
     pub frames_rejected: AtomicU64,
     /// Arrival of a frame to the end of its processing by the audio stages.
     pub frame_lag: Histogram,
+    /// The same, as a moving average of the last moments: how far behind
+    /// the host is now (admission reads it).
+    pub recent_lag: RecentLag,
 }
 
 pub static AUDIO: AudioMetrics = AudioMetrics {
@@ -124,7 +127,49 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
     frames_dropped: AtomicU64::new(0),
     frames_rejected: AtomicU64::new(0),
     frame_lag: Histogram::new(),
+    recent_lag: RecentLag::new(),
 };
+
+/// An exponentially weighted moving average of frame lag (each frame
+/// weighs 1/32), forgotten when no frame arrived for a second (no calls, no
+/// lag). Racy updates lose a sample now and then, which an average allows.
+pub struct RecentLag {
+    average_us: AtomicU64,
+    /// When it was last updated, in ms since the process's first use.
+    at_ms: AtomicU64,
+}
+
+impl RecentLag {
+    const fn new() -> Self {
+        Self {
+            average_us: AtomicU64::new(0),
+            at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+    }
+
+    pub fn record(&self, lag: Duration) {
+        let sample = lag.as_micros().min(u64::MAX as u128) as i64;
+        let old = self.average_us.load(Relaxed) as i64;
+        let new = old + (sample - old) / 32;
+        self.average_us.store(new.max(0) as u64, Relaxed);
+        self.at_ms.store(Self::now_ms(), Relaxed);
+    }
+
+    pub fn get(&self) -> Duration {
+        if Self::now_ms().saturating_sub(self.at_ms.load(Relaxed)) > 1_000 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.average_us.load(Relaxed))
+    }
+}
 
 /// One stage's numbers across every call and pipeline version, by name:
 /// what the ops page and `/metrics` show.
@@ -306,6 +351,10 @@ impl WebSocketMetrics {
 
 pub static WEBSOCKET: WebSocketMetrics = WebSocketMetrics::new();
 
+/// Calls refused at capacity, by where they arrived (`voice`, `stream`,
+/// `chat`).
+pub static CALLS_REFUSED: WebSocketMetrics = WebSocketMetrics::new();
+
 /// Local transcription's queue: callers waiting for a turn, and those
 /// turned away because the queue was full.
 pub struct TranscriptionQueue {
@@ -344,6 +393,24 @@ pub static STORE_WRITER: StoreWriterMetrics = StoreWriterMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_lag_follows_the_frames() {
+        let lag = RecentLag::new();
+        assert_eq!(lag.get(), Duration::ZERO);
+        for _ in 0..400 {
+            lag.record(Duration::from_millis(100));
+        }
+        let now = lag.get();
+        assert!(
+            now > Duration::from_millis(95) && now <= Duration::from_millis(100),
+            "{now:?}"
+        );
+        for _ in 0..400 {
+            lag.record(Duration::from_millis(1));
+        }
+        assert!(lag.get() < Duration::from_millis(5), "{:?}", lag.get());
+    }
 
     #[test]
     fn quantiles_land_in_the_right_bucket() {

@@ -276,15 +276,40 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         data_dir.to_path_buf(),
         Some(store.clone()),
     ));
+    // What the host can hold with this pipeline, measured, not discovered
+    // by the call that fails.
+    let capacity = crate::pipeline::capacity::measure(&pipeline, args.max_calls).await;
+    anyhow::ensure!(
+        capacity.calls > 0,
+        "this host cannot hold a single call of the pipeline: {}",
+        capacity.describe()
+    );
+    let max_calls = if capacity.calls < args.max_calls {
+        tracing::warn!(
+            "--max-calls {} is more than this host can hold: {}; serving at most {} calls",
+            args.max_calls,
+            capacity.describe(),
+            capacity.calls
+        );
+        capacity.calls
+    } else {
+        tracing::info!(
+            mappings_per_call = capacity.mappings_per_call,
+            "capacity: {}",
+            capacity.describe()
+        );
+        args.max_calls
+    };
     let state = AppState::new(
         pipeline.clone(),
         settings,
         twilio,
-        args.max_calls,
+        max_calls,
         sessions.clone(),
         api_token.clone(),
         Some(reloader.clone()),
     );
+    *state.capacity.write().unwrap_or_else(|p| p.into_inner()) = capacity;
     let watcher = (args.watch_ms > 0)
         .then(|| reloader.watch(state.slot.clone(), Duration::from_millis(args.watch_ms)));
     // Chat sessions nobody writes to any more are ended.

@@ -47,6 +47,20 @@ pub fn greeting(language: &str) -> &'static str {
     }
 }
 
+/// Tells the caller every line is taken and hangs up (the server is at
+/// capacity).
+pub fn busy(language: &str) -> String {
+    let text = match language.split(['-', '_']).next().unwrap_or("") {
+        "fr" => "Toutes nos lignes sont occupées. Merci de rappeler dans quelques minutes.",
+        _ => "All our lines are busy. Please call again in a few minutes.",
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say language=\"{}\">{}</Say><Hangup/></Response>",
+        say_language(language),
+        escape(text)
+    )
+}
+
 /// Greets the caller, then streams the call to `stream_url` with `parameters`
 /// as `<Parameter>`s (they arrive in the `start` message's customParameters).
 pub fn stream_call(

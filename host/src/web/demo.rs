@@ -108,7 +108,10 @@ pub async fn send_demo_transcription(
         .send(&state.pipeline(), &state.sessions, message)
         .await
         .map_err(|e| match e {
-            ChatError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ChatError::Full(_) => {
+                crate::metrics::CALLS_REFUSED.add("chat", 1);
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             ChatError::NoEntry(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         })?;

@@ -27,6 +27,7 @@ pub async fn ready(State(state): State<AppState>) -> (axum::http::StatusCode, Js
             "pipeline_version": p.version,
             "active_calls": active,
             "max_calls": state.max_calls,
+            "capacity": *state.capacity.read().unwrap_or_else(|p| p.into_inner()),
         })),
     )
 }

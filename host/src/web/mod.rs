@@ -92,6 +92,8 @@ pub struct AppInner {
     pub slot: Arc<crate::pipeline::reload::PipelineSlot>,
     pub sessions: Arc<Sessions>,
     pub active_streams: AtomicUsize,
+    /// What the host can hold with the pipeline, and what limits it.
+    pub capacity: std::sync::RwLock<crate::pipeline::capacity::Capacity>,
     /// Signs and checks per-call stream tokens (`None` unless `Signed`).
     pub stream_tokens: Option<Arc<StreamTokens>>,
     pub max_calls: usize,
@@ -127,7 +129,16 @@ impl AppState {
     ) -> Self {
         let live_calls = Arc::new(crate::calls::live::LiveCalls::default());
         let stream_tokens = twilio_settings.stream_tokens();
+        let capacity = std::sync::RwLock::new(crate::pipeline::capacity::fit(
+            max_calls,
+            usize::MAX,
+            pipeline.stages.len(),
+            0,
+            None,
+            None,
+        ));
         Self(Arc::new(AppInner {
+            capacity,
             stream_tokens,
             twilio_settings,
             twilio,

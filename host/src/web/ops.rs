@@ -103,6 +103,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         "media_streams": state.active_streams.load(Relaxed),
         "chats": state.chats.active().await,
         "max_calls": state.max_calls,
+        "capacity": *state.capacity.read().unwrap_or_else(|p| p.into_inner()),
         "calls": live,
         "stages": stages,
         "audio": {

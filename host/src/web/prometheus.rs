@@ -136,6 +136,36 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "Media streams accepted at once.",
     );
     let _ = writeln!(o, "callpipe_max_calls {}", state.max_calls);
+    {
+        let c = state.capacity.read().unwrap_or_else(|p| p.into_inner());
+        head(
+            o,
+            "callpipe_capacity_calls",
+            "gauge",
+            "Calls this host can hold with the pipeline, by the resource that limits it.",
+        );
+        let _ = writeln!(
+            o,
+            "callpipe_capacity_calls{{limited_by=\"{}\"}} {}",
+            c.limited_by, c.calls
+        );
+        head(
+            o,
+            "callpipe_call_mappings",
+            "gauge",
+            "Memory mappings one call adds (measured at start).",
+        );
+        let _ = writeln!(o, "callpipe_call_mappings {}", c.mappings_per_call);
+    }
+    head(
+        o,
+        "callpipe_calls_refused_total",
+        "counter",
+        "Calls refused at capacity, by where they arrived.",
+    );
+    for (path, n) in crate::metrics::CALLS_REFUSED.snapshot() {
+        let _ = writeln!(o, "callpipe_calls_refused_total{{path=\"{path}\"}} {n}");
+    }
     let p = state.pipeline();
     head(
         o,

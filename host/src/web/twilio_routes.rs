@@ -274,6 +274,16 @@ pub async fn voice(
 ) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let call_sid = form.get("CallSid").cloned().unwrap_or_default();
+    // A call the host cannot hold is told so, not streamed into a refusal.
+    let full = state
+        .active_streams
+        .load(std::sync::atomic::Ordering::Acquire)
+        >= state.max_calls;
+    if let Some(reason) = super::ws::overloaded().or(full.then(|| "at capacity".to_string())) {
+        tracing::warn!(max = state.max_calls, "refused a call: {reason}");
+        crate::metrics::CALLS_REFUSED.add("voice", 1);
+        return xml(twiml::busy(&state.pipeline().language));
+    }
     let session_id = q
         .session_id
         .filter(|s| !s.is_empty())

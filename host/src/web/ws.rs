@@ -1,11 +1,10 @@
 //! The WebSocket end of `/twilio/media-stream`.
 
-use super::{ApiError, AppState};
+use super::AppState;
 use crate::calls::media_stream::{self, Incoming, StreamEnv};
 use crate::twilio::messages::MAX_MESSAGE_BYTES;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::{AcqRel, Acquire};
@@ -40,11 +39,33 @@ impl Drop for Slot {
     }
 }
 
+/// Frames this far behind on average (a moving average, so not one slow
+/// moment): the host is not keeping up, and a new call would make every
+/// live one later still.
+const OVERLOAD_LAG: Duration = Duration::from_millis(250);
+
+/// Why a new call must be refused now, if it must: the host is behind on
+/// the live ones (capacity itself is checked when a slot is taken).
+pub(super) fn overloaded() -> Option<String> {
+    let lag = crate::metrics::AUDIO.recent_lag.get();
+    (lag > OVERLOAD_LAG).then(|| {
+        format!(
+            "overloaded: live calls' audio is {} ms behind",
+            lag.as_millis()
+        )
+    })
+}
+
 pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    let Some(slot) = Slot::reserve(&state) else {
-        tracing::warn!(max = state.max_calls, "refused a media stream: at capacity");
-        crate::metrics::WEBSOCKET.add("refused-at-capacity", 1);
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
+    let slot = match overloaded() {
+        Some(reason) => Err(reason),
+        None => {
+            Slot::reserve(&state).ok_or_else(|| format!("at capacity: {} calls", state.max_calls))
+        }
+    };
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(reason) => return refuse(upgrade, reason),
     };
     upgrade
         // tungstenite zero-fills its read buffer up to this size on every
@@ -54,6 +75,29 @@ pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgra
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(socket, state, slot))
+}
+
+/// Closes the stream at once with a reason the peer can read (1013: try
+/// again later), and counts it.
+fn refuse(upgrade: WebSocketUpgrade, reason: String) -> Response {
+    tracing::warn!("refused a media stream: {reason}");
+    let kind = if reason.starts_with("overloaded") {
+        "refused-overloaded"
+    } else {
+        "refused-at-capacity"
+    };
+    crate::metrics::WEBSOCKET.add(kind, 1);
+    crate::metrics::CALLS_REFUSED.add("stream", 1);
+    upgrade
+        .on_upgrade(move |mut socket| async move {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1013,
+                    reason: reason.into(),
+                })))
+                .await;
+        })
+        .into_response()
 }
 
 async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {

@@ -333,7 +333,10 @@ async fn sockets_that_never_start_or_go_silent_are_closed_and_capacity_comes_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_max_calls_upgrades_at_once_never_exceed_max_calls() {
-    let server = Server::start(&[("CALLPIPE_MAX_CALLS", "20")]);
+    let server = Server::start(&[
+        ("CALLPIPE_MAX_CALLS", "20"),
+        ("CALLPIPE_STREAM_START_TIMEOUT_MS", "60000"),
+    ]);
     let url = server.ws();
     let attempts: Vec<_> = (0..40)
         .map(|_| {
@@ -342,12 +345,22 @@ async fn twice_max_calls_upgrades_at_once_never_exceed_max_calls() {
         })
         .collect();
     let mut open = Vec::new();
+    let mut refused = 0;
     for a in attempts {
-        if let Some((ws, _)) = a.await.expect("task") {
-            open.push(ws);
+        let Some((mut ws, _)) = a.await.expect("task") else {
+            continue;
+        };
+        // Past capacity the server closes at once, with a reason.
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(close))))) if u16::from(close.code) == 1013 => {
+                refused += 1
+            }
+            // Open: nothing, or the server's ping.
+            Err(_) | Ok(Some(Ok(Message::Ping(_)))) => open.push(ws),
+            Ok(other) => panic!("unexpected: {other:?}"),
         }
     }
-    assert_eq!(open.len(), 20, "upgrades accepted at once");
+    assert_eq!((open.len(), refused), (20, 20), "admitted, refused");
     assert_eq!(metric(&server, "callpipe_active_calls").await, 20.0);
     drop(open);
     let mut active = 20.0;
@@ -402,4 +415,84 @@ async fn sigterm_stores_what_is_still_queued_before_closing() {
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_capacity_is_refused_with_a_reason_and_the_server_goes_on() {
+    let server = Server::start(&[("CALLPIPE_MAX_CALLS", "3")]);
+    let ready: Value = server.get_json("/ready").await;
+    assert_eq!(ready["capacity"]["calls"], 3, "{ready}");
+    assert_eq!(ready["capacity"]["limited_by"], "configured", "{ready}");
+    assert!(
+        ready["capacity"]["instances_per_call"].as_u64() > Some(0),
+        "{ready}"
+    );
+    let start = |n: usize| {
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": format!("MZcap{n}"), "start": {
+            "accountSid": "AC1", "streamSid": format!("MZcap{n}"), "callSid": format!("CAcap{n}"),
+            "tracks": ["inbound"], "customParameters": {"session_id": format!("cap-{n}")},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        .to_string()
+    };
+    let mut admitted = Vec::new();
+    for n in 0..3 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+            .await
+            .expect("admitted");
+        ws.send(Message::Text(start(n).into()))
+            .await
+            .expect("start");
+        admitted.push(ws);
+    }
+    // Three more: each closed at once with a reason.
+    for _ in 0..3 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+            .await
+            .expect("upgraded, then closed");
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => {
+                assert_eq!(u16::from(close.code), 1013);
+                assert!(close.reason.contains("at capacity"), "{}", close.reason);
+            }
+            other => panic!("expected a close frame with a reason, got {other:?}"),
+        }
+    }
+    // A call arriving by phone is told, not streamed.
+    let twiml = reqwest::Client::new()
+        .post(server.http("/twilio/voice"))
+        .form(&[("CallSid", "CAbusy")])
+        .send()
+        .await
+        .expect("voice")
+        .text()
+        .await
+        .expect("twiml");
+    assert!(
+        twiml.contains("<Hangup/>") && !twiml.contains("<Stream"),
+        "{twiml}"
+    );
+    let by_path = |p: &str| format!("callpipe_calls_refused_total{{path=\"{p}\"}}");
+    assert_eq!(metric(&server, &by_path("stream")).await, 3.0);
+    assert_eq!(metric(&server, &by_path("voice")).await, 1.0);
+    // The admitted calls go on and end; then a new call is served.
+    for (n, ws) in admitted.iter_mut().enumerate() {
+        let stop = json!({"event": "stop", "sequenceNumber": "2", "streamSid": format!("MZcap{n}"),
+                          "stop": {"accountSid": "AC1", "callSid": format!("CAcap{n}")}});
+        ws.send(Message::Text(stop.to_string().into()))
+            .await
+            .expect("stop");
+    }
+    drop(admitted);
+    for _ in 0..100 {
+        if metric(&server, "callpipe_active_calls").await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = simulator::run(call(&server.ws(), "after-full", 1, 3.0)).await;
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    assert_eq!(report.connected.load(Relaxed), 1, "{}", report.render());
 }

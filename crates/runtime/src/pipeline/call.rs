@@ -381,7 +381,9 @@ async fn run_stage(
         // An audio frame that ends here (the VAD keeps it) is done: its lag
         // is measured now. Otherwise what it became carries its arrival on.
         if is_audio(kind) && !outputs.iter().any(|o| is_audio(kind_of(o))) {
-            crate::metrics::AUDIO.frame_lag.record(arrived.elapsed());
+            let lag = arrived.elapsed();
+            crate::metrics::AUDIO.frame_lag.record(lag);
+            crate::metrics::AUDIO.recent_lag.record(lag);
         }
         for out in outputs {
             if !next

@@ -2,6 +2,7 @@
 //! runner. wasmtime stays inside this module.
 
 pub mod call;
+pub mod capacity;
 pub mod diagnostics;
 pub mod engine;
 pub mod event;
