@@ -159,7 +159,17 @@ impl Store {
     /// A status change (history row, the call's current status, and an
     /// event); terminal statuses end the call. Returns the event id.
     pub async fn set_status(&self, session_id: &str, status: &str) -> Result<i64, StoreError> {
-        let at = now_epoch();
+        self.set_status_at(session_id, status, now_epoch()).await
+    }
+
+    /// `set_status` for a change that happened at `at` (the live view's
+    /// time: what was shown and what is stored are the same event).
+    pub async fn set_status_at(
+        &self,
+        session_id: &str,
+        status: &str,
+        at: f64,
+    ) -> Result<i64, StoreError> {
         let ended = TERMINAL.contains(&status).then_some(at);
         let history = self.sql("INSERT INTO call_status (session_id, status, at) VALUES (?, ?, ?)");
         let update = self.sql(
