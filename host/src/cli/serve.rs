@@ -176,10 +176,17 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let stages_per_call = 8u32; // headroom for pipelines that grow
+    // The pool's slots are memory mappings from the start: sized for more
+    // calls than fit under vm.max_map_count, it takes what calls need.
+    let pool_calls = crate::pipeline::capacity::pool_calls(
+        args.max_calls,
+        stages_per_call.into(),
+        crate::pipeline::capacity::max_map_count(),
+    );
     let mut config = RuntimeConfig::new(data_dir);
     config.max_instances = config
         .max_instances
-        .max((args.max_calls as u32 + 4) * stages_per_call);
+        .max((pool_calls as u32 + 4) * stages_per_call);
     let runtime = Runtime::new(config)?;
     super::first_run::fetch_default_models(&args.pipeline, data_dir).await?;
     let pipeline = match super::load_pipeline(&runtime, &args.pipeline, data_dir).await {

@@ -47,12 +47,38 @@ impl Capacity {
             ),
             "instance-pool" => format!(
                 "{} calls: each holds {} stage instances and the instance pool has room for \
-                 that many (CALLPIPE_MAX_INSTANCES raises it)",
+                 that many (its size follows --max-calls within vm.max_map_count; \
+                 `sysctl -w vm.max_map_count=1048576` allows a larger one)",
                 self.calls, self.instances_per_call
             ),
             _ => format!("{} calls (as configured)", self.calls),
         }
     }
+}
+
+/// Mappings one slot of the instance pool holds from the start (its fiber
+/// stack and guard; measured: a pool of 24,032 slots held ~48,000).
+const MAPPINGS_PER_POOL_SLOT: u64 = 2;
+/// Mappings a live call adds, before it is measured (the default pipeline's
+/// 7 stages measured 21; the rest is margin).
+const MAPPINGS_PER_CALL_GUESS: u64 = 32;
+
+/// How many calls to size the instance pool for, before any is measured:
+/// `configured`, unless the pool's own mappings and the calls' would not
+/// fit under `vm.max_map_count` together (a pool sized for more calls than
+/// fit only takes mappings the calls need).
+pub fn pool_calls(configured: usize, slots_per_call: u64, max_map_count: Option<u64>) -> usize {
+    let Some(max) = max_map_count else {
+        return configured;
+    };
+    let per_call = slots_per_call * MAPPINGS_PER_POOL_SLOT + MAPPINGS_PER_CALL_GUESS;
+    let fit = (max.saturating_sub(MAPPINGS_HEADROOM) / per_call.max(1)) as usize;
+    configured.min(fit.max(1))
+}
+
+/// This process's `vm.max_map_count` (Linux).
+pub fn max_map_count() -> Option<u64> {
+    read_u64("/proc/sys/vm/max_map_count")
 }
 
 /// The limits, pure: `configured` calls wanted, `pool` instance slots,
@@ -118,7 +144,7 @@ pub async fn measure(pipeline: &Arc<LoadedPipeline>, configured: usize) -> Capac
         (Some(b), Some(a)) if started > 0 => a.saturating_sub(b).div_ceil(started),
         _ => 0,
     };
-    let max_map_count = read_u64("/proc/sys/vm/max_map_count");
+    let max_map_count = max_map_count();
     let free = max_map_count
         .zip(after)
         .map(|(max, now)| max.saturating_sub(now));
@@ -162,6 +188,11 @@ mod tests {
             "{}",
             c.describe()
         );
+        // The pool is sized for what fits under the mapping limit.
+        assert_eq!(pool_calls(3000, 8, Some(65_530)), 1194);
+        assert_eq!(pool_calls(100, 8, Some(65_530)), 100);
+        assert_eq!(pool_calls(3000, 8, None), 3000);
+        assert_eq!(pool_calls(3000, 8, Some(10)), 1);
         // Unknown mapping cost or limit: not limited by it.
         let c = fit(50, 10_000, 7, 0, Some(10), None);
         assert_eq!((c.calls, c.limited_by), (50, "configured"));
