@@ -600,15 +600,7 @@ async fn chat_for_a_live_call_joins_its_pipeline() {
     assert_eq!(kb.len(), 1, "{doc}");
     assert_eq!(kb[0]["sources"], json!(["sample-001"]), "{doc}");
     // It all happened in the phone call's pipeline: no chat session exists.
-    let metrics = server
-        .client()
-        .get(server.http("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.lines().any(|l| l == "callpipe_chat_sessions 0"),
         "a separate chat session was started:\n{metrics}"

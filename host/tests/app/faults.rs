@@ -81,21 +81,6 @@ fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
     c
 }
 
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = server
-        .client()
-        .get(server.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// What the live view showed of each session, gathered while the calls run:
 /// transcript lines by (start, end) and suggestion ids.
 #[derive(Default)]
@@ -160,9 +145,9 @@ async fn the_database_away_for_ten_seconds_loses_no_frame_and_nothing_shown() {
     let report = calls.await.expect("calls");
     assert_eq!(report.connected.load(Relaxed), 5, "{}", report.render());
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
-    assert_eq!(metric(&server, "callpipe_frames_dropped_total").await, 0.0);
+    assert_eq!(server.metric("callpipe_frames_dropped_total").await, 0.0);
     assert!(
-        metric(&server, "callpipe_store_write_retries_total").await > 0.0,
+        server.metric("callpipe_store_write_retries_total").await > 0.0,
         "the outage was never felt"
     );
     assert!(
@@ -172,14 +157,11 @@ async fn the_database_away_for_ten_seconds_loses_no_frame_and_nothing_shown() {
     );
     assert!(!shown.suggestions.is_empty(), "no suggestion shown");
     // After recovery the queue drains and everything shown is stored.
-    for _ in 0..600 {
-        if metric(&server, "callpipe_store_queue_depth").await == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .metric_settles("callpipe_store_queue_depth", 0.0, 60)
+        .await;
     assert_eq!(
-        metric(&server, "callpipe_store_writes_failed_total").await,
+        server.metric("callpipe_store_writes_failed_total").await,
         0.0
     );
     for (session, start, end) in &shown.transcripts {
@@ -252,15 +234,12 @@ async fn writes_slowed_to_200_ms_each_drop_no_frame_over_twenty_calls() {
     let report = simulator::run(call(&server.ws(), "slow", 20, 15.0)).await;
     assert_eq!(report.connected.load(Relaxed), 20, "{}", report.render());
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
-    assert_eq!(metric(&server, "callpipe_frames_dropped_total").await, 0.0);
+    assert_eq!(server.metric("callpipe_frames_dropped_total").await, 0.0);
     // The writes were slow, not lost: the queue drains.
     proxy.delay(Duration::ZERO);
-    for _ in 0..600 {
-        if metric(&server, "callpipe_store_queue_depth").await == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .metric_settles("callpipe_store_queue_depth", 0.0, 60)
+        .await;
     let transcripts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {schema}.events WHERE kind = 'transcript'"
     )))
@@ -300,7 +279,7 @@ async fn sockets_that_never_start_or_go_silent_are_closed_and_capacity_comes_bac
         }
         sockets.push(ws);
     }
-    assert_eq!(metric(&server, "callpipe_active_calls").await, 400.0);
+    assert_eq!(server.metric("callpipe_active_calls").await, 400.0);
     // A real call meanwhile goes through.
     let report = simulator::run(call(&server.ws(), "real", 1, 5.0)).await;
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
@@ -317,18 +296,13 @@ async fn sockets_that_never_start_or_go_silent_are_closed_and_capacity_comes_bac
         .await;
         assert!(closed.is_ok(), "an idle socket stayed open");
     }
-    let mut active = metric(&server, "callpipe_active_calls").await;
-    for _ in 0..100 {
-        if active == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        active = metric(&server, "callpipe_active_calls").await;
-    }
+    let active = server
+        .metric_settles("callpipe_active_calls", 0.0, 10)
+        .await;
     assert_eq!(active, 0.0, "capacity did not come back");
     let by_kind = |kind: &str| format!("callpipe_websocket_errors_total{{kind=\"{kind}\"}}");
-    assert_eq!(metric(&server, &by_kind("closed-no-start")).await, 200.0);
-    assert_eq!(metric(&server, &by_kind("closed-idle")).await, 200.0);
+    assert_eq!(server.metric(&by_kind("closed-no-start")).await, 200.0);
+    assert_eq!(server.metric(&by_kind("closed-idle")).await, 200.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,16 +335,11 @@ async fn twice_max_calls_upgrades_at_once_never_exceed_max_calls() {
         }
     }
     assert_eq!((open.len(), refused), (20, 20), "admitted, refused");
-    assert_eq!(metric(&server, "callpipe_active_calls").await, 20.0);
+    assert_eq!(server.metric("callpipe_active_calls").await, 20.0);
     drop(open);
-    let mut active = 20.0;
-    for _ in 0..100 {
-        active = metric(&server, "callpipe_active_calls").await;
-        if active == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let active = server
+        .metric_settles("callpipe_active_calls", 0.0, 10)
+        .await;
     assert_eq!(active, 0.0);
 }
 
@@ -403,7 +372,7 @@ async fn sigterm_stores_what_is_still_queued_before_closing() {
     let live: Value = server.get_json("/api/sessions/term-1").await;
     let shown = live["transcript"].as_array().map_or(0, Vec::len) as i64;
     assert!(shown >= 3, "{live}");
-    let queued = metric(&server, "callpipe_store_queue_depth").await;
+    let queued = server.metric("callpipe_store_queue_depth").await;
     assert!(server.terminate(), "serve exits cleanly on SIGTERM");
     let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {schema}.events WHERE session_id = 'term-1' AND kind = 'transcript'"
@@ -475,8 +444,8 @@ async fn twice_the_capacity_is_refused_with_a_reason_and_the_server_goes_on() {
         "{twiml}"
     );
     let by_path = |p: &str| format!("callpipe_calls_refused_total{{path=\"{p}\"}}");
-    assert_eq!(metric(&server, &by_path("stream")).await, 3.0);
-    assert_eq!(metric(&server, &by_path("voice")).await, 1.0);
+    assert_eq!(server.metric(&by_path("stream")).await, 3.0);
+    assert_eq!(server.metric(&by_path("voice")).await, 1.0);
     // The admitted calls go on and end; then a new call is served.
     for (n, ws) in admitted.iter_mut().enumerate() {
         let stop = json!({"event": "stop", "sequenceNumber": "2", "streamSid": format!("MZcap{n}"),
@@ -486,12 +455,9 @@ async fn twice_the_capacity_is_refused_with_a_reason_and_the_server_goes_on() {
             .expect("stop");
     }
     drop(admitted);
-    for _ in 0..100 {
-        if metric(&server, "callpipe_active_calls").await == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .metric_settles("callpipe_active_calls", 0.0, 10)
+        .await;
     let report = simulator::run(call(&server.ws(), "after-full", 1, 3.0)).await;
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
     assert_eq!(report.connected.load(Relaxed), 1, "{}", report.render());

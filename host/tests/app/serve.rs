@@ -424,15 +424,7 @@ async fn webhooks_and_the_stream_upgrade_need_a_valid_signature() {
     ))
     .await
     .unwrap();
-    let metrics = server
-        .client()
-        .get(server.http("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("callpipe_websocket_errors_total{kind=\"refused-stream-token\"} 4"),
         "{metrics}"

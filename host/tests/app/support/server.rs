@@ -159,6 +159,41 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /metrics` as text (Prometheus's format).
+    pub async fn metrics(&self) -> String {
+        self.client()
+            .get(self.http("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// One series' value on `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `series` every 100 ms until it reads `value` or `seconds`
+    /// pass; returns what it last read.
+    pub async fn metric_settles(&self, series: &str, value: f64, seconds: u64) -> f64 {
+        let mut last = self.metric(series).await;
+        for _ in 0..seconds * 10 {
+            if last == value {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            last = self.metric(series).await;
+        }
+        last
+    }
+
     /// A client that presents the API token.
     pub fn client(&self) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
