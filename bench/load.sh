@@ -11,18 +11,21 @@ shift || true
 levels=("$@")
 [ ${#levels[@]} -gt 0 ] || levels=(100 500 1000)
 bin=${CARGO_TARGET_DIR:-target}/release/callpipe
-cargo build --release -q -p callpipe-host
+cargo build --release -q --workspace
 port=18765
+# The API (stats) needs a token; this run's own.
+token="load-$$-$(date +%s%N)"
 hz=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-printf "%-6s %-10s %-14s %-12s %-12s %-10s %-8s %-8s %s\n" calls cpu/call-s "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99"
+printf "%-6s %-10s %-14s %-12s %-12s %-10s %-8s %-8s %-12s %-9s %-28s %s\n" calls cpu/call-s "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99" admitted "refused (at cap./overload)" "capacity (limit)"
 for n in "${levels[@]}"; do
   # Loopback only: the simulated calls are not signed.
-  CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
+  CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
   server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   rss0=$(rss_kb $server)
   cpu0=$(cpu_ticks $server)
@@ -31,16 +34,28 @@ for n in "${levels[@]}"; do
   ( while kill -0 $server 2>/dev/null; do r=$(rss_kb $server); echo "$r"; sleep 1; done ) >/tmp/callpipe-load-rss &
   sampler=$!
   sim_out=$(CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
-      --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1)
+      --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1) || true
   cpu1=$(cpu_ticks $server)
   kill $sampler 2>/dev/null || true
   peak=$(sort -n /tmp/callpipe-load-rss | tail -1)
-  stats=$(curl -s "http://127.0.0.1:$port/api/stats")
+  if ! kill -0 $server 2>/dev/null; then
+    echo "$n: the server died; its log:"; tail -n 20 /tmp/callpipe-load-serve.log; exit 1
+  fi
+  stats=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/stats")
+  metrics=$(curl -s "http://127.0.0.1:$port/metrics")
   kill $server; wait $server 2>/dev/null || true
-  python3 - "$n" "$duration" "$cpu0" "$cpu1" "$hz" "$rss0" "$peak" "$stats" "$sim_out" <<'PY'
+  python3 - "$n" "$duration" "$cpu0" "$cpu1" "$hz" "$rss0" "$peak" "$stats" "$sim_out" "$metrics" <<'PY'
 import json, sys, re
 n, dur, c0, c1, hz, r0, peak = (float(x) for x in sys.argv[1:8])
-stats = json.loads(sys.argv[8]); sim = sys.argv[9]
+stats = json.loads(sys.argv[8]); sim = sys.argv[9]; metrics = sys.argv[10]
+def metric(pattern):
+    m = re.search(r"^" + pattern + r" (\S+)$", metrics, re.M)
+    return float(m.group(1)) if m else 0.0
+at_capacity = metric(r'callpipe_websocket_errors_total\{kind="refused-at-capacity"\}')
+overloaded = metric(r'callpipe_websocket_errors_total\{kind="refused-overloaded"\}')
+admitted = n - at_capacity - overloaded
+cap = re.search(r'^callpipe_capacity_calls\{limited_by="([^"]+)"\} (\d+)$', metrics, re.M)
+capacity = f"{cap.group(2)} ({cap.group(1)})" if cap else "?"
 cpu_per_call_s = (c1 - c0) / hz / (n * dur)
 rss_per_call = (peak - r0) / n
 lag = stats["frame_lag_ms"]
@@ -48,6 +63,7 @@ m = re.search(r"sender lateness: p50 ([\d.]+) ms p99 ([\d.]+) ms", sim)
 sender = f"{m.group(2)} ms" if m else "?"
 if "failed (of" in sim and not re.search(r" 0 failed", sim):
     sender += " (calls failed!)"
-print(f"{int(n):<6} {cpu_per_call_s:<10.4f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender}")
+refused = f"{int(at_capacity + overloaded)} ({int(at_capacity)}/{int(overloaded)})"
+print(f"{int(n):<6} {cpu_per_call_s:<10.4f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender:<12} {int(admitted):<9} {refused:<28} {capacity}")
 PY
 done

@@ -7,6 +7,7 @@
 pub mod call_script;
 pub mod calls;
 pub mod cli;
+pub mod cluster;
 pub mod sessions;
 pub mod simulator;
 pub mod twilio;

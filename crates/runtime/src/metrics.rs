@@ -130,6 +130,17 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
     recent_lag: RecentLag::new(),
 };
 
+/// Frames this far behind on average (a moving average, so not one slow
+/// moment): the host is not keeping up with its live calls.
+pub const OVERLOAD_LAG: Duration = Duration::from_millis(250);
+
+/// How far behind the host is, when it is behind (`OVERLOAD_LAG`): new
+/// calls are refused then.
+pub fn host_behind() -> Option<Duration> {
+    let lag = AUDIO.recent_lag.get();
+    (lag > OVERLOAD_LAG).then_some(lag)
+}
+
 /// An exponentially weighted moving average of frame lag (each frame
 /// weighs 1/32), forgotten when no frame arrived for a second (no calls, no
 /// lag). Racy updates lose a sample now and then, which an average allows.
@@ -354,6 +365,10 @@ pub static WEBSOCKET: WebSocketMetrics = WebSocketMetrics::new();
 /// Calls refused at capacity, by where they arrived (`voice`, `stream`,
 /// `chat`).
 pub static CALLS_REFUSED: WebSocketMetrics = WebSocketMetrics::new();
+
+/// Calls admitted whose pipeline could not start (a stage failed to
+/// instantiate or rejected the call in `init`), by path (`stream`, `chat`).
+pub static CALLS_START_FAILED: WebSocketMetrics = WebSocketMetrics::new();
 
 /// Local transcription's queue: callers waiting for a turn, and those
 /// turned away because the queue was full.

@@ -1,9 +1,9 @@
 //! What a session's record is made of, as stored and as the API shows it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a speaker said, as the pipeline's transcriber heard it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TranscriptLine {
     pub speaker_id: String,
     pub speaker_role: String,
@@ -15,7 +15,7 @@ pub struct TranscriptLine {
 }
 
 /// A suggestion as the dashboard shows it: an article or a question.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SuggestionRecord {
     /// Stable: the dashboard de-duplicates on it.
     pub id: String,

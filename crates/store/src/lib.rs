@@ -8,9 +8,11 @@
 //! `?` placeholders and numbered for Postgres.
 
 pub mod clock;
+mod hosts;
 pub mod items;
 mod records;
 
+pub use hosts::{Heard, HostRow, Listener, Notice};
 pub use records::{CallRow, EventRow, NewCall, StageErrorRow};
 
 use std::borrow::Cow;
@@ -82,6 +84,10 @@ pub struct Store {
     db: Db,
     /// The URL without a password, for logs.
     pub display: String,
+    /// The host this process is (it signs the events it stores).
+    host_id: std::sync::OnceLock<String>,
+    /// Where stored events are announced (Postgres).
+    notify_channel: std::sync::OnceLock<String>,
 }
 
 /// Runs the same statement-building code against whichever pool it is.
@@ -165,7 +171,16 @@ impl Store {
         } else {
             return Err(StoreError::Url(display));
         };
-        Ok(Store { db, display })
+        let store = Store {
+            db,
+            display,
+            host_id: Default::default(),
+            notify_channel: Default::default(),
+        };
+        if let Some(channel) = store.channel().await? {
+            let _ = store.notify_channel.set(channel);
+        }
+        Ok(store)
     }
 
     pub fn backend(&self) -> &'static str {
@@ -196,6 +211,17 @@ impl Store {
                 Cow::Owned(out)
             }
         })
+    }
+
+    /// Whether the database answers within `limit`.
+    pub async fn ping(&self, limit: std::time::Duration) -> Result<(), StoreError> {
+        let sql = self.sql("SELECT 1");
+        let query =
+            async { on_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(|_| ())) };
+        match tokio::time::timeout(limit, query).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Sql(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     pub async fn close(&self) {

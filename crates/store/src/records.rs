@@ -16,6 +16,9 @@ pub struct NewCall<'a> {
     pub technician_name: &'a str,
     pub phone_number: Option<&'a str>,
     pub pipeline_version: Option<&'a str>,
+    /// The host that runs the call now (given when a pipeline starts for
+    /// it; writes that do not give one leave it).
+    pub host_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -29,6 +32,8 @@ pub struct CallRow {
     pub pipeline_version: Option<String>,
     pub started_at: f64,
     pub ended_at: Option<f64>,
+    /// The host that runs (or ran) the call.
+    pub host_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -53,29 +58,36 @@ pub struct EventRow {
 macro_rules! event_in {
     ($store:expr, $tx:ident, $session:expr, $kind:expr, $data:expr, $at:expr) => {{
         let sql = $store.sql(
-            "INSERT INTO events (session_id, kind, data, at) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO events (session_id, kind, data, at, host_id) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
         );
         let row = sqlx::query(sql)
             .bind($session)
             .bind($kind)
             .bind($data)
             .bind($at)
+            .bind($store.host())
             .fetch_one(&mut *$tx)
             .await?;
-        row.try_get::<i64, _>(0)?
+        let id = row.try_get::<i64, _>(0)?;
+        $crate::hosts::NotifyIn::notify_in(&mut *$tx, $store, id).await?;
+        id
     }};
 }
+pub(crate) use event_in;
 
 /// `SELECT <the columns call_row! reads> FROM calls <rest>`
 macro_rules! select_calls {
     ($rest:literal) => {
         concat!(
             "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
-             pipeline_version, started_at, ended_at FROM calls ",
+             pipeline_version, started_at, ended_at, host_id FROM calls ",
             $rest
         )
     };
 }
+
+pub(crate) use select_calls;
 
 /// A `calls` row (selected with `select_calls!`), on either backend.
 macro_rules! call_row {
@@ -90,9 +102,11 @@ macro_rules! call_row {
             pipeline_version: $r.try_get("pipeline_version")?,
             started_at: $r.try_get("started_at")?,
             ended_at: $r.try_get("ended_at")?,
+            host_id: $r.try_get("host_id")?,
         }
     };
 }
+pub(crate) use call_row;
 
 const TERMINAL: [&str; 6] = [
     "completed",
@@ -131,9 +145,10 @@ impl Store {
     pub async fn open_call(&self, c: &NewCall<'_>) -> Result<(), StoreError> {
         let sql = self.sql(
             "INSERT INTO calls (session_id, call_sid, technician_id, technician_name, \
-             phone_number, status, pipeline_version, started_at) \
-             VALUES (?, ?, ?, ?, ?, 'created', ?, ?) \
+             phone_number, status, pipeline_version, started_at, host_id) \
+             VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?) \
              ON CONFLICT (session_id) DO UPDATE SET \
+             host_id = COALESCE(excluded.host_id, calls.host_id), \
              call_sid = COALESCE(excluded.call_sid, calls.call_sid), \
              technician_id = CASE WHEN excluded.technician_id = '' \
                 THEN calls.technician_id ELSE excluded.technician_id END, \
@@ -150,6 +165,7 @@ impl Store {
             .bind(c.phone_number)
             .bind(c.pipeline_version)
             .bind(now_epoch())
+            .bind(c.host_id)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -327,20 +343,17 @@ impl Store {
         })
     }
 
-    /// At start: calls a previous process never ended (it was killed) are
-    /// marked `interrupted`. Returns their session ids.
-    pub async fn interrupt_unfinished(&self) -> Result<Vec<String>, StoreError> {
-        let sql = self.sql("SELECT session_id FROM calls WHERE ended_at IS NULL");
-        let ids: Vec<String> = on_pool!(self, pool => {
-            let rows = sqlx::query(sql).fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| r.try_get("session_id"))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        for id in &ids {
-            self.set_status(id, "interrupted").await?;
+    /// At start: calls this host (or, before hosts were recorded, any
+    /// process) never ended because it was killed are marked `interrupted`.
+    /// Returns their session ids.
+    pub async fn interrupt_unfinished(&self, host_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut ended = Vec::new();
+        for id in self.unfinished_of(host_id).await? {
+            if self.end_unfinished(&id, "interrupted").await?.is_some() {
+                ended.push(id);
+            }
         }
-        Ok(ids)
+        Ok(ended)
     }
 
     /// The call's status changes, oldest first.

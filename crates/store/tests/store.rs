@@ -31,6 +31,87 @@ fn suggestion(id: &str, kind: &str, confidence: f32, at: f64) -> SuggestionRecor
     }
 }
 
+/// Several hosts on one database: each interrupts only its own calls at
+/// start; the calls of a host whose lease expired are orphans, ended once.
+async fn hosts(store: &Store) {
+    use std::time::Duration;
+    store
+        .renew_lease("host-a", "http://a:1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .renew_lease("host-b", "http://b:1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    for (session, host) in [("a1", "host-a"), ("b1", "host-b")] {
+        store
+            .open_call(&NewCall {
+                session_id: session,
+                call_sid: Some(&format!("CA{session}")),
+                host_id: Some(host),
+                ..NewCall::default()
+            })
+            .await
+            .unwrap();
+    }
+    // A later write that names no host (a status callback's) leaves it.
+    store
+        .open_call(&NewCall {
+            session_id: "b1",
+            technician_name: "Paul",
+            ..NewCall::default()
+        })
+        .await
+        .unwrap();
+    let b1 = store.call_by_sid("CAb1").await.unwrap().unwrap();
+    assert_eq!(b1.host_id.as_deref(), Some("host-b"));
+    assert_eq!(
+        store.host_row("host-b").await.unwrap().unwrap().address,
+        "http://b:1"
+    );
+    // host-a restarts: only its own call is interrupted.
+    assert_eq!(store.interrupt_unfinished("host-a").await.unwrap(), ["a1"]);
+    assert!(store.orphaned_calls().await.unwrap().is_empty());
+    // host-b's lease runs out: its call is an orphan, ended once.
+    store.release_lease("host-b").await.unwrap();
+    assert_eq!(
+        store.orphaned_calls().await.unwrap(),
+        [("b1".to_string(), "host-b".to_string())]
+    );
+    let ended = store.end_unfinished("b1", "interrupted").await.unwrap();
+    assert!(ended.is_some());
+    assert_eq!(
+        store.end_unfinished("b1", "interrupted").await.unwrap(),
+        None
+    );
+    assert!(store.orphaned_calls().await.unwrap().is_empty());
+    // Events can be read back by id, with their session.
+    let id = ended.unwrap();
+    let rows = store.events_by_id(&[id]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "b1");
+    assert_eq!(rows[0].1.kind, "status");
+    assert_eq!(store.last_event_id().await.unwrap(), id);
+    store.set_host("host-c");
+    let before = store.last_event_id().await.unwrap();
+    store.set_status("b1", "completed").await.unwrap();
+    assert!(
+        store
+            .events_of_others_after(before, "host-c", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events_of_others_after(before, "host-d", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 /// Everything a call leaves behind, written and read back.
 async fn exercise(store: &Store) {
     store
@@ -173,14 +254,21 @@ async fn exercise(store: &Store) {
 
     // At the next start, a call nobody ended (the process was killed) is
     // marked interrupted; an ended one is left alone.
-    assert_eq!(store.interrupt_unfinished().await.unwrap(), ["s2"]);
+    assert_eq!(store.interrupt_unfinished("host-a").await.unwrap(), ["s2"]);
     assert_eq!(
         store.call("s2").await.unwrap().unwrap().status,
         "interrupted"
     );
     assert_eq!(store.call("s1").await.unwrap().unwrap().status, "completed");
-    assert!(store.interrupt_unfinished().await.unwrap().is_empty());
+    assert!(
+        store
+            .interrupt_unfinished("host-a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.recent_calls(10).await.unwrap().len(), 2);
+    hosts(store).await;
 
     // Stage errors, newest first, for the ops page.
     store
@@ -255,6 +343,33 @@ async fn postgres_keeps_the_same_record() {
         .expect("connect with the test schema");
     assert_eq!(store.backend(), "postgres");
     exercise(&store).await;
+    // Two hosts on the schema: what one stores, the other hears of (the
+    // event's id and who stored it), once committed.
+    let other = Store::connect(&url).await.expect("a second host");
+    other.set_host("host-b");
+    let mut listener = store
+        .listen()
+        .await
+        .unwrap()
+        .expect("Postgres has a listener");
+    let id = other.set_status("s1", "completed").await.unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+        .await
+        .expect("a notice in time")
+        .unwrap();
+    match heard {
+        callpipe_store::Heard::Events(notices) => assert_eq!(
+            notices,
+            [callpipe_store::Notice {
+                event_id: id,
+                host_id: "host-b".into()
+            }]
+        ),
+        other => panic!("expected events, got {other:?}"),
+    }
+    // A listener holds a connection of the pool: closing waits for it.
+    drop(listener);
+    other.close().await;
     store.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)

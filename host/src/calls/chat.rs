@@ -91,6 +91,11 @@ impl ChatCalls {
         self.calls.lock().await.len()
     }
 
+    /// Whether this host runs the session's pipeline (a chat or a phone call).
+    pub async fn holds(&self, session_id: &str) -> bool {
+        self.live.get(session_id).is_some() || self.calls.lock().await.contains_key(session_id)
+    }
+
     async fn get_or_start(
         &self,
         pipeline: &Arc<LoadedPipeline>,
@@ -118,9 +123,14 @@ impl ChatCalls {
         sessions.open(&m.session_id, "", "", None);
         sessions.set_pipeline(&m.session_id, &pipeline.version);
         sessions.set_status(&m.session_id, "in-progress");
-        let (call, output) = Call::start_from(pipeline.clone(), info, first)
-            .await
-            .map_err(|e| ChatError::Start(e.to_string()))?;
+        let (call, output) = match Call::start_from(pipeline.clone(), info, first).await {
+            Ok(started) => started,
+            Err(e) => {
+                sessions.set_status(&m.session_id, "failed");
+                crate::metrics::CALLS_START_FAILED.add("chat", 1);
+                return Err(ChatError::Start(e.to_string()));
+            }
+        };
         let markers = Arc::new(Markers::default());
         let output = call_output::spawn(
             output,
@@ -138,6 +148,8 @@ impl ChatCalls {
             last_used_ms: AtomicU64::new(0),
         });
         calls.insert(m.session_id.clone(), chat.clone());
+        // The next message may reach another host: it must find this one.
+        sessions.claim(&m.session_id).await;
         Ok(chat)
     }
 
@@ -187,6 +199,14 @@ impl ChatCalls {
         sessions.set_status(session_id, "completed");
         tracing::info!(session = %session_id, "chat session ended");
         true
+    }
+
+    /// Ends every chat session (the host stops).
+    pub async fn end_all(&self, sessions: &Sessions) {
+        let ids: Vec<String> = self.calls.lock().await.keys().cloned().collect();
+        for id in ids {
+            self.end(&id, sessions).await;
+        }
     }
 
     /// Ends sessions idle for longer than `idle`.

@@ -66,8 +66,22 @@ pub enum Ended {
     Stop,
     /// The socket closed without `stop`.
     Disconnect,
-    /// We closed the stream because of what it sent.
+    /// We closed the stream because of what it sent (or did not send).
     Refused(String),
+    /// We closed the stream because its pipeline could not start.
+    StartFailed(String),
+}
+
+impl Ended {
+    /// The close frame the peer gets, when we are the one closing: 1008
+    /// (policy) for what it sent, 1011 (server error) for our failure.
+    pub fn close_frame(&self) -> Option<(u16, &str)> {
+        match self {
+            Ended::Refused(why) => Some((1008, why)),
+            Ended::StartFailed(why) => Some((1011, why)),
+            Ended::Stop | Ended::Disconnect => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -254,7 +268,7 @@ where
                     }
                     Err(e) => {
                         tracing::error!(call = %start.call_sid, "cannot start the call's pipeline: {e}");
-                        summary.ended = Ended::Refused(e);
+                        summary.ended = Ended::StartFailed(e);
                         break;
                     }
                 }
@@ -312,7 +326,7 @@ where
         let status = match &summary.ended {
             Ended::Stop => "completed",
             Ended::Disconnect => "disconnected",
-            Ended::Refused(_) => "failed",
+            Ended::Refused(_) | Ended::StartFailed(_) => "failed",
         };
         let stats = l.call.finish().await;
         let _ = l.output.await;
@@ -379,9 +393,17 @@ async fn begin(
     env.sessions.set_streaming(&session_id, true);
     env.sessions
         .set_pipeline(&session_id, &env.pipeline.version);
-    let (call, output) = Call::start(env.pipeline.clone(), info)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (call, output) = match Call::start(env.pipeline.clone(), info).await {
+        Ok(started) => started,
+        Err(e) => {
+            // This call only: the session says so, the stream is closed with
+            // the reason, and the host goes on.
+            env.sessions.set_streaming(&session_id, false);
+            env.sessions.set_status(&session_id, "failed");
+            crate::metrics::CALLS_START_FAILED.add("stream", 1);
+            return Err(e.to_string());
+        }
+    };
 
     // Only a `<Connect><Stream>` (inbound track only) can carry audio back.
     let bidirectional = !start.tracks.iter().any(|t| t == "outbound");

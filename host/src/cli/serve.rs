@@ -112,6 +112,27 @@ pub struct Args {
     /// /api/pipelines/reload still works).
     #[arg(long, env = "CALLPIPE_WATCH_MS", default_value_t = 1000)]
     watch_ms: u64,
+    /// This host's name among the hosts sharing the database (default:
+    /// HOSTNAME:PORT). Calls record it; at start a host interrupts only
+    /// its own unfinished calls.
+    #[arg(long, env = "CALLPIPE_HOST_ID")]
+    host_id: Option<String>,
+    /// Where the other hosts reach this one (chat and mute for a call it
+    /// runs are forwarded there). Default: http:// and the listen address.
+    #[arg(long, env = "CALLPIPE_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// The host's lease in the database, in ms: renewed every third of it;
+    /// once it expires the other hosts mark the host's calls interrupted.
+    #[arg(long, env = "CALLPIPE_LEASE_MS", default_value_t = 15_000)]
+    lease_ms: u64,
+    /// On SIGTERM, seconds the live calls get to finish (no new call is
+    /// taken meanwhile, /ready says 503) before they are cut.
+    #[arg(long, env = "CALLPIPE_DRAIN_S", default_value_t = 30)]
+    drain_s: u64,
+    /// Seconds an ended session stays in memory; after that the store
+    /// answers for it.
+    #[arg(long, env = "CALLPIPE_SESSION_GRACE_S", default_value_t = 60)]
+    session_grace_s: u64,
 }
 
 /// The token file in the data dir; `callpipe simulate` reads it too.
@@ -197,17 +218,38 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     crate::pipeline::reload::seed_knowledge(&pipeline).await?;
+    // Bound now: the port is part of this host's default id.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let identity =
+        crate::cluster::Identity::new(args.host_id.as_deref(), args.advertise_url.as_deref(), addr);
     let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
-    tracing::info!("database: {} ({})", store.display, store.backend());
+    store.set_host(&identity.id);
+    tracing::info!(
+        host = %identity.id,
+        "database: {} ({})",
+        store.display,
+        store.backend()
+    );
     crate::pipeline::reload::record(&store, &pipeline).await?;
-    let cut = store.interrupt_unfinished().await?;
+    let cut = store.interrupt_unfinished(&identity.id).await?;
     if !cut.is_empty() {
         tracing::warn!(
-            "{} call(s) were cut by the last stop and are marked interrupted",
+            "{} call(s) of this host were cut by its last stop and are marked interrupted",
             cut.len()
         );
     }
     let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
+    let cluster = crate::cluster::Cluster::join(
+        identity.clone(),
+        store.clone(),
+        sessions.clone(),
+        Duration::from_millis(args.lease_ms.max(300)),
+    )
+    .await
+    .context("cannot join the hosts sharing the database")?;
     {
         // Stage failures go to the store too (the ops page lists them).
         let sessions = Arc::downgrade(&sessions);
@@ -282,62 +324,69 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         args.pipeline.clone(),
         data_dir.to_path_buf(),
         Some(store.clone()),
+        args.max_calls,
     ));
     // What the host can hold with this pipeline, measured, not discovered
     // by the call that fails.
-    let capacity = crate::pipeline::capacity::measure(&pipeline, args.max_calls).await;
+    let capacity = crate::pipeline::capacity::measure(&pipeline, args.max_calls, None).await;
     anyhow::ensure!(
         capacity.calls > 0,
         "this host cannot hold a single call of the pipeline: {}",
         capacity.describe()
     );
-    let max_calls = if capacity.calls < args.max_calls {
+    if capacity.calls < args.max_calls {
         tracing::warn!(
             "--max-calls {} is more than this host can hold: {}; serving at most {} calls",
             args.max_calls,
             capacity.describe(),
             capacity.calls
         );
-        capacity.calls
     } else {
         tracing::info!(
             mappings_per_call = capacity.mappings_per_call,
             "capacity: {}",
             capacity.describe()
         );
-        args.max_calls
-    };
+    }
     let state = AppState::new(
         pipeline.clone(),
         settings,
         twilio,
-        max_calls,
+        capacity,
         sessions.clone(),
         api_token.clone(),
         Some(reloader.clone()),
-    );
-    *state.capacity.write().unwrap_or_else(|p| p.into_inner()) = capacity;
+    )
+    .with_identity(identity);
     let watcher = (args.watch_ms > 0)
         .then(|| reloader.watch(state.slot.clone(), Duration::from_millis(args.watch_ms)));
-    // Chat sessions nobody writes to any more are ended.
+    // Chat sessions nobody writes to any more are ended; ended sessions
+    // leave memory after the grace period (the store answers for them).
     let reaper = {
         let state = state.clone();
+        let grace = Duration::from_secs(args.session_grace_s);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut every = tokio::time::interval(
+                Duration::from_secs(5).min(grace.max(Duration::from_secs(1))),
+            );
+            let mut chats_checked = std::time::Instant::now();
             loop {
                 every.tick().await;
-                state
-                    .chats
-                    .end_idle(crate::calls::chat::IDLE, &state.sessions)
-                    .await;
+                if chats_checked.elapsed() >= Duration::from_secs(60) {
+                    chats_checked = std::time::Instant::now();
+                    state
+                        .chats
+                        .end_idle(crate::calls::chat::IDLE, &state.sessions)
+                        .await;
+                }
+                let gone = state.sessions.evict_ended(grace);
+                if gone > 0 {
+                    tracing::debug!(gone, "ended sessions left memory");
+                }
             }
         })
     };
-    let app = web::router(state);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let app = web::router(state.clone());
     // The first line a supervisor or test waits for.
     println!(
         "callpipe listening on http://{addr} (pipeline `{}` {}: {})",
@@ -362,14 +411,22 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "dashboard: http://{host}/demo/technician?token=TOKEN, operations: http://{host}/?token=TOKEN ({from})"
         );
     }
+    let drain = Duration::from_secs(args.drain_s);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown({
+            let state = state.clone();
+            async move {
+                shutdown().await;
+                drain_calls(&state, drain).await;
+            }
+        })
         .await
         .context("server failed")?;
     reaper.abort();
     if let Some(w) = watcher {
         w.abort();
     }
+    end_what_is_left(&state).await;
     // What calls produced up to the end is queued for the store: flush it
     // before closing the pool.
     if !sessions.flush(SHUTDOWN_FLUSH).await {
@@ -378,8 +435,48 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             SHUTDOWN_FLUSH.as_secs()
         );
     }
+    cluster.leave().await;
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM: this host takes nothing new (`/ready` answers 503, streams and
+/// calls are refused, event streams end so their clients reconnect
+/// elsewhere) and gives the live calls up to `limit` to finish.
+async fn drain_calls(state: &AppState, limit: Duration) {
+    use std::sync::atomic::Ordering::Acquire;
+    let _ = state.draining.send(true);
+    let live = state.active_streams.load(Acquire);
+    if live == 0 {
+        return;
+    }
+    tracing::info!(
+        live,
+        "draining: new calls go elsewhere; waiting up to {} s for the live ones",
+        limit.as_secs()
+    );
+    let until = tokio::time::Instant::now() + limit;
+    while state.active_streams.load(Acquire) > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = state.active_streams.load(Acquire);
+    if left > 0 {
+        tracing::warn!(left, "drain time is up: the calls still live are cut");
+    }
+}
+
+/// After the drain: chat sessions end, and calls still streaming are
+/// recorded as ended by this host (interrupted), not left for another
+/// host to find once the lease expires.
+async fn end_what_is_left(state: &AppState) {
+    let cut: Vec<String> = state
+        .sessions
+        .map_all(|s| (s.streaming && !s.is_over()).then(|| s.session_id.clone()));
+    for id in &cut {
+        state.sessions.set_streaming(id, false);
+        state.sessions.set_status(id, "interrupted");
+    }
+    state.chats.end_all(&state.sessions).await;
 }
 
 /// How long shutdown waits for the store to take what is queued.

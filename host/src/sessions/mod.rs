@@ -28,7 +28,7 @@ pub enum Update {
     Status(StatusChange),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StatusChange {
     pub status: String,
     /// Seconds since the Unix epoch.
@@ -75,6 +75,14 @@ impl Session {
 }
 
 pub use crate::clock::now_epoch;
+
+/// A status after which the call is over.
+pub fn is_terminal(status: &str) -> bool {
+    matches!(
+        status,
+        "completed" | "failed" | "busy" | "no-answer" | "canceled" | "interrupted"
+    )
+}
 
 /// Transcript lines a live session keeps (durable storage keeps them all).
 const MAX_TRANSCRIPT: usize = 500;
@@ -229,6 +237,72 @@ impl Sessions {
         self.calls().get(call_sid).cloned()
     }
 
+    /// Another host stored this event: this host's listeners get it, and a
+    /// status change of a session live here (its status callback reached
+    /// another host) updates it, without storing it again.
+    pub fn relay(&self, session_id: &str, event_id: i64, update: Update) {
+        if let Update::Status(change) = &update
+            && let Some(s) = self.lock().get_mut(session_id)
+            && s.status != change.status
+        {
+            s.status = change.status.clone();
+            s.history.push(change.clone());
+            if is_terminal(&change.status) && s.ended.is_none() {
+                s.ended = Some(Instant::now());
+            }
+        }
+        self.publish(session_id, Some(event_id), update);
+    }
+
+    /// A status for a call this host does not hold (another host runs it, or
+    /// ran it): stored, and so relayed to the host that runs it.
+    pub fn set_status_elsewhere(&self, session_id: &str, status: &str) {
+        let change = StatusChange {
+            status: status.to_string(),
+            at: now_epoch(),
+        };
+        match &self.writer {
+            Some(w) => w.send(Write::Status {
+                session_id: session_id.to_string(),
+                change,
+            }),
+            None => self.publish(session_id, None, Update::Status(change)),
+        }
+    }
+
+    /// Sessions that ended more than `grace` ago leave memory (the store
+    /// answers for them); returns how many left.
+    pub fn evict_ended(&self, grace: std::time::Duration) -> usize {
+        let mut gone = Vec::new();
+        self.lock().retain(|id, s| {
+            let keep = s.ended.is_none_or(|at| at.elapsed() < grace) || s.streaming;
+            if !keep {
+                gone.push((id.clone(), s.call_sid.clone()));
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            let mut calls = self.calls();
+            for (id, sid) in &gone {
+                if let Some(sid) = sid
+                    && calls.get(sid) == Some(id)
+                {
+                    calls.remove(sid);
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Sessions in memory now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Records a status; terminal statuses end the session's clock.
     pub fn set_status(&self, session_id: &str, status: &str) {
         let mut changed = None;
@@ -242,11 +316,7 @@ impl Sessions {
                 s.history.push(change.clone());
                 changed = Some(change);
             }
-            if matches!(
-                status,
-                "completed" | "failed" | "busy" | "no-answer" | "canceled" | "interrupted"
-            ) && s.ended.is_none()
-            {
+            if is_terminal(status) && s.ended.is_none() {
                 s.ended = Some(Instant::now());
             }
         }
@@ -280,6 +350,27 @@ impl Sessions {
             session_id: session_id.to_string(),
             version: version.to_string(),
         });
+    }
+
+    /// Records at once (not behind the writer's queue) that this host runs
+    /// the session, so a request for it on another host finds it here.
+    pub async fn claim(&self, session_id: &str) {
+        let Some(store) = self.store() else { return };
+        let call = crate::store::NewCall {
+            session_id,
+            host_id: store.host(),
+            ..Default::default()
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(2), store.open_call(&call)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(session = %session_id, "cannot record that this host runs the session: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(session = %session_id, "recording that this host runs the session timed out")
+            }
+        }
     }
 
     /// Mutes or unmutes the assistant's voice; false if the session is unknown.
@@ -398,12 +489,20 @@ impl Sessions {
         self.lock().contains_key(session_id)
     }
 
+    /// One thing about a session, read without copying it.
+    pub fn get_field<T>(&self, session_id: &str, f: impl FnOnce(&Session) -> T) -> Option<T> {
+        self.lock().get(session_id).map(f)
+    }
+
     pub fn get(&self, session_id: &str) -> Option<Session> {
         self.lock().get(session_id).cloned()
     }
 
-    pub fn all(&self) -> Vec<Session> {
-        self.lock().values().cloned().collect()
+    /// `view` of every session in memory: the list views read what they
+    /// show under the lock instead of copying every session (transcripts
+    /// included) under the lock the audio path's outputs take.
+    pub fn map_all<T>(&self, view: impl Fn(&Session) -> Option<T>) -> Vec<T> {
+        self.lock().values().filter_map(view).collect()
     }
 }
 

@@ -249,6 +249,7 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
             })
             .await
             .map(|_| None),
+        // A pipeline starts on this host: the call is this host's now.
         Write::Pipeline {
             session_id,
             version,
@@ -256,6 +257,7 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
             .open_call(&NewCall {
                 session_id,
                 pipeline_version: Some(version),
+                host_id: store.host(),
                 ..NewCall::default()
             })
             .await

@@ -10,6 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -72,11 +73,29 @@ pub async fn send_demo_transcription(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: DemoTranscription = parse_body(&headers, &body)?;
     let session_id = req.session_id.trim();
     if session_id.is_empty() {
         return Err(ApiError::bad_request("session_id is empty"));
+    }
+    if let Some(answer) = super::elsewhere::forwarded(
+        &state,
+        session_id,
+        "/demo/send-demo-transcription",
+        &headers,
+        &body,
+    )
+    .await
+    {
+        return Ok(answer);
+    }
+    if state.is_draining() && !state.chats.holds(session_id).await {
+        crate::metrics::CALLS_REFUSED.add("chat", 1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this host is stopping; another host takes new sessions",
+        ));
     }
     if req.text.trim().is_empty() {
         return Err(ApiError::bad_request("text is empty"));
@@ -123,7 +142,8 @@ pub async fn send_demo_transcription(
     Ok(Json(json!({
         "processing": processed,
         "suggestions": suggestions,
-    })))
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -135,8 +155,19 @@ pub async fn end_demo_call(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: EndDemoCall = parse_body(&headers, &body)?;
+    if let Some(answer) = super::elsewhere::forwarded(
+        &state,
+        &req.session_id,
+        "/demo/end-demo-call",
+        &headers,
+        &body,
+    )
+    .await
+    {
+        return Ok(answer);
+    }
     if !state.chats.end(&req.session_id, &state.sessions).await
         && !state.sessions.contains(&req.session_id)
     {
@@ -145,9 +176,7 @@ pub async fn end_demo_call(
             format!("no session `{}`", req.session_id),
         ));
     }
-    Ok(Json(
-        json!({ "status": "success", "session_id": req.session_id }),
-    ))
+    Ok(Json(json!({ "status": "success", "session_id": req.session_id })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -169,17 +198,29 @@ pub async fn get_session_suggestions(
         );
     };
     let limit = q.limit.unwrap_or(10).clamp(1, 200);
-    let (transcript, suggestions) = match state.sessions.get(&id) {
-        Some(s) => (s.transcript, s.suggestions),
+    // Another host may run the session: then the store is the truth, not
+    // a copy this host kept.
+    let local = if super::elsewhere::answers_from_memory(&state, &id).await {
+        state.sessions.get(&id)
+    } else {
+        None
+    };
+    let found = match local {
+        Some(s) => Some((s.transcript, s.suggestions)),
         None => match stored(&state, &id).await {
-            Some(found) => found,
-            None => {
-                return (
-                    StatusCode::OK,
-                    Json(json!({ "status": "error", "error": "Session not found" })),
-                );
-            }
+            Some(found) => Some(found),
+            // Not stored yet: what this host has, if anything.
+            None => state
+                .sessions
+                .get(&id)
+                .map(|s| (s.transcript, s.suggestions)),
         },
+    };
+    let Some((transcript, suggestions)) = found else {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "error", "error": "Session not found" })),
+        );
     };
     let transcriptions: Vec<Value> = transcript
         .iter()

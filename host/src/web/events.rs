@@ -111,6 +111,7 @@ pub async fn stream(
         ));
     };
     let mut live = state.sessions.subscribe();
+    let mut draining = state.draining.subscribe();
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let _slot = slot;
@@ -152,9 +153,12 @@ pub async fn stream(
             // A client that went away is noticed even when its session is
             // quiet (an ended call): the task ends instead of waking on
             // every other session's events forever.
+            // A host that stops ends its streams; the client reconnects
+            // (with Last-Event-ID) to another host and misses nothing.
             let received = tokio::select! {
                 r = live.recv() => r,
                 _ = tx.closed() => return,
+                _ = draining.wait_for(|d| *d) => return,
             };
             match received {
                 Ok(p) if p.session_id == id => {

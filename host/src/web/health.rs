@@ -9,11 +9,20 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready once a pipeline is loaded (always, after start-up) and capacity is left.
+/// Ready while capacity is left, the database answers and the host is not
+/// stopping.
 pub async fn ready(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Value>) {
     let active = state.active_streams.load(Relaxed);
     let p = state.pipeline();
-    let ready = active < state.max_calls;
+    let draining = state.is_draining();
+    let database = match state.sessions.store() {
+        Some(store) => match store.ping(std::time::Duration::from_secs(2)).await {
+            Ok(()) => json!({ "ok": true, "backend": store.backend() }),
+            Err(e) => json!({ "ok": false, "backend": store.backend(), "error": e.to_string() }),
+        },
+        None => json!({ "ok": true, "backend": "none" }),
+    };
+    let ready = active < state.max_calls() && !draining && database["ok"] == true;
     let code = if ready {
         axum::http::StatusCode::OK
     } else {
@@ -26,8 +35,11 @@ pub async fn ready(State(state): State<AppState>) -> (axum::http::StatusCode, Js
             "pipeline": p.name,
             "pipeline_version": p.version,
             "active_calls": active,
-            "max_calls": state.max_calls,
-            "capacity": *state.capacity.read().unwrap_or_else(|p| p.into_inner()),
+            "draining": draining,
+            "database": database,
+            "host": state.identity.as_ref().map(|i| &i.id),
+            "max_calls": state.max_calls(),
+            "capacity": state.capacity(),
         })),
     )
 }

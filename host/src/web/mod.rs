@@ -4,9 +4,11 @@
 mod auth;
 mod dashboard;
 mod demo;
+mod elsewhere;
 mod error;
 mod events;
 mod health;
+mod kb_import;
 mod ops;
 mod origin;
 mod prometheus;
@@ -15,9 +17,10 @@ mod signature;
 mod twilio_routes;
 mod ws;
 
-pub use error::ApiError;
+use error::ApiError;
 
 use crate::pipeline::LoadedPipeline;
+use crate::pipeline::capacity::Capacity;
 use crate::sessions::Sessions;
 use crate::twilio::rest::TwilioClient;
 use crate::twilio::stream_token::{self, StreamTokens};
@@ -92,11 +95,8 @@ pub struct AppInner {
     pub slot: Arc<crate::pipeline::reload::PipelineSlot>,
     pub sessions: Arc<Sessions>,
     pub active_streams: AtomicUsize,
-    /// What the host can hold with the pipeline, and what limits it.
-    pub capacity: std::sync::RwLock<crate::pipeline::capacity::Capacity>,
     /// Signs and checks per-call stream tokens (`None` unless `Signed`).
     pub stream_tokens: Option<Arc<StreamTokens>>,
-    pub max_calls: usize,
     /// Chat sessions (the text path), each a call on the pipeline.
     pub chats: Arc<crate::calls::chat::ChatCalls>,
     /// Phone calls in progress: chat for one of them joins its pipeline.
@@ -105,6 +105,10 @@ pub struct AppInner {
     pub api_token: Option<String>,
     /// Loads the pipeline again (`serve` has one; tests may not).
     pub reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
+    /// This host among the others sharing its database (`serve` has one).
+    pub identity: Option<crate::cluster::Identity>,
+    /// Set when the host stops: not ready, no new calls, event streams end.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -122,30 +126,23 @@ impl AppState {
         pipeline: Arc<LoadedPipeline>,
         twilio_settings: TwilioSettings,
         twilio: Option<TwilioClient>,
-        max_calls: usize,
+        capacity: Capacity,
         sessions: Arc<Sessions>,
         api_token: Option<String>,
         reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
     ) -> Self {
         let live_calls = Arc::new(crate::calls::live::LiveCalls::default());
         let stream_tokens = twilio_settings.stream_tokens();
-        let capacity = std::sync::RwLock::new(crate::pipeline::capacity::fit(
-            max_calls,
-            usize::MAX,
-            pipeline.stages.len(),
-            0,
-            None,
-            None,
-        ));
+        let max_calls = capacity.calls;
         Self(Arc::new(AppInner {
-            capacity,
             stream_tokens,
             twilio_settings,
             twilio,
-            slot: Arc::new(crate::pipeline::reload::PipelineSlot::new(pipeline)),
+            slot: Arc::new(crate::pipeline::reload::PipelineSlot::new(
+                pipeline, capacity,
+            )),
             sessions,
             active_streams: AtomicUsize::new(0),
-            max_calls,
             chats: Arc::new(crate::calls::chat::ChatCalls::new(
                 max_calls,
                 live_calls.clone(),
@@ -153,12 +150,38 @@ impl AppState {
             live_calls,
             api_token,
             reloader,
+            identity: None,
+            draining: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// The same state, as host `identity` (before it is shared).
+    pub fn with_identity(mut self, identity: crate::cluster::Identity) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.identity = Some(identity);
+        }
+        self
+    }
+
+    /// Whether the host is stopping (SIGTERM): nothing new is taken on.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
     }
 
     /// The pipeline new calls start on.
     pub fn pipeline(&self) -> Arc<LoadedPipeline> {
         self.slot.get()
+    }
+
+    /// What the host can hold with that pipeline, and what limits it.
+    pub fn capacity(&self) -> Capacity {
+        self.slot.capacity()
+    }
+
+    /// Media streams admitted at once: the capacity (within `--max-calls`)
+    /// of the pipeline new calls start on (a reload measures it again).
+    pub fn max_calls(&self) -> usize {
+        self.slot.capacity().calls
     }
 }
 
@@ -199,6 +222,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/mute", post(sessions_api::mute))
         .route("/api/pipelines/reload", post(ops::reload))
+        .route(
+            "/api/kb/import",
+            post(kb_import::import)
+                .layer(axum::extract::DefaultBodyLimit::max(kb_import::MAX_BODY)),
+        )
         .route_layer(axum::middleware::from_fn(origin::same_origin))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

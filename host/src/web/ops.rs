@@ -49,12 +49,8 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
             stages.push(stage_view(&name, &m, false));
         }
     }
-    let mut live: Vec<Value> = state
-        .sessions
-        .all()
-        .into_iter()
-        .filter(|s| !s.is_over())
-        .map(|s| {
+    let mut live: Vec<Value> = state.sessions.map_all(|s| {
+        (!s.is_over()).then(|| {
             json!({
                 "session_id": s.session_id,
                 "call_sid": s.call_sid,
@@ -66,7 +62,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
                 "suggestions": s.suggestions.len(),
             })
         })
-        .collect();
+    });
     live.sort_by_key(|v| std::cmp::Reverse(v["duration"].as_u64()));
     // Stored errors survive a restart; without a store, those kept here.
     let errors: Vec<Value> = match state.sessions.store() {
@@ -102,8 +98,8 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         },
         "media_streams": state.active_streams.load(Relaxed),
         "chats": state.chats.active().await,
-        "max_calls": state.max_calls,
-        "capacity": *state.capacity.read().unwrap_or_else(|p| p.into_inner()),
+        "max_calls": state.max_calls(),
+        "capacity": state.capacity(),
         "calls": live,
         "stages": stages,
         "audio": {

@@ -58,7 +58,15 @@ fn check(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
                 .to_ascii_lowercase()
         });
     match kind.as_deref() {
-        Some("application/json") | Some("application/x-www-form-urlencoded") => Ok(()),
+        // Articles for /api/kb/import: types a page elsewhere cannot send
+        // without the browser asking this server first (CORS preflight).
+        Some(
+            "application/json"
+            | "application/x-www-form-urlencoded"
+            | "application/x-ndjson"
+            | "application/jsonl"
+            | "text/markdown",
+        ) => Ok(()),
         None if !has_body => Ok(()),
         other => Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -56,6 +56,13 @@ pub fn render(state: &AppState, chats: usize) -> String {
     );
     head(
         o,
+        "callpipe_sessions_in_memory",
+        "gauge",
+        "Sessions held in memory: live ones, and ended ones for their grace period.",
+    );
+    let _ = writeln!(o, "callpipe_sessions_in_memory {}", state.sessions.len());
+    head(
+        o,
         "callpipe_chat_sessions",
         "gauge",
         "Chat sessions in progress.",
@@ -135,9 +142,9 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "gauge",
         "Media streams accepted at once.",
     );
-    let _ = writeln!(o, "callpipe_max_calls {}", state.max_calls);
+    let _ = writeln!(o, "callpipe_max_calls {}", state.max_calls());
     {
-        let c = state.capacity.read().unwrap_or_else(|p| p.into_inner());
+        let c = state.capacity();
         head(
             o,
             "callpipe_capacity_calls",
@@ -165,6 +172,18 @@ pub fn render(state: &AppState, chats: usize) -> String {
     );
     for (path, n) in crate::metrics::CALLS_REFUSED.snapshot() {
         let _ = writeln!(o, "callpipe_calls_refused_total{{path=\"{path}\"}} {n}");
+    }
+    head(
+        o,
+        "callpipe_calls_start_failed_total",
+        "counter",
+        "Calls admitted whose pipeline could not start, by where they arrived.",
+    );
+    for (path, n) in crate::metrics::CALLS_START_FAILED.snapshot() {
+        let _ = writeln!(
+            o,
+            "callpipe_calls_start_failed_total{{path=\"{path}\"}} {n}"
+        );
     }
     let p = state.pipeline();
     head(

@@ -55,9 +55,8 @@ fn view(s: &Session, with_transcript: bool) -> Value {
 const RECENT: i64 = 100;
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let mut all = state.sessions.all();
-    all.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    let mut out: Vec<Value> = all.iter().map(|s| view(s, false)).collect();
+    let mut out: Vec<Value> = state.sessions.map_all(|s| Some(view(s, false)));
+    out.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
     // Recent calls that are not live any more (ended before a restart).
     if let Some(store) = state.sessions.store() {
         match store.recent_calls(RECENT).await {
@@ -89,14 +88,22 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(s) = state.sessions.get(&id) {
-        return Ok(Json(view(&s, true)));
+    // Live here: this host's memory is the truth. Otherwise (ended, or run
+    // by another host) the store is, not a copy this host kept.
+    if super::elsewhere::answers_from_memory(&state, &id).await
+        && let Some(s) = state.sessions.get(&id)
+    {
+        let mut v = view(&s, true);
+        v["host_id"] = json!(state.identity.as_ref().map(|i| &i.id));
+        return Ok(Json(v));
     }
-    // Not live (ended before a restart, say): what the store kept.
     if let Some(store) = state.sessions.store()
         && let Some(v) = stored_view(store, &id).await?
     {
         return Ok(Json(v));
+    }
+    if let Some(s) = state.sessions.get(&id) {
+        return Ok(Json(view(&s, true)));
     }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
@@ -149,6 +156,7 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
         "streaming": false,
         "muted": false,
         "pipeline_version": call.pipeline_version,
+        "host_id": call.host_id,
         "duration": duration.max(0.0) as u64,
         "total_segments": segments,
         "speakers": speakers
@@ -177,13 +185,21 @@ pub struct Mute {
 pub async fn mute(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Json(body): Json<Mute>,
-) -> Result<Json<Value>, ApiError> {
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let body: Mute = super::twilio_routes::parse_body(&headers, &raw)?;
+    // The voice is muted where the call runs.
+    let path = format!("/api/sessions/{id}/mute");
+    if let Some(answer) = super::elsewhere::forwarded(&state, &id, &path, &headers, &raw).await {
+        return Ok(answer);
+    }
     if !state.sessions.set_muted(&id, body.muted) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no live session `{id}`"),
         ));
     }
-    Ok(Json(json!({ "session_id": id, "muted": body.muted })))
+    Ok(Json(json!({ "session_id": id, "muted": body.muted })).into_response())
 }

@@ -233,10 +233,22 @@ pub async fn status_callback(State(state): State<AppState>, body: Bytes) -> Resp
         return ApiError::bad_request("a status callback needs CallSid and CallStatus")
             .into_response();
     };
-    let session = state.sessions.session_for_call(sid);
-    match &session {
-        Some(id) => state.sessions.set_status(id, status),
-        None => tracing::info!(call = %sid, %status, "status for a call no session knows"),
+    match state.sessions.session_for_call(sid) {
+        Some(id) => state.sessions.set_status(&id, status),
+        // Another host may run the call (or ran it before a restart): the
+        // store knows, and the status reaches that host through it.
+        None => match state.sessions.store().map(|s| s.call_by_sid(sid)) {
+            Some(lookup) => match lookup.await {
+                Ok(Some(call)) => state
+                    .sessions
+                    .set_status_elsewhere(&call.session_id, status),
+                Ok(None) => {
+                    tracing::info!(call = %sid, %status, "status for a call no session knows")
+                }
+                Err(e) => tracing::warn!(call = %sid, %status, "cannot look the call up: {e}"),
+            },
+            None => tracing::info!(call = %sid, %status, "status for a call no session knows"),
+        },
     }
     tracing::info!(
         call = %sid,
@@ -278,9 +290,10 @@ pub async fn voice(
     let full = state
         .active_streams
         .load(std::sync::atomic::Ordering::Acquire)
-        >= state.max_calls;
-    if let Some(reason) = super::ws::overloaded().or(full.then(|| "at capacity".to_string())) {
-        tracing::warn!(max = state.max_calls, "refused a call: {reason}");
+        >= state.max_calls();
+    if let Some(reason) = super::ws::not_taking(&state).or(full.then(|| "at capacity".to_string()))
+    {
+        tracing::warn!(max = state.max_calls(), "refused a call: {reason}");
         crate::metrics::CALLS_REFUSED.add("voice", 1);
         return xml(twiml::busy(&state.pipeline().language));
     }

@@ -27,7 +27,9 @@ impl Slot {
     fn reserve(state: &AppState) -> Option<Slot> {
         state
             .active_streams
-            .fetch_update(AcqRel, Acquire, |n| (n < state.max_calls).then_some(n + 1))
+            .fetch_update(AcqRel, Acquire, |n| {
+                (n < state.max_calls()).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(state.clone()))
     }
@@ -39,16 +41,11 @@ impl Drop for Slot {
     }
 }
 
-/// Frames this far behind on average (a moving average, so not one slow
-/// moment): the host is not keeping up, and a new call would make every
-/// live one later still.
-const OVERLOAD_LAG: Duration = Duration::from_millis(250);
-
 /// Why a new call must be refused now, if it must: the host is behind on
-/// the live ones (capacity itself is checked when a slot is taken).
+/// the live ones, and a new call would make every live one later still
+/// (capacity itself is checked when a slot is taken).
 pub(super) fn overloaded() -> Option<String> {
-    let lag = crate::metrics::AUDIO.recent_lag.get();
-    (lag > OVERLOAD_LAG).then(|| {
+    crate::metrics::host_behind().map(|lag| {
         format!(
             "overloaded: live calls' audio is {} ms behind",
             lag.as_millis()
@@ -56,11 +53,20 @@ pub(super) fn overloaded() -> Option<String> {
     })
 }
 
+/// Why this host takes no new call now, if it does not: it is stopping,
+/// or it is behind on the live ones.
+pub(super) fn not_taking(state: &AppState) -> Option<String> {
+    if state.is_draining() {
+        return Some("draining: this host is stopping; another host takes new calls".into());
+    }
+    overloaded()
+}
+
 pub async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    let slot = match overloaded() {
+    let slot = match not_taking(&state) {
         Some(reason) => Err(reason),
         None => {
-            Slot::reserve(&state).ok_or_else(|| format!("at capacity: {} calls", state.max_calls))
+            Slot::reserve(&state).ok_or_else(|| format!("at capacity: {} calls", state.max_calls()))
         }
     };
     let slot = match slot {
@@ -83,6 +89,8 @@ fn refuse(upgrade: WebSocketUpgrade, reason: String) -> Response {
     tracing::warn!("refused a media stream: {reason}");
     let kind = if reason.starts_with("overloaded") {
         "refused-overloaded"
+    } else if reason.starts_with("draining") {
+        "refused-draining"
     } else {
         "refused-at-capacity"
     };
@@ -118,7 +126,7 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
                 break;
             }
         }
-        let _ = sink.close().await;
+        sink
     });
     let incoming = futures_util::stream::unfold(stream, |mut s| async move {
         loop {
@@ -144,7 +152,17 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
         timeouts: state.twilio_settings.stream_timeouts,
     };
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
-    let _ = writer.await;
+    if let Ok(mut sink) = writer.await {
+        // A stream we end gets the reason (close reasons are at most 123 bytes).
+        if let Some((code, why)) = summary.ended.close_frame() {
+            let frame = CloseFrame {
+                code,
+                reason: truncate(why, 123).into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    }
     match summary.timed_out {
         Some(false) => crate::metrics::WEBSOCKET.add("closed-no-start", 1),
         Some(true) => crate::metrics::WEBSOCKET.add("closed-idle", 1),
@@ -156,8 +174,31 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
     if summary.token_refused {
         crate::metrics::WEBSOCKET.add("refused-stream-token", 1);
     }
-    if matches!(summary.ended, media_stream::Ended::Refused(_)) {
+    if matches!(
+        summary.ended,
+        media_stream::Ended::Refused(_) | media_stream::Ended::StartFailed(_)
+    ) {
         crate::metrics::WEBSOCKET.add("closed-by-server", 1);
     }
     tracing::debug!(?summary, "media stream closed");
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn close_reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(super::truncate("abc", 123), "abc");
+        assert_eq!(super::truncate("éé", 3), "é");
+        assert_eq!(super::truncate(&"x".repeat(200), 123).len(), 123);
+    }
 }

@@ -462,3 +462,61 @@ async fn twice_the_capacity_is_refused_with_a_reason_and_the_server_goes_on() {
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
     assert_eq!(report.connected.load(Relaxed), 1, "{}", report.render());
 }
+
+/// A call whose pipeline cannot start (a stage traps in `init` for it) is
+/// closed with the reason and marked failed; the call beside it, and the
+/// next one, are served as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_stages_cannot_start_ends_alone() {
+    let pipeline = support::default_pipeline_with("doomed", |t| {
+        let stages = t["stages"].as_array_mut().expect("stages");
+        let hostile: toml::Table = toml::from_str(
+            r#"
+name = "hostile"
+component = "../tests/components/hostile"
+on = ["audio"]
+config = { mode = "none", every = 1, fail_session = "doomed" }
+"#,
+        )
+        .expect("stage");
+        stages.insert(1, toml::Value::Table(hostile));
+    });
+    let server = Server::start_pipeline(&[], &pipeline);
+    let beside = tokio::spawn(simulator::run(call(&server.ws(), "beside", 1, 4.0)));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
+        .await
+        .expect("admitted");
+    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZdoomed", "start": {
+        "accountSid": "AC1", "streamSid": "MZdoomed", "callSid": "CAdoomed", "tracks": ["inbound"],
+        "customParameters": {"session_id": "doomed"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
+    ws.send(Message::Text(start.to_string().into()))
+        .await
+        .expect("start");
+    let frame = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("closed in time");
+    match frame {
+        Some(Ok(Message::Close(Some(close)))) => {
+            assert_eq!(u16::from(close.code), 1011);
+            assert!(close.reason.contains("hostile"), "{}", close.reason);
+        }
+        other => panic!("expected a close frame with a reason, got {other:?}"),
+    }
+    server.session_when("doomed", "failed", 10).await;
+
+    let report = beside.await.expect("the call beside");
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    assert_eq!(report.connected.load(Relaxed), 1, "{}", report.render());
+    assert_eq!(server.metric("callpipe_frames_dropped_total").await, 0.0);
+    assert_eq!(
+        server
+            .metric("callpipe_calls_start_failed_total{path=\"stream\"}")
+            .await,
+        1.0
+    );
+    let report = simulator::run(call(&server.ws(), "next", 1, 2.0)).await;
+    assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
+    assert_eq!(report.connected.load(Relaxed), 1, "{}", report.render());
+}

@@ -5,6 +5,7 @@
 mod answer_quality;
 mod authoring;
 mod cli;
+mod cluster;
 mod conversation;
 mod dashboard;
 mod faults;

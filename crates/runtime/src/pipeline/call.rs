@@ -352,6 +352,9 @@ async fn run_stage(
                             "stage instance replaced after a fault: {error}"
                         )
                     }
+                    // Its failed replacement was logged as a fault; each
+                    // event it misses until the next try is only counted.
+                    HandleError::Unavailable(_) => {}
                 }
                 // A stage failing on every frame must not flood the store:
                 // the first few of a call are kept, then one in a hundred.
@@ -368,7 +371,7 @@ async fn run_stage(
                         stage: ctx.stage.to_string(),
                         kind: super::event::kind_name(kind),
                         message,
-                        fault: matches!(error, HandleError::Fault(_)),
+                        fault: !matches!(error, HandleError::Stage(_)),
                     });
                 }
                 if is_control(kind) {

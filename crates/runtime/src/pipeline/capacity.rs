@@ -117,10 +117,17 @@ pub fn fit(
 }
 
 /// Measures one call of `pipeline` and fits `configured` calls into what
-/// the process can hold.
-pub async fn measure(pipeline: &Arc<LoadedPipeline>, configured: usize) -> Capacity {
+/// the process can hold. On a reload, calls in progress hold mappings that
+/// they give back when they end: counted as free, at the cost per instance
+/// `previous` measured.
+pub async fn measure(
+    pipeline: &Arc<LoadedPipeline>,
+    configured: usize,
+    previous: Option<&Capacity>,
+) -> Capacity {
     let per_call = pipeline.stages.len();
     let pool = pipeline.runtime.config().max_instances as usize;
+    let live = super::instance::live_instances() as u64;
     let before = mappings();
     let mut calls = Vec::new();
     for n in 0..SAMPLE_CALLS {
@@ -144,10 +151,15 @@ pub async fn measure(pipeline: &Arc<LoadedPipeline>, configured: usize) -> Capac
         (Some(b), Some(a)) if started > 0 => a.saturating_sub(b).div_ceil(started),
         _ => 0,
     };
+    let per_instance = match previous {
+        Some(p) if p.instances_per_call > 0 => p.mappings_per_call / p.instances_per_call as u64,
+        _ => per_call_mappings / per_call.max(1) as u64,
+    };
     let max_map_count = max_map_count();
-    let free = max_map_count
-        .zip(after)
-        .map(|(max, now)| max.saturating_sub(now));
+    let free = max_map_count.zip(before).map(|(max, now)| {
+        let held_by_calls = live.saturating_mul(per_instance).min(now);
+        max.saturating_sub(now - held_by_calls)
+    });
     fit(
         configured,
         pool,

@@ -13,6 +13,10 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 /// Instantiation and `init` get at least this long, whatever the event deadline.
 const MIN_START_DEADLINE: Duration = Duration::from_secs(2);
+/// After a failed replacement, the stage is tried again no sooner than
+/// this: a host that cannot instantiate now (out of slots or memory) is
+/// not asked again on every 20 ms frame.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("deadline of {ms} ms exceeded")]
@@ -36,6 +40,10 @@ pub enum HandleError {
     /// The instance trapped, overran its deadline or hit a limit; it was replaced.
     #[error("{0}")]
     Fault(String),
+    /// No instance: the last replacement failed and the next try is not
+    /// due yet. The event was not handled.
+    #[error("stage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub fn stage_error_text(e: &StageError) -> String {
@@ -52,12 +60,23 @@ struct Live {
     bindings: FullStage,
 }
 
+/// Stage instances alive in this process (capacity's measure subtracts
+/// what live calls hold).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Stage instances alive in this process, across calls and pipelines.
+pub fn live_instances() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub struct StageInstance {
     runtime: Arc<Runtime>,
     stage: Arc<LoadedStage>,
     context: StageContext,
     call: CallInfo,
     live: Option<Live>,
+    /// After a failed replacement: why, and when to try again.
+    down: Option<(String, Instant)>,
 }
 
 impl StageInstance {
@@ -72,12 +91,14 @@ impl StageInstance {
             stage: stage.name.clone(),
         };
         let live = instantiate(&runtime, &stage.pre, &stage, &context, &call).await?;
+        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             runtime,
             stage,
             context,
             call,
             live: Some(live),
+            down: None,
         })
     }
 
@@ -86,18 +107,24 @@ impl StageInstance {
     }
 
     pub async fn handle(&mut self, event: &Event) -> Result<Vec<Event>, HandleError> {
-        let deadline_ms = self.stage.limits.deadline_ms;
-        let live = match self.live.as_mut() {
-            Some(live) => live,
-            None => {
-                // A previous replacement failed; try again now.
-                self.restart().await?;
-                self.live
-                    .as_mut()
-                    .ok_or_else(|| HandleError::Fault("stage unavailable".into()))?
+        if self.live.is_none() {
+            // A previous replacement failed: try again once it is due.
+            if let Some((why, at)) = &self.down
+                && Instant::now() < *at
+            {
+                return Err(HandleError::Unavailable(why.clone()));
             }
-        };
-        live.store.data_mut().deadline = Instant::now() + Duration::from_millis(deadline_ms);
+            self.restart().await?;
+        }
+        let ticks = ticks(
+            &self.runtime,
+            Duration::from_millis(self.stage.limits.deadline_ms),
+        );
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| HandleError::Unavailable("no instance".into()))?;
+        live.store.data_mut().ticks_left = ticks;
         live.store.set_epoch_deadline(1);
         let result = live
             .bindings
@@ -124,7 +151,7 @@ impl StageInstance {
     }
 
     async fn restart(&mut self) -> Result<(), HandleError> {
-        let live = instantiate(
+        match instantiate(
             &self.runtime,
             &self.stage.pre,
             &self.stage,
@@ -132,9 +159,24 @@ impl StageInstance {
             &self.call,
         )
         .await
-        .map_err(|e| HandleError::Fault(format!("restart failed: {e}")))?;
-        self.live = Some(live);
-        Ok(())
+        {
+            Ok(live) => {
+                self.live = Some(live);
+                self.down = None;
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("restart failed: {e}");
+                self.down = Some((why.clone(), Instant::now() + RESTART_BACKOFF));
+                Err(HandleError::Fault(why))
+            }
+        }
+    }
+}
+
+impl Drop for StageInstance {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -162,8 +204,23 @@ fn describe_fault(error: &wasmtime::Error, stage: &LoadedStage) -> String {
     }
 }
 
+/// Epoch ticks in `d`, plus the one the first callback charges.
+fn ticks(runtime: &Runtime, d: Duration) -> u64 {
+    let tick = runtime.config().epoch_tick.as_nanos().max(1);
+    (d.as_nanos() / tick) as u64 + 1
+}
+
 /// A store for one instance of `stage`: its memory limit, and the epoch
 /// callback that yields to other calls and traps once the deadline passes.
+///
+/// The deadline is charged in epoch ticks during which the guest itself
+/// ran: the time a stage computes. Waiting for a capability is bounded by
+/// that capability's own timeout, and waiting for a thread is not the
+/// stage's doing. Charging wall time made a busy host fault healthy stages
+/// (measured: a 50 ms codec event "overran" whenever its task waited 50 ms
+/// for a core), and each fault replaced an instance, adding work to a host
+/// already behind. A loop is caught all the same; a resumed guest may be
+/// charged a tick it did not run, which errs towards trapping early.
 fn new_store(runtime: &Runtime, stage: &LoadedStage, context: &StageContext) -> Store<StageState> {
     let limits = StoreLimitsBuilder::new()
         .memory_size(stage.limits.memory_mib as usize * 1024 * 1024)
@@ -175,13 +232,16 @@ fn new_store(runtime: &Runtime, stage: &LoadedStage, context: &StageContext) -> 
     );
     store.limiter(|s| &mut s.limits);
     let deadline_ms = stage.limits.deadline_ms;
-    store.data_mut().deadline =
-        Instant::now() + MIN_START_DEADLINE.max(Duration::from_millis(deadline_ms));
-    // Checked on every epoch tick while the guest runs: yield so other calls
-    // keep their thread, and trap once the event's time is up. The deadline
-    // must be set before instantiating, or the start function traps at once.
-    store.epoch_deadline_callback(move |ctx| {
-        if Instant::now() >= ctx.data().deadline {
+    let start = MIN_START_DEADLINE.max(Duration::from_millis(deadline_ms));
+    store.data_mut().ticks_left = ticks(runtime, start);
+    // Called on every epoch tick while the guest runs: yield so other calls
+    // keep their thread, and trap once the event's ticks are spent. The
+    // budget must be set before instantiating, or the start function traps
+    // at once.
+    store.epoch_deadline_callback(move |mut ctx| {
+        let state = ctx.data_mut();
+        state.ticks_left = state.ticks_left.saturating_sub(1);
+        if state.ticks_left == 0 {
             Err(wasmtime::Error::new(DeadlineExceeded { ms: deadline_ms }))
         } else {
             Ok(UpdateDeadline::Yield(1))

@@ -5,6 +5,7 @@
 //! that does not load is rejected, the old version stays, and the error is
 //! kept for the ops page and logged.
 
+use super::capacity::{self, Capacity};
 use super::{Diagnostics, LoadOptions, LoadedPipeline, Runtime};
 use crate::clock::now_epoch;
 use crate::store::Store;
@@ -14,21 +15,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The pipeline new calls start on: swapped whole by a reload, while each
-/// call keeps the `Arc` it started with.
-pub struct PipelineSlot(RwLock<Arc<LoadedPipeline>>);
+/// The pipeline new calls start on, with the number of its calls the host
+/// can hold: swapped whole by a reload, while each call keeps the `Arc` it
+/// started with.
+pub struct PipelineSlot(RwLock<(Arc<LoadedPipeline>, Capacity)>);
 
 impl PipelineSlot {
-    pub fn new(pipeline: Arc<LoadedPipeline>) -> Self {
-        PipelineSlot(RwLock::new(pipeline))
+    pub fn new(pipeline: Arc<LoadedPipeline>, capacity: Capacity) -> Self {
+        PipelineSlot(RwLock::new((pipeline, capacity)))
     }
 
     pub fn get(&self) -> Arc<LoadedPipeline> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
-    pub fn set(&self, pipeline: Arc<LoadedPipeline>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = pipeline;
+    pub fn capacity(&self) -> Capacity {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    pub fn set(&self, pipeline: Arc<LoadedPipeline>, capacity: Capacity) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (pipeline, capacity);
     }
 }
 
@@ -113,6 +119,9 @@ pub struct Reloader {
     path: PathBuf,
     data_dir: PathBuf,
     store: Option<Arc<Store>>,
+    /// The calls asked for (`--max-calls`); each version's capacity is
+    /// measured against it.
+    max_calls: usize,
     /// One reload at a time (the watcher and the API may race).
     busy: tokio::sync::Mutex<()>,
     rejected: RwLock<Option<Rejected>>,
@@ -124,12 +133,14 @@ impl Reloader {
         path: PathBuf,
         data_dir: PathBuf,
         store: Option<Arc<Store>>,
+        max_calls: usize,
     ) -> Self {
         Self {
             runtime,
             path,
             data_dir,
             store,
+            max_calls,
             busy: tokio::sync::Mutex::new(()),
             rejected: RwLock::new(None),
         }
@@ -151,24 +162,34 @@ impl Reloader {
     pub async fn reload(&self, slot: &PipelineSlot) -> Result<Reloaded, Rejected> {
         let _one = self.busy.lock().await;
         let previous = slot.get();
-        let loaded = match load(&self.runtime, &self.path, &self.data_dir).await {
-            Ok(p) => p,
-            Err(diagnostics) => {
-                let r = Rejected {
-                    at: now_epoch(),
-                    file: self.path.display().to_string(),
-                    message: diagnostics.to_string(),
-                };
-                tracing::error!(
-                    file = %r.file,
-                    keeping = %previous.version,
-                    "pipeline reload rejected; the running version stays:\n{}",
-                    r.message
-                );
-                self.set_rejected(Some(r.clone()));
-                return Err(r);
-            }
+        let reject = |message: String| {
+            let r = Rejected {
+                at: now_epoch(),
+                file: self.path.display().to_string(),
+                message,
+            };
+            tracing::error!(
+                file = %r.file,
+                keeping = %previous.version,
+                "pipeline reload rejected; the running version stays:\n{}",
+                r.message
+            );
+            self.set_rejected(Some(r.clone()));
+            r
         };
+        let loaded = match load(&self.runtime, &self.path, &self.data_dir).await {
+            Ok(p) => Arc::new(p),
+            Err(diagnostics) => return Err(reject(diagnostics.to_string())),
+        };
+        // A new version may cost more per call: what the host can hold is
+        // measured again before any call starts on it.
+        let capacity = capacity::measure(&loaded, self.max_calls, Some(&slot.capacity())).await;
+        if capacity.calls == 0 {
+            return Err(reject(format!(
+                "this host cannot hold a single call of the new version: {}",
+                capacity.describe()
+            )));
+        }
         if let Err(e) = seed_knowledge(&loaded).await {
             tracing::warn!("reloaded pipeline: cannot seed its knowledge base: {e:#}");
         }
@@ -177,9 +198,15 @@ impl Reloader {
         {
             tracing::warn!("cannot record the reloaded pipeline: {e}");
         }
-        let loaded = Arc::new(loaded);
-        slot.set(loaded.clone());
+        let changed = capacity.calls != slot.capacity().calls;
+        slot.set(loaded.clone(), capacity);
         self.set_rejected(None);
+        if changed {
+            tracing::warn!(
+                "capacity with the reloaded pipeline: {}",
+                capacity.describe()
+            );
+        }
         let done = Reloaded {
             name: loaded.name.clone(),
             previous: previous.version.clone(),

@@ -4,7 +4,6 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -18,8 +17,9 @@ pub struct StageState {
     table: ResourceTable,
     pub limits: StoreLimits,
     pub context: StageContext,
-    /// When the event in progress must be done; checked on every epoch tick.
-    pub deadline: Instant,
+    /// Epoch ticks the event in progress may still run for, charged on each
+    /// tick during which the guest itself ran (see `instance::new_store`).
+    pub ticks_left: u64,
     /// Last lines the guest wrote to stderr (a panic message, typically).
     pub stderr: GuestOutput,
     /// What the capability host functions see (linked through it).
@@ -45,7 +45,7 @@ impl StageState {
             table: ResourceTable::new(),
             limits,
             context,
-            deadline: Instant::now(),
+            ticks_left: 0,
             stderr,
             capabilities: CapabilityContext {
                 set: capabilities,

@@ -72,6 +72,30 @@ impl Server {
         self.child.wait().is_ok_and(|s| s.success())
     }
 
+    /// Sends SIGTERM without waiting (see `wait`).
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the server to exit; whether it exited cleanly.
+    pub fn wait(mut self) -> bool {
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// The server's resident memory now, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
     /// the same data dir, pipeline and environment.
     pub fn restart(mut self) -> Server {
@@ -217,6 +241,22 @@ impl Server {
             .json()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// The session `id` once its status is `status`, polling every 100 ms
+    /// for up to `seconds`; asserts that it got there.
+    pub async fn session_when(&self, id: &str, status: &str, seconds: u64) -> serde_json::Value {
+        let path = format!("/api/sessions/{id}");
+        let mut s = self.get_json(&path).await;
+        for _ in 0..seconds * 10 {
+            if s["status"] == status {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            s = self.get_json(&path).await;
+        }
+        assert_eq!(s["status"], status, "{s}");
+        s
     }
 
     /// The server's data dir (its SQLite database is `callpipe.db` there).

@@ -1,6 +1,8 @@
 //! Test-only stage that misbehaves on purpose, to prove the host contains it.
-//! Config: `{"mode": "loop" | "leak" | "panic" | "none", "every": N}`; it
-//! passes events through and misbehaves on every Nth `audio` event.
+//! Config: `{"mode": "loop" | "leak" | "panic" | "none", "every": N,
+//! "fail_session": "id"}`; it passes events through and misbehaves on every
+//! Nth `audio` event, and panics in `init` for the call whose session is
+//! `fail_session` (an instantiation that fails for one call only).
 
 use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
@@ -8,6 +10,8 @@ use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 pub struct Config {
     mode: String,
     every: u64,
+    #[serde(default)]
+    fail_session: String,
 }
 
 pub struct Hostile {
@@ -22,7 +26,13 @@ impl callpipe_sdk::Stage for Hostile {
     const DEFAULT_ON: &'static [EventKind] = &[EventKind::Audio];
     type Config = Config;
 
-    fn new(config: Config, _call: &CallInfo) -> Result<Self, StageError> {
+    fn new(config: Config, call: &CallInfo) -> Result<Self, StageError> {
+        if !config.fail_session.is_empty() && call.session_id == config.fail_session {
+            panic!(
+                "hostile stage refuses session {} on purpose",
+                call.session_id
+            );
+        }
         Ok(Hostile {
             config,
             seen: 0,

@@ -1,0 +1,69 @@
+//! Requests about a call another host runs: handed to that host (see
+//! `crate::cluster::forward`), so a chat message, mute or end reaches the
+//! pipeline that holds the call whichever host the load balancer chose.
+
+use super::AppState;
+use crate::cluster::forward;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// The owner's answer when `session_id` runs on another live host; `None`
+/// when this host should answer (it runs the session, nobody does, or the
+/// request was forwarded already).
+pub async fn forwarded(
+    state: &AppState,
+    session_id: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<Response> {
+    if headers.contains_key(forward::FORWARDED) || state.chats.holds(session_id).await {
+        return None;
+    }
+    let (store, me) = (state.sessions.store()?, state.identity.as_ref()?);
+    let address = forward::owner_elsewhere(store, &me.id, session_id).await?;
+    // This host checked the caller; the owner gets this host's token (the
+    // hosts of one service share it).
+    let authorization = state.api_token.as_ref().map(|t| format!("Bearer {t}"));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    tracing::debug!(session = %session_id, to = %address, "forwarding {path} to the call's host");
+    Some(
+        match forward::forward(
+            &address,
+            path,
+            &me.id,
+            authorization.as_deref(),
+            content_type,
+            body.to_vec(),
+        )
+        .await
+        {
+            Ok(a) => {
+                let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let mut response = (status, a.body).into_response();
+                if let Some(c) = a.content_type.and_then(|c| c.parse().ok()) {
+                    response.headers_mut().insert(header::CONTENT_TYPE, c);
+                }
+                response
+            }
+            Err(e) => {
+                tracing::warn!(session = %session_id, "{e}");
+                super::ApiError::new(StatusCode::BAD_GATEWAY, e).into_response()
+            }
+        },
+    )
+}
+
+/// Whether this host's memory is the session's truth: it runs it, or
+/// there is no store to ask.
+pub async fn answers_from_memory(state: &AppState, session_id: &str) -> bool {
+    state.sessions.store().is_none()
+        || state.chats.holds(session_id).await
+        || state
+            .sessions
+            .get_field(session_id, |s| s.streaming)
+            .unwrap_or(false)
+}
