@@ -19,6 +19,10 @@ pub struct KnowledgeConfig {
     /// qdrant: the server's gRPC URL, e.g. `http://localhost:6334`.
     #[serde(default)]
     pub url: Option<String>,
+    /// qdrant: how a new collection is spread over a cluster:
+    /// `cluster = { shards = 2, replication = 2, write_consistency = 1 }`.
+    #[serde(default)]
+    pub cluster: qdrant_store::ClusterLayout,
     /// qdrant: environment variable holding the API key (never the key).
     #[serde(default = "qdrant_key_env")]
     pub api_key_env: String,
@@ -190,6 +194,7 @@ impl KnowledgeConfig {
             key,
             &self.collection,
             std::time::Duration::from_millis(self.timeout_ms.max(1_000)),
+            self.cluster,
         )?)
     }
 

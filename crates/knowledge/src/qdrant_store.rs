@@ -16,6 +16,23 @@ pub struct QdrantStore {
     client: Qdrant,
     collection: String,
     url: String,
+    layout: ClusterLayout,
+}
+
+/// How a new collection is spread over a Qdrant cluster (Qdrant's own
+/// defaults where unset: one shard, no replica).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLayout {
+    /// Shards the collection is split into (`shard_number`).
+    #[serde(default)]
+    pub shards: Option<u32>,
+    /// Copies of each shard on different nodes (`replication_factor`).
+    #[serde(default)]
+    pub replication: Option<u32>,
+    /// Replicas that must confirm a write (`write_consistency_factor`).
+    #[serde(default)]
+    pub write_consistency: Option<u32>,
 }
 
 fn err(context: &'static str) -> impl Fn(qdrant_client::QdrantError) -> VectorStoreError {
@@ -39,6 +56,7 @@ impl QdrantStore {
         api_key: Option<String>,
         collection: &str,
         timeout: std::time::Duration,
+        layout: ClusterLayout,
     ) -> Result<Self, VectorStoreError> {
         let client = Qdrant::from_url(url)
             .api_key(api_key)
@@ -50,6 +68,7 @@ impl QdrantStore {
             client,
             collection: collection.to_string(),
             url: url.to_string(),
+            layout,
         })
     }
 
@@ -71,12 +90,20 @@ impl QdrantStore {
             layout::SPARSE,
             SparseVectorParamsBuilder::default().modifier(Modifier::Idf as i32),
         );
+        let mut create = CreateCollectionBuilder::new(&self.collection)
+            .vectors_config(vectors)
+            .sparse_vectors_config(sparse);
+        if let Some(n) = self.layout.shards {
+            create = create.shard_number(n);
+        }
+        if let Some(n) = self.layout.replication {
+            create = create.replication_factor(n);
+        }
+        if let Some(n) = self.layout.write_consistency {
+            create = create.write_consistency_factor(n);
+        }
         self.client
-            .create_collection(
-                CreateCollectionBuilder::new(&self.collection)
-                    .vectors_config(vectors)
-                    .sparse_vectors_config(sparse),
-            )
+            .create_collection(create)
             .await
             .map_err(err("cannot create the collection"))?;
         for name in layout::KEYWORD_FIELDS {

@@ -223,8 +223,12 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let identity =
-        crate::cluster::Identity::new(args.host_id.as_deref(), args.advertise_url.as_deref(), addr);
+    let identity = crate::cluster::Identity::new(
+        args.host_id.as_deref(),
+        args.advertise_url.as_deref(),
+        args.listen,
+        addr,
+    );
     let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
     store.set_host(&identity.id);
     tracing::info!(

@@ -20,7 +20,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Who this host is to the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// `CALLPIPE_HOST_ID`, or `HOSTNAME:PORT`.
+    /// `CALLPIPE_HOST_ID`, or `HOSTNAME:PORT` (the port asked for).
     pub id: String,
     /// Where the other hosts reach this one: `CALLPIPE_ADVERTISE_URL`, or
     /// `http://` and the listening address (the hostname when it listens
@@ -29,13 +29,21 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(id: Option<&str>, advertise: Option<&str>, listen: SocketAddr) -> Identity {
+    /// `configured` is the address asked for (its port names the host, so
+    /// a host listening on an ephemeral port keeps its id across restarts);
+    /// `listen` is the one bound.
+    pub fn new(
+        id: Option<&str>,
+        advertise: Option<&str>,
+        configured: SocketAddr,
+        listen: SocketAddr,
+    ) -> Identity {
         let hostname = hostname();
         let id = id
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| format!("{hostname}:{}", listen.port()));
+            .unwrap_or_else(|| format!("{hostname}:{}", configured.port()));
         let address = advertise
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -163,18 +171,20 @@ mod tests {
     fn identity_defaults_to_hostname_and_port() {
         let any: SocketAddr = "0.0.0.0:8000".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:9001".parse().unwrap();
-        let i = Identity::new(None, None, any);
+        let i = Identity::new(None, None, any, any);
         assert!(i.id.ends_with(":8000"), "{i:?}");
         assert!(
             i.address.starts_with("http://") && i.address.ends_with(":8000"),
             "{i:?}"
         );
-        let i = Identity::new(Some(" b "), Some("http://b.internal:80/"), local);
+        let i = Identity::new(Some(" b "), Some("http://b.internal:80/"), local, local);
         assert_eq!(i.id, "b");
         assert_eq!(i.address, "http://b.internal:80");
-        assert_eq!(
-            Identity::new(None, Some(""), local).address,
-            "http://127.0.0.1:9001"
-        );
+        // An ephemeral port: the id keeps the port asked for, the address
+        // the one bound.
+        let ephemeral: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let i = Identity::new(None, Some(""), ephemeral, local);
+        assert!(i.id.ends_with(":0"), "{i:?}");
+        assert_eq!(i.address, "http://127.0.0.1:9001");
     }
 }

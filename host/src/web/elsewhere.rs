@@ -57,13 +57,30 @@ pub async fn forwarded(
     )
 }
 
-/// Whether this host's memory is the session's truth: it runs it, or
-/// there is no store to ask.
+/// Whether this host's memory is the session's truth: there is no store
+/// to ask, this host runs it, or it holds the session and no other host
+/// runs it (a call placed from here whose stream has not started yet). A
+/// copy of a session another host runs (its `/twilio/voice` came here) is
+/// not the truth: the store is.
 pub async fn answers_from_memory(state: &AppState, session_id: &str) -> bool {
-    state.sessions.store().is_none()
-        || state.chats.holds(session_id).await
+    let Some(store) = state.sessions.store() else {
+        return true;
+    };
+    if state.chats.holds(session_id).await
         || state
             .sessions
             .get_field(session_id, |s| s.streaming)
             .unwrap_or(false)
+    {
+        return true;
+    }
+    if !state.sessions.contains(session_id) {
+        return false;
+    }
+    let me = state.identity.as_ref().map(|i| i.id.as_str());
+    match store.call(session_id).await {
+        Ok(Some(call)) => call.host_id.is_none() || call.host_id.as_deref() == me,
+        // Not stored yet, or the store is away: what this host has.
+        _ => true,
+    }
 }

@@ -269,3 +269,53 @@ fn kb_import_search_and_stats() {
     assert_eq!(stats["articles"], 10, "{stats}");
     assert_eq!(stats["dim"], 384);
 }
+
+/// `deploy/bundle.sh` (what the Dockerfile runs) writes a bundle that runs
+/// without cargo or the sources: its binary checks its pipeline from a
+/// directory elsewhere, finding every stage in the bundle's plugins/.
+#[test]
+fn the_bundle_runs_without_the_sources() {
+    if !support::models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("bundle");
+    let built = Command::new("bash")
+        .arg(root().join("deploy/bundle.sh"))
+        .arg(&out)
+        .current_dir(root())
+        .env("CALLPIPE_BIN", env!("CARGO_BIN_EXE_callpipe"))
+        .env("CALLPIPE_DATA_DIR", root().join("target").join("test-data"))
+        .env("CALLPIPE_MODELS_DIR", support::models_dir())
+        .env_remove("CALLPIPE_PLUGIN_PATH")
+        .output()
+        .expect("bundle.sh runs");
+    let (stdout, stderr) = text(&built);
+    assert!(built.status.success(), "{stdout}\n{stderr}");
+    for file in [
+        "bin/callpipe",
+        "plugins/mulaw-codec.wasm",
+        "plugins/solutions.wasm",
+        "pipelines/technician-support.toml",
+        "kb/camera-no-power-poe.md",
+        "MODELS",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing: {stdout}");
+    }
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let checked = Command::new(out.join("bin/callpipe"))
+        .arg("check")
+        .arg(out.join("pipelines/technician-support.toml"))
+        .current_dir(elsewhere.path())
+        .env("CALLPIPE_DATA_DIR", elsewhere.path())
+        .env("CALLPIPE_MODELS_DIR", support::models_dir())
+        .env_remove("CALLPIPE_PLUGIN_PATH")
+        .output()
+        .expect("the bundle's callpipe runs");
+    let (stdout, stderr) = text(&checked);
+    assert!(checked.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("Compiling") && !stdout.contains("Compiling"),
+        "nothing was built: {stderr}"
+    );
+}

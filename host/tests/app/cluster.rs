@@ -452,3 +452,62 @@ async fn memory_stays_flat_over_two_thousand_short_calls() {
         "memory grew by {growth} KiB over 1,500 calls: {rss:?}"
     );
 }
+
+/// Articles reach the running server's knowledge base (the embedded store,
+/// which no second process may open) through the API, checked as `kb
+/// import` checks files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn articles_are_imported_while_serving() {
+    if !support::models_present() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &support::default_pipeline_with("kb-api", |_| {}));
+    let article = json!({
+        "id": "api-001",
+        "title": "Interphone : pas de tonalité après une coupure",
+        "language": "fr",
+        "equipment": ["interphone"],
+        "symptoms": ["l'interphone ne sonne plus"],
+        "body": "1. Vérifier l'alimentation 12 V du poste de rue.\n2. Redémarrer la centrale."
+    })
+    .to_string();
+    let post = |body: String, kind: &'static str| {
+        server
+            .client()
+            .post(server.http("/api/kb/import?name=update.jsonl"))
+            .header("content-type", kind)
+            .body(body)
+            .send()
+    };
+    // A bad second line: nothing is written, and the error says where.
+    let r = post(
+        format!("{article}\n{{\"id\": \"x\"}}"),
+        "application/x-ndjson",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let doc: Value = r.json().await.unwrap();
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("update.jsonl:2:"),
+        "{doc}"
+    );
+    let r = post(article.clone(), "application/x-ndjson").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["added"], 1, "{doc}");
+    // Imported once: the same article again is unchanged.
+    let doc: Value = post(article, "application/x-ndjson")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["unchanged"], 1, "{doc}");
+    // A page elsewhere cannot post articles as plain text.
+    let r = post("x".into(), "text/plain").await.unwrap();
+    assert_eq!(r.status(), 415);
+}
