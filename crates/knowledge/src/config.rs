@@ -109,6 +109,7 @@ impl Default for KnowledgeConfig {
             backend: Backend::Embedded,
             path: None,
             url: None,
+            cluster: Default::default(),
             api_key_env: qdrant_key_env(),
             collection: collection(),
             timeout_ms: timeout_ms(),

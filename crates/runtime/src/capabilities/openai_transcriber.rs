@@ -1,8 +1,11 @@
 //! The `openai` transcriber backend: any OpenAI-compatible
-//! `/v1/audio/transcriptions` endpoint (OpenAI, Groq, a local server).
+//! `/v1/audio/transcriptions` endpoint (OpenAI, Groq, a local server), or a
+//! pool of them (several self-hosted faster-whisper or vLLM servers).
 //! A 16 kHz WAV goes up as multipart; each try has a timeout, retryable
-//! failures (timeouts, 429, 5xx) are retried with exponential backoff, and a
-//! circuit breaker stops calling an endpoint that keeps failing.
+//! failures (timeouts, 429, 5xx) are retried with exponential backoff, on
+//! another endpoint of the pool when there is one; each try goes to the
+//! endpoint with the fewest requests in flight, and a circuit breaker per
+//! endpoint stops calling one that keeps failing.
 
 use super::transcriber::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 use serde::Deserialize;
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
-    /// Base URL up to and including `/v1`.
-    pub base_url: String,
+    /// Base URLs up to and including `/v1`: one endpoint, or a pool.
+    pub base_urls: Vec<String>,
     pub model: String,
     pub api_key: Option<String>,
     pub language: Option<String>,
@@ -21,7 +24,8 @@ pub struct OpenAiConfig {
     /// Tries after the first.
     pub retries: u32,
     pub backoff: Duration,
-    /// Consecutive failed requests that open the circuit...
+    /// Consecutive failed requests (every try failed) that open an
+    /// endpoint's circuit...
     pub breaker_failures: u32,
     /// ...for this long.
     pub breaker_cooldown: Duration,
@@ -33,10 +37,33 @@ struct Breaker {
     open_until: Option<Instant>,
 }
 
+/// One endpoint of the pool.
+struct Member {
+    base_url: String,
+    /// Requests to it in flight now (least outstanding wins).
+    outstanding: std::sync::atomic::AtomicUsize,
+    /// Consecutive failed tries on it.
+    breaker: Mutex<Breaker>,
+}
+
+impl Member {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a try may go to it now: closed, or open with its cooldown
+    /// over (half-open: the try decides).
+    fn usable(&self, now: Instant) -> bool {
+        self.breaker().open_until.is_none_or(|until| now >= until)
+    }
+}
+
 pub struct OpenAiTranscriber {
     http: reqwest::Client,
     config: OpenAiConfig,
-    breaker: Mutex<Breaker>,
+    members: Vec<Member>,
+    /// Breaks ties between equally loaded endpoints, in turn.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Deserialize)]
@@ -86,22 +113,58 @@ enum Attempt {
 
 impl OpenAiTranscriber {
     pub fn new(config: OpenAiConfig) -> Result<Self, TranscriberError> {
+        if config.base_urls.is_empty() {
+            return Err(TranscriberError::Config(
+                "the openai transcriber needs at least one `url`".into(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| TranscriberError::Config(e.to_string()))?;
+        let members = config
+            .base_urls
+            .iter()
+            .map(|u| Member {
+                base_url: u.trim_end_matches('/').to_string(),
+                outstanding: Default::default(),
+                breaker: Mutex::default(),
+            })
+            .collect();
         Ok(Self {
             http,
             config,
-            breaker: Mutex::default(),
+            members,
+            turn: Default::default(),
         })
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    /// The endpoint for the next try: the usable one with the fewest
+    /// requests in flight, preferring one not tried yet for this request;
+    /// ties go round in turn. `None` when every circuit is open.
+    fn pick(&self, tried: &[usize]) -> Option<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let start = self.turn.fetch_add(1, Relaxed);
+        let n = self.members.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| self.members[i].usable(now))
+            .min_by_key(|&i| {
+                (
+                    tried.contains(&i),
+                    self.members[i].outstanding.load(Relaxed),
+                )
+            })
     }
 
-    async fn attempt(&self, wav: &[u8], language: Option<&str>, prompt: Option<&str>) -> Attempt {
+    async fn attempt(
+        &self,
+        member: &Member,
+        wav: &[u8],
+        language: Option<&str>,
+        prompt: Option<&str>,
+    ) -> Attempt {
         let file = match reqwest::multipart::Part::bytes(wav.to_vec())
             .file_name("audio.wav")
             .mime_str("audio/wav")
@@ -121,10 +184,7 @@ impl OpenAiTranscriber {
         }
         let mut request = self
             .http
-            .post(format!(
-                "{}/audio/transcriptions",
-                self.config.base_url.trim_end_matches('/')
-            ))
+            .post(format!("{}/audio/transcriptions", member.base_url))
             .timeout(self.config.timeout)
             .multipart(form);
         if let Some(key) = &self.config.api_key {
@@ -177,9 +237,11 @@ impl OpenAiTranscriber {
 
 impl Transcriber for OpenAiTranscriber {
     fn summary(&self) -> String {
+        let urls: Vec<&str> = self.members.iter().map(|m| m.base_url.as_str()).collect();
         format!(
             "openai-compatible {} model {}",
-            self.config.base_url, self.config.model
+            urls.join(", "),
+            self.config.model
         )
     }
 
@@ -190,52 +252,80 @@ impl Transcriber for OpenAiTranscriber {
         prompt: Option<String>,
     ) -> TranscribeFuture<'a> {
         Box::pin(async move {
-            if let Some(until) = self.breaker().open_until {
-                if Instant::now() < until {
-                    return Err(TranscriberError::Unavailable(format!(
-                        "circuit open after {} failed requests",
-                        self.config.breaker_failures
-                    )));
-                }
-                self.breaker().open_until = None; // half-open: let one through
-            }
+            use std::sync::atomic::Ordering::Relaxed;
             let wav = wav_16k(&audio);
             let language = language.or_else(|| self.config.language.clone());
             let mut last = String::new();
+            // The endpoints this request tried, and those that failed it.
+            let mut tried: Vec<usize> = Vec::new();
+            let mut failed: Vec<usize> = Vec::new();
             for attempt in 0..=self.config.retries {
+                let Some(i) = self.pick(&tried) else {
+                    return Err(TranscriberError::Unavailable(format!(
+                        "circuit open after {} failed requests{}",
+                        self.config.breaker_failures,
+                        if self.members.len() > 1 {
+                            " on every endpoint"
+                        } else {
+                            ""
+                        }
+                    )));
+                };
                 if attempt > 0 {
                     tokio::time::sleep(self.config.backoff * 2u32.pow(attempt - 1)).await;
                 }
-                match self
-                    .attempt(&wav, language.as_deref(), prompt.as_deref())
-                    .await
-                {
+                let member = &self.members[i];
+                if !tried.contains(&i) {
+                    tried.push(i);
+                }
+                member.outstanding.fetch_add(1, Relaxed);
+                let result = self
+                    .attempt(member, &wav, language.as_deref(), prompt.as_deref())
+                    .await;
+                member.outstanding.fetch_sub(1, Relaxed);
+                match result {
                     Attempt::Done(t) => {
-                        *self.breaker() = Breaker::default();
+                        *member.breaker() = Breaker::default();
+                        self.count_failures(&failed);
                         return Ok(t);
                     }
                     Attempt::Fail(e) => return Err(e),
                     Attempt::Retry(why) => {
-                        tracing::warn!(attempt, "transcription endpoint: {why}");
+                        tracing::warn!(attempt, endpoint = %member.base_url, "transcription endpoint: {why}");
+                        if !failed.contains(&i) {
+                            failed.push(i);
+                        }
                         last = why;
                     }
                 }
             }
-            let mut b = self.breaker();
-            b.failures += 1;
-            if b.failures >= self.config.breaker_failures {
-                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
-                b.failures = 0;
-                tracing::error!(
-                    "transcription endpoint keeps failing: circuit open for {:?}",
-                    self.config.breaker_cooldown
-                );
-            }
+            self.count_failures(&failed);
             Err(TranscriberError::Unavailable(format!(
                 "{} tries failed, last: {last}",
                 self.config.retries + 1
             )))
         })
+    }
+}
+
+impl OpenAiTranscriber {
+    /// One more failed request for each endpoint that failed one of its
+    /// tries; enough in a row open its circuit.
+    fn count_failures(&self, failed: &[usize]) {
+        for &i in failed {
+            let member = &self.members[i];
+            let mut b = member.breaker();
+            b.failures += 1;
+            if b.failures >= self.config.breaker_failures {
+                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
+                b.failures = 0;
+                tracing::error!(
+                    endpoint = %member.base_url,
+                    "transcription endpoint keeps failing: circuit open for {:?}",
+                    self.config.breaker_cooldown
+                );
+            }
+        }
     }
 }
 
@@ -309,7 +399,7 @@ mod tests {
 
     fn config(base_url: String) -> OpenAiConfig {
         OpenAiConfig {
-            base_url,
+            base_urls: vec![base_url],
             model: "whisper-1".into(),
             api_key: Some("sk-test".into()),
             language: Some("fr".into()),
@@ -400,5 +490,56 @@ mod tests {
         let t = OpenAiTranscriber::new(config(format!("http://{addr}/v1"))).unwrap();
         let err = t.transcribe(vec![0.0; 8000], None, None).await.unwrap_err();
         assert!(err.to_string().contains("bad model"), "{err}");
+    }
+
+    /// A pool of two: one endpoint that always fails and one that is slow
+    /// but works. Every request is answered; the failing one's circuit
+    /// opens after two failed requests and it is tried no more.
+    #[tokio::test]
+    async fn a_pool_goes_around_a_failing_endpoint() {
+        let failing = Stub {
+            failing: Arc::new(AtomicU32::new(1_000)),
+            ..Default::default()
+        };
+        let slow = Stub {
+            delay_ms: 100,
+            ..Default::default()
+        };
+        let mut c = config(serve(failing.clone()).await);
+        c.base_urls.push(serve(slow.clone()).await);
+        let t = OpenAiTranscriber::new(c).unwrap();
+        for _ in 0..6 {
+            let got = t.transcribe(vec![0.0; 8000], None, None).await.unwrap();
+            assert_eq!(got.text, "bonjour");
+        }
+        assert_eq!(failing.requests.load(Ordering::SeqCst), 2);
+        assert_eq!(slow.requests.load(Ordering::SeqCst), 6);
+        assert!(t.summary().contains(", "), "{}", t.summary());
+    }
+
+    /// Two requests at once on a pool of two: one each (the fewest in
+    /// flight wins).
+    #[tokio::test]
+    async fn a_pool_spreads_requests_by_least_outstanding() {
+        let (a, b) = (
+            Stub {
+                delay_ms: 200,
+                ..Default::default()
+            },
+            Stub {
+                delay_ms: 200,
+                ..Default::default()
+            },
+        );
+        let mut c = config(serve(a.clone()).await);
+        c.base_urls.push(serve(b.clone()).await);
+        let t = OpenAiTranscriber::new(c).unwrap();
+        let (x, y) = tokio::join!(
+            t.transcribe(vec![0.0; 8000], None, None),
+            t.transcribe(vec![0.0; 8000], None, None)
+        );
+        assert!(x.is_ok() && y.is_ok());
+        assert_eq!(a.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(b.requests.load(Ordering::SeqCst), 1);
     }
 }

@@ -78,9 +78,12 @@ pub enum TranscriberConfig {
     },
     /// Any OpenAI-compatible `/v1/audio/transcriptions` endpoint.
     Openai {
-        /// Up to and including `/v1`. Example: `url = "https://api.groq.com/openai/v1"`
+        /// Up to and including `/v1`. Example: `url = "https://api.groq.com/openai/v1"`.
+        /// Several make a pool: `url = ["http://stt-1:8000/v1", "http://stt-2:8000/v1"]`
+        /// (each try goes to the endpoint with the fewest requests in
+        /// flight; each has its own circuit breaker).
         #[serde(default = "openai_url")]
-        url: String,
+        url: Urls,
         #[serde(default = "openai_model")]
         model: String,
         /// Environment variable holding the API key (never the key itself).
@@ -105,8 +108,25 @@ pub enum TranscriberConfig {
     },
 }
 
-fn openai_url() -> String {
-    "https://api.openai.com/v1".into()
+/// One URL or several.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Urls::One(u) => vec![u.clone()],
+            Urls::Many(v) => v.clone(),
+        }
+    }
+}
+
+fn openai_url() -> Urls {
+    Urls::One("https://api.openai.com/v1".into())
 }
 fn openai_model() -> String {
     "whisper-1".into()
@@ -206,7 +226,7 @@ impl TranscriberConfig {
                 use super::openai_transcriber::{OpenAiConfig, OpenAiTranscriber};
                 use std::time::Duration;
                 let backend = OpenAiTranscriber::new(OpenAiConfig {
-                    base_url: url.clone(),
+                    base_urls: url.list(),
                     model: model.clone(),
                     api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
                     language: (language != "auto").then(|| language.clone()),
@@ -271,5 +291,25 @@ impl Host for CapabilityContext {
         };
         super::observe(&crate::metrics::TRANSCRIBER, started, &result);
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openai_url_is_one_endpoint_or_a_pool() {
+        let one: TranscriberConfig =
+            toml::from_str("backend = \"openai\"\nurl = \"http://a:1/v1\"").unwrap();
+        let pool: TranscriberConfig =
+            toml::from_str("backend = \"openai\"\nurl = [\"http://a:1/v1\", \"http://b:1/v1\"]")
+                .unwrap();
+        let urls = |c: &TranscriberConfig| match c {
+            TranscriberConfig::Openai { url, .. } => url.list(),
+            _ => panic!("openai"),
+        };
+        assert_eq!(urls(&one), ["http://a:1/v1"]);
+        assert_eq!(urls(&pool), ["http://a:1/v1", "http://b:1/v1"]);
     }
 }
