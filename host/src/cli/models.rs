@@ -8,6 +8,10 @@ pub struct Args {
     /// whisper.cpp's own ggml downloads) and print what it is.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// Also write quantized copies of the Whisper model (whisper.cpp's
+    /// q8_0 and/or q5_1, from the same weights): ggml-base-q8_0.bin, ...
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = ["q8_0", "q5_1"])]
+    quantize: Vec<String>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -38,6 +42,36 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         hp.model_type(),
         hp.n_vocab
     );
+    for name in &args.quantize {
+        let Some(kind) = crate::models::quantize::Kind::parse(name) else {
+            anyhow::bail!("--quantize takes q8_0 or q5_1, not `{name}`");
+        };
+        let out = dir.join(format!("ggml-base-{}.bin", kind.name()));
+        let (from, to) = (path.clone(), out.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::models::quantize::quantize_file(&from, &to, kind)
+        })
+        .await??;
+        let (size, sha) = kind.expected();
+        let got = whisper::sha256(&out)?;
+        let len = std::fs::metadata(&out)?.len();
+        if len != size || got != sha {
+            anyhow::bail!(
+                "{} is not the expected {} model ({len} bytes, sha256 {got}; expected {size} \
+                 bytes, sha256 {sha})",
+                out.display(),
+                kind.name()
+            );
+        }
+        println!(
+            "{} ({} bytes): {}, {} of {} tensors quantized, sha256 checked",
+            out.display(),
+            std::fs::metadata(&out)?.len(),
+            kind.name(),
+            report.quantized,
+            report.tensors
+        );
+    }
     let embedder = e5::setup(&dir, show).await?;
     println!(
         "{} ({} bytes): multilingual-e5-small, 4-bit, 384 dims",

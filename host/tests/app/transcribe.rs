@@ -85,17 +85,8 @@ fn model() -> Option<std::path::PathBuf> {
     .then_some(model)
 }
 
-#[test]
-fn word_error_rate_in_french_stays_under_its_bound() {
-    let Some(model) = model() else { return };
-    let have_speech =
-        Path::new(SOUNDS).join("pbx-invalid.wav").exists() && Path::new(TRANSCRIPTS).exists();
-    if !fixture_present(
-        have_speech,
-        "Debian's asterisk-core-sounds-fr-wav and asterisk-core-sounds-fr",
-    ) {
-        return;
-    }
+/// Word errors, words and seconds of transcription of the prompts by `model`.
+fn word_errors(model: &Path) -> (usize, usize, f64) {
     let config: TranscriberConfig = toml::from_str(&format!(
         "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"fr\"\n",
         model.display()
@@ -109,7 +100,7 @@ fn word_error_rate_in_french_stays_under_its_bound() {
         .enable_all()
         .build()
         .expect("tokio");
-    let (mut errors, mut total) = (0usize, 0usize);
+    let (mut errors, mut total, mut secs) = (0usize, 0usize, 0f64);
     for prompt in PROMPTS {
         let rec = wav::read(&Path::new(SOUNDS).join(format!("{prompt}.wav"))).expect("prompt");
         let pcm: Vec<i16> = rec.channels[0]
@@ -117,6 +108,7 @@ fn word_error_rate_in_french_stays_under_its_bound() {
             .map(|&x| (x * 32767.0) as i16)
             .collect();
         let audio = to_16k(&pcm, rec.rate);
+        let started = std::time::Instant::now();
         let got = rt
             .block_on(
                 transcriber
@@ -124,6 +116,7 @@ fn word_error_rate_in_french_stays_under_its_bound() {
                     .transcribe(audio, Some("fr".into()), None),
             )
             .expect("transcribes");
+        secs += started.elapsed().as_secs_f64();
         let reference = words(&refs[prompt]);
         let hypothesis = words(&got.text);
         let e = edit_distance(&reference, &hypothesis);
@@ -138,9 +131,48 @@ fn word_error_rate_in_french_stays_under_its_bound() {
         errors += e;
         total += reference.len();
     }
+    (errors, total, secs)
+}
+
+/// Whisper base (f16) stays under its bound; the quantized copies
+/// `callpipe models --quantize q8_0,q5_1` writes stay within 0.01 of it.
+#[test]
+fn word_error_rate_in_french_stays_under_its_bound() {
+    let Some(model) = model() else { return };
+    let have_speech =
+        Path::new(SOUNDS).join("pbx-invalid.wav").exists() && Path::new(TRANSCRIPTS).exists();
+    if !fixture_present(
+        have_speech,
+        "Debian's asterisk-core-sounds-fr-wav and asterisk-core-sounds-fr",
+    ) {
+        return;
+    }
+    let (errors, total, secs) = word_errors(&model);
     let wer = errors as f64 / total as f64;
-    eprintln!("WER {wer:.3} ({errors}/{total} words)");
+    eprintln!(
+        "f16: WER {wer:.3} ({errors}/{total} words), {:.2} s per prompt",
+        secs / PROMPTS.len() as f64
+    );
     assert!(wer <= MAX_WER, "WER {wer:.3} over {MAX_WER}");
+    for kind in ["q8_0", "q5_1"] {
+        let quantized = model.with_file_name(format!("ggml-base-{kind}.bin"));
+        if !fixture_present(
+            quantized.exists(),
+            &format!(
+                "{} (`callpipe models --quantize {kind}`)",
+                quantized.display()
+            ),
+        ) {
+            continue;
+        }
+        let (e, t, s) = word_errors(&quantized);
+        let q = e as f64 / t as f64;
+        eprintln!(
+            "{kind}: WER {q:.3} ({e}/{t} words), {:.2} s per prompt",
+            s / PROMPTS.len() as f64
+        );
+        assert!(q <= wer + 0.01, "{kind}: WER {q:.3} against f16's {wer:.3}");
+    }
 }
 
 #[test]
