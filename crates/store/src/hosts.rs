@@ -2,7 +2,7 @@
 //! lease each host renews), and the notifications that tell every host
 //! about events another one stored (Postgres `LISTEN`/`NOTIFY`).
 
-use super::records::CallRow;
+use super::records::{CallRow, EventRow};
 use super::{Db, Store, StoreError, on_pool};
 use crate::clock::now_epoch;
 use sqlx::Row;
@@ -260,20 +260,23 @@ impl Store {
     }
 
     /// Events by id, oldest first, with their session (what a notice names).
-    pub async fn events_by_id(
-        &self,
-        ids: &[i64],
-    ) -> Result<Vec<(String, super::EventRow)>, StoreError> {
+    pub async fn events_by_id(&self, ids: &[i64]) -> Result<Vec<(String, EventRow)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         // Ids are numbers: listing them inline is safe and works on both.
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let sql = format!(
+        let sql = sqlx::AssertSqlSafe(format!(
             "SELECT id, session_id, kind, data, at FROM events WHERE id IN ({}) ORDER BY id",
             list.join(",")
-        );
-        self.event_rows(sqlx::AssertSqlSafe(sql), None).await
+        ));
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("session_id")?, super::records::event_row!(r))))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
     }
 
     /// Events after `after` written by another host than `host_id`, oldest
@@ -283,13 +286,23 @@ impl Store {
         after: i64,
         host_id: &str,
         limit: i64,
-    ) -> Result<Vec<(String, super::EventRow)>, StoreError> {
+    ) -> Result<Vec<(String, EventRow)>, StoreError> {
         let sql = self.sql(
             "SELECT id, session_id, kind, data, at FROM events WHERE id > ? \
              AND (host_id IS NULL OR host_id <> ?) ORDER BY id LIMIT ?",
         );
-        let sql = sqlx::AssertSqlSafe(sql.0.into_owned());
-        self.event_rows(sql, Some((after, host_id, limit))).await
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(after)
+                .bind(host_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("session_id")?, super::records::event_row!(r))))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
     }
 
     /// The newest event id (0 without events).
@@ -298,34 +311,6 @@ impl Store {
         on_pool!(self, pool => {
             let row = sqlx::query(sql).fetch_one(pool).await?;
             Ok(row.try_get::<i64, _>(0)?)
-        })
-    }
-
-    async fn event_rows(
-        &self,
-        sql: sqlx::AssertSqlSafe<String>,
-        bind: Option<(i64, &str, i64)>,
-    ) -> Result<Vec<(String, super::EventRow)>, StoreError> {
-        on_pool!(self, pool => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()));
-            if let Some((after, host, limit)) = bind {
-                q = q.bind(after).bind(host.to_string()).bind(limit);
-            }
-            let rows = q.fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("session_id")?,
-                        super::EventRow {
-                            id: r.try_get("id")?,
-                            kind: r.try_get("kind")?,
-                            data: r.try_get("data")?,
-                            at: r.try_get("at")?,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StoreError::from)
         })
     }
 }

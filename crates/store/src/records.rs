@@ -108,6 +108,19 @@ macro_rules! call_row {
 }
 pub(crate) use call_row;
 
+/// An `events` row (id, kind, data, at), on either backend.
+macro_rules! event_row {
+    ($r:expr) => {
+        EventRow {
+            id: $r.try_get("id")?,
+            kind: $r.try_get("kind")?,
+            data: $r.try_get("data")?,
+            at: $r.try_get("at")?,
+        }
+    };
+}
+pub(crate) use event_row;
+
 const TERMINAL: [&str; 6] = [
     "completed",
     "failed",
@@ -481,14 +494,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(EventRow {
-                        id: r.try_get("id")?,
-                        kind: r.try_get("kind")?,
-                        data: r.try_get("data")?,
-                        at: r.try_get("at")?,
-                    })
-                })
+                .map(|r| Ok(event_row!(r)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(StoreError::from)
         })

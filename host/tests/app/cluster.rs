@@ -3,7 +3,9 @@
 //! host a request reaches, and a host that stops, restarts or dies leaves
 //! the other's calls alone.
 
+use crate::support::postgres::Schema;
 use crate::support::server::{Server, TOKEN};
+use crate::support::sse::take_events;
 use crate::support::{self, fixture_present, root};
 use callpipe_host::audio::{frames, wav};
 use callpipe_host::pipeline::bindings::types::Track;
@@ -13,40 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-
-/// A Postgres schema of its own: (admin pool, schema, URL), or `None`
-/// without a Postgres server.
-async fn schema(tag: &str) -> Option<(sqlx::PgPool, String, String)> {
-    let base = std::env::var("CALLPIPE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&base)
-        .await;
-    let Ok(admin) = admin else {
-        fixture_present(false, &format!("a Postgres server at {base}"));
-        return None;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let schema = format!("callpipe_{tag}_{}_{nanos}", std::process::id());
-    // The schema name is ours: letters, digits and underscores.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    Some((admin, schema, url))
-}
-
-async fn drop_schema(admin: &sqlx::PgPool, schema: &str) {
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(admin)
-        .await;
-}
 
 /// haproxy in front of `backends` (host:port), round robin, WebSockets
 /// included; killed on drop.
@@ -151,22 +119,10 @@ async fn follow(server_http: String, session: String) -> Seen {
     let mut buf = String::new();
     let mut seen = Seen::new();
     loop {
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            let Some(id) = id else { continue };
-            seen.push((id, event.clone(), Instant::now()));
-            let doc: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            if event == "status" && doc["status"] == "completed" {
+        for e in take_events(&mut buf) {
+            let Some(id) = e.id else { continue };
+            seen.push((id, e.event.clone(), Instant::now()));
+            if e.event == "status" && e.data["status"] == "completed" {
                 return seen;
             }
         }
@@ -214,9 +170,10 @@ async fn two_hosts_behind_haproxy_are_one_service() {
     if !support::models_present() {
         return;
     }
-    let Some((admin, schema, url)) = schema("cluster").await else {
+    let Some(db) = Schema::create("cluster").await else {
         return;
     };
+    let url = db.url();
     let pipeline = support::default_pipeline_with("cluster", |_| {});
     let host = |id: &str| {
         Server::start_pipeline(
@@ -231,7 +188,7 @@ async fn two_hosts_behind_haproxy_are_one_service() {
     let (a, b) = (host("a"), host("b"));
     let addr = |s: &Server| s.http("").trim_start_matches("http://").to_string();
     let Some(proxy) = Haproxy::start(&[&addr(&a), &addr(&b)]) else {
-        drop_schema(&admin, &schema).await;
+        db.drop().await;
         return;
     };
 
@@ -358,7 +315,7 @@ async fn two_hosts_behind_haproxy_are_one_service() {
 
     drop(proxy);
     drop((a, b));
-    drop_schema(&admin, &schema).await;
+    db.drop().await;
 }
 
 /// Host B restarts while A runs calls: A's calls are untouched. A stops
@@ -367,9 +324,10 @@ async fn two_hosts_behind_haproxy_are_one_service() {
 /// lease has expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
-    let Some((admin, schema, url)) = schema("lifecycle").await else {
+    let Some(db) = Schema::create("lifecycle").await else {
         return;
     };
+    let url = db.url();
     let pipeline = support::audio_pipeline();
     let host = |id: &str| {
         Server::start_pipeline(
@@ -418,7 +376,7 @@ async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
     long.abort();
 
     drop(b);
-    drop_schema(&admin, &schema).await;
+    db.drop().await;
 }
 
 /// Ended sessions leave memory after their grace period (the store answers

@@ -6,6 +6,7 @@
 
 use crate::support;
 use crate::support::server::Server;
+use crate::support::sse::{Sse, take_events};
 use serde_json::{Value, json};
 
 fn ready() -> bool {
@@ -258,39 +259,12 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
     }
 }
 
-/// A parsed Server-Sent Event.
-#[derive(Debug, Clone)]
-struct Sse {
-    id: Option<i64>,
-    event: String,
-    data: Value,
-}
-
 /// Reads events from an open stream until `want` of them have come.
 async fn read_events(resp: &mut reqwest::Response, buf: &mut String, want: usize) -> Vec<Sse> {
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while out.len() < want {
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if !event.is_empty() {
-                out.push(Sse {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                });
-            }
-        }
+        out.extend(take_events(buf));
         if out.len() >= want {
             break;
         }

@@ -3,6 +3,7 @@
 //! sockets that never start or go silent.
 
 use crate::support::openai::{self, KEY_ENV, transcribe_with};
+use crate::support::postgres::Schema;
 use crate::support::proxy::Proxy;
 use crate::support::server::Server;
 use crate::support::{self, fixture_present, root};
@@ -20,40 +21,16 @@ use tokio_tungstenite::tungstenite::Message;
 const SAID: &str = "La caméra du parking est éteinte depuis le changement du switch PoE, \
                     elle ne répond plus au ping.";
 
-/// A Postgres schema of its own behind a proxy: (admin pool, schema, URL
-/// through the proxy, proxy), or `None` without a Postgres server.
-async fn database_behind_proxy() -> Option<(sqlx::PgPool, String, String, Proxy)> {
-    let base = std::env::var("CALLPIPE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&base)
-        .await;
-    let Ok(admin) = admin else {
-        fixture_present(false, &format!("a Postgres server at {base}"));
-        return None;
-    };
-    let schema = format!("callpipe_faults_{}_{}", std::process::id(), rand_suffix());
-    // The schema name is ours: digits and underscores.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .expect("create schema");
+/// A Postgres schema of its own behind a proxy: the schema, the URL through
+/// the proxy, the proxy; or `None` without a Postgres server.
+async fn database_behind_proxy() -> Option<(Schema, String, Proxy)> {
+    let db = Schema::create("faults").await?;
     // postgres://user@HOST:PORT/db...: the proxy takes HOST:PORT's place.
-    let (scheme_user, rest) = base.split_once('@').expect("a URL with user@host");
+    let (scheme_user, rest) = db.base.split_once('@').expect("a URL with user@host");
     let (target, path) = rest.split_once('/').expect("a URL with a database");
     let (proxy, port) = Proxy::start(target.to_string()).await;
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let url =
-        format!("{scheme_user}@127.0.0.1:{port}/{path}{sep}options=-c%20search_path%3D{schema}");
-    Some((admin, schema, url, proxy))
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
+    let url = db.url_via(&format!("{scheme_user}@127.0.0.1:{port}/{path}"));
+    Some((db, url, proxy))
 }
 
 fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
@@ -112,9 +89,10 @@ async fn the_database_away_for_ten_seconds_loses_no_frame_and_nothing_shown() {
     if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
         return;
     }
-    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+    let Some((db, url, proxy)) = database_behind_proxy().await else {
         return;
     };
+    let (admin, schema) = (db.admin.clone(), db.name.clone());
     let stt = openai::transcription_stand_in(SAID).await;
     let pipeline = support::default_pipeline_with("outage", transcribe_with(&stt));
     let server = Server::start_pipeline(
@@ -197,16 +175,15 @@ async fn the_database_away_for_ten_seconds_loses_no_frame_and_nothing_shown() {
         );
     }
     drop(server);
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await;
+    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_slowed_to_200_ms_each_drop_no_frame_over_twenty_calls() {
-    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+    let Some((db, url, proxy)) = database_behind_proxy().await else {
         return;
     };
+    let (admin, schema) = (db.admin.clone(), db.name.clone());
     let stt = openai::transcription_stand_in(SAID).await;
     // The audio path and the transcriber: every utterance is a write.
     let pipeline = support::default_pipeline_with("slow-db", |t| {
@@ -248,9 +225,7 @@ async fn writes_slowed_to_200_ms_each_drop_no_frame_over_twenty_calls() {
     .expect("query");
     assert!(transcripts >= 20, "{transcripts} transcripts stored");
     drop(server);
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await;
+    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,9 +323,10 @@ async fn sigterm_stores_what_is_still_queued_before_closing() {
     if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
         return;
     }
-    let Some((admin, schema, url, proxy)) = database_behind_proxy().await else {
+    let Some((db, url, proxy)) = database_behind_proxy().await else {
         return;
     };
+    let (admin, schema) = (db.admin.clone(), db.name.clone());
     let pipeline = support::default_pipeline_with("sigterm", |_| {});
     let server = Server::start_pipeline(&[("CALLPIPE_DATABASE_URL", url.as_str())], &pipeline);
     // Slow writes: at SIGTERM some are still queued.
@@ -381,9 +357,7 @@ async fn sigterm_stores_what_is_still_queued_before_closing() {
     .await
     .expect("query");
     assert_eq!(stored, shown, "{queued} writes were queued at SIGTERM");
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await;
+    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

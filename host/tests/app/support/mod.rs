@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 
 pub mod openai;
+pub mod postgres;
 pub mod proxy;
 pub mod server;
+pub mod sse;
 pub mod twilio;
 
 pub use callpipe_testkit::{SOUNDS, data_dir, fixture_present, root};
