@@ -94,6 +94,7 @@ impl Cluster {
         let mut tasks = vec![tokio::spawn(keep_lease(
             identity.clone(),
             store.clone(),
+            sessions.clone(),
             lease,
         ))];
         if let Some(listener) = store.listen().await? {
@@ -130,7 +131,12 @@ impl Cluster {
 
 /// Renews the lease every third of it; after each renewal, ends the calls
 /// of hosts whose lease ran out (whoever notices first; each call once).
-async fn keep_lease(identity: Identity, store: Arc<Store>, lease: Duration) {
+async fn keep_lease(
+    identity: Identity,
+    store: Arc<Store>,
+    sessions: Arc<Sessions>,
+    lease: Duration,
+) {
     let mut every = tokio::time::interval(lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,11 +157,26 @@ async fn keep_lease(identity: Identity, store: Arc<Store>, lease: Duration) {
         };
         for (session, host) in orphans {
             match store.end_unfinished(&session, "interrupted").await {
-                Ok(Some(_)) => tracing::warn!(
-                    session = %session,
-                    host = %host,
-                    "the call's host is gone (its lease expired): marked interrupted"
-                ),
+                Ok(Some(id)) => {
+                    tracing::warn!(
+                        session = %session,
+                        host = %host,
+                        "the call's host is gone (its lease expired): marked interrupted"
+                    );
+                    // Stored here, not by this host's writer: this host's
+                    // own listeners get it as the other hosts do (their
+                    // relays skip what this host stored).
+                    match store.events_by_id(&[id]).await {
+                        Ok(rows) => {
+                            for (session, row) in rows {
+                                relay::relay(&sessions, session, row);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %session, "cannot read the status back: {e}")
+                        }
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(session = %session, "cannot end an orphaned call: {e}"),
             }

@@ -76,7 +76,7 @@ pub async fn run(mut listener: Listener, me: String, store: Arc<Store>, sessions
 /// One stored event of another host, to this host's listeners; a status
 /// change of a call this host runs (a status callback that reached another
 /// host) also updates the live session.
-fn relay(sessions: &Sessions, session_id: String, row: EventRow) {
+pub(super) fn relay(sessions: &Sessions, session_id: String, row: EventRow) {
     let update = match row.kind.as_str() {
         "transcript" => serde_json::from_str(&row.data).map(Update::Transcript),
         "suggestion" => serde_json::from_str(&row.data).map(Update::Suggestion),
