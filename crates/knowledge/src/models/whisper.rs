@@ -12,6 +12,26 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub const MODEL_FILE: &str = "ggml-base.bin";
+/// What the transcriber loads unless a pipeline names a model: Whisper base
+/// quantized to q8_0 from `MODEL_FILE`. On the 40 bench prompts its word
+/// error rate is within 0.01 of f16 and it transcribes a 3 s utterance with
+/// a fifth less CPU (README, "Transcription").
+pub const DEFAULT_KIND: super::quantize::Kind = super::quantize::Kind::Q8_0;
+
+/// The default model's path under `models_dir`.
+pub fn default_model(models_dir: &Path) -> PathBuf {
+    super::quantize::path(models_dir, DEFAULT_KIND)
+}
+
+/// Sets up the f16 model (`setup`) and the default quantized copy of it.
+pub async fn setup_default(models_dir: &Path, show_progress: bool) -> anyhow::Result<PathBuf> {
+    let (f16, _) = setup(models_dir, show_progress).await?;
+    let dir = models_dir.to_path_buf();
+    let (path, _) =
+        tokio::task::spawn_blocking(move || super::quantize::ensure(&dir, &f16, DEFAULT_KIND))
+            .await??;
+    Ok(path)
+}
 /// The converted model, as whisper.cpp's converter would write it (checked
 /// tensor by tensor against an independent implementation of that script).
 pub const EXPECTED_SIZE: u64 = 147_951_465;
