@@ -4,43 +4,56 @@
 //!
 //! Run: `cargo bench -p callpipe-host --bench audio_path`
 
+mod common;
+
 use callpipe_host::audio::{frames, wav};
 use callpipe_host::pipeline::bindings::types::{Codec, EncodedAudio, Track};
 use callpipe_host::pipeline::loader::{self, LoadOptions};
 use callpipe_host::pipeline::{Call, CallInfo, Event, LoadedPipeline, Runtime, RuntimeConfig};
+use common::{cpu_time, root};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 1000;
-
-/// CPU time (user + system) this process has used, from /proc (Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
 
 struct Setup {
     rt: tokio::runtime::Runtime,
     pipeline: Arc<LoadedPipeline>,
     /// One second of the speech sample as Twilio frames (speech and pauses).
     frames: Vec<Event>,
+}
+
+/// The default pipeline's audio stages (codec, VAD, speaker priority) with
+/// their settings, and nothing after them: what every frame crosses. The
+/// stages after them see utterances, not frames (and would put Whisper in
+/// the measure).
+fn audio_stages_of_default_pipeline() -> std::path::PathBuf {
+    let path = root().join("pipelines").join("technician-support.toml");
+    let text = std::fs::read_to_string(&path).expect("default pipeline");
+    let mut doc: toml::Table = toml::from_str(&text).expect("default pipeline parses");
+    doc.remove("capabilities");
+    let stages = doc
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .expect("stages");
+    stages.truncate(3);
+    for stage in stages.iter_mut() {
+        let table = stage.as_table_mut().expect("a stage table");
+        let component = table["component"].as_str().expect("component").to_string();
+        let resolved = root().join("plugins").join(component);
+        table.insert(
+            "component".into(),
+            toml::Value::String(resolved.display().to_string()),
+        );
+    }
+    let out = root()
+        .join("target")
+        .join("bench-data")
+        .join("audio-path.toml");
+    std::fs::create_dir_all(out.parent().expect("dir")).expect("bench dir");
+    std::fs::write(&out, toml::to_string(&doc).expect("toml")).expect("write");
+    out
 }
 
 fn setup() -> Setup {
@@ -51,7 +64,7 @@ fn setup() -> Setup {
     let mut config = RuntimeConfig::new(&root().join("target").join("bench-data"));
     config.max_instances = (CALLS as u32 + 10) * 3;
     let runtime = Runtime::new(config).expect("engine");
-    let path = root().join("pipelines").join("technician-support.toml");
+    let path = audio_stages_of_default_pipeline();
     let pipeline = rt
         .block_on(loader::load(
             &runtime,
@@ -59,6 +72,7 @@ fn setup() -> Setup {
             &LoadOptions {
                 build_plugins: true,
                 quiet: true,
+                data_dir: common::data_dir(),
                 ..Default::default()
             },
         ))

@@ -14,10 +14,23 @@ const GROWTH: f64 = 1.25;
 /// to ~12 s); percentiles are reported as their bucket's upper bound.
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
-    total: AtomicU64,
     max_us: AtomicU64,
     sum_us: AtomicU64,
 }
+
+/// Each bucket's upper bound in nanoseconds: recording finds its bucket by
+/// a binary search here, not a logarithm (it runs several times per frame).
+const BOUNDS_NS: [u64; BUCKETS] = {
+    let mut bounds = [0u64; BUCKETS];
+    let mut bound = FIRST_US * 1000.0;
+    let mut i = 0;
+    while i < BUCKETS {
+        bounds[i] = bound as u64;
+        bound *= GROWTH;
+        i += 1;
+    }
+    bounds
+};
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -29,7 +42,6 @@ impl Histogram {
     pub const fn new() -> Self {
         Self {
             counts: [const { AtomicU64::new(0) }; BUCKETS],
-            total: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
         }
@@ -39,17 +51,17 @@ impl Histogram {
         FIRST_US * GROWTH.powi(i as i32)
     }
 
+    /// Few shared writes: a bucket, the sum, and the maximum only when it
+    /// grows (the count is the buckets' sum).
     pub fn record(&self, d: Duration) {
-        let us = d.as_secs_f64() * 1e6;
-        let i = if us <= FIRST_US {
-            0
-        } else {
-            ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize
-        };
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.counts[i.min(BUCKETS - 1)].fetch_add(1, Relaxed);
-        self.total.fetch_add(1, Relaxed);
-        self.max_us.fetch_max(us as u64, Relaxed);
-        self.sum_us.fetch_add(us as u64, Relaxed);
+        let us = ns / 1000;
+        self.sum_us.fetch_add(us, Relaxed);
+        if us > self.max_us.load(Relaxed) {
+            self.max_us.fetch_max(us, Relaxed);
+        }
     }
 
     /// Everything recorded, added up (Prometheus's `_sum`).
@@ -72,7 +84,7 @@ impl Histogram {
     }
 
     pub fn count(&self) -> u64 {
-        self.total.load(Relaxed)
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     /// The `q` quantile (0..1), as a bucket upper bound.
@@ -101,7 +113,6 @@ impl Histogram {
         for c in &self.counts {
             c.store(0, Relaxed);
         }
-        self.total.store(0, Relaxed);
         self.max_us.store(0, Relaxed);
         self.sum_us.store(0, Relaxed);
     }
@@ -120,6 +131,65 @@ pub struct AudioMetrics {
     /// The same, as a moving average of the last moments: how far behind
     /// the host is now (admission reads it).
     pub recent_lag: RecentLag,
+    /// From the end of speech in a live stream (the last voiced frame, as
+    /// the VAD marks it) to its transcript leaving the pipeline: the wait a
+    /// talking technician sees, hangover and queueing for Whisper included.
+    pub speech_to_transcript: Histogram,
+    /// The same, exactly, for the most recent transcripts (percentiles of a
+    /// 1.5 s objective need better than a bucket's 25%).
+    pub speech_to_transcript_recent: Recent,
+    /// From an utterance reaching the stage that transcribes it (the VAD
+    /// has declared the speech over) to the transcript it produced: the
+    /// wait for and the work of speech recognition, the capacity measure.
+    pub utterance_to_transcript: Histogram,
+    pub utterance_to_transcript_recent: Recent,
+}
+
+/// The last `RECENT` values of a measure taken once per utterance (not per
+/// frame), kept exactly for percentiles.
+pub struct Recent {
+    values: Mutex<VecDeque<Duration>>,
+}
+
+const RECENT: usize = 4096;
+
+impl Recent {
+    const fn new() -> Self {
+        Self {
+            values: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Duration>> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, d: Duration) {
+        let mut values = self.lock();
+        if values.len() == RECENT {
+            values.pop_front();
+        }
+        values.push_back(d);
+    }
+
+    /// How many values are kept, and the `q` quantiles of them (nearest rank).
+    pub fn quantiles(&self, qs: &[f64]) -> (usize, Vec<Duration>) {
+        let mut sorted: Vec<Duration> = self.lock().iter().copied().collect();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        let at = |q: f64| {
+            if n == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((n as f64) * q).ceil().max(1.0) as usize;
+            sorted[rank.min(n) - 1]
+        };
+        (n, qs.iter().map(|&q| at(q)).collect())
+    }
+
+    pub fn reset(&self) {
+        self.lock().clear();
+    }
 }
 
 pub static AUDIO: AudioMetrics = AudioMetrics {
@@ -128,6 +198,10 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
     frames_rejected: AtomicU64::new(0),
     frame_lag: Histogram::new(),
     recent_lag: RecentLag::new(),
+    speech_to_transcript: Histogram::new(),
+    speech_to_transcript_recent: Recent::new(),
+    utterance_to_transcript: Histogram::new(),
+    utterance_to_transcript_recent: Recent::new(),
 };
 
 /// Frames this far behind on average (a moving average, so not one slow
@@ -443,6 +517,44 @@ mod tests {
         assert_eq!(h.max(), Duration::from_millis(30));
         h.reset();
         assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn recent_values_give_exact_percentiles() {
+        let r = Recent::new();
+        assert_eq!(r.quantiles(&[0.5]), (0, vec![Duration::ZERO]));
+        for ms in (1..=100).rev() {
+            r.record(Duration::from_millis(ms));
+        }
+        let (n, q) = r.quantiles(&[0.5, 0.95, 1.0]);
+        assert_eq!(n, 100);
+        assert_eq!(q, [50, 95, 100].map(Duration::from_millis));
+        for _ in 0..RECENT {
+            r.record(Duration::from_millis(7));
+        }
+        assert_eq!(
+            r.quantiles(&[1.0]),
+            (RECENT, vec![Duration::from_millis(7)])
+        );
+    }
+
+    /// The table search puts a value where the bucket formula (10 µs x
+    /// 1.25^i upper bounds) says it belongs.
+    #[test]
+    fn the_bucket_table_follows_the_bucket_formula() {
+        let mut us = 3.7f64;
+        while us < 5e6 {
+            let h = Histogram::new();
+            h.record(Duration::from_secs_f64(us / 1e6));
+            let want = if us <= FIRST_US {
+                0
+            } else {
+                ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize
+            };
+            let got = h.counts.iter().position(|c| c.load(Relaxed) == 1);
+            assert_eq!(got, Some(want.min(BUCKETS - 1)), "{us} µs");
+            us *= 1.37;
+        }
     }
 
     #[test]

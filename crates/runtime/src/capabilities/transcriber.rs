@@ -57,7 +57,8 @@ pub trait Transcriber: Send + Sync {
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "kebab-case")]
 pub enum TranscriberConfig {
     WhisperCpp {
-        /// A whisper.cpp ggml model; default: the one `callpipe models` sets up.
+        /// A whisper.cpp ggml model; default: Whisper base q8_0, as `callpipe
+        /// models` sets it up.
         #[serde(default)]
         model: Option<PathBuf>,
         #[serde(default = "one")]
@@ -196,7 +197,7 @@ impl TranscriberConfig {
                 let model = match model {
                     Some(m) if m.is_absolute() => m.clone(),
                     Some(m) => base_dir.join(m),
-                    None => crate::models::dir(data_dir).join(crate::models::whisper::MODEL_FILE),
+                    None => crate::models::whisper::default_model(&crate::models::dir(data_dir)),
                 };
                 let backend =
                     super::whisper_cpp::WhisperCpp::load(super::whisper_cpp::WhisperCppConfig {
@@ -245,13 +246,28 @@ impl TranscriberConfig {
     }
 }
 
-/// PCM at any rate to what the backends take: 16 kHz, -1..1.
+/// PCM at any rate to what the backends take: 16 kHz, -1..1. Telephone
+/// audio (8 kHz) goes through the codec's own half-band interpolator, so an
+/// utterance the pipeline kept at 8 kHz reaches Whisper as it would have
+/// through a 16 kHz pipeline, at a fraction of the general resampler's cost.
 pub fn to_16k(samples: &[i16], rate: u32) -> Vec<f32> {
-    let x: Vec<f32> = samples.iter().map(|&s| s as f32 / 32768.0).collect();
-    if rate == 16_000 {
-        x
-    } else {
-        callpipe_dsp::resample::resample(&x, rate, 16_000)
+    let scale = |s: &i16| *s as f32 / 32768.0;
+    match rate {
+        16_000 => samples.iter().map(scale).collect(),
+        8_000 => {
+            let mut up = Vec::with_capacity(samples.len() * 2 + 64);
+            let mut filter = callpipe_dsp::halfband::Upsampler2x::new();
+            filter.process_into(samples, &mut up);
+            // Flush the filter's delay so the utterance's end is kept too.
+            let flush = [0i16; callpipe_dsp::halfband::Upsampler2x::delay() / 2];
+            filter.process_into(&flush, &mut up);
+            let delay = callpipe_dsp::halfband::Upsampler2x::delay();
+            up.iter().skip(delay).map(scale).collect()
+        }
+        _ => {
+            let x: Vec<f32> = samples.iter().map(scale).collect();
+            callpipe_dsp::resample::resample(&x, rate, 16_000)
+        }
     }
 }
 
@@ -297,6 +313,38 @@ impl Host for CapabilityContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Telephone-rate utterances are interpolated, not smeared or shifted:
+    /// a 1 kHz tone at 8 kHz is the same tone at 16 kHz, sample for sample
+    /// in time, with its end kept.
+    #[test]
+    fn eight_khz_speech_reaches_whisper_at_16_khz_in_time() {
+        let tone = |rate: f32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / rate).sin())
+                .collect()
+        };
+        let input: Vec<i16> = tone(8000.0, 8000)
+            .iter()
+            .map(|x| (x * 32767.0) as i16)
+            .collect();
+        let got = to_16k(&input, 8000);
+        assert_eq!(got.len(), 16_000);
+        let want = tone(16_000.0, 16_000);
+        // Away from the edges (the filter's reach), within 1% of full scale.
+        let worst = got[100..15_900]
+            .iter()
+            .zip(&want[100..15_900])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.01, "worst error {worst}");
+        // The last samples are there, not lost in the filter's delay.
+        let tail = got[15_990..].iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+        assert!(tail > 0.1, "tail {tail}");
+        // 16 kHz passes through; other rates are resampled to 16 kHz.
+        assert_eq!(to_16k(&[1, 2, 3], 16_000).len(), 3);
+        assert_eq!(to_16k(&vec![0; 4410], 44_100).len(), 1600);
+    }
 
     #[test]
     fn the_openai_url_is_one_endpoint_or_a_pool() {

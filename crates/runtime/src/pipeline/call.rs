@@ -1,9 +1,13 @@
-//! One call through a pipeline: a task per stage, joined by bounded channels,
-//! so a slow stage (Whisper) never stalls audio intake.
+//! One call through a pipeline: tasks joined by bounded channels, so a slow
+//! stage (Whisper) never stalls audio intake. A stage granted a capability
+//! (it waits on I/O) or allowed a long deadline gets a task of its own;
+//! consecutive quick, self-contained stages (the audio stages: codec, VAD,
+//! speaker priority) share one, so a frame crosses them without a channel
+//! hop and a task wake-up per stage.
 
 use super::event::kind_of;
 use super::instance::{HandleError, StageInstance};
-use super::loader::LoadedPipeline;
+use super::loader::{LoadedPipeline, LoadedStage};
 use super::stats::{StageStats, StatsSnapshot};
 use crate::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
 use std::sync::Arc;
@@ -142,31 +146,46 @@ impl Call {
         }
         let (input, first_rx) = mpsc::channel::<Item>(pipeline.queue);
         let (output_tx, output) = mpsc::channel::<Event>(pipeline.queue);
-        let count = instances.len();
+        let groups = task_groups(stages);
         let mut rx = Some(first_rx);
         let session_id: Arc<str> = info.session_id.as_str().into();
-        let mut tasks = Vec::with_capacity(count);
-        for (index, inst) in instances.into_iter().enumerate() {
-            let Some(stage_rx) = rx.take() else { break };
-            let next = if index + 1 == count {
+        let mut tasks = Vec::with_capacity(groups.len());
+        let mut instances = instances.into_iter();
+        for (g, range) in groups.iter().enumerate() {
+            let Some(task_rx) = rx.take() else { break };
+            let next = if g + 1 == groups.len() {
                 Next::Output(output_tx.clone())
             } else {
                 let (tx, next_rx) = mpsc::channel(pipeline.queue);
                 rx = Some(next_rx);
                 Next::Stage(tx)
             };
-            let stage = stages[index].clone();
+            let mut steps = Vec::with_capacity(range.len());
+            for index in range.clone() {
+                let Some(inst) = instances.next() else { break };
+                let stage = &stages[index];
+                steps.push(Step {
+                    inst,
+                    on: stage.on,
+                    counters: Counters {
+                        call: stats.clone(),
+                        index,
+                        stage: crate::metrics::stage(&stage.name),
+                        session_id: session_id.clone(),
+                    },
+                    failures: 0,
+                });
+            }
+            let names = stages[range.clone()]
+                .iter()
+                .map(|s| &*s.name)
+                .collect::<Vec<_>>()
+                .join("+");
             // Debug level: entered on every poll, so it costs nothing unless
             // debug logging is on (log lines carry call and stage anyway).
-            let span = tracing::debug_span!("stage", call = %id, stage = %stage.name);
-            let counters = Counters {
-                call: stats.clone(),
-                index,
-                stage: crate::metrics::stage(&stage.name),
-                session_id: session_id.clone(),
-            };
+            let span = tracing::debug_span!("stages", call = %id, stages = %names);
             tasks.push(tokio::spawn(
-                run_stage(inst, stage.on, stage_rx, next, counters).instrument(span),
+                run_task(steps, task_rx, next).instrument(span),
             ));
         }
         drop(output_tx);
@@ -299,27 +318,86 @@ struct Counters {
     session_id: Arc<str>,
 }
 
-async fn run_stage(
-    mut inst: StageInstance,
+/// A stage may share a task with its neighbours when it waits on nothing
+/// but its own computing and that is short: no capability granted, and a
+/// deadline within a few frames (the audio stages have 50 ms).
+const SHARED_TASK_DEADLINE_MS: u64 = 100;
+
+fn may_share_a_task(granted: bool, deadline_ms: u64) -> bool {
+    !granted && deadline_ms <= SHARED_TASK_DEADLINE_MS
+}
+
+/// The stages of each task, in order: runs of stages that may share one,
+/// and every other stage alone.
+fn task_groups(stages: &[Arc<LoadedStage>]) -> Vec<std::ops::Range<usize>> {
+    runs(stages.len(), |i| {
+        may_share_a_task(!stages[i].grants.is_empty(), stages[i].limits.deadline_ms)
+    })
+}
+
+/// Ranges of `0..n`: each maximal run of indices for which `shares` holds,
+/// and every other index alone.
+fn runs(n: usize, shares: impl Fn(usize) -> bool) -> Vec<std::ops::Range<usize>> {
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for i in 0..n {
+        let joins = i > 0 && shares(i) && shares(i - 1);
+        match groups.last_mut() {
+            Some(last) if joins => last.end = i + 1,
+            _ => groups.push(i..i + 1),
+        }
+    }
+    groups
+}
+
+/// One stage inside a task.
+struct Step {
+    inst: StageInstance,
     on: super::event::KindSet,
-    mut rx: mpsc::Receiver<Item>,
-    next: Next,
     counters: Counters,
-) {
-    let stats = &counters.call[counters.index];
-    let totals = &*counters.stage;
-    let mut failures = 0u64;
-    while let Some(Item { event, arrived }) = rx.recv().await {
-        let kind = kind_of(&event);
-        if !on.contains(kind) {
-            stats.skipped.fetch_add(1, Relaxed);
-            if !next.send(Item { event, arrived }).await {
+    /// Failures of this stage in this call so far.
+    failures: u64,
+}
+
+/// Runs each event through the task's stages in order; what the last one
+/// produces goes on. The two buffers are reused, so a frame costs no
+/// allocation here.
+async fn run_task(mut steps: Vec<Step>, mut rx: mpsc::Receiver<Item>, next: Next) {
+    let mut batch: Vec<Item> = Vec::with_capacity(4);
+    let mut produced: Vec<Item> = Vec::with_capacity(4);
+    while let Some(item) = rx.recv().await {
+        batch.push(item);
+        for step in steps.iter_mut() {
+            for item in batch.drain(..) {
+                step.process(item, &mut produced).await;
+            }
+            std::mem::swap(&mut batch, &mut produced);
+            if batch.is_empty() {
                 break;
             }
-            continue;
+        }
+        for item in batch.drain(..) {
+            if !next.send(item).await {
+                return;
+            }
+        }
+    }
+}
+
+impl Step {
+    /// One event through this stage; what it produces is appended to `out`.
+    async fn process(&mut self, item: Item, out: &mut Vec<Item>) {
+        let Item { event, arrived } = item;
+        let counters = &self.counters;
+        let stats = &counters.call[counters.index];
+        let totals = &*counters.stage;
+        let kind = kind_of(&event);
+        if !self.on.contains(kind) {
+            stats.skipped.fetch_add(1, Relaxed);
+            out.push(Item { event, arrived });
+            return;
         }
         let started = Instant::now();
-        let result = inst.handle(&event).await;
+        let result = self.inst.handle(&event).await;
         let busy = started.elapsed();
         stats.add_busy(busy);
         totals.latency.record(busy);
@@ -334,7 +412,7 @@ async fn run_stage(
             Err(error) => {
                 stats.failed.fetch_add(1, Relaxed);
                 totals.failed.fetch_add(1, Relaxed);
-                let ctx = inst.context();
+                let ctx = self.inst.context();
                 match &error {
                     HandleError::Stage(_) => tracing::warn!(
                         call = %ctx.call_id,
@@ -358,7 +436,8 @@ async fn run_stage(
                 }
                 // A stage failing on every frame must not flood the store:
                 // the first few of a call are kept, then one in a hundred.
-                failures += 1;
+                self.failures += 1;
+                let failures = self.failures;
                 if failures <= REPORTED_FAILURES || failures.is_multiple_of(100) {
                     let message = if failures > REPORTED_FAILURES {
                         format!("{error} (failure {failures} of this call)")
@@ -388,16 +467,44 @@ async fn run_stage(
             crate::metrics::AUDIO.frame_lag.record(lag);
             crate::metrics::AUDIO.recent_lag.record(lag);
         }
-        for out in outputs {
-            if !next
-                .send(Item {
-                    event: out,
-                    arrived,
-                })
-                .await
-            {
-                return;
-            }
+        // An utterance carries the arrival of the frame on which the VAD
+        // declared its speech over: the transcript made of it is that late.
+        if kind == EventKind::Utterance
+            && outputs.iter().any(|o| kind_of(o) == EventKind::Transcript)
+        {
+            let lag = arrived.elapsed();
+            crate::metrics::AUDIO.utterance_to_transcript.record(lag);
+            crate::metrics::AUDIO
+                .utterance_to_transcript_recent
+                .record(lag);
         }
+        out.extend(outputs.into_iter().map(|event| Item { event, arrived }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_self_contained_neighbours_share_a_task() {
+        // (granted a capability, deadline): the default pipeline's shape.
+        let shape = [
+            (false, 50),    // codec
+            (false, 50),    // vad
+            (false, 50),    // speakers
+            (true, 35_000), // transcriber
+            (false, 50),    // context
+            (false, 50),    // clarifier
+            (true, 3_000),  // solutions
+            (false, 2_000), // a slow stage without grants
+            (false, 50),
+        ];
+        let groups =
+            |shape: &[(bool, u64)]| runs(shape.len(), |i| may_share_a_task(shape[i].0, shape[i].1));
+        assert_eq!(groups(&shape), vec![0..3, 3..4, 4..6, 6..7, 7..8, 8..9]);
+        assert!(groups(&[]).is_empty());
+        assert_eq!(groups(&[(true, 50), (true, 50)]), vec![0..1, 1..2]);
+        assert_eq!(groups(&[(false, 50)]), vec![0..1]);
     }
 }
