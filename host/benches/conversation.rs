@@ -128,8 +128,14 @@ async fn one(
     let (call, output) = Call::start_from(pipeline.clone(), info, stage)
         .await
         .expect("call");
-    let drain =
-        callpipe_host::calls::output::spawn(output, sessions.clone(), session.clone(), None, None);
+    let drain = callpipe_host::calls::output::spawn(
+        output,
+        sessions.clone(),
+        session.clone(),
+        None,
+        None,
+        None,
+    );
     // The context so far, and the question it brings, out of the way (a
     // call entering at the transcriber passes transcripts on untouched).
     call.send(transcript(1, BEFORE, 4000)).await.expect("send");

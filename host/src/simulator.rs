@@ -39,6 +39,11 @@ pub struct SimConfig {
     pub auth_token: Option<String>,
     /// How long to wait after `stop`... for marks still being "played".
     pub linger: Duration,
+    /// Call n of N starts its audio n/N of the way in (and wraps), so
+    /// simultaneous calls do not say the same thing at the same moment.
+    pub rotate: bool,
+    /// Frames each call sends (the audio wraps around); default: all once.
+    pub frames: Option<usize>,
 }
 
 impl SimConfig {
@@ -61,6 +66,8 @@ impl SimConfig {
             params: Vec::new(),
             auth_token: None,
             linger: Duration::from_secs(2),
+            rotate: false,
+            frames: None,
         }
     }
 }
@@ -384,7 +391,17 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
         .map_err(|_| "closed")?;
         let silence = vec![0xFFu8; FRAME_BYTES];
         let origin = Instant::now();
-        for (k, frame) in config.inbound.iter().enumerate() {
+        let len = config.inbound.len();
+        let shift = if config.rotate && config.calls > 0 {
+            n * len / config.calls
+        } else {
+            0
+        };
+        for k in 0..config.frames.unwrap_or(len) {
+            let at = (k + shift) % len.max(1);
+            let Some(frame) = config.inbound.get(at) else {
+                break;
+            };
             let due = origin + FRAME * k as u32;
             tokio::time::sleep_until(due).await;
             report
@@ -408,7 +425,7 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                 let out = config
                     .outbound
                     .as_ref()
-                    .and_then(|o| o.get(k))
+                    .and_then(|o| o.get(at))
                     .unwrap_or(&silence);
                 let outbound = send("outbound", out);
                 tx.send(outbound)

@@ -138,6 +138,7 @@ impl ChatCalls {
             m.session_id.clone(),
             None,
             Some(markers.clone()),
+            None,
         );
         tracing::info!(session = %m.session_id, pipeline = %pipeline.name, "chat session started");
         let chat = Arc::new(ChatCall {

@@ -362,6 +362,8 @@ async fn begin(
 ) -> Result<Live, String> {
     let p = &start.custom_parameters;
     let param = |k: &str| p.get(k).cloned().unwrap_or_default();
+    // Stream time 0: the media that follows is timed from here.
+    let stream_started = std::time::Instant::now();
     let session_id = session_of(start);
     let technician_id = param("technician_id");
     let technician_name = param("technician_name");
@@ -422,6 +424,7 @@ async fn begin(
         session_id.clone(),
         voice,
         Some(markers),
+        Some(stream_started),
     );
     Ok(Live {
         call,

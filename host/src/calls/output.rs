@@ -11,7 +11,7 @@ use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};
 use crate::twilio::playback::Player;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -83,13 +83,16 @@ pub fn suggestion_record(s: Suggestion) -> SuggestionRecord {
     }
 }
 
-/// Drains a call's output until the call ends.
+/// Drains a call's output until the call ends. `stream_started` is when a
+/// live stream's time 0 arrived (its `start`), so a transcript's stream time
+/// tells how long after the speech ended it came out.
 pub fn spawn(
     mut output: CallOutput,
     sessions: Arc<Sessions>,
     session_id: String,
     voice: Option<Voice>,
     markers: Option<Arc<Markers>>,
+    stream_started: Option<Instant>,
 ) -> JoinHandle<()> {
     let player = voice.as_ref().map(|v| v.player.clone());
     let speaker = voice.and_then(|v| {
@@ -101,7 +104,17 @@ pub fn spawn(
         while let Some(event) = output.recv().await {
             match event {
                 Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
-                Event::Transcript(t) => sessions.add_transcript(&session_id, transcript_line(t)),
+                Event::Transcript(t) => {
+                    if let Some(zero) = stream_started {
+                        let spoken = zero + Duration::from_millis(t.end_ms);
+                        let lag = Instant::now().saturating_duration_since(spoken);
+                        crate::metrics::AUDIO.speech_to_transcript.record(lag);
+                        crate::metrics::AUDIO
+                            .speech_to_transcript_recent
+                            .record(lag);
+                    }
+                    sessions.add_transcript(&session_id, transcript_line(t))
+                }
                 Event::Suggestion(s) => sessions.add_suggestion(&session_id, suggestion_record(s)),
                 Event::Say(_) if sessions.is_muted(&session_id) => {
                     tracing::debug!(session = %session_id, "muted: a question is only shown");

@@ -4,7 +4,6 @@ use crate::bindings::types::Track;
 use crate::simulator::{self, SimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -39,9 +38,13 @@ pub struct Args {
     ramp: f64,
     #[arg(long, value_enum, default_value = "inbound")]
     tracks: Tracks,
-    /// Repeat the audio to last at least this many seconds.
+    /// Play this many seconds per call: the audio repeated, or cut short.
     #[arg(long)]
     duration: Option<f64>,
+    /// Start call n of N n/N of the way into the audio (wrapping), so the
+    /// calls say different things at different moments.
+    #[arg(long)]
+    rotate: bool,
     /// A customParameter for `start` (repeatable), e.g. --param session_id=s1
     #[arg(long = "param", value_parser = parse_param)]
     params: Vec<(String, String)>,
@@ -92,27 +95,21 @@ pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<E
         args.params.push(("session_id".into(), id));
     }
     let mut config = SimConfig::from_tracks(&args.url, tracks);
+    anyhow::ensure!(!config.inbound.is_empty(), "the call holds no audio");
     if let Some(secs) = args.duration {
-        let want = (secs * 50.0).ceil() as usize;
-        let base = config.inbound.clone();
-        anyhow::ensure!(!base.is_empty(), "the call holds no audio");
-        config.inbound = Arc::new(
-            base.iter()
-                .cycle()
-                .take(want.max(base.len()))
-                .cloned()
-                .collect(),
-        );
+        anyhow::ensure!(secs > 0.0, "--duration must be positive");
+        config.frames = Some((secs * 50.0).ceil() as usize);
     }
     config.calls = args.calls.max(1);
     config.ramp = Duration::from_secs_f64(args.ramp.max(0.0));
     config.both_tracks = matches!(args.tracks, Tracks::Both);
+    config.rotate = args.rotate;
     config.params = args.params.clone();
     config.auth_token = args.auth_token.filter(|t| !t.is_empty());
     eprintln!(
         "simulating {} call(s) of {:.1} s against {}",
         config.calls,
-        config.inbound.len() as f64 * 0.02,
+        config.frames.unwrap_or(config.inbound.len()) as f64 * 0.02,
         config.url
     );
     let report = simulator::run(config).await;

@@ -44,6 +44,13 @@ pub async fn ready(State(state): State<AppState>) -> (axum::http::StatusCode, Js
     )
 }
 
+/// Count, p50, p95, p99 and max of a measure's recent values, in ms.
+fn recent(r: &crate::metrics::Recent) -> Value {
+    let (count, q) = r.quantiles(&[0.5, 0.95, 0.99, 1.0]);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    json!({"count": count, "p50": ms(q[0]), "p95": ms(q[1]), "p99": ms(q[2]), "max": ms(q[3])})
+}
+
 /// Live audio-path numbers (the load benchmark reads them).
 pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     let lag = &AUDIO.frame_lag;
@@ -60,5 +67,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
             "p99": ms(lag.quantile(0.99)),
             "max": ms(lag.max()),
         },
+        // Exact, over the most recent transcripts of live streams.
+        "speech_to_transcript_ms": recent(&AUDIO.speech_to_transcript_recent),
+        "utterance_to_transcript_ms": recent(&AUDIO.utterance_to_transcript_recent),
     }))
 }

@@ -239,6 +239,30 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "Arrival of a frame to the end of its processing by the audio stages.",
     );
     histogram(o, "callpipe_frame_lag_seconds", "", &AUDIO.frame_lag);
+    head(
+        o,
+        "callpipe_speech_to_transcript_seconds",
+        "histogram",
+        "End of speech in a live stream to its transcript leaving the pipeline.",
+    );
+    histogram(
+        o,
+        "callpipe_speech_to_transcript_seconds",
+        "",
+        &AUDIO.speech_to_transcript,
+    );
+    head(
+        o,
+        "callpipe_utterance_to_transcript_seconds",
+        "histogram",
+        "An utterance reaching the transcribing stage to its transcript (speech recognition's wait and work).",
+    );
+    histogram(
+        o,
+        "callpipe_utterance_to_transcript_seconds",
+        "",
+        &AUDIO.utterance_to_transcript,
+    );
 
     let stages = crate::metrics::stages();
     head(
