@@ -28,11 +28,16 @@ impl callpipe_sdk::Stage for Echo {
         let Event::Audio(a) = &event else {
             return Ok(vec![event]);
         };
-        if a.track != Track::Inbound || a.rate != 16000 {
+        if a.track != Track::Inbound || (a.rate != 16000 && a.rate != 8000) {
             return Ok(vec![event]);
         }
-        let mut narrow = Vec::with_capacity(a.samples.len() / 2);
-        self.down.process_into(&a.samples, &mut narrow);
+        // Back at the telephone rate, whichever rate the codec decoded to.
+        let mut narrow = Vec::with_capacity(a.samples.len());
+        if a.rate == 16000 {
+            self.down.process_into(&a.samples, &mut narrow);
+        } else {
+            narrow.extend_from_slice(&a.samples);
+        }
         self.seq += 1;
         let back = EncodedAudio {
             codec: Codec::Mulaw,
