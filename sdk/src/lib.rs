@@ -37,7 +37,7 @@ wit_bindgen::generate!({
 pub use callpipe::stage::types;
 /// The capabilities a pipeline may grant; calling one the pipeline does not
 /// grant gets the component refused at load.
-pub use callpipe::stage::{knowledge, log, speech, transcriber};
+pub use callpipe::stage::{knowledge, llm, log, speech, transcriber};
 
 use serde::de::DeserializeOwned;
 use types::{CallInfo, Event, EventKind, SpeakerRole, StageError};
@@ -114,7 +114,7 @@ pub fn log(level: log::Level, message: &str) {
 /// so stage logic takes them behind its own trait and tests pass fakes.
 pub mod capability {
     use super::types::CapabilityError;
-    use super::{knowledge, transcriber};
+    use super::{knowledge, llm, transcriber};
 
     /// A capability error as one line.
     pub fn describe(e: &CapabilityError) -> String {
@@ -148,6 +148,32 @@ pub mod capability {
         {
             let _ = request;
             Err("the transcriber capability exists only inside the host".into())
+        }
+    }
+
+    /// A language-model completion (granted `llm`, since contract 0.1.1).
+    /// The error says its kind, so a stage can tell a timeout from a
+    /// refusal; every stage keeps a path that needs no model.
+    pub fn complete(request: &llm::CompletionRequest) -> Result<llm::Completion, llm::LlmError> {
+        #[cfg(target_arch = "wasm32")]
+        return llm::complete(request);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = request;
+            Err(llm::LlmError::NotConfigured(
+                "the llm capability exists only inside the host".into(),
+            ))
+        }
+    }
+
+    /// A language-model error as one line.
+    pub fn describe_llm(e: &llm::LlmError) -> String {
+        match e {
+            llm::LlmError::NotConfigured(m) => format!("not configured: {m}"),
+            llm::LlmError::Timeout(m) => format!("timeout: {m}"),
+            llm::LlmError::Unavailable(m) => format!("unavailable: {m}"),
+            llm::LlmError::Refused(m) => format!("refused: {m}"),
+            llm::LlmError::InvalidRequest(m) => format!("invalid request: {m}"),
         }
     }
 

@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use callpipe::stage::types;
-pub use callpipe::stage::{knowledge, log, speech, transcriber};
+pub use callpipe::stage::{knowledge, llm, log, speech, transcriber};
 
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";

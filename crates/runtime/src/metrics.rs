@@ -398,7 +398,35 @@ impl CapabilityMetrics {
 pub static KNOWLEDGE: CapabilityMetrics = CapabilityMetrics::new("knowledge");
 pub static TRANSCRIBER: CapabilityMetrics = CapabilityMetrics::new("transcriber");
 pub static SPEECH: CapabilityMetrics = CapabilityMetrics::new("speech");
-pub static CAPABILITIES: [&CapabilityMetrics; 3] = [&KNOWLEDGE, &TRANSCRIBER, &SPEECH];
+pub static LLM: CapabilityMetrics = CapabilityMetrics::new("llm");
+pub static CAPABILITIES: [&CapabilityMetrics; 4] = [&KNOWLEDGE, &TRANSCRIBER, &SPEECH, &LLM];
+
+/// Tokens the language model backend reported, across calls (what a
+/// hosted model bills).
+pub struct TokenCounts {
+    prompt: AtomicU64,
+    completion: AtomicU64,
+}
+
+impl TokenCounts {
+    pub fn add(&self, prompt: u32, completion: u32) {
+        self.prompt.fetch_add(u64::from(prompt), Relaxed);
+        self.completion.fetch_add(u64::from(completion), Relaxed);
+    }
+
+    pub fn prompt(&self) -> u64 {
+        self.prompt.load(Relaxed)
+    }
+
+    pub fn completion(&self) -> u64 {
+        self.completion.load(Relaxed)
+    }
+}
+
+pub static LLM_TOKENS: TokenCounts = TokenCounts {
+    prompt: AtomicU64::new(0),
+    completion: AtomicU64::new(0),
+};
 
 /// Media-stream (WebSocket) problems, by kind: refused at capacity, socket
 /// errors, streams we closed, and skipped messages by reason. Counted once

@@ -33,6 +33,8 @@ pub enum World {
     KnowledgeStage,
     /// May synthesise speech.
     SpeechStage,
+    /// May ask a language model (contract 0.1.1).
+    LlmStage,
 }
 
 impl World {
@@ -42,6 +44,7 @@ impl World {
             World::TranscriberStage => "transcriber-stage",
             World::KnowledgeStage => "knowledge-stage",
             World::SpeechStage => "speech-stage",
+            World::LlmStage => "llm-stage",
         }
     }
 
@@ -52,6 +55,7 @@ impl World {
             World::TranscriberStage => Some("transcriber"),
             World::KnowledgeStage => Some("knowledge"),
             World::SpeechStage => Some("speech"),
+            World::LlmStage => Some("llm"),
         }
     }
 }

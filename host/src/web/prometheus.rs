@@ -344,6 +344,23 @@ pub fn render(state: &AppState, chats: usize) -> String {
     }
     head(
         o,
+        "callpipe_llm_tokens_total",
+        "counter",
+        "Tokens the language model backend counted, by kind.",
+    );
+    let tokens = &crate::metrics::LLM_TOKENS;
+    let _ = writeln!(
+        o,
+        "callpipe_llm_tokens_total{{kind=\"prompt\"}} {}",
+        tokens.prompt()
+    );
+    let _ = writeln!(
+        o,
+        "callpipe_llm_tokens_total{{kind=\"completion\"}} {}",
+        tokens.completion()
+    );
+    head(
+        o,
         "callpipe_capability_latency_seconds",
         "histogram",
         "Time a capability call took, as the stage waited for it.",

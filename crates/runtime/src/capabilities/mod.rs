@@ -2,6 +2,7 @@
 //! one only if its pipeline grants it (see `pipeline::grants`).
 
 pub mod knowledge;
+pub mod llm;
 pub mod log;
 pub mod log_budget;
 pub mod openai_transcriber;
@@ -19,6 +20,7 @@ pub struct CapabilitySet {
     pub transcriber: Option<std::sync::Arc<transcriber::TranscriberService>>,
     pub knowledge: Option<std::sync::Arc<crate::knowledge::KnowledgeBase>>,
     pub speech: Option<std::sync::Arc<speech::SpeechService>>,
+    pub llm: Option<std::sync::Arc<llm::LlmService>>,
 }
 
 /// Who a stage instance works for; attached to every log line it causes.

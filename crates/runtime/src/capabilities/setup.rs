@@ -46,8 +46,9 @@ impl CapabilitySet {
                     .await
                     .map(|kb| set.knowledge = Some(Arc::new(kb))),
                 "speech" => speech(table).map(|s| set.speech = Some(Arc::new(s))),
+                "llm" => llm(table).map(|l| set.llm = Some(Arc::new(l))),
                 other => Err(format!(
-                    "unknown capability section [capabilities.{other}] (known: transcriber, knowledge, speech)"
+                    "unknown capability section [capabilities.{other}] (known: transcriber, knowledge, speech, llm)"
                 )),
             };
             if let Err(message) = built {
@@ -109,6 +110,13 @@ fn speech(table: &toml::Table) -> Result<super::speech::SpeechService, String> {
     let config: SpeechConfig = typed("speech", table)?;
     let built = config.build().map_err(|e| e.to_string())?;
     tracing::info!("speech: {}", built.backend.summary());
+    Ok(built)
+}
+
+fn llm(table: &toml::Table) -> Result<super::llm::LlmService, String> {
+    let config: super::llm::LlmConfig = typed("llm", table)?;
+    let built = config.build().map_err(|e| e.to_string())?;
+    tracing::info!("llm: {}", built.summary());
     Ok(built)
 }
 

@@ -1,5 +1,9 @@
 //! Capability grants: which WIT interfaces a stage may import. A component
-//! importing an interface its stage is not granted is refused at load.
+//! importing an interface its stage is not granted is refused at load,
+//! except `llm`, which is optional by design: every stage that asks a
+//! model keeps a model-free path, so one component serves pipelines with
+//! and without a model. An ungranted stage's `llm` calls are answered
+//! `not-configured` at once; nothing reaches a model.
 
 use super::state::StageState;
 use crate::bindings::callpipe::stage as wit;
@@ -12,13 +16,15 @@ pub enum Capability {
     Transcriber,
     Knowledge,
     Speech,
+    Llm,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 3] = [
+    pub const ALL: [Capability; 4] = [
         Capability::Transcriber,
         Capability::Knowledge,
         Capability::Speech,
+        Capability::Llm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -26,6 +32,7 @@ impl Capability {
             Capability::Transcriber => "transcriber",
             Capability::Knowledge => "knowledge",
             Capability::Speech => "speech",
+            Capability::Llm => "llm",
         }
     }
 
@@ -65,6 +72,7 @@ pub fn check_imports(
             }
             match Capability::parse(ours) {
                 Some(cap) if grants.contains(&cap) => {}
+                Some(Capability::Llm) => {}
                 Some(cap) => errors.push(GrantError::NotGranted {
                     import: name.to_string(),
                     capability: cap.name(),
@@ -105,7 +113,32 @@ pub fn linker(engine: &Engine, grants: &[Capability]) -> wasmtime::Result<Linker
             Capability::Speech => {
                 wit::speech::add_to_linker::<StageState, Caps>(&mut linker, caps)?
             }
+            Capability::Llm => wit::llm::add_to_linker::<StageState, Caps>(&mut linker, caps)?,
         }
     }
+    if !grants.contains(&Capability::Llm) {
+        wit::llm::add_to_linker::<StageState, NotGranted>(&mut linker, |_| NotGranted)?;
+    }
     Ok(linker)
+}
+
+/// The `llm` of a stage that is not granted it: every call is refused at
+/// once, so the stage takes its model-free path.
+pub struct NotGranted;
+
+impl wasmtime::component::HasData for NotGranted {
+    type Data<'a> = NotGranted;
+}
+
+impl wit::llm::Host for NotGranted {
+    async fn complete(
+        &mut self,
+        _request: wit::llm::CompletionRequest,
+    ) -> wasmtime::Result<Result<wit::llm::Completion, wit::llm::LlmError>> {
+        Ok(Err(wit::llm::LlmError::NotConfigured(
+            "this stage is not granted `llm` (add it to the stage's `grants` and configure \
+             [capabilities.llm])"
+                .into(),
+        )))
+    }
 }

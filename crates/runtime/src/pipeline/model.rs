@@ -56,6 +56,7 @@ pub struct CapabilitiesSection {
     pub transcriber: Option<Spanned<toml::Table>>,
     pub knowledge: Option<Spanned<toml::Table>>,
     pub speech: Option<Spanned<toml::Table>>,
+    pub llm: Option<Spanned<toml::Table>>,
 }
 
 impl CapabilitiesSection {
@@ -65,6 +66,7 @@ impl CapabilitiesSection {
             ("transcriber", &self.transcriber),
             ("knowledge", &self.knowledge),
             ("speech", &self.speech),
+            ("llm", &self.llm),
         ]
         .into_iter()
         .filter_map(|(name, section)| section.as_ref().map(|s| (name, s)))
