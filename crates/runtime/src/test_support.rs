@@ -29,8 +29,13 @@ pub fn components() -> &'static BTreeMap<String, PathBuf> {
                 "plugins/context-analyzer",
                 "callpipe-stage-context-analyzer",
             ),
+            ("plugins/clarifier", "callpipe-stage-clarifier"),
             ("tests/components/hostile", "callpipe-test-hostile"),
             ("tests/components/ungranted", "callpipe-test-ungranted"),
+            (
+                "tests/components/contract-v0-1-0",
+                "callpipe-test-contract-v0-1-0",
+            ),
         ]
         .into_iter()
         .map(|(dir, pkg)| (root.join(dir), pkg.to_string()))

@@ -32,6 +32,9 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("`{0}` is not a database URL (sqlite://FILE or postgres://...)")]
     Url(String),
+    /// An update of a call whose row does not exist (yet).
+    #[error("no call `{0}` in the store")]
+    MissingCall(String),
 }
 
 /// How long a write waits for a connection before it fails (and the writer
@@ -60,7 +63,8 @@ impl StoreError {
     /// Whether the write failed because its call's row is missing (a
     /// foreign key): creating the row and writing again repairs it.
     pub fn is_missing_call(&self) -> bool {
-        matches!(self, StoreError::Sql(sqlx::Error::Database(db))
+        matches!(self, StoreError::MissingCall(_))
+            || matches!(self, StoreError::Sql(sqlx::Error::Database(db))
             if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
     }
 }

@@ -34,6 +34,8 @@ pub struct CallRow {
     pub ended_at: Option<f64>,
     /// The host that runs (or ran) the call.
     pub host_id: Option<String>,
+    /// The end-of-call summary (JSON), when a stage wrote one.
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -81,7 +83,7 @@ macro_rules! select_calls {
     ($rest:literal) => {
         concat!(
             "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
-             pipeline_version, started_at, ended_at, host_id FROM calls ",
+             pipeline_version, started_at, ended_at, host_id, summary FROM calls ",
             $rest
         )
     };
@@ -103,6 +105,7 @@ macro_rules! call_row {
             started_at: $r.try_get("started_at")?,
             ended_at: $r.try_get("ended_at")?,
             host_id: $r.try_get("host_id")?,
+            summary: $r.try_get("summary")?,
         }
     };
 }
@@ -309,6 +312,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             let id = event_in!(self, tx, session_id, "suggestion", &data, s.at);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The call's end-of-call summary (JSON; a later one replaces it);
+    /// returns its event id.
+    pub async fn set_summary(&self, session_id: &str, json: &str) -> Result<i64, StoreError> {
+        let at = now_epoch();
+        let sql = self.sql("UPDATE calls SET summary = ? WHERE session_id = ?");
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(sql)
+                .bind(json)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::MissingCall(session_id.to_string()));
+            }
+            let id = event_in!(self, tx, session_id, "summary", json, at);
             tx.commit().await?;
             Ok(id)
         })

@@ -193,8 +193,21 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     store.set_status("s1", "completed").await.unwrap();
+    // The end-of-call summary: on the call row and in the event log.
+    assert_eq!(store.call("s1").await.unwrap().expect("s1").summary, None);
+    let summary = store
+        .set_summary("s1", r#"{"problem":"caméra"}"#)
+        .await
+        .unwrap();
+    assert!(summary > third);
+    let missing = store
+        .set_summary("no-such-call", "{}")
+        .await
+        .expect_err("no row");
+    assert!(missing.is_missing_call(), "{missing}");
 
     let call = store.call("s1").await.unwrap().expect("the call");
+    assert_eq!(call.summary.as_deref(), Some(r#"{"problem":"caméra"}"#));
     assert_eq!(call.status, "completed");
     assert_eq!(call.call_sid.as_deref(), Some("CA1"));
     assert_eq!(call.technician_name, "Jeanne");
@@ -241,12 +254,13 @@ async fn exercise(store: &Store) {
             "suggestion",
             "suggestion",
             "suggestion",
-            "status"
+            "status",
+            "summary"
         ]
     );
     assert_eq!(events[0].id, first);
     let after = store.events_after("s1", third, 100).await.unwrap();
-    assert_eq!(after.len(), 4);
+    assert_eq!(after.len(), 5);
     let doc: serde_json::Value = serde_json::from_str(&after[2].data).unwrap();
     assert_eq!(doc["id"], "kb-sample-001-1");
     assert_eq!(store.events_after("s2", 0, 100).await.unwrap().len(), 1);
@@ -303,7 +317,7 @@ async fn sqlite_keeps_the_record_across_a_reopen() {
     // Migrations are idempotent and the data is on disk.
     let again = Store::connect(&url).await.unwrap();
     assert_eq!(again.call("s1").await.unwrap().unwrap().status, "completed");
-    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 7);
+    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 8);
     assert_eq!(
         again.call("s2").await.unwrap().unwrap().status,
         "interrupted"

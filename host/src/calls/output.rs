@@ -6,7 +6,7 @@
 use crate::bindings::types::{Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript};
 use crate::capabilities::speech::SpeechService as Speech;
 use crate::pipeline::call::CallOutput;
-use crate::pipeline::event::{FLUSH, role_name};
+use crate::pipeline::event::{FLUSH, SUMMARY, role_name};
 use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};
 use crate::twilio::playback::Player;
 use std::collections::HashMap;
@@ -139,6 +139,7 @@ pub fn spawn(
                         p.play(a.bytes).await;
                     }
                 }
+                Event::Custom(c) if c.name == SUMMARY => sessions.set_summary(&session_id, &c.json),
                 Event::Custom(c) if c.name == FLUSH => {
                     if let (Some(m), Some(id)) = (&markers, marker_id(&c.json)) {
                         m.reached(id);

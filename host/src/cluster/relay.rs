@@ -81,6 +81,7 @@ pub(super) fn relay(sessions: &Sessions, session_id: String, row: EventRow) {
         "transcript" => serde_json::from_str(&row.data).map(Update::Transcript),
         "suggestion" => serde_json::from_str(&row.data).map(Update::Suggestion),
         "status" => serde_json::from_str::<StatusChange>(&row.data).map(Update::Status),
+        "summary" => serde_json::from_str(&row.data).map(Update::Summary),
         _ => return,
     };
     match update {

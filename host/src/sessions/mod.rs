@@ -26,6 +26,8 @@ pub enum Update {
     Transcript(TranscriptLine),
     Suggestion(SuggestionRecord),
     Status(StatusChange),
+    /// The end-of-call summary a stage wrote (its JSON, as it wrote it).
+    Summary(serde_json::Value),
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -57,6 +59,8 @@ pub struct Session {
     pub muted: bool,
     /// The pipeline version the call runs on (it keeps it across reloads).
     pub pipeline_version: Option<String>,
+    /// The end-of-call summary, once a stage wrote one.
+    pub summary: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -199,6 +203,7 @@ impl Sessions {
                 streaming: false,
                 muted: false,
                 pipeline_version: None,
+                summary: None,
             });
         if !technician_id.is_empty() {
             s.technician_id = technician_id.to_string();
@@ -460,6 +465,35 @@ impl Sessions {
         }
     }
 
+    /// The end-of-call summary a stage wrote (a JSON object), shown at once
+    /// and stored behind, as `add_transcript`. Anything but an object is
+    /// refused with a warning.
+    pub fn set_summary(&self, session_id: &str, json: &str) {
+        let value = match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v) if v.is_object() => v,
+            _ => {
+                tracing::warn!(session = %session_id, "a call summary that is not a JSON object was ignored");
+                return;
+            }
+        };
+        let known = match self.lock().get_mut(session_id) {
+            Some(s) => {
+                s.summary = Some(value.clone());
+                true
+            }
+            None => false,
+        };
+        if known {
+            self.stored_then_published(
+                session_id,
+                Write::Summary {
+                    session_id: session_id.to_string(),
+                    summary: value,
+                },
+            );
+        }
+    }
+
     /// With a store, the writer publishes the change once stored (with its
     /// event id); without one, it is published now.
     fn stored_then_published(&self, session_id: &str, write: Write) {
@@ -470,6 +504,9 @@ impl Sessions {
             }
             (None, Write::Suggestion { record, .. }) => {
                 self.publish(session_id, None, Update::Suggestion(record))
+            }
+            (None, Write::Summary { summary, .. }) => {
+                self.publish(session_id, None, Update::Summary(summary))
             }
             (None, _) => {}
         }

@@ -62,6 +62,11 @@ pub enum Write {
         session_id: String,
         record: SuggestionRecord,
     },
+    /// Published to live listeners once stored.
+    Summary {
+        session_id: String,
+        summary: serde_json::Value,
+    },
     /// Answered once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
 }
@@ -77,6 +82,7 @@ impl Write {
             Write::Segment { .. } => "segment",
             Write::Transcript { .. } => "transcript",
             Write::Suggestion { .. } => "suggestion",
+            Write::Summary { .. } => "summary",
             Write::Flush(_) => "flush",
         }
     }
@@ -90,7 +96,8 @@ impl Write {
             | Write::Status { session_id, .. }
             | Write::Segment { session_id, .. }
             | Write::Transcript { session_id, .. }
-            | Write::Suggestion { session_id, .. } => Some(session_id),
+            | Write::Suggestion { session_id, .. }
+            | Write::Summary { session_id, .. } => Some(session_id),
             Write::StageError(f) => Some(&f.session_id),
         }
     }
@@ -166,6 +173,10 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Write>, updates: Updates)
             Write::Suggestion { session_id, record } => {
                 Some((session_id, Update::Suggestion(record)))
             }
+            Write::Summary {
+                session_id,
+                summary,
+            } => Some((session_id, Update::Summary(summary))),
             _ => None,
         };
         if let Some((session_id, update)) = published {
@@ -284,6 +295,13 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
         Write::Suggestion { session_id, record } => {
             store.add_suggestion(session_id, record).await.map(Some)
         }
+        Write::Summary {
+            session_id,
+            summary,
+        } => store
+            .set_summary(session_id, &summary.to_string())
+            .await
+            .map(Some),
         Write::Flush(_) => Ok(None),
     }
 }

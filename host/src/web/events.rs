@@ -67,6 +67,7 @@ fn kind_of(p: &Published) -> &'static str {
         crate::sessions::Update::Transcript(_) => "transcript",
         crate::sessions::Update::Suggestion(_) => "suggestion",
         crate::sessions::Update::Status(_) => "status",
+        crate::sessions::Update::Summary(_) => "summary",
     }
 }
 
@@ -75,6 +76,7 @@ fn data_of(p: &Published) -> String {
         crate::sessions::Update::Transcript(t) => serde_json::to_string(t),
         crate::sessions::Update::Suggestion(s) => serde_json::to_string(s),
         crate::sessions::Update::Status(s) => serde_json::to_string(s),
+        crate::sessions::Update::Summary(s) => serde_json::to_string(s),
     };
     value.unwrap_or_default()
 }

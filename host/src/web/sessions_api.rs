@@ -27,28 +27,34 @@ fn view(s: &Session, with_transcript: bool) -> Value {
     // The list stays small; one session's view carries what was said and
     // the end-of-call statistics.
     if with_transcript {
-        let technician_segments: u64 = s
-            .speakers
-            .values()
-            .filter(|x| x.speaker_role == "technician")
-            .map(|x| x.segment_count)
-            .sum();
-        let solutions = s
-            .suggestions
-            .iter()
-            .filter(|x| x.kind == "knowledge_base")
-            .count();
-        v["statistics"] = json!({
-            "duration": s.duration_secs(),
-            "segments": s.total_segments,
-            "technician_segments": technician_segments,
-            "solutions_provided": solutions,
-            "questions_asked": s.suggestions.len() - solutions,
-        });
+        v["statistics"] = statistics(s);
         v["transcript"] = json!(s.transcript);
         v["suggestions"] = json!(s.suggestions);
+        v["summary"] = json!(s.summary);
     }
     v
+}
+
+/// The end-of-call statistics the original dashboard shows.
+pub fn statistics(s: &Session) -> Value {
+    let technician_segments: u64 = s
+        .speakers
+        .values()
+        .filter(|x| x.speaker_role == "technician")
+        .map(|x| x.segment_count)
+        .sum();
+    let solutions = s
+        .suggestions
+        .iter()
+        .filter(|x| x.kind == "knowledge_base")
+        .count();
+    json!({
+        "duration": s.duration_secs(),
+        "segments": s.total_segments,
+        "technician_segments": technician_segments,
+        "solutions_provided": solutions,
+        "questions_asked": s.suggestions.len() - solutions,
+    })
 }
 
 /// Calls from the store shown beside the live ones.
@@ -165,6 +171,10 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
             .collect::<serde_json::Map<String, Value>>(),
         "transcript": transcript,
         "suggestions": suggestions,
+        "summary": call
+            .summary
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Value>(j).ok()),
         "statistics": {
             "duration": duration.max(0.0) as u64,
             "segments": segments,

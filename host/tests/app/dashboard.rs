@@ -443,3 +443,72 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
     );
     browser.close().await.expect("close the browser");
 }
+
+/// With the language-model pipeline (a test-only model server): the
+/// model's question shows in the chat, and once the agent ends the call
+/// the summary appears under the solutions, live, and again after a
+/// reload (from the server), in French and in English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_summary_shows_at_the_end_and_after_a_reload() {
+    use crate::support::llm::{Behaviour, QUESTION, SUMMARY_PROBLEM, llm_pipeline, model_stand_in};
+    if !ready() {
+        return;
+    }
+    let model = model_stand_in(Behaviour::Good).await;
+    let server = Server::start_pipeline(&[], &llm_pipeline("llm-browser", &model.url));
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!("/demo/technician?token={TOKEN}&lang=fr")))
+        .await
+        .expect("load");
+    wait_for(&browser, "#new-session")
+        .await
+        .click()
+        .await
+        .expect("new session");
+    send(&browser, "Bonjour, j'ai un souci sur le site.").await;
+    let asked = wait_count(&browser, "#chat li.msg.bot", 1).await;
+    assert!(asked[0].contains(QUESTION), "{asked:?}");
+    assert!(
+        !browser
+            .find(Locator::Id("summary"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "no summary while the call goes on"
+    );
+    send(
+        &browser,
+        "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE \
+         ce matin, plus aucune lumière et elle ne répond pas au ping.",
+    )
+    .await;
+    wait_for(&browser, "#cards article.card").await;
+    click(&browser, "end-btn").await;
+    wait_for(&browser, "#confirm-end[open]").await;
+    click(&browser, "confirm-end-ok").await;
+
+    let problem = "#summary dd[data-field=sumProblem]";
+    let shown = wait_for(&browser, problem).await.text().await.unwrap();
+    assert_eq!(shown, SUMMARY_PROBLEM);
+    assert_eq!(text_of(&browser, "summary-h").await, "Résumé de l'appel");
+    let articles = texts(&browser, "#summary dd[data-field=sumArticles]").await;
+    assert_eq!(articles, ["sample-001"]);
+    screenshot(&browser, "summary").await;
+
+    // Reopened later (the page keeps the session), in English.
+    browser
+        .goto(&server.http("/demo/technician?lang=en"))
+        .await
+        .expect("reload");
+    let shown = wait_for(&browser, problem).await.text().await.unwrap();
+    assert_eq!(shown, SUMMARY_PROBLEM);
+    assert_eq!(
+        wait_text(&browser, "summary-h", "Call summary").await,
+        "Call summary"
+    );
+    browser.close().await.expect("close the browser");
+}

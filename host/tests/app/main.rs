@@ -9,6 +9,7 @@ mod cluster;
 mod conversation;
 mod dashboard;
 mod faults;
+mod llm;
 mod models;
 mod serve;
 mod speech;

@@ -1,3 +1,4 @@
+use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError};
 use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +19,12 @@ pub struct Config {
     pub questions: BTreeMap<String, BTreeMap<String, String>>,
     /// Also speak the question to the technician (bidirectional calls).
     pub speak: bool,
+    /// Word the question with the `llm` capability (the pipeline must grant
+    /// it); the template question stays the answer whenever the model is
+    /// slow, fails or says something unfit.
+    pub llm: bool,
+    /// How long the model may take before the template is used.
+    pub llm_timeout_ms: u32,
 }
 
 impl Default for Config {
@@ -30,6 +37,8 @@ impl Default for Config {
             min_new_words: 3,
             questions: BTreeMap::new(),
             speak: true,
+            llm: false,
+            llm_timeout_ms: 1_500,
         }
     }
 }
@@ -91,7 +100,14 @@ pub struct Clarifier {
     known_words: BTreeSet<String>,
     /// Stream time, from transcripts and the host's ticks.
     now_ms: u64,
+    /// The questions asked so far, as worded.
+    asked_texts: Vec<String>,
+    /// The language model (the host's `llm` capability; a fake in tests).
+    model: Model,
 }
+
+/// How the stage reaches a language model.
+pub type Model = fn(&CompletionRequest) -> Result<Completion, LlmError>;
 
 impl Clarifier {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
@@ -123,7 +139,49 @@ impl Clarifier {
             last_question_ms: None,
             known_words: BTreeSet::new(),
             now_ms: 0,
+            asked_texts: Vec::new(),
+            model: callpipe_sdk::capability::complete,
         })
+    }
+
+    /// The same stage asking `model` instead of the host (tests).
+    pub fn with_model(mut self, model: Model) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The template question, or the model's wording of it when the
+    /// pipeline turned the model on and its answer passes the checks.
+    fn word(&self, slot: &str, language: &str, a: &Analysis, template: String) -> String {
+        if !self.config.llm {
+            return template;
+        }
+        let request = crate::wording::request(
+            slot,
+            language,
+            a,
+            &template,
+            &self.asked_texts,
+            self.config.llm_timeout_ms,
+        );
+        match (self.model)(&request) {
+            Ok(c) => match crate::wording::accept(&c.text, language, &self.asked_texts) {
+                Ok(q) => q,
+                Err(why) => {
+                    callpipe_sdk::capability::warn(&format!(
+                        "the model's question was not used ({why}); asking the template"
+                    ));
+                    template
+                }
+            },
+            Err(e) => {
+                callpipe_sdk::capability::warn(&format!(
+                    "no question from the model ({}); asking the template",
+                    callpipe_sdk::capability::describe_llm(&e)
+                ));
+                template
+            }
+        }
     }
 
     pub fn handle(&mut self, event: Event) -> Vec<Event> {
@@ -175,9 +233,11 @@ impl Clarifier {
         } else {
             a.language.clone()
         };
-        let Some(text) = self.text(&slot, &language) else {
+        let Some(template) = self.text(&slot, &language) else {
             return Vec::new();
         };
+        let text = self.word(&slot, &language, a, template);
+        self.asked_texts.push(text.clone());
         self.asked.push(slot.clone());
         self.last_question_ms = Some(self.now_ms);
         self.known_words = words;
@@ -343,5 +403,59 @@ mod tests {
         assert!(Clarifier::from_json(r#"{"slots": ["site"]}"#, "fr").is_err());
         assert!(Clarifier::from_json(r#"{"slots": []}"#, "fr").is_err());
         assert!(Clarifier::from_json(r#"{"backof_ms": 1}"#, "fr").is_err());
+    }
+
+    fn content(out: &[Event]) -> Option<String> {
+        out.iter().find_map(|e| match e {
+            Event::Suggestion(s) => Some(s.content.clone()),
+            _ => None,
+        })
+    }
+
+    fn completion(text: &str) -> Result<Completion, LlmError> {
+        Ok(Completion {
+            text: text.into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        })
+    }
+
+    #[test]
+    fn with_the_model_on_its_question_is_asked_and_the_template_otherwise() {
+        let on = r#"{"llm": true}"#;
+        let mut c = Clarifier::from_json(on, "fr").unwrap().with_model(|r| {
+            assert!(r.messages[1].content.contains("parking"));
+            completion("La caméra du parking est-elle bien connectée au réseau ?")
+        });
+        let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+        assert_eq!(
+            content(&out).as_deref(),
+            Some("La caméra du parking est-elle bien connectée au réseau ?")
+        );
+        let said = out.iter().find_map(|e| match e {
+            Event::Say(s) => Some(s.text.clone()),
+            _ => None,
+        });
+        assert_eq!(said, content(&out), "the spoken question is the same");
+
+        // Slow, failing or unfit answers: the template, each time.
+        let template = default_question("symptom", "fr").map(String::from);
+        let cases: [Model; 4] = [
+            |_| Err(LlmError::Timeout("1500 ms".into())),
+            |_| Err(LlmError::Unavailable("down".into())),
+            |_| completion("The camera is offline."),
+            |_| completion(""),
+        ];
+        for model in cases {
+            let mut c = Clarifier::from_json(on, "fr").unwrap().with_model(model);
+            let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+            assert_eq!(content(&out), template);
+        }
+        // Off (the default): the model is never asked.
+        let mut c = Clarifier::from_json("{}", "fr")
+            .unwrap()
+            .with_model(|_| panic!("asked while off"));
+        let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+        assert_eq!(content(&out), template);
     }
 }

@@ -5,9 +5,12 @@
 //! asking: no new question until the technician has said something new or
 //! `backoff_ms` of stream time has passed. The question goes to the
 //! dashboard as a `clarification-question` suggestion and, as a `say`, to
-//! the technician's ear on a bidirectional call.
+//! the technician's ear on a bidirectional call. With `llm = true` (and the
+//! `llm` capability granted) a language model words the question from what
+//! the technician said; the template stays the fallback.
 
 mod clarifier;
+mod wording;
 
 use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 

@@ -4,7 +4,11 @@
 //! the floor. An article is suggested once per call, unless it comes back
 //! on top after something else was shown. When the two best articles are
 //! too close to call, it asks a question that tells them apart instead.
+//! With the `llm` capability granted it may also search with the
+//! conversation rewritten into one query (`llm_rewrite`) and add an answer
+//! card written from the shown article(s) only, citing them (`llm_answer`).
 
+mod answer;
 mod solutions;
 
 use callpipe_sdk::knowledge::{Hit, SearchRequest};
@@ -22,6 +26,13 @@ impl solutions::Search for Knowledge {
 
     fn warn(&mut self, message: &str) {
         callpipe_sdk::capability::warn(message);
+    }
+
+    fn complete(
+        &mut self,
+        request: &callpipe_sdk::llm::CompletionRequest,
+    ) -> Result<callpipe_sdk::llm::Completion, callpipe_sdk::llm::LlmError> {
+        callpipe_sdk::capability::complete(request)
     }
 }
 

@@ -1,12 +1,19 @@
 use callpipe_sdk::knowledge::{Hit, SearchRequest};
+use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError};
 use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The knowledge capability, behind a trait so the rules test natively.
+/// The knowledge (and language-model) capabilities, behind a trait so the
+/// rules test natively.
 pub trait Search {
     fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String>;
     fn warn(&mut self, message: &str);
+    /// A language-model completion (only with `llm_rewrite` or `llm_answer`).
+    fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
+        let _ = request;
+        Err(LlmError::NotConfigured("no language model".into()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +42,16 @@ pub struct Config {
     pub search_newest_turn: bool,
     /// ... when that turn has at least this many words.
     pub min_turn_words: usize,
+    /// Also search with the conversation rewritten by the `llm` capability
+    /// into one query in `kb_language`, and keep the surer result.
+    pub llm_rewrite: bool,
+    /// Add an answer card written by the `llm` capability from the shown
+    /// article(s) only; a card that cites none of them is not shown.
+    pub llm_answer: bool,
+    /// How long the model may take, per request.
+    pub llm_timeout_ms: u32,
+    /// The language the knowledge base is written in (for rewriting).
+    pub kb_language: String,
 }
 
 impl Default for Config {
@@ -50,6 +67,10 @@ impl Default for Config {
             speak: true,
             search_newest_turn: true,
             min_turn_words: 6,
+            llm_rewrite: false,
+            llm_answer: false,
+            llm_timeout_ms: 2_000,
+            kb_language: "fr".into(),
         }
     }
 }
@@ -194,6 +215,28 @@ impl Solutions {
                 Err(e) => kb.warn(&format!("knowledge search failed: {e}")),
             }
         }
+        if self.config.llm_rewrite {
+            let asked = crate::answer::rewrite_request(
+                newest(&a.query, self.config.max_query_chars),
+                &self.config.kb_language,
+                self.config.llm_timeout_ms,
+            );
+            match kb
+                .complete(&asked)
+                .map(|c| crate::answer::one_query(&c.text))
+            {
+                Ok(Some(query)) => match kb.search(request(&query)) {
+                    Ok(h) if top_score(&h) > top_score(&hits) => hits = h,
+                    Ok(_) => {}
+                    Err(e) => kb.warn(&format!("knowledge search failed: {e}")),
+                },
+                Ok(None) => kb.warn("the model's search query was unusable"),
+                Err(e) => kb.warn(&format!(
+                    "no search query from the model ({})",
+                    callpipe_sdk::capability::describe_llm(&e)
+                )),
+            }
+        }
         let Some(top) = hits.first() else {
             return Vec::new();
         };
@@ -233,7 +276,62 @@ impl Solutions {
                 language: hit.language.clone(),
             }));
         }
+        if self.config.llm_answer && !out.is_empty() {
+            out.extend(self.answer_card(&out, &hits, &language, kb));
+        }
         out
+    }
+
+    /// The model's answer from the articles just shown, citing them; none
+    /// when it fails or cites no retrieved article.
+    fn answer_card(
+        &self,
+        shown: &[Event],
+        hits: &[Hit],
+        language: &str,
+        kb: &mut dyn Search,
+    ) -> Option<Event> {
+        let ids: Vec<&str> = shown
+            .iter()
+            .filter_map(|e| match e {
+                Event::Suggestion(s) => s.sources.first().map(String::as_str),
+                _ => None,
+            })
+            .collect();
+        let articles: Vec<&Hit> = hits
+            .iter()
+            .filter(|h| ids.contains(&h.article_id.as_str()))
+            .collect();
+        let asked = crate::answer::answer_request(&articles, language, self.config.llm_timeout_ms);
+        let text = match kb.complete(&asked) {
+            Ok(c) => c.text,
+            Err(e) => {
+                kb.warn(&format!(
+                    "no answer from the model ({}); the article is shown alone",
+                    callpipe_sdk::capability::describe_llm(&e)
+                ));
+                return None;
+            }
+        };
+        let retrieved: Vec<&str> = hits.iter().map(|h| h.article_id.as_str()).collect();
+        let Some(cited) = crate::answer::cited(&text, &retrieved) else {
+            kb.warn("the model's answer cites no retrieved article: not shown");
+            return None;
+        };
+        let top = articles.first()?;
+        Some(Event::Suggestion(Suggestion {
+            id: format!("answer-{}", ids.join("-")),
+            kind: SuggestionKind::KnowledgeBase,
+            title: if language == "en" {
+                format!("Suggested answer: {}", top.title)
+            } else {
+                format!("Réponse proposée : {}", top.title)
+            },
+            content: text.trim().to_string(),
+            sources: cited,
+            confidence: top.score.clamp(0.0, 1.0),
+            language: language.to_string(),
+        }))
     }
 
     fn distinguish(&self, a: &Hit, b: &Hit, language: &str) -> Vec<Event> {
@@ -281,6 +379,9 @@ mod tests {
         answers: Vec<Result<Vec<Hit>, String>>,
         asked: Vec<SearchRequest>,
         warned: usize,
+        /// What the model answers, in turn (none left: not configured).
+        completions: Vec<Result<String, LlmError>>,
+        prompts: Vec<CompletionRequest>,
     }
 
     impl Search for Fake {
@@ -293,6 +394,17 @@ mod tests {
         }
         fn warn(&mut self, _: &str) {
             self.warned += 1;
+        }
+        fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
+            self.prompts.push(request.clone());
+            if self.completions.is_empty() {
+                return Err(LlmError::NotConfigured("none".into()));
+            }
+            self.completions.remove(0).map(|text| Completion {
+                text,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+            })
         }
     }
 
@@ -332,7 +444,75 @@ mod tests {
             answers: answers.into_iter().map(Ok).collect(),
             asked: vec![],
             warned: 0,
+            completions: vec![],
+            prompts: vec![],
         }
+    }
+
+    #[test]
+    fn an_answer_card_cites_the_shown_article_or_is_not_shown() {
+        let on = r#"{"llm_answer": true, "search_newest_turn": false}"#;
+        let understood = "la caméra du parking est éteinte depuis ce matin";
+        // Cites the shown article: the card follows the article's own card.
+        let mut s = Solutions::from_json(on, "fr").unwrap();
+        let mut kb = fake(vec![vec![hit("a", 0.9), hit("b", 0.1)]]);
+        kb.completions
+            .push(Ok("1. Redémarrer le switch [a].".into()));
+        let out = s.handle(analysis(understood, true), &mut kb);
+        let cards: Vec<&Suggestion> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Suggestion(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cards.len(), 2, "{out:?}");
+        assert_eq!(cards[0].id, "kb-a-1");
+        assert_eq!(cards[1].id, "answer-a");
+        assert_eq!(cards[1].sources, ["a"]);
+        assert!(kb.prompts[0].messages[1].content.contains("steps of a"));
+        assert!(
+            !kb.prompts[0].messages[1].content.contains("steps of b"),
+            "only shown articles"
+        );
+        // Cites nothing retrieved, or the model fails: the article alone.
+        for answer in [
+            Ok("1. Redémarrer le switch.".to_string()),
+            Err(LlmError::Timeout("2000 ms".into())),
+        ] {
+            let mut s = Solutions::from_json(on, "fr").unwrap();
+            let mut kb = fake(vec![vec![hit("a", 0.9), hit("b", 0.1)]]);
+            kb.completions.push(answer);
+            let ids: Vec<String> = suggestions(&s.handle(analysis(understood, true), &mut kb))
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(ids, ["kb-a-1"]);
+            assert_eq!(kb.warned, 1);
+        }
+    }
+
+    #[test]
+    fn a_rewritten_query_is_searched_too_and_the_surer_result_kept() {
+        let on = r#"{"llm_rewrite": true, "search_newest_turn": false}"#;
+        let mut s = Solutions::from_json(on, "en").unwrap();
+        let mut kb = fake(vec![vec![hit("a", 0.3)], vec![hit("b", 0.9)]]);
+        kb.completions.push(Ok(
+            "caméra parking hors ligne après remplacement switch PoE".into(),
+        ));
+        let out = s.handle(
+            analysis("the parking camera is dead since the PoE switch swap", true),
+            &mut kb,
+        );
+        assert_eq!(
+            suggestions(&out),
+            [("kb-b-1".into(), SuggestionKind::KnowledgeBase)]
+        );
+        assert_eq!(
+            kb.asked[1].query,
+            "caméra parking hors ligne après remplacement switch PoE"
+        );
+        assert!(kb.prompts[0].messages[0].content.contains("French"));
     }
 
     #[test]
@@ -408,8 +588,7 @@ mod tests {
         let mut s = Solutions::from_json("{}", "fr").unwrap();
         let mut kb = Fake {
             answers: vec![Err("timeout".into()), Ok(vec![hit("a", 0.9)])],
-            asked: vec![],
-            warned: 0,
+            ..fake(vec![])
         };
         let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
         assert_eq!(out.len(), 1);

@@ -1,7 +1,7 @@
 //! The host runtime with the real compiled components.
 
 use callpipe_runtime::pipeline::Event;
-use callpipe_runtime::pipeline::bindings::types::{Track, Utterance};
+use callpipe_runtime::pipeline::bindings::types::{Custom, Track, Utterance};
 use callpipe_runtime::test_support::*;
 use std::sync::Arc;
 
@@ -187,7 +187,7 @@ grants = [{grants}]
     };
     let err = load(&toml("")).await.err().expect("refused").to_string();
     assert!(err.contains("stage `sneaky`"), "{err}");
-    assert!(err.contains("callpipe:stage/knowledge@0.1.0"), "{err}");
+    assert!(err.contains("callpipe:stage/knowledge@0.1"), "{err}");
     assert!(err.contains("not granted `knowledge`"), "{err}");
     assert!(
         err.contains(":7:13:"),
@@ -196,6 +196,104 @@ grants = [{grants}]
     load(&toml("\"knowledge\""))
         .await
         .expect("loads once granted");
+}
+
+/// The host implements a later 0.1.x of the contract (0.1.1 added `llm`);
+/// a component built against the frozen 0.1.0 files still loads, logs
+/// through its 0.1.0 import and handles events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_against_contract_0_1_0_still_runs() {
+    assert_ne!(callpipe_runtime::bindings::WIT_VERSION, "0.1.0");
+    let toml = format!(
+        r#"
+[pipeline]
+name = "old-contract"
+
+[[stages]]
+name = "old"
+component = "{c}"
+on = ["custom"]
+"#,
+        c = wasm("callpipe-test-contract-v0-1-0")
+    );
+    let pipeline = Arc::new(load(&toml).await.expect("a 0.1.0 component loads"));
+    let (events, stats) = run_call(
+        pipeline,
+        "old-contract".into(),
+        vec![Event::Custom(Custom {
+            name: "ping".into(),
+            json: "{}".into(),
+        })],
+    )
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Custom(c) if c.name == "contract-0.1.0")),
+        "{events:?}"
+    );
+    assert_eq!(stats[0].failed, 0);
+}
+
+/// `llm` is optional: a stage that imports it loads without the grant, and
+/// its calls are refused at once, so it takes its model-free path (here
+/// the clarifier, told to use a model, asks its template question).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ungranted_model_is_refused_at_call_time_and_the_stage_falls_back() {
+    use callpipe_runtime::pipeline::bindings::types::{
+        SpeakerRole, Suggestion, Transcript,
+    };
+    let toml = format!(
+        r#"
+[pipeline]
+name = "no-model"
+
+[[stages]]
+name = "context"
+component = "{a}"
+on = ["transcript"]
+
+[[stages]]
+name = "clarifier"
+component = "{c}"
+on = ["analysis"]
+[stages.config]
+llm = true
+"#,
+        a = wasm("callpipe-stage-context-analyzer"),
+        c = wasm("callpipe-stage-clarifier")
+    );
+    let pipeline = Arc::new(load(&toml).await.expect("loads without the grant"));
+    let (events, stats) = run_call(
+        pipeline,
+        "no-model".into(),
+        vec![Event::Transcript(Transcript {
+            utterance_id: 1,
+            track: Track::Inbound,
+            speaker_id: "tech-1".into(),
+            role: SpeakerRole::Technician,
+            start_ms: 0,
+            end_ms: 1500,
+            text: "Bonjour, j'ai un souci sur le site.".into(),
+            language: "fr".into(),
+            confidence: 0.9,
+        })],
+    )
+    .await;
+    let asked: Vec<&Suggestion> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Suggestion(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{events:?}");
+    assert!(
+        asked[0].content.contains("équipement"),
+        "the template: {}",
+        asked[0].content
+    );
+    assert!(stats.iter().all(|s| s.failed == 0), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,8 @@
       badPhone: 'Numéro au format international E.164, par exemple +33612345678.',
       notConfigured: "Twilio n'est pas configuré sur ce serveur.", sources: 'Source',
       unauthorized: 'Accès refusé : rechargez la page avec le jeton (?token=…).',
+      summaryTitle: "Résumé de l'appel", sumProblem: 'Problème', sumEquipment: 'Équipement',
+      sumTried: 'Déjà essayé', sumArticles: 'Articles', sumOutcome: 'Issue',
       st: {
         created: 'Créée', queued: 'En file', initiated: 'Lancé', ringing: 'Sonnerie', 'in-progress': 'En cours',
         completed: 'Terminé', failed: 'Échec', busy: 'Occupé', 'no-answer': 'Pas de réponse',
@@ -42,6 +44,8 @@
       badPhone: 'Use the international E.164 format, e.g. +33612345678.',
       notConfigured: 'Twilio is not configured on this server.', sources: 'Source',
       unauthorized: 'Access refused: reload the page with the token (?token=…).',
+      summaryTitle: 'Call summary', sumProblem: 'Problem', sumEquipment: 'Equipment',
+      sumTried: 'Already tried', sumArticles: 'Articles', sumOutcome: 'Outcome',
       st: {
         created: 'Created', queued: 'Queued', initiated: 'Initiated', ringing: 'Ringing', 'in-progress': 'In progress',
         completed: 'Completed', failed: 'Failed', busy: 'Busy', 'no-answer': 'No answer',
@@ -70,6 +74,7 @@
     chat: [], // {key, role, text, pending?, id?}
     cards: new Map(), // id -> suggestion (knowledge_base), newest last
     questions: 0,
+    summary: null, // the end-of-call summary, once a stage wrote one
     stream: null,
     lastEventId: null,
     forcePoll: params.get('transport') === 'poll',
@@ -172,6 +177,7 @@
     const seen = (e) => { if (e.lastEventId) model.lastEventId = e.lastEventId; };
     es.addEventListener('transcript', (e) => { seen(e); onTranscript(JSON.parse(e.data)); });
     es.addEventListener('suggestion', (e) => { seen(e); onSuggestion(JSON.parse(e.data)); });
+    es.addEventListener('summary', (e) => { seen(e); model.summary = JSON.parse(e.data); render(); });
     es.addEventListener('status', (e) => { seen(e); const x = JSON.parse(e.data); onStatus(x.status, x.at); });
     es.onopen = () => setLink('live');
     es.onerror = () => {
@@ -197,6 +203,7 @@
       const s = await api('GET', '/api/sessions/' + id);
       if (model.session !== asked) return;
       onStatus(s.status);
+      if (s.summary) { model.summary = s.summary; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
       $('segments').textContent = s.total_segments ?? 0;
       // The stream may have opened while this poll was out.
@@ -233,6 +240,30 @@
     tick();
     renderChat();
     renderCards();
+    renderSummary();
+  }
+
+  function renderSummary() {
+    const box = $('summary');
+    const s = model.summary;
+    box.hidden = !s;
+    if (!s) return;
+    const list = $('summary-list');
+    const rows = [
+      ['sumProblem', s.problem],
+      ['sumEquipment', (s.equipment || []).join(', ')],
+      ['sumTried', (s.steps_tried || []).join(' ; ')],
+      ['sumArticles', (s.articles || []).join(', ')],
+      ['sumOutcome', s.outcome],
+    ].filter(([, v]) => v);
+    list.replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = t(k);
+      const dd = document.createElement('dd');
+      dd.dataset.field = k;
+      dd.textContent = String(v);
+      return [dt, dd];
+    }));
   }
 
   // Keyed: existing nodes stay in place (a selection or a hover survives an
@@ -443,7 +474,7 @@
     if (model.stream) model.stream.close();
     Object.assign(model, {
       session: newId(), known: false, callSid: null, status: null, muted: false, since: null, until: null,
-      chat: [], cards: new Map(), questions: 0, stream: null, lastEventId: null,
+      chat: [], cards: new Map(), questions: 0, summary: null, stream: null, lastEventId: null,
     });
     localStorage.removeItem('callpipe.session');
     setLink('off');
@@ -497,6 +528,7 @@
       model.known = true;
       model.callSid = s.call_sid || null;
       model.muted = !!s.muted;
+      model.summary = s.summary || null;
       for (const h of s.status_history || []) onStatus(h.status, h.at);
       goLive();
       poll();

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod llm;
 pub mod openai;
 pub mod postgres;
 pub mod proxy;
@@ -79,7 +80,12 @@ pub fn audio_pipeline() -> PathBuf {
 /// A copy of the default pipeline changed by `edit`, written under
 /// target/test-pipelines with its relative paths made absolute.
 pub fn default_pipeline_with(tag: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
-    let path = root().join("pipelines/technician-support.toml");
+    pipeline_with("technician-support.toml", tag, edit)
+}
+
+/// A copy of `pipelines/<file>` changed by `edit`, as `default_pipeline_with`.
+pub fn pipeline_with(file: &str, tag: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let path = root().join("pipelines").join(file);
     let text = std::fs::read_to_string(&path).expect("default pipeline");
     let mut table: toml::Table = toml::from_str(&text).expect("default pipeline parses");
     if let Some(seed) = table

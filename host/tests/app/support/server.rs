@@ -96,6 +96,20 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Stops the server cleanly (SIGTERM: what is queued is stored) and
+    /// starts a new one on the same data dir, pipeline and environment.
+    pub fn stop_and_restart(mut self) -> Server {
+        self.sigterm();
+        // The clean shutdown gets its time; a hung one is killed after it.
+        for _ in 0..300 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.restart()
+    }
+
     /// Kills the server (SIGKILL: no clean shutdown) and starts a new one on
     /// the same data dir, pipeline and environment.
     pub fn restart(mut self) -> Server {

@@ -1,0 +1,476 @@
+use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError, Message, Role};
+use callpipe_sdk::types::{Analysis, Custom, Event, SpeakerRole, StageError, SuggestionKind};
+use serde::{Deserialize, Serialize};
+
+/// Name of the `custom` event this stage emits at the end of a call.
+pub const EVENT: &str = "call-summary";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Let the `llm` capability write the summary (the pipeline must grant it).
+    pub llm: bool,
+    pub llm_timeout_ms: u32,
+    /// The technician's words kept for the summary, newest last.
+    pub max_chars: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            llm: false,
+            llm_timeout_ms: 4_000,
+            max_chars: 4_000,
+        }
+    }
+}
+
+/// The summary the host stores and shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub problem: String,
+    pub equipment: Vec<String>,
+    pub steps_tried: Vec<String>,
+    /// Knowledge-base article ids shown during the call.
+    pub articles: Vec<String>,
+    pub outcome: String,
+    pub language: String,
+    /// `llm` when a model wrote it, `rules` otherwise.
+    pub source: String,
+}
+
+/// How the stage reaches a language model.
+pub type Model = fn(&CompletionRequest) -> Result<Completion, LlmError>;
+
+pub struct Summarizer {
+    config: Config,
+    language: String,
+    /// The technician's words, in order.
+    said: String,
+    equipment: Vec<String>,
+    issue: Option<String>,
+    /// (article id, title) of knowledge-base suggestions, in order.
+    articles: Vec<(String, String)>,
+    questions: usize,
+    model: Model,
+}
+
+/// Phrases that say something was already tried.
+const TRIED: &[&str] = &[
+    "redémarr",
+    "reboot",
+    "restart",
+    "débranch",
+    "rebranch",
+    "unplug",
+    "replug",
+    "réinitialis",
+    "reset",
+    "changé",
+    "remplacé",
+    "replaced",
+    "vérifié",
+    "checked",
+    "essayé",
+    "tried",
+];
+
+impl Summarizer {
+    pub fn with_config(config: Config, language: &str) -> Result<Self, StageError> {
+        if config.llm_timeout_ms == 0 {
+            return Err(StageError::InvalidConfig(
+                "call-summary: llm_timeout_ms is 0".into(),
+            ));
+        }
+        Ok(Summarizer {
+            config,
+            language: if language.is_empty() {
+                "fr".into()
+            } else {
+                language.into()
+            },
+            said: String::new(),
+            equipment: Vec::new(),
+            issue: None,
+            articles: Vec::new(),
+            questions: 0,
+            model: callpipe_sdk::capability::complete,
+        })
+    }
+
+    /// The same stage asking `model` instead of the host (tests).
+    pub fn with_model(mut self, model: Model) -> Self {
+        self.model = model;
+        self
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Event> {
+        match &event {
+            Event::Transcript(t) if t.role == SpeakerRole::Technician => {
+                if !self.said.is_empty() {
+                    self.said.push(' ');
+                }
+                self.said.push_str(t.text.trim());
+                if !t.language.is_empty() {
+                    self.language = t.language.clone();
+                }
+                let excess = self.said.len().saturating_sub(self.config.max_chars);
+                if excess > 0 {
+                    let cut = (excess..self.said.len())
+                        .find(|&i| self.said.is_char_boundary(i))
+                        .unwrap_or(self.said.len());
+                    self.said.drain(..cut);
+                }
+            }
+            Event::Analysis(a) => self.note(a),
+            Event::Suggestion(s) => match s.kind {
+                SuggestionKind::KnowledgeBase => {
+                    for id in &s.sources {
+                        if !self.articles.iter().any(|(known, _)| known == id) {
+                            self.articles.push((id.clone(), s.title.clone()));
+                        }
+                    }
+                }
+                SuggestionKind::ClarificationQuestion => self.questions += 1,
+            },
+            Event::CallEnded(_) => {
+                let summary = self.summary();
+                let json = serde_json::to_string(&summary).unwrap_or_default();
+                return vec![
+                    Event::Custom(Custom {
+                        name: EVENT.into(),
+                        json,
+                    }),
+                    event,
+                ];
+            }
+            _ => {}
+        }
+        vec![event]
+    }
+
+    fn note(&mut self, a: &Analysis) {
+        for e in &a.entities {
+            if !self.equipment.contains(e) {
+                self.equipment.push(e.clone());
+            }
+        }
+        if a.issue.is_some() {
+            self.issue = a.issue.clone();
+        }
+    }
+
+    /// The summary: the model's when it is on and answers well, else the rules'.
+    pub fn summary(&self) -> Summary {
+        let rules = self.by_rules();
+        if !self.config.llm || self.said.is_empty() {
+            return rules;
+        }
+        match (self.model)(&self.request(&rules)) {
+            Ok(c) => match self.accept(&c.text, &rules) {
+                Some(s) => s,
+                None => {
+                    callpipe_sdk::capability::warn(
+                        "the model's summary was unusable; the rule-based one is stored",
+                    );
+                    rules
+                }
+            },
+            Err(e) => {
+                callpipe_sdk::capability::warn(&format!(
+                    "no summary from the model ({}); the rule-based one is stored",
+                    callpipe_sdk::capability::describe_llm(&e)
+                ));
+                rules
+            }
+        }
+    }
+
+    fn fr(&self) -> bool {
+        self.language != "en"
+    }
+
+    fn by_rules(&self) -> Summary {
+        let fr = self.fr();
+        let problem = match &self.issue {
+            Some(issue) => issue.clone(),
+            None => first_words(&self.said, 30),
+        };
+        let steps_tried = self
+            .said
+            .split(['.', '!', '?', ','])
+            .map(str::trim)
+            .filter(|s| {
+                let s = s.to_lowercase();
+                TRIED.iter().any(|t| s.contains(t))
+            })
+            .map(|s| first_words(s, 20))
+            .take(5)
+            .collect::<Vec<_>>();
+        let outcome = match (self.articles.last(), fr) {
+            (Some((id, title)), true) => format!("Solution proposée : {title} ({id})"),
+            (Some((id, title)), false) => format!("Solution shown: {title} ({id})"),
+            (None, true) if self.questions > 0 => format!(
+                "Pas de solution proposée ; {} question(s) de clarification posée(s)",
+                self.questions
+            ),
+            (None, false) if self.questions > 0 => format!(
+                "No solution shown; {} clarifying question(s) asked",
+                self.questions
+            ),
+            (None, true) => "Pas de solution proposée".into(),
+            (None, false) => "No solution shown".into(),
+        };
+        Summary {
+            problem,
+            equipment: self.equipment.clone(),
+            steps_tried,
+            articles: self.articles.iter().map(|(id, _)| id.clone()).collect(),
+            outcome,
+            language: self.language.clone(),
+            source: "rules".into(),
+        }
+    }
+
+    fn request(&self, rules: &Summary) -> CompletionRequest {
+        let fr = self.fr();
+        let system = if fr {
+            "Tu résumes un appel de support technique (systèmes de sécurité) pour la fiche d'intervention. \
+             Réponds en français, en JSON : problem (une phrase), equipment (liste), steps_tried (liste), outcome (une phrase). \
+             N'invente rien : seulement ce que le technicien a dit et ce qui lui a été proposé."
+        } else {
+            "You summarise a technical support call (security systems) for the job sheet. \
+             Answer in English, as JSON: problem (one sentence), equipment (list), steps_tried (list), outcome (one sentence). \
+             Invent nothing: only what the technician said and what was offered."
+        };
+        let articles: Vec<String> = self
+            .articles
+            .iter()
+            .map(|(id, title)| format!("{id}: {title}"))
+            .collect();
+        let user = format!(
+            "{}: {}\n{}: {}\n{}: {}\n{}: {}",
+            if fr {
+                "Le technicien a dit"
+            } else {
+                "The technician said"
+            },
+            self.said,
+            if fr {
+                "Équipement repéré"
+            } else {
+                "Equipment noticed"
+            },
+            rules.equipment.join(", "),
+            if fr {
+                "Articles proposés"
+            } else {
+                "Articles shown"
+            },
+            if articles.is_empty() {
+                "-".into()
+            } else {
+                articles.join("; ")
+            },
+            if fr {
+                "Questions posées"
+            } else {
+                "Questions asked"
+            },
+            self.questions
+        );
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "problem": {"type": "string"},
+                "equipment": {"type": "array", "items": {"type": "string"}},
+                "steps_tried": {"type": "array", "items": {"type": "string"}},
+                "outcome": {"type": "string"}
+            },
+            "required": ["problem", "equipment", "steps_tried", "outcome"],
+            "additionalProperties": false
+        });
+        CompletionRequest {
+            messages: vec![
+                Message {
+                    role: Role::System,
+                    content: system.into(),
+                },
+                Message {
+                    role: Role::User,
+                    content: user,
+                },
+            ],
+            max_tokens: 300,
+            temperature: 0.1,
+            json_schema: Some(schema.to_string()),
+            deadline_ms: self.config.llm_timeout_ms,
+        }
+    }
+
+    /// The model's JSON, when it has a problem and an outcome; the article
+    /// ids stay the ones the call really showed.
+    fn accept(&self, text: &str, rules: &Summary) -> Option<Summary> {
+        #[derive(Deserialize)]
+        struct Answer {
+            problem: String,
+            #[serde(default)]
+            equipment: Vec<String>,
+            #[serde(default)]
+            steps_tried: Vec<String>,
+            outcome: String,
+        }
+        let start = text.find('{')?;
+        let end = text.rfind('}')?;
+        let a: Answer = serde_json::from_str(text.get(start..=end)?).ok()?;
+        if a.problem.trim().is_empty() || a.outcome.trim().is_empty() {
+            return None;
+        }
+        Some(Summary {
+            problem: first_words(&a.problem, 60),
+            equipment: a.equipment.into_iter().take(10).collect(),
+            steps_tried: a.steps_tried.into_iter().take(10).collect(),
+            articles: rules.articles.clone(),
+            outcome: first_words(&a.outcome, 60),
+            language: rules.language.clone(),
+            source: "llm".into(),
+        })
+    }
+}
+
+fn first_words(text: &str, n: usize) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut s = words[..words.len().min(n)].join(" ");
+    if words.len() > n {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callpipe_sdk::types::{CallInfo, Suggestion, Track, Transcript};
+
+    fn said(text: &str) -> Event {
+        Event::Transcript(Transcript {
+            utterance_id: 1,
+            track: Track::Inbound,
+            speaker_id: "t".into(),
+            role: SpeakerRole::Technician,
+            start_ms: 0,
+            end_ms: 1000,
+            text: text.into(),
+            language: "fr".into(),
+            confidence: 0.9,
+        })
+    }
+
+    fn shown(id: &str, title: &str) -> Event {
+        Event::Suggestion(Suggestion {
+            id: id.into(),
+            kind: SuggestionKind::KnowledgeBase,
+            title: title.into(),
+            content: "…".into(),
+            sources: vec![id.into()],
+            confidence: 0.9,
+            language: "fr".into(),
+        })
+    }
+
+    fn ended() -> Event {
+        Event::CallEnded(CallInfo {
+            session_id: "s".into(),
+            call_sid: "CA1".into(),
+            technician_id: "t".into(),
+            technician_name: "T".into(),
+            language: "fr".into(),
+            speakers: vec![],
+        })
+    }
+
+    fn summary_of(out: &[Event]) -> Summary {
+        let json = out
+            .iter()
+            .find_map(|e| match e {
+                Event::Custom(c) if c.name == EVENT => Some(c.json.clone()),
+                _ => None,
+            })
+            .expect("a summary");
+        serde_json::from_str(&json).expect("summary json")
+    }
+
+    fn call(s: &mut Summarizer) -> Vec<Event> {
+        s.handle(said("La caméra du parking ne s'affiche plus."));
+        s.handle(Event::Analysis(Analysis {
+            sufficient: true,
+            query: "caméra parking".into(),
+            entities: vec!["caméra".into()],
+            issue: Some("la caméra ne s'affiche plus".into()),
+            language: "fr".into(),
+            missing: vec![],
+        }));
+        s.handle(said("J'ai déjà redémarré l'enregistreur, rien."));
+        s.handle(shown("kb-004", "Caméra hors ligne après coupure"));
+        s.handle(ended())
+    }
+
+    #[test]
+    fn without_a_model_the_rules_summarise_what_was_said_and_shown() {
+        let mut s = Summarizer::with_config(Config::default(), "fr").unwrap();
+        let out = call(&mut s);
+        assert!(
+            matches!(out.last(), Some(Event::CallEnded(_))),
+            "call-ended goes on last"
+        );
+        let sum = summary_of(&out);
+        assert_eq!(sum.problem, "la caméra ne s'affiche plus");
+        assert_eq!(sum.equipment, ["caméra"]);
+        assert_eq!(sum.steps_tried, ["J'ai déjà redémarré l'enregistreur"]);
+        assert_eq!(sum.articles, ["kb-004"]);
+        assert!(sum.outcome.contains("kb-004"), "{}", sum.outcome);
+        assert_eq!(sum.source, "rules");
+    }
+
+    #[test]
+    fn the_models_summary_is_used_when_it_is_whole_and_the_rules_otherwise() {
+        let on = Config {
+            llm: true,
+            ..Config::default()
+        };
+        let mut s = Summarizer::with_config(on.clone(), "fr").unwrap().with_model(|r| {
+            assert!(r.messages[1].content.contains("kb-004"));
+            assert!(r.json_schema.is_some());
+            Ok(Completion {
+                text: r#"{"problem": "Caméra du parking sans image", "equipment": ["caméra"], "steps_tried": ["redémarrage de l'enregistreur"], "outcome": "Article kb-004 proposé"}"#.into(),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+            })
+        });
+        let sum = summary_of(&call(&mut s));
+        assert_eq!(sum.source, "llm");
+        assert_eq!(sum.problem, "Caméra du parking sans image");
+        assert_eq!(
+            sum.articles,
+            ["kb-004"],
+            "ids come from the call, not the model"
+        );
+
+        let failing: [Model; 2] = [
+            |_| Err(LlmError::Timeout("4000 ms".into())),
+            |_| {
+                Ok(Completion {
+                    text: "Je ne sais pas.".into(),
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                })
+            },
+        ];
+        for model in failing {
+            let mut s = Summarizer::with_config(on.clone(), "fr")
+                .unwrap()
+                .with_model(model);
+            assert_eq!(summary_of(&call(&mut s)).source, "rules");
+        }
+    }
+}

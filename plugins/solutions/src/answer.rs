@@ -1,0 +1,112 @@
+//! What the solutions stage asks a language model, and what it accepts
+//! back: one search query in the knowledge base's language, and an answer
+//! written from the shown articles only, citing their ids.
+
+use callpipe_sdk::knowledge::Hit;
+use callpipe_sdk::llm::{CompletionRequest, Message, Role};
+
+fn request(system: String, user: String, max_tokens: u32, deadline_ms: u32) -> CompletionRequest {
+    CompletionRequest {
+        messages: vec![
+            Message {
+                role: Role::System,
+                content: system,
+            },
+            Message {
+                role: Role::User,
+                content: user,
+            },
+        ],
+        max_tokens,
+        temperature: 0.0,
+        json_schema: None,
+        deadline_ms,
+    }
+}
+
+/// The conversation (the technician's words) into one search query.
+pub fn rewrite_request(
+    conversation: &str,
+    kb_language: &str,
+    deadline_ms: u32,
+) -> CompletionRequest {
+    let language = if kb_language == "en" {
+        "English"
+    } else {
+        "French"
+    };
+    request(
+        format!(
+            "You turn what a field technician of a security-systems installer said on the phone \
+             into ONE short search query for the support knowledge base, written in {language}: \
+             the equipment, the symptom and the context, without greetings. Answer with the query only."
+        ),
+        conversation.to_string(),
+        60,
+        deadline_ms,
+    )
+}
+
+/// The model's query, when it is one line of a sensible length.
+pub fn one_query(text: &str) -> Option<String> {
+    let q = text.trim().trim_matches('"').trim();
+    let words = q.split_whitespace().count();
+    (!q.is_empty() && q.lines().count() == 1 && (2..=40).contains(&words)).then(|| q.to_string())
+}
+
+/// An answer from the articles only, in the technician's language, citing ids.
+pub fn answer_request(articles: &[&Hit], language: &str, deadline_ms: u32) -> CompletionRequest {
+    let fr = language != "en";
+    let system = if fr {
+        "Tu aides un agent de support à répondre à un technicien de terrain (systèmes de sécurité). \
+         Écris une réponse courte en français, en étapes numérotées, UNIQUEMENT à partir des articles fournis, \
+         et cite l'identifiant de chaque article utilisé entre crochets, par exemple [sample-001]. \
+         Si les articles ne répondent pas, dis-le."
+    } else {
+        "You help a support agent answer a field technician (security systems). \
+         Write a short answer in English, as numbered steps, ONLY from the articles given, \
+         and cite the id of each article you use in square brackets, e.g. [sample-001]. \
+         If the articles do not answer it, say so."
+    };
+    let mut user = String::new();
+    for a in articles {
+        user.push_str(&format!(
+            "[{}] {}\n{}\n\n",
+            a.article_id, a.title, a.content
+        ));
+    }
+    request(system.into(), user, 400, deadline_ms)
+}
+
+/// The retrieved ids the answer cites, in order; none cited: `None`.
+pub fn cited(text: &str, retrieved: &[&str]) -> Option<Vec<String>> {
+    let ids: Vec<String> = retrieved
+        .iter()
+        .filter(|id| text.contains(&format!("[{id}]")))
+        .map(|id| id.to_string())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_citations() {
+        assert_eq!(
+            one_query(" \"caméra parking hors ligne après changement switch PoE\" "),
+            Some("caméra parking hors ligne après changement switch PoE".into())
+        );
+        assert_eq!(one_query(""), None);
+        assert_eq!(one_query("caméra"), None);
+        assert_eq!(one_query("ligne un\nligne deux"), None);
+        let retrieved = ["sample-001", "sample-004"];
+        assert_eq!(
+            cited("1. Redémarrer le switch [sample-001].", &retrieved),
+            Some(vec!["sample-001".into()])
+        );
+        assert_eq!(cited("1. Redémarrer le switch.", &retrieved), None);
+        assert_eq!(cited("Voir [sample-999].", &retrieved), None);
+    }
+}
