@@ -200,6 +200,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(ops::page))
         .route("/api/ops", get(ops::summary))
         .route("/demo/technician", get(dashboard::page))
+        // The original guide's address for the same page.
+        .route("/demo/twilio-technician", get(dashboard::page))
         .route("/twilio/initiate-call", post(twilio_routes::initiate_call))
         .route("/twilio/end-call", post(twilio_routes::end_call))
         .route(

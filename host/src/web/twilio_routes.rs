@@ -142,11 +142,14 @@ pub async fn initiate_call(
     state.sessions.attach_call(&session_id, &call.sid);
     state.sessions.set_status(&session_id, &call.status);
     tracing::info!(call = %call.sid, session = %session_id, "outbound call initiated");
+    // As the original: "initiated" is this server's answer; Twilio's own
+    // status (queued, ringing...) is beside it.
     Ok(Json(json!({
         "success": true,
         "call_sid": call.sid,
         "session_id": session_id,
-        "status": call.status,
+        "status": "initiated",
+        "twilio_status": call.status,
     })))
 }
 
@@ -191,6 +194,14 @@ pub async fn end_call(
                 .collect()
         })
         .unwrap_or_default();
+    let mut statistics = session
+        .as_ref()
+        .map(super::sessions_api::statistics)
+        .unwrap_or_else(|| {
+            json!({"segments": 0, "technician_segments": 0, "solutions_provided": 0, "questions_asked": 0})
+        });
+    // Twilio's duration (whole seconds of the call) when it gives one.
+    statistics["duration"] = json!(duration);
     Ok(Json(json!({
         "success": true,
         "call_sid": call.sid,
@@ -200,6 +211,7 @@ pub async fn end_call(
             "total_segments": session.as_ref().map_or(0, |s| s.total_segments),
             "speakers": speakers,
         },
+        "statistics": statistics,
     })))
 }
 

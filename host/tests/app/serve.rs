@@ -81,7 +81,8 @@ async fn call_control_goes_through_twilios_rest_api() {
         .expect("json");
     assert_eq!(
         r,
-        json!({"success": true, "call_sid": "CAfeed0000000000000000000000000001", "session_id": "s-rest", "status": "queued"})
+        json!({"success": true, "call_sid": "CAfeed0000000000000000000000000001", "session_id": "s-rest",
+               "status": "initiated", "twilio_status": "queued"})
     );
 
     let seen = log.lock().unwrap().clone();
@@ -140,6 +141,12 @@ async fn call_control_goes_through_twilios_rest_api() {
     assert_eq!(
         ended["session_stats"],
         json!({"total_segments": 0, "speakers": {}})
+    );
+    // The original's end-of-call statistics, beside session_stats.
+    assert_eq!(
+        ended["statistics"],
+        json!({"duration": 42, "segments": 0, "technician_segments": 0,
+               "solutions_provided": 0, "questions_asked": 0})
     );
     let end = log.lock().unwrap()[2].clone();
     assert_eq!(

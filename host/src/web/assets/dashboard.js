@@ -437,7 +437,8 @@
       model.since = null;
       model.until = null;
       localStorage.setItem('callpipe.session', model.session);
-      onStatus(doc.status);
+      // Twilio's own status (queued...); `status` is the original's "initiated".
+      onStatus(doc.twilio_status || doc.status);
       goLive();
     } catch (e) {
       showError('phone-error', e.status === 503 ? t('notConfigured') : e.message);
