@@ -4,6 +4,11 @@
 # Usage: bench/load.sh [DURATION_S] [CALLS...]   (default: 30 s; 100 500 1000)
 # Reports server CPU seconds per call-second, RSS per call, frame lag and
 # lost frames. Both processes share this machine's cores.
+#
+# The server runs the default pipeline's audio stages (codec, VAD, speaker
+# priority) with their settings, and nothing after them: what every 20 ms
+# frame crosses. Speech recognition is measured by bench/speech.sh; with it
+# here, the figure would be Whisper's and the search's, not the audio path's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-30}
@@ -13,6 +18,11 @@ levels=("$@")
 bin=${CARGO_TARGET_DIR:-target}/release/callpipe
 cargo build --release -q --workspace
 port=18765
+# The first three stages of the default pipeline, without its capabilities.
+pipeline=$(mktemp --suffix=.toml)
+awk '/^\[\[stages\]\]/ {n++} n > 3 {exit}
+     /^\[capabilities/ {skip = 1; next} /^\[/ {skip = 0} !skip {print}' \
+  pipelines/technician-support.toml > "$pipeline"
 # The API (stats) needs a token; this run's own.
 token="load-$$-$(date +%s%N)"
 hz=$(getconf CLK_TCK)
@@ -23,9 +33,10 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 printf "%-6s %-10s %-14s %-12s %-12s %-10s %-8s %-8s %-12s %-9s %-28s %s\n" calls cpu/call-s "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99" admitted "refused (at cap./overload)" "capacity (limit)"
 for n in "${levels[@]}"; do
   # Loopback only: the simulated calls are not signed.
-  CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" "$bin" serve --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
+  CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" \
+    CALLPIPE_PLUGIN_PATH="$PWD/plugins" "$bin" serve --pipeline "$pipeline" --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
   server=$!
-  trap 'kill $server 2>/dev/null || true' EXIT
+  trap 'kill $server 2>/dev/null || true; rm -f "$pipeline"' EXIT
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   rss0=$(rss_kb $server)
   cpu0=$(cpu_ticks $server)
