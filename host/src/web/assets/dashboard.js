@@ -247,7 +247,11 @@
     const box = $('summary');
     const s = model.summary;
     box.hidden = !s;
-    if (!s) return;
+    if (!s) { box.dataset.sig = ''; return; }
+    // Rebuilt only when the summary or the language changed.
+    const sig = model.lang + '|' + JSON.stringify(s);
+    if (box.dataset.sig === sig) return;
+    box.dataset.sig = sig;
     const list = $('summary-list');
     const rows = [
       ['sumProblem', s.problem],
