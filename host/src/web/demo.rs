@@ -39,10 +39,13 @@ const MAX_TEXT: usize = 4000;
 fn role(speaker: Option<&str>) -> Result<SpeakerRole, ApiError> {
     match speaker.unwrap_or("technician") {
         "technician" | "customer" | "caller" => Ok(SpeakerRole::Technician),
-        "agent" | "support" => Ok(SpeakerRole::Agent),
+        // `support_agent` is the original system's name for the agent.
+        "agent" | "support_agent" | "support" => Ok(SpeakerRole::Agent),
         other => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("speaker must be `technician`, `customer` or `agent`, got `{other}`"),
+            format!(
+                "speaker must be `technician`, `customer`, `agent` or `support_agent`, got `{other}`"
+            ),
         )),
     }
 }

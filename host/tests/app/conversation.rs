@@ -73,11 +73,12 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     );
 
     // The agent mentions other equipment: not query text, nothing happens.
+    // (`support_agent` is the original's name for the agent.)
     let doc = chat(
         &server,
         "chat-1",
         "Vous parlez de l'interphone ou de l'alarme ?",
-        "agent",
+        "support_agent",
     )
     .await;
     assert_eq!(doc["processing"]["questions_count"], 0, "{doc}");
