@@ -11,7 +11,7 @@ const FIRST_US: f64 = 10.0;
 const GROWTH: f64 = 1.25;
 
 /// A latency histogram with exponential buckets from 10 µs (x1.25 each, up
-/// to ~12 s); percentiles are reported as their bucket's upper bound.
+/// to ~12 s); percentiles are interpolated within their bucket.
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
     max_us: AtomicU64,
@@ -87,7 +87,9 @@ impl Histogram {
         self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 
-    /// The `q` quantile (0..1), as a bucket upper bound.
+    /// The `q` quantile (0..1), interpolated linearly within its bucket by
+    /// rank, as Prometheus's `histogram_quantile` does: a bucket's upper
+    /// bound alone overstates by up to a bucket's width (25%).
     pub fn quantile(&self, q: f64) -> Duration {
         let total = self.count();
         if total == 0 {
@@ -96,10 +98,19 @@ impl Histogram {
         let target = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
-            seen += c.load(Relaxed);
-            if seen >= target {
-                // A bucket's bound can overshoot the largest value seen.
-                return Duration::from_secs_f64(Self::upper_bound_us(i) / 1e6).min(self.max());
+            let here = c.load(Relaxed);
+            seen += here;
+            if seen >= target && here > 0 {
+                let lower = if i == 0 {
+                    0.0
+                } else {
+                    Self::upper_bound_us(i - 1)
+                };
+                let upper = Self::upper_bound_us(i);
+                let into = (target - (seen - here)) as f64 / here as f64;
+                let us = lower + (upper - lower) * into;
+                // The estimate can overshoot the largest value seen.
+                return Duration::from_secs_f64(us / 1e6).min(self.max());
             }
         }
         self.max()
