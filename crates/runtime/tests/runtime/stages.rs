@@ -240,9 +240,7 @@ on = ["custom"]
 /// the clarifier, told to use a model, asks its template question).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ungranted_model_is_refused_at_call_time_and_the_stage_falls_back() {
-    use callpipe_runtime::pipeline::bindings::types::{
-        SpeakerRole, Suggestion, Transcript,
-    };
+    use callpipe_runtime::pipeline::bindings::types::{SpeakerRole, Suggestion, Transcript};
     let toml = format!(
         r#"
 [pipeline]
