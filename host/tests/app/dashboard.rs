@@ -390,7 +390,24 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
         texts(&browser, "#phone[aria-invalid]").await.is_empty(),
         "a good number is no longer marked"
     );
-    // The timer ticks every second.
+    assert_eq!(
+        wait_text(&browser, "call-line", "Appel en cours…").await,
+        "Appel en cours…"
+    );
+    // Ringing is not talking: the timer waits for the technician to answer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(text_of(&browser, "timer").await, "00:00", "no answer yet");
+    support::twilio::post_status(&server, "in-progress").await;
+    assert_eq!(
+        wait_text(
+            &browser,
+            "call-line",
+            "Appel connecté - Transcription en cours"
+        )
+        .await,
+        "Appel connecté - Transcription en cours"
+    );
+    // From the answer on, the timer ticks every second.
     let mut timer = String::new();
     for _ in 0..50 {
         timer = text_of(&browser, "timer").await;
@@ -440,6 +457,69 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
     assert_eq!(
         ended.form,
         vec![("Status".to_string(), "completed".to_string())]
+    );
+    // The end: the statistics show and the timer stops.
+    assert_eq!(
+        wait_text(&browser, "call-line", "Appel terminé").await,
+        "Appel terminé"
+    );
+    wait_for(&browser, "#end-stats dd[data-field=statDuration]").await;
+    let stats = texts(&browser, "#end-stats dt").await;
+    assert!(
+        stats.iter().any(|s| s == "Segments du technicien"),
+        "{stats:?}"
+    );
+    let stopped = text_of(&browser, "timer").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        text_of(&browser, "timer").await,
+        stopped,
+        "the timer stopped"
+    );
+    screenshot(&browser, "dashboard-call-ended").await;
+
+    // The next call without a reload: a new session, the timer at zero.
+    click(&browser, "call-btn").await;
+    let mut next = session.clone();
+    for _ in 0..50 {
+        next = text_of(&browser, "session-id").await;
+        if next != session {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(next, session, "a new session for the next call");
+    assert_eq!(
+        wait_text(&browser, "call-status", "En file").await,
+        "En file"
+    );
+    assert_eq!(text_of(&browser, "timer").await, "00:00");
+    assert!(
+        texts(&browser, "#end-stats:not([hidden])").await.is_empty(),
+        "the last call's statistics are gone"
+    );
+
+    // The same life in English.
+    browser
+        .find(Locator::Css(".lang button[data-lang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_text(&browser, "call-line", "Calling…").await,
+        "Calling…"
+    );
+    support::twilio::post_status(&server, "in-progress").await;
+    assert_eq!(
+        wait_text(
+            &browser,
+            "call-line",
+            "Call connected - Transcription in progress"
+        )
+        .await,
+        "Call connected - Transcription in progress"
     );
     browser.close().await.expect("close the browser");
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::twilio::{AUTH_TOKEN as TOKEN, CALL_SID, PUBLIC, twilio_env, twilio_stand_in};
+use crate::support::twilio::{
+    AUTH_TOKEN as TOKEN, CALL_SID, PUBLIC, sign, twilio_env, twilio_stand_in,
+};
 
 fn start_with(env: &[(&'static str, String)]) -> Server {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -273,14 +275,6 @@ async fn a_call_on_the_default_pipeline_is_transcribed() {
             "a phrase with no words: {s}"
         );
     }
-}
-
-fn sign(url: &str, form: &[(&str, &str)]) -> String {
-    let params: Vec<(String, String)> = form
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    signature::compute(TOKEN, url, &params)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

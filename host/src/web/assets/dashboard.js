@@ -21,6 +21,8 @@
       badPhone: 'Numéro au format international E.164, par exemple +33612345678.',
       notConfigured: "Twilio n'est pas configuré sur ce serveur.", sources: 'Source',
       unauthorized: 'Accès refusé : rechargez la page avec le jeton (?token=…).',
+      calling: 'Appel en cours…', connected: 'Appel connecté - Transcription en cours', ended: 'Appel terminé',
+      statDuration: 'Durée', statSegments: 'Segments', statTechSegments: 'Segments du technicien',
       summaryTitle: "Résumé de l'appel", sumProblem: 'Problème', sumEquipment: 'Équipement',
       sumTried: 'Déjà essayé', sumArticles: 'Articles', sumOutcome: 'Issue',
       st: {
@@ -44,6 +46,8 @@
       badPhone: 'Use the international E.164 format, e.g. +33612345678.',
       notConfigured: 'Twilio is not configured on this server.', sources: 'Source',
       unauthorized: 'Access refused: reload the page with the token (?token=…).',
+      calling: 'Calling…', connected: 'Call connected - Transcription in progress', ended: 'Call ended',
+      statDuration: 'Duration', statSegments: 'Segments', statTechSegments: "Technician's segments",
       summaryTitle: 'Call summary', sumProblem: 'Problem', sumEquipment: 'Equipment',
       sumTried: 'Already tried', sumArticles: 'Articles', sumOutcome: 'Outcome',
       st: {
@@ -75,6 +79,8 @@
     cards: new Map(), // id -> suggestion (knowledge_base), newest last
     questions: 0,
     summary: null, // the end-of-call summary, once a stage wrote one
+    phoneCall: false, // this session is a phone call placed from this page
+    stats: null, // the end-of-call statistics, once the call is over
     stream: null,
     lastEventId: null,
     forcePoll: params.get('transport') === 'poll',
@@ -160,9 +166,26 @@
     if (!status || status === model.status) return;
     model.status = status;
     const when = at ? at * 1000 : Date.now();
-    if (ACTIVE.includes(status) && !model.since) model.since = when;
-    if (TERMINAL.includes(status) && !model.until) model.until = when;
+    // A call's timer starts when the technician answers, as the original's.
+    const starts = model.phoneCall ? status === 'in-progress' : ACTIVE.includes(status);
+    if (starts && !model.since) model.since = when;
+    if (TERMINAL.includes(status) && !model.until) {
+      model.until = when;
+      showStatistics();
+    }
     render();
+  }
+
+  // The end-of-call statistics, once the call is over.
+  async function showStatistics() {
+    const asked = model.session;
+    try {
+      const s = await api('GET', '/api/sessions/' + encodeURIComponent(asked));
+      if (model.session !== asked) return;
+      model.stats = s.statistics || null;
+      if (s.summary) model.summary = s.summary;
+      render();
+    } catch (_) { /* shown on the next poll, if any */ }
   }
 
   // --- live stream, with polling as the fallback ---------------------------
@@ -191,6 +214,8 @@
 
   async function poll() {
     if (!model.known || streaming()) return;
+    // Over: one last look a few seconds on (the summary), then no more.
+    if (model.until && Date.now() - model.until > 5 * POLL_MS) return;
     const asked = model.session;
     const id = encodeURIComponent(asked);
     try {
@@ -238,9 +263,41 @@
       $('segments').textContent = model.chat.filter((m) => m.role !== 'bot' && !m.pending).length;
     }
     tick();
+    renderCallLine();
     renderChat();
     renderCards();
     renderSummary();
+  }
+
+  function renderCallLine() {
+    const line = $('call-line');
+    const st = model.status;
+    const key = !model.phoneCall || !st ? null
+      : TERMINAL.includes(st) ? 'ended'
+        : st === 'in-progress' ? 'connected'
+          : ACTIVE.includes(st) ? 'calling' : null;
+    line.hidden = !key;
+    if (key) line.textContent = t(key);
+    const stats = $('end-stats');
+    const s = model.stats;
+    stats.hidden = !s;
+    if (!s) { stats.dataset.sig = ''; return; }
+    const sig = model.lang + '|' + JSON.stringify(s);
+    if (stats.dataset.sig === sig) return;
+    stats.dataset.sig = sig;
+    const rows = [
+      ['statDuration', Math.floor((s.duration || 0) / 60) + ' min ' + String((s.duration || 0) % 60).padStart(2, '0') + ' s'],
+      ['statSegments', s.segments], ['statTechSegments', s.technician_segments],
+      ['solutions', s.solutions_provided], ['questions', s.questions_asked],
+    ];
+    stats.replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = t(k);
+      const dd = document.createElement('dd');
+      dd.dataset.field = k;
+      dd.textContent = String(v ?? 0);
+      return [dt, dd];
+    }));
   }
 
   function renderSummary() {
@@ -420,6 +477,9 @@
 
   async function startCall(ev) {
     ev.preventDefault();
+    // The page is ready for the next call without a reload: a call after
+    // one that ended is a new session (the technician's fields stay).
+    if (model.known && TERMINAL.includes(model.status)) newSession();
     const phone = $('phone').value.replace(/[\s.-]/g, '');
     // Spaces, dots and dashes are how people write numbers; E.164 has none.
     if (!E164.test(phone)) {
@@ -437,6 +497,7 @@
         technician_id: $('tech-id').value.trim(), technician_name: $('tech-name').value.trim(),
       });
       model.known = true;
+      model.phoneCall = true;
       model.callSid = doc.call_sid;
       model.since = null;
       model.until = null;
@@ -480,6 +541,7 @@
     Object.assign(model, {
       session: newId(), known: false, callSid: null, status: null, muted: false, since: null, until: null,
       chat: [], cards: new Map(), questions: 0, summary: null, stream: null, lastEventId: null,
+      phoneCall: false, stats: null,
     });
     localStorage.removeItem('callpipe.session');
     setLink('off');
@@ -532,6 +594,7 @@
       if (model.session !== asked) return; // a new session was started meanwhile
       model.known = true;
       model.callSid = s.call_sid || null;
+      model.phoneCall = !!s.call_sid;
       model.muted = !!s.muted;
       model.summary = s.summary || null;
       for (const h of s.status_history || []) onStatus(h.status, h.at);

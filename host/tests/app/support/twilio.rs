@@ -81,3 +81,28 @@ pub fn twilio_env(api: &str) -> Vec<(&'static str, String)> {
         ("CALLPIPE_TWILIO_API_URL", api.into()),
     ]
 }
+
+/// `X-Twilio-Signature` for a form posted to `url`, as Twilio signs it.
+pub fn sign(url: &str, form: &[(&str, &str)]) -> String {
+    let params: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    callpipe_host::twilio::signature::compute(AUTH_TOKEN, url, &params)
+}
+
+/// Posts Twilio's status callback for the stand-in's call, signed.
+pub async fn post_status(server: &super::server::Server, status: &str) {
+    let form = [("CallSid", CALL_SID), ("CallStatus", status)];
+    let r = reqwest::Client::new()
+        .post(server.http("/twilio/status"))
+        .header(
+            "X-Twilio-Signature",
+            sign(&format!("{PUBLIC}/twilio/status"), &form),
+        )
+        .form(&form)
+        .send()
+        .await
+        .expect("status callback");
+    assert!(r.status().is_success(), "{}", r.status());
+}
