@@ -104,6 +104,16 @@ pub fn spawn(
         while let Some(event) = output.recv().await {
             match event {
                 Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
+                Event::Analysis(a) => sessions.set_diagnostic(
+                    &session_id,
+                    crate::sessions::Diagnostic {
+                        equipment: a.entities,
+                        issue: a.issue,
+                        missing: a.missing,
+                        sufficient: a.sufficient,
+                        language: a.language,
+                    },
+                ),
                 Event::Transcript(t) => {
                     if let Some(zero) = stream_started {
                         let spoken = zero + Duration::from_millis(t.end_ms);

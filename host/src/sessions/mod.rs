@@ -28,6 +28,20 @@ pub enum Update {
     Status(StatusChange),
     /// The end-of-call summary a stage wrote (its JSON, as it wrote it).
     Summary(serde_json::Value),
+    /// What the analysis stage currently understands (live only: the next
+    /// analysis replaces it, so it is not stored).
+    Diagnostic(Diagnostic),
+}
+
+/// The dashboard's "Diagnostic" block: equipment, issue and the details
+/// still missing, as the latest `analysis` has them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Diagnostic {
+    pub equipment: Vec<String>,
+    pub issue: Option<String>,
+    pub missing: Vec<String>,
+    pub sufficient: bool,
+    pub language: String,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -61,6 +75,8 @@ pub struct Session {
     pub pipeline_version: Option<String>,
     /// The end-of-call summary, once a stage wrote one.
     pub summary: Option<serde_json::Value>,
+    /// The latest analysis, for the dashboard's Diagnostic block.
+    pub diagnostic: Option<Diagnostic>,
 }
 
 impl Session {
@@ -204,6 +220,7 @@ impl Sessions {
                 muted: false,
                 pipeline_version: None,
                 summary: None,
+                diagnostic: None,
             });
         if !technician_id.is_empty() {
             s.technician_id = technician_id.to_string();
@@ -491,6 +508,21 @@ impl Sessions {
                     summary: value,
                 },
             );
+        }
+    }
+
+    /// The latest analysis: shown at once to live listeners when it
+    /// changed, never stored (the next one replaces it).
+    pub fn set_diagnostic(&self, session_id: &str, diagnostic: Diagnostic) {
+        let changed = match self.lock().get_mut(session_id) {
+            Some(s) if s.diagnostic.as_ref() != Some(&diagnostic) => {
+                s.diagnostic = Some(diagnostic.clone());
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.publish(session_id, None, Update::Diagnostic(diagnostic));
         }
     }
 

@@ -31,6 +31,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         v["transcript"] = json!(s.transcript);
         v["suggestions"] = json!(s.suggestions);
         v["summary"] = json!(s.summary);
+        v["diagnostic"] = json!(s.diagnostic);
     }
     v
 }

@@ -204,6 +204,10 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         assert!(asked.contains("équipement"), "{asked}");
         let mine = wait_count(&browser, "#chat li.msg.technician:not(.pending)", 1).await;
         assert!(mine[0].contains("souci sur le site"), "{mine:?}");
+        // The Diagnostic block follows the analysis: nothing known yet.
+        let missing = "#diagnostic dd[data-field=diagMissing]";
+        let said = wait_for(&browser, missing).await.text().await.unwrap();
+        assert!(said.contains("équipement"), "{transport}: {said}");
 
         send(
             &browser,
@@ -213,6 +217,25 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         .await;
         let card = wait_for(&browser, "#cards article.card").await;
         let card_text = card.text().await.unwrap();
+        // ... and now the equipment and enough context.
+        let mut equipment = String::new();
+        for _ in 0..100 {
+            equipment = texts(&browser, "#diagnostic dd[data-field=diagEquipment]")
+                .await
+                .concat();
+            if equipment.contains("camera") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(equipment.contains("camera"), "{transport}: {equipment}");
+        assert!(
+            texts(&browser, "#diagnostic dd[data-field=diagMissing]")
+                .await
+                .concat()
+                .starts_with("Contexte suffisant"),
+            "{transport}"
+        );
         let badge = card
             .find(Locator::Css(".conf"))
             .await
@@ -300,6 +323,12 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         .await
         .unwrap();
     assert!(badge.starts_with("Confidence"), "{badge}");
+    let labels = texts(&browser, "#diagnostic dt").await;
+    assert_eq!(
+        labels,
+        ["Equipment", "Issue", "Still missing"],
+        "{labels:?}"
+    );
 
     // The ops page lists the pipeline and the stages that ran.
     browser.goto(&server.http("/")).await.expect("ops page");

@@ -23,6 +23,9 @@
       unauthorized: 'Accès refusé : rechargez la page avec le jeton (?token=…).',
       calling: 'Appel en cours…', connected: 'Appel connecté - Transcription en cours', ended: 'Appel terminé',
       statDuration: 'Durée', statSegments: 'Segments', statTechSegments: 'Segments du technicien',
+      diagnosticTitle: 'Diagnostic', diagEquipment: 'Équipement', diagIssue: 'Problème',
+      diagMissing: 'À préciser', diagEnough: 'Contexte suffisant pour chercher une solution',
+      slot: { equipment: 'équipement', symptom: 'symptôme', since: 'depuis quand', tried: 'déjà essayé' },
       summaryTitle: "Résumé de l'appel", sumProblem: 'Problème', sumEquipment: 'Équipement',
       sumTried: 'Déjà essayé', sumArticles: 'Articles', sumOutcome: 'Issue',
       st: {
@@ -48,6 +51,9 @@
       unauthorized: 'Access refused: reload the page with the token (?token=…).',
       calling: 'Calling…', connected: 'Call connected - Transcription in progress', ended: 'Call ended',
       statDuration: 'Duration', statSegments: 'Segments', statTechSegments: "Technician's segments",
+      diagnosticTitle: 'Diagnostic', diagEquipment: 'Equipment', diagIssue: 'Issue',
+      diagMissing: 'Still missing', diagEnough: 'Enough context to look for a solution',
+      slot: { equipment: 'equipment', symptom: 'symptom', since: 'since when', tried: 'already tried' },
       summaryTitle: 'Call summary', sumProblem: 'Problem', sumEquipment: 'Equipment',
       sumTried: 'Already tried', sumArticles: 'Articles', sumOutcome: 'Outcome',
       st: {
@@ -79,6 +85,7 @@
     cards: new Map(), // id -> suggestion (knowledge_base), newest last
     questions: 0,
     summary: null, // the end-of-call summary, once a stage wrote one
+    diagnostic: null, // the latest analysis: equipment, issue, what is missing
     phoneCall: false, // this session is a phone call placed from this page
     stats: null, // the end-of-call statistics, once the call is over
     stream: null,
@@ -200,6 +207,7 @@
     const seen = (e) => { if (e.lastEventId) model.lastEventId = e.lastEventId; };
     es.addEventListener('transcript', (e) => { seen(e); onTranscript(JSON.parse(e.data)); });
     es.addEventListener('suggestion', (e) => { seen(e); onSuggestion(JSON.parse(e.data)); });
+    es.addEventListener('diagnostic', (e) => { model.diagnostic = JSON.parse(e.data); render(); });
     es.addEventListener('summary', (e) => { seen(e); model.summary = JSON.parse(e.data); render(); });
     es.addEventListener('status', (e) => { seen(e); const x = JSON.parse(e.data); onStatus(x.status, x.at); });
     es.onopen = () => setLink('live');
@@ -229,6 +237,7 @@
       if (model.session !== asked) return;
       onStatus(s.status);
       if (s.summary) { model.summary = s.summary; render(); }
+      if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
       $('segments').textContent = s.total_segments ?? 0;
       // The stream may have opened while this poll was out.
@@ -265,8 +274,34 @@
     tick();
     renderCallLine();
     renderChat();
+    renderDiagnostic();
     renderCards();
     renderSummary();
+  }
+
+  function renderDiagnostic() {
+    const box = $('diagnostic');
+    const d = model.diagnostic;
+    box.hidden = !d;
+    if (!d) { box.dataset.sig = ''; return; }
+    const sig = model.lang + '|' + JSON.stringify(d);
+    if (box.dataset.sig === sig) return;
+    box.dataset.sig = sig;
+    const slots = t('slot');
+    const rows = [
+      ['diagEquipment', (d.equipment || []).join(', ') || '—'],
+      ['diagIssue', d.issue || '—'],
+      ['diagMissing', d.sufficient ? t('diagEnough')
+        : (d.missing || []).map((m) => slots[m] || m).join(', ') || '—'],
+    ];
+    $('diagnostic-list').replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = t(k);
+      const dd = document.createElement('dd');
+      dd.dataset.field = k;
+      dd.textContent = String(v);
+      return [dt, dd];
+    }));
   }
 
   function renderCallLine() {
@@ -541,7 +576,7 @@
     Object.assign(model, {
       session: newId(), known: false, callSid: null, status: null, muted: false, since: null, until: null,
       chat: [], cards: new Map(), questions: 0, summary: null, stream: null, lastEventId: null,
-      phoneCall: false, stats: null,
+      phoneCall: false, stats: null, diagnostic: null,
     });
     localStorage.removeItem('callpipe.session');
     setLink('off');
@@ -597,6 +632,7 @@
       model.phoneCall = !!s.call_sid;
       model.muted = !!s.muted;
       model.summary = s.summary || null;
+      model.diagnostic = s.diagnostic || null;
       for (const h of s.status_history || []) onStatus(h.status, h.at);
       goLive();
       poll();
