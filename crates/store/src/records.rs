@@ -36,6 +36,8 @@ pub struct CallRow {
     pub host_id: Option<String>,
     /// The end-of-call summary (JSON), when a stage wrote one.
     pub summary: Option<String>,
+    /// What the agent typed about the technician and the site (JSON).
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -83,7 +85,7 @@ macro_rules! select_calls {
     ($rest:literal) => {
         concat!(
             "SELECT session_id, call_sid, technician_id, technician_name, phone_number, status, \
-             pipeline_version, started_at, ended_at, host_id, summary FROM calls ",
+             pipeline_version, started_at, ended_at, host_id, summary, context FROM calls ",
             $rest
         )
     };
@@ -106,6 +108,7 @@ macro_rules! call_row {
             ended_at: $r.try_get("ended_at")?,
             host_id: $r.try_get("host_id")?,
             summary: $r.try_get("summary")?,
+            context: $r.try_get("context")?,
         }
     };
 }
@@ -337,6 +340,22 @@ impl Store {
             tx.commit().await?;
             Ok(id)
         })
+    }
+
+    /// What the agent typed about the technician and the site (JSON; the
+    /// latest replaces it).
+    pub async fn set_context(&self, session_id: &str, json: &str) -> Result<(), StoreError> {
+        let sql = self.sql("UPDATE calls SET context = ? WHERE session_id = ?");
+        let updated = on_pool!(self, pool => sqlx::query(sql)
+            .bind(json)
+            .bind(session_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if updated == 0 {
+            return Err(StoreError::MissingCall(session_id.to_string()));
+        }
+        Ok(())
     }
 
     pub async fn add_stage_error(

@@ -206,8 +206,13 @@ async fn exercise(store: &Store) {
         .expect_err("no row");
     assert!(missing.is_missing_call(), "{missing}");
 
+    store
+        .set_context("s1", r#"{"site":"Parking Nord"}"#)
+        .await
+        .unwrap();
     let call = store.call("s1").await.unwrap().expect("the call");
     assert_eq!(call.summary.as_deref(), Some(r#"{"problem":"caméra"}"#));
+    assert_eq!(call.context.as_deref(), Some(r#"{"site":"Parking Nord"}"#));
     assert_eq!(call.status, "completed");
     assert_eq!(call.call_sid.as_deref(), Some("CA1"));
     assert_eq!(call.technician_name, "Jeanne");

@@ -77,6 +77,8 @@ pub struct Session {
     pub summary: Option<serde_json::Value>,
     /// The latest analysis, for the dashboard's Diagnostic block.
     pub diagnostic: Option<Diagnostic>,
+    /// What the agent typed about the technician and the site.
+    pub context: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -221,6 +223,7 @@ impl Sessions {
                 pipeline_version: None,
                 summary: None,
                 diagnostic: None,
+                context: None,
             });
         if !technician_id.is_empty() {
             s.technician_id = technician_id.to_string();
@@ -509,6 +512,22 @@ impl Sessions {
                 },
             );
         }
+    }
+
+    /// What the agent typed about the technician and the site: kept with
+    /// the session and stored. False when the session is not here.
+    pub fn set_context(&self, session_id: &str, context: serde_json::Value) -> bool {
+        match self.lock().get_mut(session_id) {
+            Some(s) => s.context = Some(context.clone()),
+            None => return false,
+        }
+        if let Some(w) = &self.writer {
+            w.send(Write::Context {
+                session_id: session_id.to_string(),
+                context,
+            });
+        }
+        true
     }
 
     /// The latest analysis: shown at once to live listeners when it

@@ -67,6 +67,10 @@ pub enum Write {
         session_id: String,
         summary: serde_json::Value,
     },
+    Context {
+        session_id: String,
+        context: serde_json::Value,
+    },
     /// Answered once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
 }
@@ -83,6 +87,7 @@ impl Write {
             Write::Transcript { .. } => "transcript",
             Write::Suggestion { .. } => "suggestion",
             Write::Summary { .. } => "summary",
+            Write::Context { .. } => "site context",
             Write::Flush(_) => "flush",
         }
     }
@@ -97,7 +102,8 @@ impl Write {
             | Write::Segment { session_id, .. }
             | Write::Transcript { session_id, .. }
             | Write::Suggestion { session_id, .. }
-            | Write::Summary { session_id, .. } => Some(session_id),
+            | Write::Summary { session_id, .. }
+            | Write::Context { session_id, .. } => Some(session_id),
             Write::StageError(f) => Some(&f.session_id),
         }
     }
@@ -302,6 +308,13 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
             .set_summary(session_id, &summary.to_string())
             .await
             .map(Some),
+        Write::Context {
+            session_id,
+            context,
+        } => store
+            .set_context(session_id, &context.to_string())
+            .await
+            .map(|_| None),
         Write::Flush(_) => Ok(None),
     }
 }

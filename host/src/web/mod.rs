@@ -223,6 +223,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(sessions_api::get))
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/mute", post(sessions_api::mute))
+        .route("/api/sessions/{id}/context", post(sessions_api::context))
         .route("/api/pipelines/reload", post(ops::reload))
         .route(
             "/api/kb/import",

@@ -32,6 +32,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         v["suggestions"] = json!(s.suggestions);
         v["summary"] = json!(s.summary);
         v["diagnostic"] = json!(s.diagnostic);
+        v["context"] = json!(s.context);
     }
     v
 }
@@ -172,6 +173,10 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
             .collect::<serde_json::Map<String, Value>>(),
         "transcript": transcript,
         "suggestions": suggestions,
+        "context": call
+            .context
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Value>(j).ok()),
         "summary": call
             .summary
             .as_deref()
@@ -213,4 +218,56 @@ pub async fn mute(
         ));
     }
     Ok(Json(json!({ "session_id": id, "muted": body.muted })).into_response())
+}
+
+/// What the agent types in the dashboard's first column.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteContext {
+    #[serde(default)]
+    customer: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    equipment: String,
+    #[serde(default)]
+    subscription: String,
+    #[serde(default)]
+    last_incident: String,
+}
+
+/// Longest value of a context field.
+const CONTEXT_FIELD: usize = 500;
+
+/// `POST /api/sessions/{id}/context {customer, site, equipment,
+/// subscription, last_incident}`: kept with the session and stored, shown
+/// again when the session is reopened.
+pub async fn context(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: SiteContext = super::twilio_routes::parse_body(&headers, &raw)?;
+    for (name, v) in [
+        ("customer", &body.customer),
+        ("site", &body.site),
+        ("equipment", &body.equipment),
+        ("subscription", &body.subscription),
+        ("last_incident", &body.last_incident),
+    ] {
+        if v.chars().count() > CONTEXT_FIELD {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is over {CONTEXT_FIELD} characters"
+            )));
+        }
+    }
+    let value = json!(body);
+    if !state.sessions.set_context(&id, value.clone()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no live session `{id}`"),
+        ));
+    }
+    Ok(Json(json!({ "session_id": id, "context": value })))
 }

@@ -621,3 +621,90 @@ async fn the_call_summary_shows_at_the_end_and_after_a_reload() {
     );
     browser.close().await.expect("close the browser");
 }
+
+/// Column 1 as the original describes it: what the agent types about the
+/// customer and the site is sent to the server, stored with the session and
+/// shown again when the session is reopened, here on another machine (no
+/// local copy) through the original guide's address, in English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_one_is_stored_with_the_session_and_comes_back() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &support::default_pipeline_with("column-one", |_| {}));
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!("/demo/technician?token={TOKEN}&lang=fr")))
+        .await
+        .expect("load");
+    click(&browser, "new-session").await;
+    let typed = [
+        ("customer", "Résidence Les Pins"),
+        ("site", "Parking Nord"),
+        ("equipment", "8 caméras IP, NVR 16 voies"),
+        ("subscription", "Maintenance 24/7"),
+        ("last-incident", "Switch PoE remplacé en mars"),
+    ];
+    for (id, text) in typed {
+        browser
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    send(&browser, "Bonjour, j'ai un souci sur le site.").await;
+    wait_count(&browser, "#chat li.msg.bot", 1).await;
+    let session = text_of(&browser, "session-id").await;
+    let mut stored = Value::Null;
+    for _ in 0..100 {
+        stored = server.get_json(&format!("/api/sessions/{session}")).await["context"].clone();
+        if stored["last_incident"] == "Switch PoE remplacé en mars" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored["customer"], "Résidence Les Pins", "{stored}");
+    assert_eq!(stored["subscription"], "Maintenance 24/7", "{stored}");
+
+    // Another machine: nothing kept locally; the old address, in English.
+    browser
+        .execute("localStorage.clear(); return true;", vec![])
+        .await
+        .expect("clear local storage");
+    browser
+        .goto(&server.http(&format!(
+            "/demo/twilio-technician?session={session}&lang=en"
+        )))
+        .await
+        .expect("the original guide's address");
+    let title = wait_for(&browser, "h1").await.text().await.unwrap();
+    assert!(title.contains("Technician support"), "{title}");
+    for (id, text) in typed {
+        let mut value = String::new();
+        for _ in 0..100 {
+            value = browser
+                .find(Locator::Id(id))
+                .await
+                .unwrap()
+                .prop("value")
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            if value == text {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(value, text, "#{id}");
+    }
+    let labels = texts(&browser, "#context-form label span").await;
+    assert!(
+        labels.iter().any(|l| l == "Last similar incident"),
+        "{labels:?}"
+    );
+    screenshot(&browser, "column-one").await;
+    browser.close().await.expect("close the browser");
+}

@@ -9,7 +9,8 @@
     fr: {
       title: 'Assistance technicien', offline: 'Hors ligne', live: 'En direct', polling: 'Actualisation 3 s',
       newSession: 'Nouvelle session', contextTitle: 'Technicien et site', techName: 'Nom du technicien',
-      techId: 'Identifiant technicien', site: 'Site / client', equipment: 'Équipement', session: 'Session',
+      techId: 'Identifiant technicien', site: 'Site', equipment: 'Équipement installé', session: 'Session',
+      customer: 'Client', subscription: 'Abonnement', lastIncident: 'Dernier incident similaire',
       status: 'Statut', segments: 'Segments', questions: 'Questions posées', solutions: 'Solutions proposées',
       callTitle: 'Appel et conversation', phone: 'Téléphone du technicien', call: 'Appeler', idle: "Pas d'appel",
       mute: 'Couper la voix', unmute: 'Rétablir la voix', end: 'Terminer', cancel: 'Annuler',
@@ -37,7 +38,8 @@
     en: {
       title: 'Technician support', offline: 'Offline', live: 'Live', polling: 'Refreshing every 3 s',
       newSession: 'New session', contextTitle: 'Technician and site', techName: 'Technician name',
-      techId: 'Technician ID', site: 'Site / customer', equipment: 'Equipment', session: 'Session',
+      techId: 'Technician ID', site: 'Site', equipment: 'Installed equipment', session: 'Session',
+      customer: 'Customer', subscription: 'Subscription', lastIncident: 'Last similar incident',
       status: 'Status', segments: 'Segments', questions: 'Questions asked', solutions: 'Solutions provided',
       callTitle: 'Call and conversation', phone: "Technician's phone", call: 'Call', idle: 'No call',
       mute: 'Mute voice', unmute: 'Unmute voice', end: 'End', cancel: 'Cancel',
@@ -496,6 +498,7 @@
       model.known = true;
       localStorage.setItem('callpipe.session', model.session);
       if (first && !model.since) model.since = Date.now();
+      if (first) sendContext();
       (doc.suggestions || []).slice().reverse().forEach(onSuggestion);
       goLive();
       poll();
@@ -534,6 +537,7 @@
       model.known = true;
       model.phoneCall = true;
       model.callSid = doc.call_sid;
+      sendContext();
       model.since = null;
       model.until = null;
       localStorage.setItem('callpipe.session', model.session);
@@ -584,11 +588,42 @@
   }
 
   // --- wiring ---------------------------------------------------------------
-  // What the agent types about the technician and site stays on this machine.
-  for (const id of ['tech-name', 'tech-id', 'site', 'equipment']) {
+  // The technician's name and id stay on this machine (they go with a call
+  // placed from here); what the agent types about the customer and the
+  // site is also sent to the server, stored with the session and shown
+  // again when the session is reopened.
+  const CONTEXT = { customer: 'customer', site: 'site', equipment: 'equipment', subscription: 'subscription', 'last-incident': 'last_incident' };
+  for (const id of ['tech-name', 'tech-id', ...Object.keys(CONTEXT)]) {
     const el = $(id);
     el.value = localStorage.getItem('callpipe.' + id) || '';
-    el.addEventListener('input', () => localStorage.setItem('callpipe.' + id, el.value));
+    el.addEventListener('input', () => {
+      localStorage.setItem('callpipe.' + id, el.value);
+      if (id in CONTEXT) sendContextSoon();
+    });
+  }
+  let contextTimer = null;
+  function sendContextSoon() {
+    clearTimeout(contextTimer);
+    contextTimer = setTimeout(sendContext, 600);
+  }
+  async function sendContext() {
+    if (!model.known) return; // sent once the session exists
+    const body = {};
+    for (const [id, key] of Object.entries(CONTEXT)) body[key] = $(id).value.trim();
+    try {
+      await api('POST', '/api/sessions/' + encodeURIComponent(model.session) + '/context', body);
+    } catch (e) {
+      if (e.status !== 404) showError('chat-error', e.message);
+    }
+  }
+  function fillContext(ctx) {
+    if (!ctx) return;
+    for (const [id, key] of Object.entries(CONTEXT)) {
+      if (typeof ctx[key] === 'string') {
+        $(id).value = ctx[key];
+        localStorage.setItem('callpipe.' + id, ctx[key]);
+      }
+    }
   }
   $('chat-form').addEventListener('submit', sendMessage);
   $('message').addEventListener('keydown', (e) => {
@@ -633,6 +668,7 @@
       model.muted = !!s.muted;
       model.summary = s.summary || null;
       model.diagnostic = s.diagnostic || null;
+      fillContext(s.context);
       for (const h of s.status_history || []) onStatus(h.status, h.at);
       goLive();
       poll();
