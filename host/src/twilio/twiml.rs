@@ -40,13 +40,6 @@ pub fn say_language(language: &str) -> &'static str {
     }
 }
 
-pub fn greeting(language: &str) -> &'static str {
-    match language.split(['-', '_']).next().unwrap_or("") {
-        "fr" => "Bonjour, vous êtes en ligne avec le support technique. Décrivez-nous le problème.",
-        _ => "Hello, you are connected to technical support. Please describe the problem.",
-    }
-}
-
 /// Tells the caller every line is taken and hangs up (the server is at
 /// capacity).
 pub fn busy(language: &str) -> String {
@@ -61,12 +54,14 @@ pub fn busy(language: &str) -> String {
     )
 }
 
-/// Greets the caller, then streams the call to `stream_url` with `parameters`
-/// as `<Parameter>`s (they arrive in the `start` message's customParameters).
+/// Says `greeting` in `language`, then streams the call to `stream_url`
+/// with `parameters` as `<Parameter>`s (they arrive in the `start`
+/// message's customParameters).
 pub fn stream_call(
     mode: StreamMode,
     stream_url: &str,
     language: &str,
+    greeting: &str,
     parameters: &[(&str, &str)],
 ) -> String {
     let params: String = parameters
@@ -83,7 +78,7 @@ pub fn stream_call(
     let say = format!(
         "<Say language=\"{}\">{}</Say>",
         say_language(language),
-        escape(greeting(language))
+        escape(greeting)
     );
     let url = escape(stream_url);
     match mode {
@@ -106,6 +101,7 @@ mod tests {
             StreamMode::Connect,
             "wss://h.example/twilio/media-stream",
             "fr",
+            "Bonjour, vous êtes en ligne avec le support technique.",
             &[
                 ("session_id", "s1"),
                 ("technician_name", "Zoé & \"Co\""),
@@ -126,7 +122,7 @@ mod tests {
 
     #[test]
     fn start_stream_listens_to_both_tracks() {
-        let x = stream_call(StreamMode::Start, "wss://h/s", "en", &[]);
+        let x = stream_call(StreamMode::Start, "wss://h/s", "en", "Hello", &[]);
         assert!(
             x.contains("<Start><Stream url=\"wss://h/s\" track=\"both_tracks\">"),
             "{x}"

@@ -28,7 +28,19 @@ pub async fn page(State(state): State<AppState>) -> Response {
     let twilio = state.twilio.is_some()
         && state.twilio_settings.phone_number.is_some()
         && state.twilio_settings.public_url.is_some();
-    let html = TECHNICIAN_HTML.replace("{{TWILIO}}", if twilio { "true" } else { "false" });
+    // The chat's opening line, in both of the page's languages, from the
+    // pipeline new sessions start on (attributes, escaped).
+    let greetings = &state.pipeline().greetings;
+    let html = TECHNICIAN_HTML
+        .replace("{{TWILIO}}", if twilio { "true" } else { "false" })
+        .replace(
+            "{{GREETING_FR}}",
+            &crate::twilio::twiml::escape(&greetings.chat("fr")),
+        )
+        .replace(
+            "{{GREETING_EN}}",
+            &crate::twilio::twiml::escape(&greetings.chat("en")),
+        );
     ([(header::CACHE_CONTROL, "no-cache")], Html(html)).into_response()
 }
 

@@ -337,7 +337,9 @@ pub async fn voice(
             .unwrap_or(StreamMode::Connect),
     };
     let stream_url = format!("{}/twilio/media-stream", public_ws(&state, &headers));
-    let language = state.pipeline().language.clone();
+    let pipeline = state.pipeline();
+    let language = pipeline.language.clone();
+    let greeting = pipeline.greetings.call(&language);
     // This call's stream must bring it back at `start` (when streams are signed).
     let token = state
         .stream_tokens
@@ -348,6 +350,7 @@ pub async fn voice(
         mode,
         &stream_url,
         &language,
+        &greeting,
         &[
             ("session_id", &session_id),
             ("technician_id", &technician_id),
@@ -361,7 +364,8 @@ pub async fn voice(
 /// Sample TwiML, to check what Twilio would be told.
 pub async fn test_twiml(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let stream_url = format!("{}/twilio/media-stream", public_ws(&state, &headers));
-    let language = state.pipeline().language.clone();
+    let pipeline = state.pipeline();
+    let language = pipeline.language.clone();
     xml(twiml::stream_call(
         state
             .twilio_settings
@@ -369,6 +373,7 @@ pub async fn test_twiml(State(state): State<AppState>, headers: HeaderMap) -> Re
             .unwrap_or(StreamMode::Connect),
         &stream_url,
         &language,
+        &pipeline.greetings.call(&language),
         &[
             ("session_id", "test-session"),
             ("technician_id", "test-technician"),

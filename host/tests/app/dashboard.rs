@@ -197,6 +197,12 @@ async fn the_dashboard_asks_then_shows_the_solution() {
             .expect("new session");
         let title = wait_for(&browser, "h1").await.text().await.unwrap();
         assert!(title.contains("Assistance technicien"), "{title}");
+        // The assistant opens the conversation with the original's words.
+        wait_for(&browser, "#chat li.msg.greeting").await;
+        assert_eq!(
+            texts(&browser, "#chat li.msg.greeting .text").await,
+            ["Bonjour ! Quel est le problème rencontré ?"]
+        );
 
         send(&browser, "Bonjour, j'ai un souci sur le site.").await;
         let question = wait_for(&browser, "#chat li.msg.bot").await;
@@ -323,6 +329,10 @@ async fn the_dashboard_asks_then_shows_the_solution() {
         .await
         .unwrap();
     assert!(badge.starts_with("Confidence"), "{badge}");
+    assert_eq!(
+        texts(&browser, "#chat li.msg.greeting .text").await,
+        ["Hello! What is the problem?"]
+    );
     let labels = texts(&browser, "#diagnostic dt").await;
     assert_eq!(
         labels,

@@ -1147,3 +1147,54 @@ async fn cross_site_posts_are_refused() {
         .json(&chat);
     assert_ne!(status_of(tool).await, 403);
 }
+
+/// The assistant's first words are the pipeline's: the spoken greeting in
+/// the TwiML and the chat's opening line on the dashboard, per language,
+/// with the built-in (the original's) wording for languages not given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greetings_come_from_the_pipeline() {
+    let base = std::fs::read_to_string(support::audio_pipeline()).expect("pipeline");
+    let path = root()
+        .join("target")
+        .join("test-pipelines")
+        .join(format!("greetings-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\n[pipeline.greetings.call]\nfr = \"Allô, ici le support Acme.\"\n\
+             [pipeline.greetings.chat]\nfr = \"Bienvenue chez Acme !\"\n"
+        ),
+    )
+    .expect("write pipeline");
+    let server = Server::start_pipeline(&[], &path);
+    let twiml = server
+        .client()
+        .get(server.http("/twilio/test-twiml"))
+        .send()
+        .await
+        .expect("twiml")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        twiml.contains("<Say language=\"fr-FR\">Allô, ici le support Acme.</Say>"),
+        "{twiml}"
+    );
+    let page = server
+        .client()
+        .get(server.http("/demo/technician"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("data-greeting-fr=\"Bienvenue chez Acme !\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-greeting-en=\"Hello! What is the problem?\""),
+        "the built-in English line stays"
+    );
+}

@@ -76,6 +76,8 @@ pub struct LoadedPipeline {
     pub tick_ms: Option<u64>,
     /// The backends `[capabilities.*]` configured, shared by every stage.
     pub capabilities: Arc<crate::capabilities::CapabilitySet>,
+    /// The assistant's first words on a call and in the chat.
+    pub greetings: super::model::Greetings,
 }
 
 impl LoadedPipeline {
@@ -235,6 +237,7 @@ pub async fn load_str(
         return Err(Diagnostics(diags));
     }
     Ok(LoadedPipeline {
+        greetings: file.pipeline.greetings.clone(),
         name: file.pipeline.name.get_ref().clone(),
         language: file.pipeline.language.clone(),
         path: path.to_path_buf(),

@@ -34,6 +34,52 @@ pub struct PipelineSection {
     /// to flush a held fragment). Example: `tick_ms = 250`
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// What the assistant says first, per language. Example:
+    /// `[pipeline.greetings.chat] fr = "Bonjour ! Quel est le problème rencontré ?"`
+    #[serde(default)]
+    pub greetings: Greetings,
+}
+
+/// The assistant's first words: `call` is spoken by Twilio before the
+/// stream starts, `chat` opens the dashboard's conversation. Languages not
+/// given keep the built-in wording.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Greetings {
+    #[serde(default)]
+    pub call: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub chat: std::collections::BTreeMap<String, String>,
+}
+
+impl Greetings {
+    /// The spoken greeting for `language` (its primary subtag).
+    pub fn call(&self, language: &str) -> String {
+        let l = primary(language);
+        self.call.get(l).cloned().unwrap_or_else(|| {
+            match l {
+                "fr" => "Bonjour, vous êtes en ligne avec le support technique. Décrivez-nous le problème.",
+                _ => "Hello, you are connected to technical support. Please describe the problem.",
+            }
+            .to_string()
+        })
+    }
+
+    /// The chat's opening line for `language`; the original's by default.
+    pub fn chat(&self, language: &str) -> String {
+        let l = primary(language);
+        self.chat.get(l).cloned().unwrap_or_else(|| {
+            match l {
+                "fr" => "Bonjour ! Quel est le problème rencontré ?",
+                _ => "Hello! What is the problem?",
+            }
+            .to_string()
+        })
+    }
+}
+
+fn primary(language: &str) -> &str {
+    language.split(['-', '_']).next().unwrap_or("")
 }
 
 fn default_tick_ms() -> u64 {

@@ -389,7 +389,11 @@
   function renderChat() {
     const list = $('chat');
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    place(list, chatNodes, model.chat, (m) => m.key, (m) => {
+    // The assistant opens every conversation (the pipeline's chat greeting,
+    // in the page's language); it is not a question and is never stored.
+    const greeting = document.body.dataset['greeting' + (model.lang === 'en' ? 'En' : 'Fr')] || '';
+    const shown = greeting ? [{ key: 'greeting', role: 'greeting', text: greeting }, ...model.chat] : model.chat;
+    place(list, chatNodes, shown, (m) => m.key, (m) => {
       const li = document.createElement('li');
       if (m.id) li.dataset.id = m.id;
       const who = document.createElement('span');
@@ -401,7 +405,7 @@
     }, (li, m) => {
       const cls = 'msg ' + m.role + (m.pending ? ' pending' : '');
       if (li.className !== cls) li.className = cls;
-      setText(li.firstChild, t(m.role === 'bot' ? 'assistant' : m.role));
+      setText(li.firstChild, t(m.role === 'bot' || m.role === 'greeting' ? 'assistant' : m.role));
       setText(li.lastChild, m.text);
     });
     if (atBottom) list.scrollTop = list.scrollHeight;
