@@ -37,6 +37,27 @@ fn view(s: &Session, with_transcript: bool) -> Value {
     v
 }
 
+/// How long the call has lasted: from the technician's answer (the first
+/// `in-progress`) to its end, as the dashboard's timer counts; from the
+/// session's creation when it was never answered.
+fn call_duration(s: &Session) -> u64 {
+    let Some(answered) = s
+        .history
+        .iter()
+        .find(|h| h.status == "in-progress")
+        .map(|h| h.at)
+    else {
+        return s.duration_secs();
+    };
+    let end = s
+        .history
+        .iter()
+        .rev()
+        .find(|h| crate::sessions::is_terminal(&h.status))
+        .map_or_else(crate::sessions::now_epoch, |h| h.at);
+    (end - answered).max(0.0) as u64
+}
+
 /// The end-of-call statistics the original dashboard shows.
 pub fn statistics(s: &Session) -> Value {
     let technician_segments: u64 = s
@@ -51,7 +72,7 @@ pub fn statistics(s: &Session) -> Value {
         .filter(|x| x.kind == "knowledge_base")
         .count();
     json!({
-        "duration": s.duration_secs(),
+        "duration": call_duration(s),
         "segments": s.total_segments,
         "technician_segments": technician_segments,
         "solutions_provided": solutions,

@@ -515,6 +515,22 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
         stopped,
         "the timer stopped"
     );
+    // The call lasted from the answer on, as the timer counted.
+    let timer_s: u64 = stopped
+        .split(':')
+        .fold(0, |acc, p| acc * 60 + p.parse::<u64>().unwrap_or(0));
+    let lasted = texts(&browser, "#end-stats dd[data-field=statDuration]")
+        .await
+        .concat();
+    let digits: Vec<u64> = lasted
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|d| d.parse().ok())
+        .collect();
+    let stats_s = digits.first().copied().unwrap_or(0) * 60 + digits.get(1).copied().unwrap_or(0);
+    assert!(
+        stats_s.abs_diff(timer_s) <= 1,
+        "statistics {lasted} against the timer {stopped}"
+    );
     screenshot(&browser, "dashboard-call-ended").await;
 
     // The next call without a reload: a new session, the timer at zero.
