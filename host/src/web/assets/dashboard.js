@@ -281,22 +281,16 @@
     renderSummary();
   }
 
-  function renderDiagnostic() {
-    const box = $('diagnostic');
-    const d = model.diagnostic;
-    box.hidden = !d;
-    if (!d) { box.dataset.sig = ''; return; }
-    const sig = model.lang + '|' + JSON.stringify(d);
+  // A block of labelled facts (dt/dd): hidden without data, rebuilt only
+  // when the data or the language changed (a selection survives, and no
+  // node goes stale under a reader).
+  function renderFacts(box, list, data, rows) {
+    box.hidden = !data;
+    if (!data) { box.dataset.sig = ''; return; }
+    const sig = model.lang + '|' + JSON.stringify(data);
     if (box.dataset.sig === sig) return;
     box.dataset.sig = sig;
-    const slots = t('slot');
-    const rows = [
-      ['diagEquipment', (d.equipment || []).join(', ') || '—'],
-      ['diagIssue', d.issue || '—'],
-      ['diagMissing', d.sufficient ? t('diagEnough')
-        : (d.missing || []).map((m) => slots[m] || m).join(', ') || '—'],
-    ];
-    $('diagnostic-list').replaceChildren(...rows.flatMap(([k, v]) => {
+    list.replaceChildren(...rows(data).flatMap(([k, v]) => {
       const dt = document.createElement('dt');
       dt.textContent = t(k);
       const dd = document.createElement('dd');
@@ -304,6 +298,16 @@
       dd.textContent = String(v);
       return [dt, dd];
     }));
+  }
+
+  function renderDiagnostic() {
+    const slots = t('slot');
+    renderFacts($('diagnostic'), $('diagnostic-list'), model.diagnostic, (d) => [
+      ['diagEquipment', (d.equipment || []).join(', ') || '—'],
+      ['diagIssue', d.issue || '—'],
+      ['diagMissing', d.sufficient ? t('diagEnough')
+        : (d.missing || []).map((m) => slots[m] || m).join(', ') || '—'],
+    ]);
   }
 
   function renderCallLine() {
@@ -316,53 +320,23 @@
     line.hidden = !key;
     if (key) line.textContent = t(key);
     const stats = $('end-stats');
-    const s = model.stats;
-    stats.hidden = !s;
-    if (!s) { stats.dataset.sig = ''; return; }
-    const sig = model.lang + '|' + JSON.stringify(s);
-    if (stats.dataset.sig === sig) return;
-    stats.dataset.sig = sig;
-    const rows = [
-      ['statDuration', Math.floor((s.duration || 0) / 60) + ' min ' + String((s.duration || 0) % 60).padStart(2, '0') + ' s'],
-      ['statSegments', s.segments], ['statTechSegments', s.technician_segments],
-      ['solutions', s.solutions_provided], ['questions', s.questions_asked],
-    ];
-    stats.replaceChildren(...rows.flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = t(k);
-      const dd = document.createElement('dd');
-      dd.dataset.field = k;
-      dd.textContent = String(v ?? 0);
-      return [dt, dd];
-    }));
+    renderFacts(stats, stats, model.stats, (x) => [
+      ['statDuration', Math.floor((x.duration || 0) / 60) + ' min ' + String((x.duration || 0) % 60).padStart(2, '0') + ' s'],
+      ['statSegments', x.segments ?? 0], ['statTechSegments', x.technician_segments ?? 0],
+      ['solutions', x.solutions_provided ?? 0], ['questions', x.questions_asked ?? 0],
+    ]);
   }
 
   function renderSummary() {
-    const box = $('summary');
-    const s = model.summary;
-    box.hidden = !s;
-    if (!s) { box.dataset.sig = ''; return; }
-    // Rebuilt only when the summary or the language changed.
-    const sig = model.lang + '|' + JSON.stringify(s);
-    if (box.dataset.sig === sig) return;
-    box.dataset.sig = sig;
-    const list = $('summary-list');
-    const rows = [
-      ['sumProblem', s.problem],
-      ['sumEquipment', (s.equipment || []).join(', ')],
-      ['sumTried', (s.steps_tried || []).join(' ; ')],
-      ['sumArticles', (s.articles || []).join(', ')],
-      ['sumOutcome', s.outcome],
-    ].filter(([, v]) => v);
-    list.replaceChildren(...rows.flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = t(k);
-      const dd = document.createElement('dd');
-      dd.dataset.field = k;
-      dd.textContent = String(v);
-      return [dt, dd];
-    }));
+    renderFacts($('summary'), $('summary-list'), model.summary, (x) => [
+      ['sumProblem', x.problem],
+      ['sumEquipment', (x.equipment || []).join(', ')],
+      ['sumTried', (x.steps_tried || []).join(' ; ')],
+      ['sumArticles', (x.articles || []).join(', ')],
+      ['sumOutcome', x.outcome],
+    ].filter(([, v]) => v));
   }
+
 
   // Keyed: existing nodes stay in place (a selection or a hover survives an
   // update); only what changed is touched.
