@@ -166,6 +166,34 @@ pub mod capability {
         }
     }
 
+    /// A completion request of one system message and one user message,
+    /// the shape every stage's question to a model takes.
+    pub fn chat_request(
+        system: String,
+        user: String,
+        max_tokens: u32,
+        temperature: f32,
+        json_schema: Option<String>,
+        deadline_ms: u32,
+    ) -> llm::CompletionRequest {
+        llm::CompletionRequest {
+            messages: vec![
+                llm::Message {
+                    role: llm::Role::System,
+                    content: system,
+                },
+                llm::Message {
+                    role: llm::Role::User,
+                    content: user,
+                },
+            ],
+            max_tokens,
+            temperature,
+            json_schema,
+            deadline_ms,
+        }
+    }
+
     /// A language-model error as one line.
     pub fn describe_llm(e: &llm::LlmError) -> String {
         match e {

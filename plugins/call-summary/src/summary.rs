@@ -1,4 +1,4 @@
-use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError, Message, Role};
+use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError};
 use callpipe_sdk::types::{Analysis, Custom, Event, SpeakerRole, StageError, SuggestionKind};
 use serde::{Deserialize, Serialize};
 
@@ -290,22 +290,14 @@ impl Summarizer {
             "required": ["problem", "equipment", "steps_tried", "outcome"],
             "additionalProperties": false
         });
-        CompletionRequest {
-            messages: vec![
-                Message {
-                    role: Role::System,
-                    content: system.into(),
-                },
-                Message {
-                    role: Role::User,
-                    content: user,
-                },
-            ],
-            max_tokens: 300,
-            temperature: 0.1,
-            json_schema: Some(schema.to_string()),
-            deadline_ms: self.config.llm_timeout_ms,
-        }
+        callpipe_sdk::capability::chat_request(
+            system.into(),
+            user,
+            300,
+            0.1,
+            Some(schema.to_string()),
+            self.config.llm_timeout_ms,
+        )
     }
 
     /// The model's JSON, when it has a problem and an outcome; the article

@@ -3,7 +3,7 @@
 //! question, in the technician's language, at most `MAX_WORDS` words, not
 //! a repeat). Anything else, or no answer in time, keeps the template.
 
-use callpipe_sdk::llm::{CompletionRequest, Message, Role};
+use callpipe_sdk::llm::CompletionRequest;
 use callpipe_sdk::types::Analysis;
 use std::collections::BTreeSet;
 
@@ -106,22 +106,7 @@ pub fn request(
             "Template question, to adapt:"
         }
     ));
-    CompletionRequest {
-        messages: vec![
-            Message {
-                role: Role::System,
-                content: system,
-            },
-            Message {
-                role: Role::User,
-                content: user,
-            },
-        ],
-        max_tokens: 80,
-        temperature: 0.2,
-        json_schema: None,
-        deadline_ms,
-    }
+    callpipe_sdk::capability::chat_request(system, user, 80, 0.2, None, deadline_ms)
 }
 
 fn words(text: &str) -> Vec<String> {

@@ -3,25 +3,10 @@
 //! written from the shown articles only, citing their ids.
 
 use callpipe_sdk::knowledge::Hit;
-use callpipe_sdk::llm::{CompletionRequest, Message, Role};
+use callpipe_sdk::llm::CompletionRequest;
 
 fn request(system: String, user: String, max_tokens: u32, deadline_ms: u32) -> CompletionRequest {
-    CompletionRequest {
-        messages: vec![
-            Message {
-                role: Role::System,
-                content: system,
-            },
-            Message {
-                role: Role::User,
-                content: user,
-            },
-        ],
-        max_tokens,
-        temperature: 0.0,
-        json_schema: None,
-        deadline_ms,
-    }
+    callpipe_sdk::capability::chat_request(system, user, max_tokens, 0.0, None, deadline_ms)
 }
 
 /// The conversation (the technician's words) into one search query.
