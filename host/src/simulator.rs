@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -214,7 +214,7 @@ pub async fn run(config: SimConfig) -> Arc<SimReport> {
         let report = report.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(started + offset).await;
-            if let Err(e) = one_call(&config, n, &report).await {
+            if let Err(e) = one_call(&config, n, report.clone()).await {
                 report.failed.fetch_add(1, Relaxed);
                 report.error(format!("call {n}: {e}"));
             }
@@ -236,7 +236,7 @@ struct Playback {
     marks: VecDeque<(Instant, String, Instant)>,
 }
 
-async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<(), String> {
+async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Result<(), String> {
     let stream_sid = sid("MZ", n);
     let call_sid = sid("CA", n);
     let mut params: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
@@ -281,25 +281,43 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
             e => format!("connect: {e}"),
         })?;
     report.connected.fetch_add(1, Relaxed);
-    let (mut sink, mut stream) = ws.split();
+    let (sink, mut stream) = ws.split();
+    // The sender writes its frames itself; marks, which the reader and the
+    // marker produce, go through a writer task. A task hop per frame would
+    // cost the generator a wake-up per frame on the cores it shares with
+    // the server it measures.
+    let sink = Arc::new(Mutex::new(sink));
     let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(Message::Text(m.into())).await.is_err() {
-                break;
+    let writer = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if sink
+                    .lock()
+                    .await
+                    .send(Message::Text(m.into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
             }
-        }
-        let _ = sink.close().await;
-    });
+        })
+    };
 
     let playback = Arc::new(Mutex::new(Playback::default()));
+    // The reader's word to the marker that a mark was queued.
+    let queued = Arc::new(Notify::new());
 
     // Reader: count what the server sends; emulate playback of its audio.
+    // Its own task, as the marker's: each wakes only for its own work.
     let reader = {
         let tx = tx.clone();
         let playback = playback.clone();
+        let queued = queued.clone();
         let stream_sid = stream_sid.clone();
-        async move {
+        let report = report.clone();
+        tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let text = match msg {
                     Ok(Message::Text(t)) => t,
@@ -326,6 +344,7 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                         let name = v["mark"]["name"].as_str().unwrap_or_default().to_string();
                         let due = pb.until.filter(|u| *u > now).unwrap_or(now);
                         pb.marks.push_back((due, name, now));
+                        queued.notify_one();
                     }
                     "clear" => {
                         // Twilio drops the buffer and returns its marks at once.
@@ -338,16 +357,31 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                     _ => {}
                 }
             }
-        }
+        })
     };
-    // Marker: returns marks when playback reaches them.
+    // Marker: returns marks when playback reaches them. It sleeps until the
+    // first queued mark is due, or until the reader queues one: polling
+    // instead would wake each simulated call hundreds of times a second and
+    // take the cores the server under test is measured on.
     let marker = {
         let tx = tx.clone();
         let playback = playback.clone();
+        let queued = queued.clone();
         let stream_sid = stream_sid.clone();
-        async move {
+        let report = report.clone();
+        tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                let next = playback.lock().await.marks.front().map(|(due, _, _)| *due);
+                match next {
+                    Some(due) => tokio::select! {
+                        () = tokio::time::sleep_until(due) => {}
+                        () = queued.notified() => continue,
+                    },
+                    None => {
+                        queued.notified().await;
+                        continue;
+                    }
+                }
                 let now = Instant::now();
                 let mut pb = playback.lock().await;
                 while pb.marks.front().is_some_and(|(due, _, _)| *due <= now) {
@@ -359,7 +393,7 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                     }
                 }
             }
-        }
+        })
     };
 
     let sender = async {
@@ -373,11 +407,16 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
             seq += 1;
             (seq - 1).to_string()
         };
-        tx.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string())
-            .await
-            .map_err(|_| "closed")?;
-        tx.send(
-            json!({
+        let closed = |_| "server closed the stream";
+        write(
+            &sink,
+            [json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string()],
+        )
+        .await
+        .map_err(closed)?;
+        write(
+            &sink,
+            [json!({
                 "event": "start", "sequenceNumber": next_seq(), "streamSid": stream_sid,
                 "start": {
                     "accountSid": "ACsimulator", "streamSid": stream_sid, "callSid": call_sid,
@@ -385,10 +424,10 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
                 }
             })
-            .to_string(),
+            .to_string()],
         )
         .await
-        .map_err(|_| "closed")?;
+        .map_err(closed)?;
         let silence = vec![0xFFu8; FRAME_BYTES];
         let origin = Instant::now();
         let len = config.inbound.len();
@@ -407,20 +446,11 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
             report
                 .lateness
                 .record(Instant::now().saturating_duration_since(due));
-            let ts = (k as u64 * 20).to_string();
-            let chunk = (k + 1).to_string();
+            let (ts, chunk) = (k as u64 * 20, k + 1);
             let mut send = |track: &str, bytes: &[u8]| {
-                json!({
-                    "event": "media", "sequenceNumber": next_seq(), "streamSid": stream_sid,
-                    "media": {"track": track, "chunk": chunk, "timestamp": ts, "payload": B64.encode(bytes)}
-                })
-                .to_string()
+                media_json(&stream_sid, next_seq(), track, chunk, ts, bytes)
             };
             let inbound = send("inbound", frame);
-            tx.send(inbound)
-                .await
-                .map_err(|_| "server closed the stream")?;
-            report.frames_sent.fetch_add(1, Relaxed);
             if config.both_tracks {
                 let out = config
                     .outbound
@@ -428,36 +458,107 @@ async fn one_call(config: &SimConfig, n: usize, report: &SimReport) -> Result<()
                     .and_then(|o| o.get(at))
                     .unwrap_or(&silence);
                 let outbound = send("outbound", out);
-                tx.send(outbound)
-                    .await
-                    .map_err(|_| "server closed the stream")?;
+                write(&sink, [inbound, outbound]).await.map_err(closed)?;
+                report.frames_sent.fetch_add(2, Relaxed);
+            } else {
+                write(&sink, [inbound]).await.map_err(closed)?;
                 report.frames_sent.fetch_add(1, Relaxed);
             }
         }
-        tx.send(
-            json!({"event": "stop", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+        write(
+            &sink,
+            [
+                json!({"event": "stop", "sequenceNumber": next_seq(), "streamSid": stream_sid,
                    "stop": {"accountSid": "ACsimulator", "callSid": call_sid}})
-            .to_string(),
+                .to_string(),
+            ],
         )
         .await
-        .map_err(|_| "closed")?;
+        .map_err(closed)?;
         // Let playback of what the server sent last finish.
         tokio::time::sleep(config.linger).await;
         Ok::<(), String>(())
     };
 
-    let result = tokio::select! {
-        r = sender => r,
-        _ = marker => Ok(()),
-    };
+    let result = sender.await;
     // The reader runs until the server closes; don't wait forever.
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    let mut reader = reader;
+    if tokio::time::timeout(Duration::from_secs(5), &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+    }
+    marker.abort();
     writer.abort();
+    let _ = sink.lock().await.close().await;
     result
+}
+
+type WsSink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+/// Writes messages in one flush (both tracks of a frame in one write).
+async fn write<const N: usize>(
+    sink: &Mutex<WsSink>,
+    texts: [String; N],
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut sink = sink.lock().await;
+    for text in texts {
+        sink.feed(Message::Text(text.into())).await?;
+    }
+    sink.flush().await
+}
+
+/// A media message as Twilio sends it, written directly: building a JSON
+/// value per frame would make the load generator, which shares the machine
+/// with the server it measures, cost several times what it needs to.
+fn media_json(
+    stream_sid: &str,
+    seq: String,
+    track: &str,
+    chunk: usize,
+    ts: u64,
+    bytes: &[u8],
+) -> String {
+    use std::fmt::Write;
+    // The ids are the simulator's own hex and the track a fixed word, so
+    // nothing here needs JSON escaping.
+    let mut m = String::with_capacity(200 + bytes.len() * 4 / 3);
+    let _ = write!(
+        m,
+        r#"{{"event":"media","sequenceNumber":"{seq}","streamSid":"{stream_sid}","media":{{"track":"{track}","chunk":"{chunk}","timestamp":"{ts}","payload":""#
+    );
+    B64.encode_string(bytes, &mut m);
+    m.push_str("\"}}");
+    m
 }
 
 fn mark_json(stream_sid: &str, name: &str) -> String {
     json!({"event": "mark", "sequenceNumber": "0", "streamSid": stream_sid, "mark": {"name": name}})
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::twilio::messages::{self, Inbound, Track};
+
+    #[test]
+    fn a_simulated_media_message_is_what_the_server_reads() {
+        let frame: Vec<u8> = (0..=159).collect();
+        let text = super::media_json("MZ00ff", "7".into(), "outbound", 3, 40, &frame);
+        let Ok(Inbound::Media(m)) = messages::parse(&text) else {
+            panic!("not a media message: {text}");
+        };
+        assert_eq!((m.track, m.chunk, m.timestamp_ms), (Track::Outbound, 3, 40));
+        assert_eq!(m.payload.as_slice(), frame.as_slice());
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            (v["sequenceNumber"].as_str(), v["streamSid"].as_str()),
+            (Some("7"), Some("MZ00ff"))
+        );
+    }
 }
