@@ -112,6 +112,19 @@ pub fn log(level: log::Level, message: &str) {
 /// The granted capabilities as plain functions. Inside the host they call
 /// it; natively (a stage's unit tests) they answer that there is no host,
 /// so stage logic takes them behind its own trait and tests pass fakes.
+pub mod alloc;
+
+/// Stages built with the SDK allocate small blocks from size-class free
+/// lists (see [`alloc`]). A stage with an allocator of its own turns the
+/// SDK's `allocator` feature off.
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "allocator"
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
+
 pub mod capability {
     use super::types::CapabilityError;
     use super::{knowledge, llm, transcriber};

@@ -63,6 +63,7 @@ impl World {
 /// The stage SDK, embedded so a crate made outside this repository gets the
 /// same version of it (its manifest without the workspace's settings).
 const SDK_LIB: &str = include_str!("../../../sdk/src/lib.rs");
+const SDK_ALLOC: &str = include_str!("../../../sdk/src/alloc.rs");
 const SDK_CARGO_TOML: &str = r#"[package]
 name = "callpipe-sdk"
 description = "Write a callpipe stage (copied by callpipe new-stage)"
@@ -72,6 +73,12 @@ publish = false
 
 [lib]
 doctest = false
+
+[features]
+default = ["allocator"]
+# The size-class allocator for stages (src/alloc.rs); off for a stage that
+# brings its own #[global_allocator].
+allocator = []
 
 [dependencies]
 serde = { version = "1", features = ["derive"] }
@@ -152,6 +159,7 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
         std::fs::create_dir_all(root.join("callpipe-sdk").join("src"))?;
         write("callpipe-sdk/Cargo.toml", SDK_CARGO_TOML.to_string())?;
         write("callpipe-sdk/src/lib.rs", SDK_LIB.to_string())?;
+        write("callpipe-sdk/src/alloc.rs", SDK_ALLOC.to_string())?;
     }
     let fill = |t: &str| {
         t.replace("{{name}}", name)
@@ -378,6 +386,7 @@ mod tests {
         );
         assert!(made.join("wit/worlds.wit").is_file());
         assert!(made.join("callpipe-sdk/src/lib.rs").is_file());
+        assert!(made.join("callpipe-sdk/src/alloc.rs").is_file());
         for file in ["src/lib.rs", "src/stage.rs", "Cargo.toml", "README.md"] {
             let text = std::fs::read_to_string(made.join(file)).unwrap();
             assert!(!text.contains("{{"), "every placeholder filled in {file}");
