@@ -30,7 +30,7 @@ hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-printf "%-6s %-10s %-9s %-9s %-14s %-12s %-12s %-10s %-8s %-8s %-12s %-9s %-28s %s\n" calls cpu/call-s "µs/frame" "received" "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99" admitted "refused (at cap./overload)" "capacity (limit)"
+printf "%-6s %-10s %-9s %-9s %-14s %-12s %-12s %-10s %-8s %-8s %-12s %-10s %-9s %-28s %s\n" calls cpu/call-s "µs/frame" "received" "rss/call" "lag p50" "lag p99" "lag max" dropped rejected "sender p99" "sender cpu" admitted "refused (at cap./overload)" "capacity (limit)"
 for n in "${levels[@]}"; do
   # Loopback only: the simulated calls are not signed.
   CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" \
@@ -44,8 +44,12 @@ for n in "${levels[@]}"; do
   peak=$rss0
   ( while kill -0 $server 2>/dev/null; do r=$(rss_kb $server); echo "$r"; sleep 1; done ) >/tmp/callpipe-load-rss &
   sampler=$!
-  sim_out=$(CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
-      --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1) || true
+  # `times` in the subshell gives the load generator's own CPU: it shares
+  # the cores, so what it takes is not the server's to use. It runs on one
+  # thread (it needs under half a core): with one per core it would contend
+  # with the server for both (Twilio's senders are not on its machine at all).
+  sim_out=$( ( TOKIO_WORKER_THREADS=1 CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
+      --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1 || true; times ) )
   cpu1=$(cpu_ticks $server)
   kill $sampler 2>/dev/null || true
   peak=$(sort -n /tmp/callpipe-load-rss | tail -1)
@@ -79,7 +83,13 @@ m = re.search(r"sender lateness: p50 ([\d.]+) ms p99 ([\d.]+) ms", sim)
 sender = f"{m.group(2)} ms" if m else "?"
 if "failed (of" in sim and not re.search(r" 0 failed", sim):
     sender += " (calls failed!)"
+# The generator's user and system CPU (bash `times`: "1m2.5s 0m3.1s"),
+# as cores busy over the run.
+t = re.findall(r"(\d+)m([\d.]+)s", sim.strip().splitlines()[-1] if sim.strip() else "")
+sim_cpu = sum(int(m) * 60 + float(s) for m, s in t[-2:]) if len(t) >= 2 else float("nan")
+el = re.search(r"frames sent: \d+ in ([\d.]+)s$", sim, re.M)
+sender_cores = f"{sim_cpu / (float(el.group(1)) if el else dur + 5):.2f} cores"
 refused = f"{int(at_capacity + overloaded)} ({int(at_capacity)}/{int(overloaded)})"
-print(f"{int(n):<6} {cpu_per_call_s:<10.5f} {cpu_us_per_frame:<9.1f} {frames / 50.0 / (n * dur):<9.2f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender:<12} {int(admitted):<9} {refused:<28} {capacity}")
+print(f"{int(n):<6} {cpu_per_call_s:<10.5f} {cpu_us_per_frame:<9.1f} {frames / 50.0 / (n * dur):<9.2f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender:<12} {sender_cores:<10} {int(admitted):<9} {refused:<28} {capacity}")
 PY
 done
