@@ -1167,28 +1167,12 @@ async fn greetings_come_from_the_pipeline() {
     )
     .expect("write pipeline");
     let server = Server::start_pipeline(&[], &path);
-    let twiml = server
-        .client()
-        .get(server.http("/twilio/test-twiml"))
-        .send()
-        .await
-        .expect("twiml")
-        .text()
-        .await
-        .expect("text");
+    let twiml = server.get_text("/twilio/test-twiml").await;
     assert!(
         twiml.contains("<Say language=\"fr-FR\">Allô, ici le support Acme.</Say>"),
         "{twiml}"
     );
-    let page = server
-        .client()
-        .get(server.http("/demo/technician"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = server.get_text("/demo/technician").await;
     assert!(
         page.contains("data-greeting-fr=\"Bienvenue chez Acme !\""),
         "{page}"

@@ -199,14 +199,7 @@ impl Server {
 
     /// `GET /metrics` as text (Prometheus's format).
     pub async fn metrics(&self) -> String {
-        self.client()
-            .get(self.http("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        self.get_text("/metrics").await
     }
 
     /// One series' value on `/metrics` (0 when absent).
@@ -243,6 +236,18 @@ impl Server {
             .default_headers(headers)
             .build()
             .expect("http client")
+    }
+
+    /// GET `path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client()
+            .get(self.http(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: no text: {e}"))
     }
 
     /// GET `path`, as JSON.
