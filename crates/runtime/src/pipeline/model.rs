@@ -55,27 +55,38 @@ pub struct Greetings {
 impl Greetings {
     /// The spoken greeting for `language` (its primary subtag).
     pub fn call(&self, language: &str) -> String {
-        let l = primary(language);
-        self.call.get(l).cloned().unwrap_or_else(|| {
-            match l {
-                "fr" => "Bonjour, vous êtes en ligne avec le support technique. Décrivez-nous le problème.",
-                _ => "Hello, you are connected to technical support. Please describe the problem.",
-            }
-            .to_string()
-        })
+        pick(
+            &self.call,
+            language,
+            "Bonjour, vous êtes en ligne avec le support technique. Décrivez-nous le problème.",
+            "Hello, you are connected to technical support. Please describe the problem.",
+        )
     }
 
     /// The chat's opening line for `language`; the original's by default.
     pub fn chat(&self, language: &str) -> String {
-        let l = primary(language);
-        self.chat.get(l).cloned().unwrap_or_else(|| {
-            match l {
-                "fr" => "Bonjour ! Quel est le problème rencontré ?",
-                _ => "Hello! What is the problem?",
-            }
-            .to_string()
-        })
+        pick(
+            &self.chat,
+            language,
+            "Bonjour ! Quel est le problème rencontré ?",
+            "Hello! What is the problem?",
+        )
     }
+}
+
+/// The configured line for `language`'s primary subtag, else the built-in
+/// French or (for any other language) English one.
+fn pick(
+    configured: &std::collections::BTreeMap<String, String>,
+    language: &str,
+    fr: &str,
+    en: &str,
+) -> String {
+    let l = primary(language);
+    configured
+        .get(l)
+        .cloned()
+        .unwrap_or_else(|| if l == "fr" { fr } else { en }.to_string())
 }
 
 fn primary(language: &str) -> &str {
