@@ -18,10 +18,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// What the transport delivered.
+/// What the transport delivered. The text is the transport's own buffer
+/// (no copy per message).
 #[derive(Debug)]
-pub enum Incoming {
-    Text(String),
+pub enum Incoming<T = String> {
+    Text(T),
     /// Twilio never sends binary frames; counted and skipped.
     Binary(usize),
 }
@@ -149,9 +150,10 @@ fn reject_key(e: &ParseError) -> &'static str {
     }
 }
 
-pub async fn run<S>(env: StreamEnv, mut incoming: S, outgoing: mpsc::Sender<String>) -> Summary
+pub async fn run<S, T>(env: StreamEnv, mut incoming: S, outgoing: mpsc::Sender<String>) -> Summary
 where
-    S: Stream<Item = Incoming> + Unpin,
+    S: Stream<Item = Incoming<T>> + Unpin,
+    T: std::ops::Deref<Target = str>,
 {
     let mut live: Option<Live> = None;
     let mut summary = Summary {

@@ -131,7 +131,7 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
     let incoming = futures_util::stream::unfold(stream, |mut s| async move {
         loop {
             match s.next().await? {
-                Ok(Message::Text(t)) => return Some((Incoming::Text(t.as_str().to_owned()), s)),
+                Ok(Message::Text(t)) => return Some((Incoming::Text(t), s)),
                 Ok(Message::Binary(b)) => return Some((Incoming::Binary(b.len()), s)),
                 Ok(Message::Close(_)) => return None,
                 Ok(_) => continue,
