@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the audio path through `callpipe serve`: N simultaneous
 # simulated Twilio calls from a second process on loopback.
-# Usage: bench/load.sh [DURATION_S] [CALLS...]   (default: 30 s; 100 500 1000)
+# Usage: [CALLPIPE_BIN=path] bench/load.sh [DURATION_S] [CALLS...]
+#        (default: 30 s; 100 500 1000)
 # Reports server CPU seconds per call-second, RSS per call, frame lag and
 # lost frames. Both processes share this machine's cores.
 #
@@ -15,8 +16,16 @@ duration=${1:-30}
 shift || true
 levels=("$@")
 [ ${#levels[@]} -gt 0 ] || levels=(100 500 1000)
-bin=${CARGO_TARGET_DIR:-target}/release/callpipe
-cargo build --release -q --workspace
+# CALLPIPE_BIN runs a given build instead (no cargo build): to compare two
+# builds, copy each binary aside and alternate their runs within minutes;
+# this machine's speed drifts too much for a comparison with an older figure.
+if [ -n "${CALLPIPE_BIN:-}" ]; then
+  bin=$CALLPIPE_BIN
+  [ -x "$bin" ] || { echo "CALLPIPE_BIN=$bin is not an executable" >&2; exit 2; }
+else
+  bin=${CARGO_TARGET_DIR:-target}/release/callpipe
+  cargo build --release -q --workspace
+fi
 port=18765
 # The first three stages of the default pipeline, without its capabilities.
 pipeline=$(mktemp --suffix=.toml)
