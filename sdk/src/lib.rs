@@ -109,9 +109,6 @@ pub fn log(level: log::Level, message: &str) {
     eprintln!("[{level:?}] {message}");
 }
 
-/// The granted capabilities as plain functions. Inside the host they call
-/// it; natively (a stage's unit tests) they answer that there is no host,
-/// so stage logic takes them behind its own trait and tests pass fakes.
 pub mod alloc;
 
 /// Stages built with the SDK allocate small blocks from size-class free
@@ -125,6 +122,9 @@ pub mod alloc;
 #[global_allocator]
 static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
+/// The granted capabilities as plain functions. Inside the host they call
+/// it; natively (a stage's unit tests) they answer that there is no host,
+/// so stage logic takes them behind its own trait and tests pass fakes.
 pub mod capability {
     use super::types::CapabilityError;
     use super::{knowledge, llm, transcriber};
