@@ -292,13 +292,7 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
         let sink = sink.clone();
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
-                if sink
-                    .lock()
-                    .await
-                    .send(Message::Text(m.into()))
-                    .await
-                    .is_err()
-                {
+                if write(&sink, [m]).await.is_err() {
                     break;
                 }
             }
