@@ -238,13 +238,18 @@ impl Server {
             .expect("http client")
     }
 
-    /// GET `path`, as text.
-    pub async fn get_text(&self, path: &str) -> String {
+    async fn get(&self, path: &str) -> reqwest::Response {
         self.client()
             .get(self.http(path))
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// GET `path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path)
+            .await
             .text()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: no text: {e}"))
@@ -252,11 +257,8 @@ impl Server {
 
     /// GET `path`, as JSON.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.client()
-            .get(self.http(path))
-            .send()
+        self.get(path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .json()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
