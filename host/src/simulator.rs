@@ -271,7 +271,11 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
             sig.parse().map_err(|_| "bad signature header")?,
         );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    // Nagle off, as a real-time media sender has it: with it on, a frame
+    // written while the previous one is unacknowledged waits for that
+    // acknowledgement, and the server's read, which sends it, then pays
+    // for transmitting the generator's held frame too (on loopback).
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| match e.to_string() {
             e if e.contains("403") && config.auth_token.is_none() => format!(
