@@ -12,6 +12,7 @@
 # here, the figure would be Whisper's and the search's, not the audio path's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/wait-for-server.sh
 duration=${1:-30}
 shift || true
 levels=("$@")
@@ -46,7 +47,7 @@ for n in "${levels[@]}"; do
     CALLPIPE_PLUGIN_PATH="$PWD/plugins" "$bin" serve --pipeline "$pipeline" --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
   server=$!
   trap 'kill $server 2>/dev/null || true; rm -f "$pipeline"' EXIT
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  wait_for_server $port $server /tmp/callpipe-load-serve.log
   rss0=$(rss_kb $server)
   cpu0=$(cpu_ticks $server)
   # Sample RSS while the calls run; keep the peak.

@@ -13,6 +13,7 @@
 # Needs Debian's asterisk-core-sounds-fr-wav and sox; `callpipe models`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/wait-for-server.sh
 duration=${1:-120}
 shift || true
 levels=("$@")
@@ -51,7 +52,7 @@ for calls in "${levels[@]}"; do
   CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" "$bin" serve --listen 127.0.0.1:$port >"$work/serve.log" 2>&1 &
   server=$!
   trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
+  wait_for_server $port $server "$work/serve.log"
   cpu0=$(cpu_ticks $server)
   sim_out=$(CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
       --audio "$work/speech.wav" --tracks both --rotate --calls "$calls" --ramp 8 --duration "$duration" 2>&1) || true
