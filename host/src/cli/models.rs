@@ -75,6 +75,12 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             kind.name(),
         );
     }
+    let embedder = crate::models::usem::setup(&dir, show).await?;
+    println!(
+        "{}: Universal Sentence Encoder multilingual v3, 512 dims (the default embedder), sha256 checked",
+        embedder.display(),
+    );
+    // The other local embedder, for `engine = "e5-small"` and side-by-side runs.
     let embedder = e5::setup(&dir, show).await?;
     println!(
         "{} ({} bytes): multilingual-e5-small, 4-bit, 384 dims",

@@ -7,6 +7,7 @@ pub mod ggml;
 pub mod npy;
 pub mod pypi;
 pub mod quantize;
+pub mod usem;
 pub mod whisper;
 
 /// Whether `path` holds exactly the pinned model (size, then sha256).
