@@ -4,8 +4,10 @@
 //! rank 1. So the confidence also looks at the dense cosine similarity, and
 //! at how far the hit stands above the others.
 //!
-//! `callpipe kb calibrate QUERIES` fits the four coefficients on a labelled
-//! set and prints them for `[capabilities.knowledge] calibration`.
+//! Each store fits its own calibration when articles are imported
+//! (`selfcal`): questions taken from its own articles, asked with and
+//! without the article they came from. `callpipe kb calibrate QUERIES` fits
+//! it on labelled questions a user brings instead.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,28 +16,28 @@ use serde::{Deserialize, Serialize};
 pub struct Features {
     /// Cosine similarity of the query and the article's best chunk.
     pub cosine: f32,
-    /// The hit's ranking score minus the best other hit's, both scaled to
-    /// 0..1 (negative when another article ranks higher).
+    /// Its cosine minus the best other article's (negative when another
+    /// is closer), clamped.
     pub gap: f32,
-    /// Fused score over its maximum (1.0: first on both sides).
+    /// Its cosine minus the mean of the closest articles': how far it
+    /// stands out of the crowd (an off-topic question is about as close to
+    /// many).
+    pub spread: f32,
+    /// Hybrid ranking: fused score over its maximum (1.0: first on both
+    /// sides); dense only: 1.0 for the first hit, else 0.
     pub fused: f32,
-    /// Share of the query's glossary concepts the article mentions (0 when
-    /// the query names none). Unlike the gap and the fused rank, it does not
-    /// depend on how many other articles the store holds.
-    pub coverage: f32,
 }
 
-/// `p = sigmoid(bias + cosine·c + gap·g + fused·f + coverage·v)`
+/// `p = sigmoid(bias + cosine·c + gap·g + spread·s + fused·f)`
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
     pub bias: f32,
     pub cosine: f32,
     pub gap: f32,
-    pub fused: f32,
-    /// Absent in calibrations fitted before coverage existed: 0.
     #[serde(default)]
-    pub coverage: f32,
+    pub spread: f32,
+    pub fused: f32,
 }
 
 const N: usize = 5;
@@ -46,24 +48,24 @@ impl Features {
             1.0,
             self.cosine as f64,
             self.gap as f64,
+            self.spread as f64,
             self.fused as f64,
-            self.coverage as f64,
         ]
     }
 }
 
 impl Default for Calibration {
-    /// Fitted with `callpipe kb calibrate` on the tuning halves only, over
-    /// two stores at once so it holds on both sizes: the 60 shared articles
-    /// (phrasings and calls) and the 10-article sample KB (README, Answer
-    /// quality, has the command).
+    /// Only for a store that has not fitted its own yet (made by an older
+    /// version and not imported into since): strict on purpose, so such a
+    /// store shows few articles rather than wrong ones until `kb import`
+    /// or the next start fits it.
     fn default() -> Self {
         Calibration {
-            bias: -37.72,
-            cosine: 35.25,
-            gap: 23.67,
-            fused: 0.07,
-            coverage: 7.08,
+            bias: -40.0,
+            cosine: 40.0,
+            gap: 25.0,
+            spread: 0.0,
+            fused: 0.0,
         }
     }
 }
@@ -78,8 +80,8 @@ impl Calibration {
             self.bias as f64,
             self.cosine as f64,
             self.gap as f64,
+            self.spread as f64,
             self.fused as f64,
-            self.coverage as f64,
         ]
     }
 
@@ -91,6 +93,14 @@ impl Calibration {
     /// Logistic regression by Newton's method, lightly regularised so a
     /// separable set still gives finite weights.
     pub fn fit(samples: &[(Features, bool)]) -> Option<Calibration> {
+        let weighted: Vec<(Features, bool, f64)> =
+            samples.iter().map(|&(f, y)| (f, y, 1.0)).collect();
+        Self::fit_weighted(&weighted)
+    }
+
+    /// The same with a weight per sample (how many cases of the traffic it
+    /// stands for).
+    pub fn fit_weighted(samples: &[(Features, bool, f64)]) -> Option<Calibration> {
         if samples.is_empty() || samples.iter().all(|s| s.1) || samples.iter().all(|s| !s.1) {
             return None;
         }
@@ -99,14 +109,14 @@ impl Calibration {
         for _ in 0..50 {
             let mut grad = [0.0f64; N];
             let mut hess = [[0.0f64; N]; N];
-            for (f, y) in samples {
+            for (f, y, weight) in samples {
                 let x = f.row();
                 let p = sigmoid((0..N).map(|i| w[i] * x[i]).sum());
-                let r = p - if *y { 1.0 } else { 0.0 };
+                let r = (p - if *y { 1.0 } else { 0.0 }) * weight;
                 for i in 0..N {
                     grad[i] += r * x[i];
                     for j in 0..N {
-                        hess[i][j] += p * (1.0 - p) * x[i] * x[j];
+                        hess[i][j] += weight * p * (1.0 - p) * x[i] * x[j];
                     }
                 }
             }
@@ -128,8 +138,8 @@ impl Calibration {
             bias: w[0] as f32,
             cosine: w[1] as f32,
             gap: w[2] as f32,
-            fused: w[3] as f32,
-            coverage: w[4] as f32,
+            spread: w[3] as f32,
+            fused: w[4] as f32,
         })
     }
 }
@@ -172,25 +182,40 @@ pub struct Reliability {
 }
 
 pub fn reliability(scored: &[(f32, bool)]) -> Reliability {
-    let n = scored.len().max(1) as f64;
+    let weighted: Vec<(f32, bool, f64)> = scored.iter().map(|&(p, y)| (p, y, 1.0)).collect();
+    reliability_weighted(&weighted)
+}
+
+/// The same, each case standing for `weight` of the traffic (bin counts
+/// stay counts of cases).
+pub fn reliability_weighted(scored: &[(f32, bool, f64)]) -> Reliability {
+    let total: f64 = scored
+        .iter()
+        .map(|s| s.2)
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
     let brier = scored
         .iter()
-        .map(|(p, y)| (*p as f64 - if *y { 1.0 } else { 0.0 }).powi(2))
+        .map(|(p, y, w)| w * (*p as f64 - if *y { 1.0 } else { 0.0 }).powi(2))
         .sum::<f64>()
-        / n;
-    let mut bins = vec![(0.0f64, 0.0f64, 0usize); 10];
-    for (p, y) in scored {
+        / total;
+    // (weighted confidence, weighted right, weight, count) per tenth.
+    let mut acc = vec![(0.0f64, 0.0f64, 0.0f64, 0usize); 10];
+    for (p, y, w) in scored {
         let b = ((*p as f64 * 10.0) as usize).min(9);
-        bins[b].0 += *p as f64;
-        bins[b].1 += if *y { 1.0 } else { 0.0 };
-        bins[b].2 += 1;
+        acc[b].0 += w * *p as f64;
+        acc[b].1 += if *y { *w } else { 0.0 };
+        acc[b].2 += w;
+        acc[b].3 += 1;
     }
     let mut ece = 0.0;
-    for b in &mut bins {
-        if b.2 > 0 {
-            b.0 /= b.2 as f64;
-            b.1 /= b.2 as f64;
-            ece += (b.0 - b.1).abs() * b.2 as f64 / n;
+    let mut bins = Vec::with_capacity(10);
+    for (p, y, w, n) in acc {
+        if w > 0.0 {
+            ece += (p / w - y / w).abs() * w / total;
+            bins.push((p / w, y / w, n));
+        } else {
+            bins.push((0.0, 0.0, 0));
         }
     }
     Reliability { brier, ece, bins }
@@ -204,8 +229,8 @@ mod tests {
         Features {
             cosine,
             gap,
+            spread: gap,
             fused: 0.5,
-            coverage: 0.5,
         }
     }
 
@@ -241,14 +266,14 @@ mod tests {
         let hi = c.confidence(&Features {
             cosine: 0.95,
             gap: 0.1,
+            spread: 0.1,
             fused: 1.0,
-            coverage: 1.0,
         });
         let lo = c.confidence(&Features {
             cosine: 0.7,
             gap: -0.05,
+            spread: 0.0,
             fused: 0.3,
-            coverage: 0.0,
         });
         assert!((0.0..=1.0).contains(&hi) && (0.0..=1.0).contains(&lo));
         assert!(hi > lo);

@@ -42,24 +42,11 @@ pub struct KnowledgeConfig {
     /// `callpipe serve` imports when the store is empty. Example: `seed = "../kb"`
     #[serde(default)]
     pub seed: Option<PathBuf>,
-    /// Maps a hit's features to a 0..1 confidence; refit for another
-    /// embedder or knowledge base with `callpipe kb calibrate`.
+    /// Maps a hit's features to a 0..1 confidence. Unset (the default):
+    /// the calibration the store fitted on its own articles at import. Set
+    /// it to what `callpipe kb calibrate` fitted on labelled questions.
     #[serde(default)]
-    pub calibration: confidence::Calibration,
-    /// Words to add to the built-in French/English glossary, by concept:
-    /// `strike = ["têtière"]`. Both the articles and the queries get a
-    /// token per concept they mention, so the lexical side matches across
-    /// languages. Changing it re-indexes the articles at the next import.
-    #[serde(default)]
-    pub glossary: std::collections::BTreeMap<String, Vec<String>>,
-    /// `false`: only the words of `glossary`, none built in.
-    #[serde(default = "yes")]
-    pub builtin_glossary: bool,
-    /// How much concept coverage (share of the query's glossary concepts an
-    /// article mentions) adds to a candidate's fused score (0..1) when the
-    /// candidates are reranked.
-    #[serde(default = "coverage_weight")]
-    pub coverage_weight: f32,
+    pub calibration: Option<confidence::Calibration>,
     /// Candidates in the caller's language have their score multiplied by
     /// this (ties go to the technician's language).
     #[serde(default = "language_preference")]
@@ -83,24 +70,16 @@ fn collection() -> String {
 fn timeout_ms() -> u64 {
     2_000
 }
-fn yes() -> bool {
-    true
-}
-/// Tuned on the tuning half: 0.3 and 0.6 left cross-language questions
-/// behind same-language neighbours, 1.5 gained nothing over 1.0.
-fn coverage_weight() -> f32 {
-    1.0
-}
-/// No preference: with the glossary, a preference for the caller's
-/// language only costs cross-language questions (measured on the tuning half).
+/// No preference: a preference for the caller's language only costs
+/// cross-language questions.
 fn language_preference() -> f32 {
     1.0
 }
-/// Tuned on the tuning half of tests/kb-quality (README, Answer quality):
-/// with the glossary's concept tokens the lexical side matches across
-/// languages, and half the dense weight served best; 0.1 and 1.0 lost.
+/// Dense only: the lexical side only ever matches within one language, and
+/// any weight on it (0.2 and 0.5 measured on the tuning halves) pushed
+/// cross-language questions behind same-language neighbours.
 fn fusion_weights() -> [f32; 2] {
-    [1.0, 0.5]
+    [1.0, 0.0]
 }
 
 impl Default for KnowledgeConfig {
@@ -116,10 +95,7 @@ impl Default for KnowledgeConfig {
             embedder: EmbedderConfig::default(),
             fusion_weights: fusion_weights(),
             seed: None,
-            calibration: confidence::Calibration::default(),
-            glossary: Default::default(),
-            builtin_glossary: true,
-            coverage_weight: coverage_weight(),
+            calibration: None,
             language_preference: language_preference(),
         }
     }
@@ -228,7 +204,7 @@ mod tests {
             (d.collection.as_str(), d.timeout_ms)
         );
         assert_eq!(c.fusion_weights, d.fusion_weights);
-        assert!(c.embedder.uses_default_model() && c.builtin_glossary);
+        assert!(c.embedder.uses_default_model() && c.calibration.is_none());
     }
 
     #[test]

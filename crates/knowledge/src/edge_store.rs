@@ -2,7 +2,7 @@
 //! the data dir. Its calls block, so async callers go through spawn_blocking.
 
 use super::VectorStoreError;
-use super::layout::{self, ChunkPoint, HybridQuery, ScoredChunk, field};
+use super::layout::{self, ChunkPoint, HybridQuery, Scope, ScoredChunk, field};
 use qdrant_edge::{
     Condition, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder,
     EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, Fusion, JsonPath, Match,
@@ -247,7 +247,7 @@ impl EdgeStore {
     pub async fn query(&self, q: HybridQuery) -> Result<Vec<ScoredChunk>, VectorStoreError> {
         let shard = self.shard.clone();
         blocking(move || {
-            let filter = equipment_filter(&q.equipment);
+            let filter = scope_filter(&q.scope);
             let side = |name: &str, vector: qdrant_edge::VectorInternal| {
                 let mut p = Prefetch::new(q.prefetch);
                 p.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
@@ -284,7 +284,7 @@ impl EdgeStore {
     pub async fn nearest(
         &self,
         dense: Vec<f32>,
-        equipment: Vec<String>,
+        scope: Scope,
         limit: usize,
     ) -> Result<Vec<ScoredChunk>, VectorStoreError> {
         let shard = self.shard.clone();
@@ -294,7 +294,7 @@ impl EdgeStore {
                 query: dense.into(),
                 using: Some(layout::DENSE.into()),
             })));
-            request.filter = equipment_filter(&equipment);
+            request.filter = scope_filter(&scope);
             request.with_payload = WithPayloadInterface::Bool(true);
             run_query(&shard, request)
         })
@@ -322,6 +322,71 @@ impl EdgeStore {
             Ok((all, firsts))
         })
         .await
+    }
+
+    /// Every article's first chunk (its payload holds the whole article).
+    pub async fn articles(
+        &self,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut offset = None;
+            loop {
+                let (records, next) = shard
+                    .scroll(qdrant_edge::ScrollRequest {
+                        offset,
+                        limit: Some(256),
+                        filter: Some(Filter::new_must(Condition::Field(
+                            FieldCondition::new_match(json_path(field::CHUNK), Match::from(0i64)),
+                        ))),
+                        with_payload: Some(WithPayloadInterface::Bool(true)),
+                        with_vector: qdrant_edge::WithVector::Bool(false),
+                        order_by: None,
+                    })
+                    .map_err(err("cannot read the store"))?;
+                out.extend(records.into_iter().filter_map(|r| r.payload.map(|p| p.0)));
+                match next {
+                    Some(n) => offset = Some(n),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A document kept with the store (its fitted calibration), by name.
+    pub async fn load_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, VectorStoreError> {
+        let path = self.path.join(format!("callpipe-{name}.json"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| VectorStoreError::Backend(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(VectorStoreError::Backend(format!(
+                "{}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Writes it whole or not at all (a temporary file renamed over it).
+    pub async fn save_meta(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), VectorStoreError> {
+        let path = self.path.join(format!("callpipe-{name}.json"));
+        let tmp = self.path.join(format!(".callpipe-{name}.json.tmp"));
+        let io = |e: std::io::Error| VectorStoreError::Backend(format!("{}: {e}", path.display()));
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| VectorStoreError::Backend(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
     }
 
     /// Persists and builds the vector indexes (after a large import).
@@ -378,13 +443,35 @@ fn keyword(name: &str, value: &str) -> Condition {
     ))
 }
 
-fn equipment_filter(equipment: &[String]) -> Option<Filter> {
-    (!equipment.is_empty()).then(|| {
-        Filter::new_must(Condition::Field(FieldCondition::new_match(
+fn scope_filter(scope: &Scope) -> Option<Filter> {
+    let mut filter = Filter::new();
+    if !scope.equipment.is_empty() {
+        filter.must = Some(vec![Condition::Field(FieldCondition::new_match(
             json_path(field::EQUIPMENT),
-            Match::from(equipment.to_vec()),
-        )))
-    })
+            Match::from(scope.equipment.to_vec()),
+        ))]);
+    }
+    let mut not: Vec<Condition> = Vec::new();
+    if !scope.exclude_articles.is_empty() {
+        not.push(Condition::Field(FieldCondition::new_match(
+            json_path(field::ARTICLE_ID),
+            Match::from(scope.exclude_articles.to_vec()),
+        )));
+    }
+    for (article, chunk) in &scope.exclude_chunks {
+        let mut both = Filter::new_must(keyword(field::ARTICLE_ID, article));
+        both.must
+            .get_or_insert_with(Vec::new)
+            .push(Condition::Field(FieldCondition::new_match(
+                json_path(field::CHUNK),
+                Match::from(*chunk as i64),
+            )));
+        not.push(Condition::Filter(both));
+    }
+    if !not.is_empty() {
+        filter.must_not = Some(not);
+    }
+    (filter != Filter::new()).then_some(filter)
 }
 
 async fn blocking<T: Send + 'static>(

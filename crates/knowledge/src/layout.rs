@@ -41,13 +41,25 @@ pub struct Sparse {
     pub values: Vec<f32>,
 }
 
+/// Which chunks a search may return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scope {
+    /// Only chunks tagged with one of these (empty: all).
+    pub equipment: Vec<String>,
+    /// Never these articles (the store's own calibration asks as if the
+    /// store did not hold the article a question came from).
+    pub exclude_articles: Vec<String>,
+    /// Never these chunks, by (article id, chunk number): a question taken
+    /// from a chunk must not find itself word for word.
+    pub exclude_chunks: Vec<(String, usize)>,
+}
+
 /// Dense and lexical candidates, fused by reciprocal rank.
 #[derive(Debug, Clone)]
 pub struct HybridQuery {
     pub dense: Vec<f32>,
     pub sparse: Sparse,
-    /// Only chunks tagged with one of these (empty: all).
-    pub equipment: Vec<String>,
+    pub scope: Scope,
     /// Candidates each side passes to the fusion.
     pub prefetch: usize,
     /// Chunks returned.

@@ -8,18 +8,21 @@ pub mod confidence;
 mod config;
 pub mod edge_store;
 pub mod embedder;
-pub mod glossary;
 pub mod layout;
 pub mod lexical;
 pub mod models;
 pub mod qdrant_store;
+pub mod segments;
+pub mod selfcal;
 pub mod spoken;
 mod vector_store;
 
 pub use config::{Backend, KnowledgeConfig};
+pub use layout::Scope;
 pub use vector_store::VectorStore;
 
 use article::Article;
+use confidence::Calibration;
 use embedder::{EmbedError, Embedder, Kind};
 use layout::{ChunkPoint, HybridQuery, field};
 use std::path::{Path, PathBuf};
@@ -75,11 +78,26 @@ pub struct Hit {
     pub features: confidence::Features,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportReport {
     pub added: usize,
     pub updated: usize,
     pub unchanged: usize,
+    /// The calibration the store fitted on itself after the import (none
+    /// when nothing changed and it already had one).
+    pub calibration: Option<selfcal::Fitted>,
+}
+
+/// Where the confidence of a search comes from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalibrationSource {
+    /// `calibration = {...}` in the pipeline (fitted by `kb calibrate`).
+    Pipeline,
+    /// Fitted by the store on its own articles.
+    Store,
+    /// Neither yet: the strict built-in fallback.
+    Fallback,
 }
 
 pub struct KnowledgeBase {
@@ -88,7 +106,11 @@ pub struct KnowledgeBase {
     store: tokio::sync::OnceCell<VectorStore>,
     embedder: Arc<dyn Embedder>,
     lexical: Arc<lexical::Lexical>,
-    glossary: Arc<glossary::Glossary>,
+    /// The store's own fit, read when the store opens, replaced after an
+    /// import.
+    fitted: std::sync::RwLock<Option<selfcal::Fitted>>,
+    /// One import at a time: each refits the calibration on the whole store.
+    importing: tokio::sync::Mutex<()>,
     timeout: std::time::Duration,
 }
 
@@ -103,10 +125,8 @@ impl KnowledgeBase {
             store: tokio::sync::OnceCell::new(),
             embedder,
             lexical: Arc::new(lexical::Lexical::new()),
-            glossary: Arc::new(glossary::Glossary::new(
-                &config.glossary,
-                config.builtin_glossary,
-            )),
+            fitted: std::sync::RwLock::new(None),
+            importing: tokio::sync::Mutex::new(()),
             timeout: std::time::Duration::from_millis(config.timeout_ms),
             config,
         }
@@ -135,35 +155,70 @@ impl KnowledgeBase {
         &self.config
     }
 
-    /// The store, opened (or created) on first use.
+    /// The embedder's name, as stores and reports give it.
+    pub fn embedder_id(&self) -> String {
+        self.embedder.id()
+    }
+
+    /// The store, opened (or created) on first use, with its calibration.
     pub async fn store(&self) -> Result<&VectorStore, KnowledgeError> {
         self.store
-            .get_or_try_init(|| self.config.open_store(&self.data_dir, &*self.embedder))
+            .get_or_try_init(|| async {
+                let store = self
+                    .config
+                    .open_store(&self.data_dir, &*self.embedder)
+                    .await?;
+                let fitted = selfcal::load(&store, &self.embedder.id()).await?;
+                *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted;
+                Ok(store)
+            })
             .await
     }
 
-    /// Adds or updates articles. An article whose content (and embedder) is
-    /// unchanged is skipped; a changed one replaces all its old chunks.
-    /// `progress` is called after each article.
+    /// The calibration searches use now, and where it comes from.
+    pub fn calibration(&self) -> (Calibration, CalibrationSource) {
+        if let Some(c) = self.config.calibration {
+            return (c, CalibrationSource::Pipeline);
+        }
+        match &*self.fitted.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(f) => (f.calibration, CalibrationSource::Store),
+            None => (Calibration::default(), CalibrationSource::Fallback),
+        }
+    }
+
+    /// The store's own fit, if it has one.
+    pub fn fitted(&self) -> Option<selfcal::Fitted> {
+        self.fitted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What the lexical side and the content hash depend on besides the
+    /// embedder: a change re-indexes every article at the next import.
+    fn index_id(&self) -> String {
+        format!("{}+bm25-fr-en", self.embedder.id())
+    }
+
+    /// Adds or updates articles, then refits the store's calibration. An
+    /// article whose content (and embedder) is unchanged is skipped; a
+    /// changed one replaces all its old chunks. `progress` is called after
+    /// each article.
     pub async fn import(
         &self,
         articles: &[Article],
         mut progress: impl FnMut(&Article),
     ) -> Result<ImportReport, KnowledgeError> {
+        let _one = self.importing.lock().await;
         let mut report = ImportReport::default();
-        // The glossary shapes the lexical vectors: a new one re-indexes.
-        let embedder_id = format!(
-            "{}+glossary:{}",
-            self.embedder.id(),
-            self.glossary.fingerprint()
-        );
+        let index_id = self.index_id();
         // Embed several articles per call: the local engine splits a batch
         // over its threads.
         const BATCH: usize = 8;
         for group in articles.chunks(BATCH) {
             let mut todo = Vec::new();
             for article in group {
-                let hash = layout::content_hash(article, &embedder_id);
+                let hash = layout::content_hash(article, &index_id);
                 match self.store().await?.content_hash(&article.id).await? {
                     Some(h) if h == hash => {
                         report.unchanged += 1;
@@ -197,7 +252,7 @@ impl KnowledgeBase {
                 points.push(ChunkPoint {
                     id: layout::point_id(&article.id, n),
                     dense,
-                    sparse: self.lexical.document(&self.glossary.annotate(text)),
+                    sparse: self.lexical.document(text),
                     payload: layout::payload(article, n, text, hash),
                 });
             }
@@ -212,17 +267,42 @@ impl KnowledgeBase {
             }
         }
         self.store().await?.finish().await?;
+        if report.added + report.updated > 0 || self.fitted().is_none() {
+            report.calibration = self.refit().await?;
+        }
         Ok(report)
     }
 
+    /// Fits the calibration on the store's own articles and keeps it with
+    /// the store; `None` when the store is too small to fit one.
+    pub async fn refit(&self) -> Result<Option<selfcal::Fitted>, KnowledgeError> {
+        let fitted = selfcal::fit(self).await?;
+        if let Some(f) = &fitted {
+            selfcal::save(self.store().await?, f).await?;
+            tracing::info!(
+                questions = f.questions,
+                articles = f.articles,
+                brier = f.brier,
+                ece = f.ece,
+                "knowledge store: confidence calibration fitted on its own articles"
+            );
+        }
+        *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted.clone();
+        Ok(fitted)
+    }
+
     /// Imports `seed` (a file or directory of articles) when the store holds
-    /// no article yet; `None` when it already did.
+    /// no article yet; `None` when it already did. A store that has articles
+    /// but no calibration of its own (made by an older version) fits one.
     pub async fn seed_if_empty(
         &self,
         seed: &Path,
         progress: impl FnMut(&Article),
     ) -> Result<Option<ImportReport>, KnowledgeError> {
         if self.stats().await?.articles > 0 {
+            if self.fitted().is_none() {
+                self.refit().await?;
+            }
             return Ok(None);
         }
         let (articles, _) = article::read_all(&[seed.to_path_buf()])?;
@@ -242,103 +322,184 @@ impl KnowledgeBase {
     }
 
     async fn search_inner(&self, request: &Search) -> Result<Vec<Hit>, KnowledgeError> {
-        let limit = request.limit.clamp(1, 50);
         let query = spoken::fold_acronyms(&request.query);
-        let dense = self
-            .embedder
-            .embed(vec![query.clone()], Kind::Query)
-            .await?
-            .pop()
-            .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
-        // Each article has a few chunks: ask for enough to fill `limit`
-        // articles (at least 5, for the confidence's gap).
-        let chunks = limit.max(5) * layout::chunks_per_article_hint();
-        let q = HybridQuery {
-            dense,
-            sparse: self.lexical.query(&self.glossary.annotate(&query)),
+        let mut texts = vec![query.clone()];
+        texts.extend(segments::windows(&query));
+        let dense = self.embedder.embed(texts, Kind::Query).await?;
+        if dense.is_empty() {
+            return Err(EmbedError::Failed("no embedding returned".into()).into());
+        }
+        let scope = Scope {
             equipment: request.equipment.clone(),
-            prefetch: (chunks * 2).max(50),
-            limit: chunks,
-            weights: self.config.fusion_weights,
+            ..Scope::default()
         };
-        // Qdrant's weighted RRF gives rank r (from 0) of a side weighted w
-        // 1 / ((r + 1) / w + k - 1): first on both sides is the maximum.
-        let fused_max: f32 = self
-            .config
-            .fusion_weights
-            .iter()
-            .filter(|w| **w > 0.0)
-            .map(|w| 1.0 / (1.0 / w + RRF_K as f32 - 1.0))
-            .sum();
+        let mut hits = self
+            .ranked(
+                &query,
+                dense,
+                scope,
+                request.language.as_deref(),
+                request.limit,
+            )
+            .await?;
+        let (calibration, _) = self.calibration();
+        for h in &mut hits {
+            h.confidence = calibration.confidence(&h.features);
+        }
+        Ok(hits)
+    }
+
+    /// The hits for an embedded query within `scope`, with their features
+    /// (confidence left at 0). `dense[0]` is the whole query, the rest its
+    /// windows (`segments::windows`).
+    pub(crate) async fn ranked(
+        &self,
+        query: &str,
+        dense: Vec<Vec<f32>>,
+        scope: Scope,
+        language: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, KnowledgeError> {
+        let limit = limit.clamp(1, 50);
+        // Each article has a few chunks: ask for enough to fill `limit`
+        // articles (at least SPREAD_OVER, for the confidence's features).
+        let chunks = limit.max(SPREAD_OVER) * layout::chunks_per_article_hint();
+        let keep = limit.max(SPREAD_OVER);
         let store = self.store().await?;
-        // Both sides at once: each is a blocking store call on its own thread.
-        let (near, scored) = tokio::join!(
-            store.nearest(q.dense.clone(), q.equipment.clone(), chunks),
-            store.query(q)
-        );
-        let (near, scored) = (near?, scored?);
-        // Gaps are measured among at least this many articles, so a
-        // confidence does not depend on how many hits the caller asked for.
-        let keep = limit.max(5);
-        let mut hits: Vec<Hit> = Vec::with_capacity(keep);
-        for chunk in scored {
-            let Some(mut hit) = hit_from(&chunk.payload, chunk.score) else {
-                continue;
+        let dense_only = self.config.fusion_weights[1] <= 0.0;
+        let mut vectors = dense.into_iter();
+        let whole = vectors
+            .next()
+            .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
+        let windows: Vec<Vec<f32>> = if dense_only {
+            vectors.collect()
+        } else {
+            Vec::new()
+        };
+        // The whole question and each window, at once: each search is a
+        // blocking store call on its own thread.
+        let searches = std::iter::once(whole.clone())
+            .chain(windows)
+            .map(|v| store.nearest(v, scope.clone(), chunks));
+        let mut lists = Vec::new();
+        for r in futures_util::future::join_all(searches).await {
+            lists.push(r?);
+        }
+        // Per list: each article's best cosine, and what an article it did
+        // not return is at most (its last chunk's).
+        let best_of = |list: &[layout::ScoredChunk]| {
+            let mut best: std::collections::HashMap<String, f32> = Default::default();
+            for c in list {
+                if let Some(id) = c.payload.get(field::ARTICLE_ID).and_then(|v| v.as_str()) {
+                    let e = best.entry(id.to_string()).or_insert(f32::MIN);
+                    *e = e.max(c.score);
+                }
+            }
+            (best, list.last().map_or(0.0, |c| c.score))
+        };
+        let per_list: Vec<_> = lists.iter().map(|l| best_of(l)).collect();
+        // A long question is the whole of it and the mean over its windows,
+        // half each: a sentence encoder blurs a 40-word ramble, and a
+        // window that carries the fault then still counts (measured on the
+        // tuning halves: bench/embedders).
+        let score_of = |id: &str| -> f32 {
+            let at = |(best, floor): &(std::collections::HashMap<String, f32>, f32)| {
+                best.get(id).copied().unwrap_or(*floor)
             };
-            // Before the language preference, which is ours, not the fusion's.
-            hit.features.fused = (chunk.score / fused_max).min(1.0);
-            // An article counts once, by its best chunk: summing chunks
-            // favours articles in the query's language (measured).
-            if !hits.iter().any(|h| h.article_id == hit.article_id) {
+            let whole = at(&per_list[0]);
+            if per_list.len() < 2 {
+                return whole;
+            }
+            let rest = &per_list[1..];
+            0.5 * whole + 0.5 * rest.iter().map(at).sum::<f32>() / rest.len() as f32
+        };
+        let mut hits: Vec<Hit> = Vec::with_capacity(keep);
+        if dense_only {
+            for chunk in lists.iter().flatten() {
+                let Some(mut hit) = hit_from(&chunk.payload, chunk.score) else {
+                    continue;
+                };
+                if hits.iter().any(|h| h.article_id == hit.article_id) {
+                    continue;
+                }
+                hit.score = score_of(&hit.article_id);
+                hits.push(hit);
+            }
+        } else {
+            let q = HybridQuery {
+                dense: whole,
+                sparse: self.lexical.query(query),
+                scope,
+                prefetch: (chunks * 2).max(50),
+                limit: chunks,
+                weights: self.config.fusion_weights,
+            };
+            // Qdrant's weighted RRF gives rank r (from 0) of a side weighted
+            // w 1 / ((r + 1) / w + k - 1): first on both sides is the maximum.
+            let fused_max: f32 = self
+                .config
+                .fusion_weights
+                .iter()
+                .filter(|w| **w > 0.0)
+                .map(|w| 1.0 / (1.0 / w + RRF_K as f32 - 1.0))
+                .sum();
+            for chunk in store.query(q).await? {
+                let Some(mut hit) = hit_from(&chunk.payload, chunk.score) else {
+                    continue;
+                };
+                if hits.iter().any(|h| h.article_id == hit.article_id) {
+                    continue;
+                }
+                hit.features.fused = (chunk.score / fused_max).min(1.0);
+                hit.score = hit.features.fused;
                 hits.push(hit);
             }
         }
-        // Rerank the fused candidates by how many of the query's concepts
-        // each article mentions: a cross-language question is otherwise
-        // outranked by same-language neighbours that share its phrasing.
-        let asked = self.glossary.concepts(&query);
         for h in &mut hits {
-            h.features.coverage = coverage(&self.glossary, &asked, h);
-            h.score = h.features.fused + self.config.coverage_weight * h.features.coverage;
-            if request.language.as_deref() == Some(h.language.as_str()) {
+            if language == Some(h.language.as_str()) {
                 h.score *= self.config.language_preference;
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(keep);
-        // An article missing from the dense side is at most as close as the
-        // last chunk it returned.
-        let floor = near.last().map_or(0.0, |c| c.score);
-        let cosine_of = |id: &str| {
-            near.iter()
-                .filter(|c| c.payload.get(field::ARTICLE_ID).and_then(|v| v.as_str()) == Some(id))
-                .map(|c| c.score)
-                .fold(floor, f32::max)
+        let cosines: Vec<f32> = hits.iter().map(|h| score_of(&h.article_id)).collect();
+        // How far each stands out of the store's closest articles for this
+        // question: an off-topic question is about as close to many.
+        let crowd: Vec<f32> = {
+            let mut c = cosines.clone();
+            c.sort_by(|a, b| b.total_cmp(a));
+            c.truncate(SPREAD_OVER);
+            c
         };
-        let cosines: Vec<f32> = hits.iter().map(|h| cosine_of(&h.article_id)).collect();
-        // The margin is taken in the ranking actually used (the reranked
-        // score, scaled back to 0..1), not on one side of it.
-        let scale = 1.0 + self.config.coverage_weight.max(0.0);
-        let scores: Vec<f32> = hits.iter().map(|h| h.score / scale).collect();
+        let crowd_mean = crowd.iter().sum::<f32>() / crowd.len().max(1) as f32;
         for (i, h) in hits.iter_mut().enumerate() {
-            let others = scores
+            let others = cosines
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
                 .map(|(_, c)| *c)
                 .fold(f32::MIN, f32::max);
             h.features.cosine = cosines[i];
-            // Clamped: on a small store the top hit stands far above the
-            // rest whatever the question, so a large margin says little.
             h.features.gap = if others == f32::MIN {
                 0.0
             } else {
-                (scores[i] - others).clamp(-MAX_GAP, MAX_GAP)
+                (cosines[i] - others).clamp(-MAX_GAP, MAX_GAP)
             };
-            h.confidence = self.config.calibration.confidence(&h.features);
+            h.features.spread = cosines[i] - crowd_mean;
+            if dense_only {
+                h.features.fused = if i == 0 { 1.0 } else { 0.0 };
+            }
         }
         hits.truncate(limit);
         Ok(hits)
+    }
+
+    /// Embeds questions as queries, in batches over the embedder's threads.
+    pub(crate) async fn embed_queries(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, KnowledgeError> {
+        Ok(self.embedder.embed(texts, Kind::Query).await?)
     }
 
     pub async fn stats(&self) -> Result<Stats, KnowledgeError> {
@@ -388,24 +549,10 @@ fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Optio
     })
 }
 
-/// The ranking margin the confidence looks at, either way.
-const MAX_GAP: f32 = 0.1;
-
-/// A query naming fewer concepts than this cannot be fully covered: one
-/// shared word ("logiciel") is weak evidence, three (equipment, symptom,
-/// circumstance) are what a described fault usually has.
-const CONCEPTS_FOR_FULL_COVERAGE: usize = 3;
-
-/// Share of the query's concepts that the article mentions anywhere.
-fn coverage(glossary: &glossary::Glossary, asked: &[&str], hit: &Hit) -> f32 {
-    if asked.is_empty() {
-        return 0.0;
-    }
-    let text = format!("{}\n{}\n{}", hit.title, hit.symptoms.join("\n"), hit.body);
-    let has = glossary.concepts(&text);
-    asked.iter().filter(|c| has.contains(c)).count() as f32
-        / asked.len().max(CONCEPTS_FOR_FULL_COVERAGE) as f32
-}
+/// The cosine margin the confidence looks at, either way.
+const MAX_GAP: f32 = 0.2;
+/// The closest articles a hit's spread is measured against.
+const SPREAD_OVER: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -435,35 +582,5 @@ mod tests {
         assert!(hit.symptoms.is_empty() && hit.language.is_empty());
         assert_eq!(hit.score, 0.5);
         assert!(hit_from(&payload(serde_json::json!({ field::TITLE: "x" })), 1.0).is_none());
-    }
-
-    #[test]
-    fn coverage_counts_asked_concepts_the_article_names_over_at_least_three() {
-        let glossary = glossary::Glossary::new(&Default::default(), true);
-        let hit = |title: &str, body: &str| Hit {
-            article_id: "a".into(),
-            title: title.into(),
-            body: body.into(),
-            ..hit_from(&payload(serde_json::json!({ field::ARTICLE_ID: "a" })), 0.0).expect("a hit")
-        };
-        let asked = glossary.concepts("le lecteur de badge refuse la carte");
-        assert!(!asked.is_empty(), "the glossary knows badge readers");
-        let full = coverage(
-            &glossary,
-            &asked,
-            &hit("Badge refusé au lecteur", "carte refusée"),
-        );
-        let none = coverage(
-            &glossary,
-            &asked,
-            &hit("Disque plein", "l'enregistreur s'arrête"),
-        );
-        assert!(full > none, "{full} vs {none}");
-        assert_eq!(none, 0.0);
-        assert!(full <= 1.0);
-        // One concept asked is never full coverage.
-        let one = ["only-one"];
-        assert!(coverage(&glossary, &one, &hit("x", "y")) <= 1.0 / 3.0);
-        assert_eq!(coverage(&glossary, &[], &hit("x", "y")), 0.0);
     }
 }

@@ -2,7 +2,7 @@
 //! with the same collection layout as the embedded store.
 
 use super::VectorStoreError;
-use super::layout::{self, ChunkPoint, HybridQuery, ScoredChunk, field};
+use super::layout::{self, ChunkPoint, HybridQuery, Scope, ScoredChunk, field};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
@@ -158,13 +158,115 @@ impl QdrantStore {
     }
 
     pub async fn destroy(&self) -> Result<(), VectorStoreError> {
-        if self.exists().await? {
-            self.client
-                .delete_collection(&self.collection)
-                .await
-                .map_err(err("cannot delete the collection"))?;
+        for name in [self.collection.clone(), self.meta_collection()] {
+            let exists = self.client.collection_exists(&name).await.map_err(|e| {
+                VectorStoreError::Unavailable(format!("Qdrant at {}: {e}", self.url))
+            })?;
+            if exists {
+                self.client
+                    .delete_collection(&name)
+                    .await
+                    .map_err(err("cannot delete the collection"))?;
+            }
         }
         Ok(())
+    }
+
+    /// Documents kept with the collection (its fitted calibration) live in a
+    /// small companion collection, so every host sharing the server sees them.
+    fn meta_collection(&self) -> String {
+        format!("{}-callpipe-meta", self.collection)
+    }
+
+    pub async fn load_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, VectorStoreError> {
+        let meta = self.meta_collection();
+        let exists =
+            self.client.collection_exists(&meta).await.map_err(|e| {
+                VectorStoreError::Unavailable(format!("Qdrant at {}: {e}", self.url))
+            })?;
+        if !exists {
+            return Ok(None);
+        }
+        let got = self
+            .client
+            .get_points(GetPointsBuilder::new(&meta, vec![meta_id(name).into()]).with_payload(true))
+            .await
+            .map_err(err("cannot read the collection's documents"))?;
+        Ok(got.result.into_iter().next().and_then(|p| {
+            let map: serde_json::Map<String, serde_json::Value> =
+                qdrant_client::Payload::from(p.payload).into();
+            map.get("value").cloned()
+        }))
+    }
+
+    pub async fn save_meta(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), VectorStoreError> {
+        let meta = self.meta_collection();
+        let exists =
+            self.client.collection_exists(&meta).await.map_err(|e| {
+                VectorStoreError::Unavailable(format!("Qdrant at {}: {e}", self.url))
+            })?;
+        if !exists {
+            self.client
+                .create_collection(
+                    CreateCollectionBuilder::new(&meta)
+                        .vectors_config(VectorParamsBuilder::new(1, Distance::Dot)),
+                )
+                .await
+                .map_err(err("cannot create the documents collection"))?;
+        }
+        let payload: qdrant_client::Payload = serde_json::json!({ "value": value })
+            .try_into()
+            .map_err(|e| VectorStoreError::Backend(format!("bad document: {e}")))?;
+        self.client
+            .upsert_points(
+                UpsertPointsBuilder::new(
+                    &meta,
+                    vec![PointStruct::new(meta_id(name), vec![1.0f32], payload)],
+                )
+                .wait(true),
+            )
+            .await
+            .map_err(err("cannot store the document"))?;
+        Ok(())
+    }
+
+    /// Every article's first chunk (its payload holds the whole article).
+    pub async fn articles(
+        &self,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, VectorStoreError> {
+        let mut out = Vec::new();
+        let mut offset: Option<qdrant_client::qdrant::PointId> = None;
+        loop {
+            let mut request = qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
+                .filter(Filter::must([Condition::matches(field::CHUNK, 0i64)]))
+                .limit(256)
+                .with_payload(true);
+            if let Some(o) = offset.take() {
+                request = request.offset(o);
+            }
+            let got = self
+                .client
+                .scroll(request)
+                .await
+                .map_err(err("cannot read the collection"))?;
+            out.extend(
+                got.result
+                    .into_iter()
+                    .map(|p| qdrant_client::Payload::from(p.payload).into()),
+            );
+            match got.next_page_offset {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
@@ -218,8 +320,7 @@ impl QdrantStore {
     }
 
     pub async fn query(&self, q: HybridQuery) -> Result<Vec<ScoredChunk>, VectorStoreError> {
-        let filter = (!q.equipment.is_empty())
-            .then(|| Filter::must([Condition::matches(field::EQUIPMENT, q.equipment.clone())]));
+        let filter = scope_filter(&q.scope);
         let side = |name: &str, input: VectorInput| {
             let mut p = PrefetchQueryBuilder::default()
                 .query(Query::new_nearest(input))
@@ -267,7 +368,7 @@ impl QdrantStore {
     pub async fn nearest(
         &self,
         dense: Vec<f32>,
-        equipment: Vec<String>,
+        scope: Scope,
         limit: usize,
     ) -> Result<Vec<ScoredChunk>, VectorStoreError> {
         let mut request = QueryPointsBuilder::new(&self.collection)
@@ -275,11 +376,8 @@ impl QdrantStore {
             .using(layout::DENSE)
             .limit(limit as u64)
             .with_payload(true);
-        if !equipment.is_empty() {
-            request = request.filter(Filter::must([Condition::matches(
-                field::EQUIPMENT,
-                equipment,
-            )]));
+        if let Some(filter) = scope_filter(&scope) {
+            request = request.filter(filter);
         }
         self.run_query(request).await
     }
@@ -304,4 +402,44 @@ impl QdrantStore {
         };
         Ok((n(all), n(firsts)))
     }
+}
+
+/// The same filter as the embedded store's, in the server's terms.
+fn scope_filter(scope: &Scope) -> Option<Filter> {
+    let must: Vec<Condition> = if scope.equipment.is_empty() {
+        Vec::new()
+    } else {
+        vec![Condition::matches(
+            field::EQUIPMENT,
+            scope.equipment.clone(),
+        )]
+    };
+    let mut not: Vec<Condition> = Vec::new();
+    if !scope.exclude_articles.is_empty() {
+        not.push(Condition::matches(
+            field::ARTICLE_ID,
+            scope.exclude_articles.clone(),
+        ));
+    }
+    for (article, chunk) in &scope.exclude_chunks {
+        not.push(
+            Filter::must([
+                Condition::matches(field::ARTICLE_ID, article.clone()),
+                Condition::matches(field::CHUNK, *chunk as i64),
+            ])
+            .into(),
+        );
+    }
+    if must.is_empty() && not.is_empty() {
+        return None;
+    }
+    Some(Filter {
+        must,
+        must_not: not,
+        ..Default::default()
+    })
+}
+
+fn meta_id(name: &str) -> String {
+    layout::point_id(&format!("callpipe-meta:{name}"), 0).to_string()
 }

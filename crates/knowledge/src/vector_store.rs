@@ -1,7 +1,7 @@
 //! One interface over the two stores: embedded Qdrant (qdrant-edge) and a
 //! Qdrant server.
 
-use crate::layout::{self, ChunkPoint, HybridQuery};
+use crate::layout::{self, ChunkPoint, HybridQuery, Scope};
 use crate::{VectorStoreError, edge_store, qdrant_store};
 use std::sync::Arc;
 
@@ -41,13 +41,31 @@ impl VectorStore {
     pub async fn nearest(
         &self,
         dense: Vec<f32>,
-        equipment: Vec<String>,
+        scope: Scope,
         limit: usize,
     ) -> Result<Vec<layout::ScoredChunk>, VectorStoreError> {
-        dispatch!(self, s => s.nearest(dense, equipment, limit).await)
+        dispatch!(self, s => s.nearest(dense, scope, limit).await)
     }
     pub async fn counts(&self) -> Result<(usize, usize), VectorStoreError> {
         dispatch!(self, s => s.counts().await)
+    }
+    pub async fn articles(
+        &self,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, VectorStoreError> {
+        dispatch!(self, s => s.articles().await)
+    }
+    pub async fn load_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, VectorStoreError> {
+        dispatch!(self, s => s.load_meta(name).await)
+    }
+    pub async fn save_meta(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), VectorStoreError> {
+        dispatch!(self, s => s.save_meta(name, value).await)
     }
     pub async fn finish(&self) -> Result<(), VectorStoreError> {
         match self {

@@ -86,7 +86,7 @@ pub async fn run(sets: &[(&KnowledgeBase, Vec<Labelled>)]) -> anyhow::Result<Rep
         );
     }
     let samples: Vec<(Features, bool)> = per_query.iter().flatten().copied().collect();
-    let current = kb.config().calibration;
+    let current = kb.calibration().0;
     let score = |c: &Calibration| -> Vec<(f32, bool)> {
         samples.iter().map(|(f, y)| (c.confidence(f), *y)).collect()
     };
@@ -198,8 +198,8 @@ impl Report {
             writeln!(out, "\n# under [capabilities.knowledge]")?;
             writeln!(
                 out,
-                "calibration = {{ bias = {:.2}, cosine = {:.2}, gap = {:.2}, fused = {:.2}, coverage = {:.2} }}",
-                c.bias, c.cosine, c.gap, c.fused, c.coverage
+                "calibration = {{ bias = {:.2}, cosine = {:.2}, gap = {:.2}, spread = {:.2}, fused = {:.2} }}",
+                c.bias, c.cosine, c.gap, c.spread, c.fused
             )?;
         } else {
             writeln!(

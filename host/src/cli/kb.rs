@@ -70,8 +70,19 @@ enum Command {
     /// see tests/kb-quality/README.md): recall@1/@3, MRR per kind, what the
     /// pipeline shows (article, question, nothing) and multi-turn calls.
     Eval {
-        #[arg(value_name = "ITEMS.jsonl", required = true)]
+        #[arg(value_name = "ITEMS.jsonl", required_unless_present = "suites")]
         files: Vec<PathBuf>,
+        /// Measure every knowledge base of a suites file side by side, each
+        /// on a store of its own articles (tests/kb-quality/suites.toml).
+        #[arg(long, value_name = "SUITES.toml", conflicts_with = "articles")]
+        suites: Option<PathBuf>,
+        /// With --suites: which half (the held-out half is measured once
+        /// per change that is kept).
+        #[arg(long, value_enum, default_value = "tune")]
+        half: Vec<crate::cli::eval_suites::Half>,
+        /// With --suites: only these suites (by name; repeatable).
+        #[arg(long)]
+        only: Vec<String>,
         /// Measure on a store of exactly these articles (JSON Lines or
         /// Markdown, files or directories), kept under the data dir and
         /// reused while they do not change, instead of the pipeline's store.
@@ -227,10 +238,19 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
+            suites: Some(suites),
+            half,
+            only,
+            json,
+            items,
+            ..
+        } => eval_suites(data_dir, &args.pipeline, &suites, &half, &only, json, items).await,
+        Command::Eval {
             files,
             articles,
             json,
             items,
+            ..
         } => {
             let mut all = Vec::new();
             for f in &files {
@@ -282,18 +302,120 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Command::Stats { json } => {
             let kb = config.open(data_dir, &base).await?;
             let stats = kb.stats().await?;
+            let (calibration, source) = kb.calibration();
+            let fitted = kb.fitted();
             let mut out = std::io::stdout().lock();
             if json {
-                writeln!(out, "{}", serde_json::to_string(&stats)?)?;
+                let mut doc = serde_json::to_value(&stats)?;
+                doc["calibration"] = serde_json::to_value(calibration)?;
+                doc["calibration_source"] = serde_json::to_value(&source)?;
+                doc["fitted"] = serde_json::to_value(&fitted)?;
+                writeln!(out, "{doc}")?;
             } else {
                 writeln!(out, "store:    {}", stats.backend)?;
                 writeln!(out, "embedder: {} ({} dims)", stats.embedder, stats.dim)?;
                 writeln!(out, "articles: {}", stats.articles)?;
                 writeln!(out, "chunks:   {}", stats.chunks)?;
+                match (&source, &fitted) {
+                    (crate::knowledge::CalibrationSource::Pipeline, _) => {
+                        writeln!(out, "confidence: calibration from the pipeline")?
+                    }
+                    (_, Some(f)) => writeln!(
+                        out,
+                        "confidence: fitted on the store's own articles ({} questions from {} articles; \
+                         Brier {:.3}, ECE {:.3}, cross-validated)",
+                        f.questions, f.articles, f.brier, f.ece
+                    )?,
+                    (_, None) => writeln!(
+                        out,
+                        "confidence: not fitted yet (a strict fallback): run `callpipe kb import` on the articles"
+                    )?,
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `kb eval --suites`: each suite on a store of its own articles, each
+/// half asked for, printed side by side.
+async fn eval_suites(
+    data_dir: &Path,
+    pipeline_path: &Path,
+    suites_file: &Path,
+    halves: &[crate::cli::eval_suites::Half],
+    only: &[String],
+    json: bool,
+    keep_items: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::eval_suites::{self, Column};
+    let suites: Vec<eval_suites::Suite> = eval_suites::read(suites_file)?
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .collect();
+    anyhow::ensure!(
+        !suites.is_empty(),
+        "{}: no suite to run",
+        suites_file.display()
+    );
+    let runtime = super::small_runtime(data_dir)?;
+    let mut columns = Vec::new();
+    for suite in &suites {
+        let store = eval_store(std::slice::from_ref(&suite.articles))?;
+        let options = crate::pipeline::LoadOptions {
+            build_plugins: true,
+            quiet: true,
+            data_dir: data_dir.to_path_buf(),
+            knowledge_store: Some(store),
+        };
+        let pipeline = match crate::pipeline::loader::load(&runtime, pipeline_path, &options).await
+        {
+            Ok(p) => std::sync::Arc::new(p),
+            Err(diags) => {
+                eprintln!("{diags}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let kb = pipeline.capabilities.knowledge.clone().with_context(|| {
+            format!(
+                "{} has no [capabilities.knowledge] section",
+                pipeline_path.display()
+            )
+        })?;
+        let line = import(&kb, std::slice::from_ref(&suite.articles), !json).await?;
+        if !json {
+            eprintln!("{}: {line}", suite.name);
+        }
+        let articles = kb.stats().await?.articles;
+        for &half in halves {
+            let all = eval_suites::items(suite, half)?;
+            if all.is_empty() {
+                continue;
+            }
+            let bar = progress_bar(all.len(), "evaluating", "items", !json);
+            let report =
+                crate::cli::eval::run(&kb, &pipeline, &all, keep_items, || bar.inc(1)).await?;
+            bar.finish_and_clear();
+            let fitted = kb.fitted();
+            columns.push(Column {
+                suite: suite.name.clone(),
+                half,
+                articles,
+                embedder: kb.embedder_id(),
+                calibration: kb.calibration().1,
+                calibration_brier: fitted.as_ref().map(|f| f.brier),
+                calibration_ece: fitted.as_ref().map(|f| f.ece),
+                report,
+            });
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&columns)?)?;
+    } else {
+        eval_suites::print(&columns, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads every file first (so a bad line stops the import before anything
@@ -304,8 +426,16 @@ pub async fn import(kb: &KnowledgeBase, paths: &[PathBuf], show: bool) -> anyhow
     let started = std::time::Instant::now();
     let report = kb.import(&articles, |_| bar.inc(1)).await?;
     bar.finish_and_clear();
+    let calibration = match &report.calibration {
+        Some(f) => format!(
+            "\nconfidence calibration fitted on the store's own articles: {} questions from {} articles, \
+             Brier {:.3}, ECE {:.3} (cross-validated)",
+            f.questions, f.articles, f.brier, f.ece
+        ),
+        None => String::new(),
+    };
     Ok(format!(
-        "{} articles from {files} file(s) in {:.1} s: {} added, {} updated, {} unchanged ({})",
+        "{} articles from {files} file(s) in {:.1} s: {} added, {} updated, {} unchanged ({}){calibration}",
         articles.len(),
         started.elapsed().as_secs_f64(),
         report.added,

@@ -64,6 +64,8 @@ pub async fn import(
         "added": report.added,
         "updated": report.updated,
         "unchanged": report.unchanged,
+        // Refitted on the whole store when anything changed.
+        "calibration": report.calibration,
     })))
 }
 

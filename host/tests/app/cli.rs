@@ -249,6 +249,12 @@ fn kb_import_search_and_stats() {
         stdout.contains("10 added, 0 updated, 0 unchanged"),
         "{stdout}"
     );
+    // The store fits its own confidence calibration and says how well.
+    assert!(
+        stdout.contains("confidence calibration fitted on the store's own articles")
+            && stdout.contains("Brier"),
+        "{stdout}"
+    );
     let out = kb(&["import", "kb"]);
     let (stdout, _) = text(&out);
     assert!(
@@ -267,7 +273,10 @@ fn kb_import_search_and_stats() {
     let (stdout, _) = text(&out);
     let stats: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
     assert_eq!(stats["articles"], 10, "{stats}");
-    assert_eq!(stats["dim"], 384);
+    assert_eq!(stats["dim"], 512);
+    assert_eq!(stats["calibration_source"], "store", "{stats}");
+    let brier = stats["fitted"]["brier"].as_f64().expect("a Brier score");
+    assert!((0.0..0.25).contains(&brier), "{stats}");
 }
 
 /// `deploy/bundle.sh` (what the Dockerfile runs) writes a bundle that runs

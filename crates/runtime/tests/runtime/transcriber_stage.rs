@@ -181,9 +181,9 @@ async fn an_unreachable_backend_loses_transcripts_not_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_stage_searches_the_knowledge_base() {
     use callpipe_runtime::knowledge::{KnowledgeConfig, article};
-    let model = callpipe_runtime::models::e5::path(&models_dir());
+    let model = callpipe_runtime::models::usem::path(&models_dir());
     if !fixture_present(
-        model.exists(),
+        model.join("weights.npz").exists(),
         "the embedding model (run `callpipe models`)",
     ) {
         return;
