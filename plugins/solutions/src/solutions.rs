@@ -52,6 +52,13 @@ pub struct Config {
     pub llm_timeout_ms: u32,
     /// The language the knowledge base is written in (for rewriting).
     pub kb_language: String,
+    /// When the problem is understood but no article reaches the floor,
+    /// show up to this many candidates as unconfirmed possible matches,
+    /// with their confidence and a question that tells them apart (0: stay
+    /// silent instead).
+    pub possible_matches: usize,
+    /// Confidence a candidate needs to be listed as a possible match.
+    pub possible_floor: f32,
 }
 
 impl Default for Config {
@@ -71,6 +78,8 @@ impl Default for Config {
             llm_answer: false,
             llm_timeout_ms: 2_000,
             kb_language: "fr".into(),
+            possible_matches: 3,
+            possible_floor: 0.02,
         }
     }
 }
@@ -88,6 +97,8 @@ pub struct Solutions {
     searched: BTreeSet<String>,
     /// The analysis query last seen: what it gained since is the newest turn.
     previous_query: String,
+    /// Candidate sets already offered as possible matches.
+    offered: BTreeSet<Vec<String>>,
 }
 
 fn content_words(text: &str) -> BTreeSet<String> {
@@ -132,6 +143,9 @@ impl Solutions {
         if !(0.0..=1.0).contains(&config.close_ratio) {
             return bad("close_ratio is between 0 and 1");
         }
+        if !(0.0..=1.0).contains(&config.possible_floor) {
+            return bad("possible_floor is a confidence, between 0 and 1");
+        }
         if config.limit == 0 || config.max_suggestions == 0 {
             return bad("limit and max_suggestions must be at least 1");
         }
@@ -147,6 +161,7 @@ impl Solutions {
             asked_pairs: BTreeSet::new(),
             searched: BTreeSet::new(),
             previous_query: String::new(),
+            offered: BTreeSet::new(),
         })
     }
 
@@ -278,6 +293,105 @@ impl Solutions {
         }
         if self.config.llm_answer && !out.is_empty() {
             out.extend(self.answer_card(&out, &hits, &language, kb));
+        }
+        if out.is_empty() && !self.shown.contains_key(&top.article_id) {
+            out.extend(self.possible(&hits, &language));
+        }
+        out
+    }
+
+    /// Never silent: the problem is understood but no article is sure
+    /// enough, so the agent sees the best candidates, marked unconfirmed,
+    /// with their confidence, and a question that tells them apart. Each
+    /// set of candidates is offered once.
+    fn possible(&mut self, hits: &[Hit], language: &str) -> Vec<Event> {
+        let candidates: Vec<&Hit> = hits
+            .iter()
+            .filter(|h| h.score >= self.config.possible_floor)
+            .take(self.config.possible_matches)
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = candidates.iter().map(|h| h.article_id.clone()).collect();
+        if !self.offered.insert(ids.clone()) {
+            return Vec::new();
+        }
+        let en = language == "en";
+        let percent = |h: &Hit| (h.score.clamp(0.0, 1.0) * 100.0).round() as u32;
+        let quoted = |h: &Hit| {
+            if en {
+                format!("\"{}\"", h.title)
+            } else {
+                format!("« {} »", h.title)
+            }
+        };
+        let join = |parts: Vec<String>| -> String {
+            let or = if en { " or " } else { " ou " };
+            match parts.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{}{or}{last}", rest.join(", ")),
+                Some((last, _)) => last.clone(),
+                None => String::new(),
+            }
+        };
+        let listed = join(
+            candidates
+                .iter()
+                .map(|h| format!("{} ({} %)", quoted(h), percent(h)))
+                .collect(),
+        );
+        let spoken = join(candidates.iter().map(|h| quoted(h)).collect());
+        let (content, said) = if candidates.len() == 1 {
+            if en {
+                (
+                    format!(
+                        "Not confirmed yet: could it be {listed}? Tell me more about the symptom."
+                    ),
+                    format!("Could it be {spoken}? Tell me more about the symptom."),
+                )
+            } else {
+                (
+                    format!(
+                        "Pas encore confirmé : s'agit-il de {listed} ? Décrivez-moi un peu plus le symptôme."
+                    ),
+                    format!("S'agit-il de {spoken} ? Décrivez-moi un peu plus le symptôme."),
+                )
+            }
+        } else if en {
+            (
+                format!("Not confirmed yet. Is it rather {listed}?"),
+                format!("Is it rather {spoken}?"),
+            )
+        } else {
+            (
+                format!("Pas encore confirmé. Est-ce plutôt {listed} ?"),
+                format!("Est-ce plutôt {spoken} ?"),
+            )
+        };
+        let mut out = vec![Event::Suggestion(Suggestion {
+            id: format!("possible-{}", ids.join("-")),
+            kind: SuggestionKind::ClarificationQuestion,
+            title: if en {
+                "Possible matches (unconfirmed)".into()
+            } else {
+                "Pistes possibles (non confirmées)".into()
+            },
+            content,
+            sources: ids,
+            // The chance that one of them is right.
+            confidence: candidates
+                .iter()
+                .map(|h| h.score.clamp(0.0, 1.0))
+                .sum::<f32>()
+                .min(1.0),
+            language: language.to_string(),
+        })];
+        if self.config.speak {
+            out.push(Event::Say(Say {
+                text: said,
+                language: language.to_string(),
+                interrupt: false,
+            }));
         }
         out
     }
@@ -534,7 +648,74 @@ mod tests {
             analysis("la caméra ne répond plus au ping depuis hier", true),
             &mut kb,
         );
-        assert!(suggestions(&out).is_empty(), "0.3 is under the floor");
+        // 0.3 is under the floor: not an answer, a possible match.
+        assert_eq!(
+            suggestions(&out),
+            [("possible-c".into(), SuggestionKind::ClarificationQuestion)]
+        );
+    }
+
+    #[test]
+    fn understood_but_unsure_offers_possible_matches_once_per_set() {
+        let mut s = Solutions::from_json("{}", "en").unwrap();
+        let mut kb = fake(vec![
+            vec![
+                hit("a", 0.40),
+                hit("b", 0.20),
+                hit("c", 0.10),
+                hit("d", 0.01),
+            ],
+            vec![hit("a", 0.40), hit("b", 0.20), hit("c", 0.10)],
+            vec![hit("e", 0.30), hit("a", 0.20)],
+        ]);
+        let analysis_en = |q: &str| match analysis(q, true) {
+            Event::Analysis(mut a) => {
+                a.language = "en".into();
+                Event::Analysis(a)
+            }
+            other => other,
+        };
+        let out = s.handle(analysis_en("the unit trips every hour"), &mut kb);
+        let card = out
+            .iter()
+            .find_map(|e| match e {
+                Event::Suggestion(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a card");
+        assert_eq!(card.kind, SuggestionKind::ClarificationQuestion);
+        assert_eq!(
+            card.sources,
+            ["a", "b", "c"],
+            "under possible_floor: left out"
+        );
+        assert!(card.title.contains("unconfirmed"), "{}", card.title);
+        assert!(
+            card.content.contains("\"title a\" (40 %)") && card.content.contains(" or \"title c\""),
+            "{}",
+            card.content
+        );
+        let said = out.iter().find_map(|e| match e {
+            Event::Say(s) => Some(s.text.clone()),
+            _ => None,
+        });
+        assert!(
+            said.is_some_and(|t| !t.contains('%')),
+            "spoken without figures"
+        );
+        // The same candidates again: nothing new to offer.
+        let out = s.handle(analysis_en("the unit trips every hour again"), &mut kb);
+        assert!(suggestions(&out).is_empty());
+        // Others: offered.
+        let out = s.handle(
+            analysis_en("the unit trips every hour since monday"),
+            &mut kb,
+        );
+        assert_eq!(suggestions(&out)[0].0, "possible-e-a");
+        // Off: silent as before.
+        let mut s = Solutions::from_json(r#"{"possible_matches": 0}"#, "fr").unwrap();
+        let mut kb = fake(vec![vec![hit("a", 0.4)]]);
+        assert!(suggestions(&s.handle(analysis("la centrale bipe", true), &mut kb)).is_empty());
     }
 
     #[test]
@@ -578,9 +759,13 @@ mod tests {
             )]
         );
         assert!(out.iter().any(|e| matches!(e, Event::Say(_))));
-        // Asked once; with nothing decisive, no guess under the floor either.
+        // Asked once; with nothing decisive, no guess under the floor
+        // either: the two are possible matches, unconfirmed.
         let out = s.handle(analysis("l'image est floue la nuit", true), &mut kb);
-        assert!(suggestions(&out).is_empty());
+        assert_eq!(
+            suggestions(&out),
+            [("possible-a-b".into(), SuggestionKind::ClarificationQuestion)]
+        );
     }
 
     #[test]
