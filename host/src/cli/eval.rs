@@ -151,6 +151,10 @@ pub struct Calls {
     pub final_right_rate: f64,
     /// Searches whose query held words only the agent said.
     pub agent_leaks: usize,
+    /// Calls whose context became sufficient but that got neither an
+    /// article nor possible matches (the unconfirmed candidates shown when
+    /// no article is sure enough).
+    pub silent_rate: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -173,6 +177,9 @@ pub struct ItemResult {
     pub expected: Vec<String>,
     /// Top hits (article id, confidence).
     pub hits: Vec<(String, f32)>,
+    /// What the first hit's confidence was computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<crate::knowledge::confidence::Features>,
     /// What the pipeline showed: "answer:<id>", "ask" or "nothing"; for a
     /// call, every article in order.
     pub shown: Vec<String>,
@@ -283,6 +290,8 @@ struct Conversation {
     /// Articles shown, in order.
     articles: Vec<String>,
     questions: usize,
+    /// Sets of possible matches shown.
+    possible: usize,
     /// Every search query the analysis produced.
     queries: Vec<String>,
 }
@@ -352,7 +361,13 @@ async fn converse(
                     SuggestionKind::KnowledgeBase => {
                         seen.articles.extend(s.sources.first().cloned())
                     }
-                    SuggestionKind::ClarificationQuestion => seen.questions += 1,
+                    SuggestionKind::ClarificationQuestion => {
+                        seen.questions += 1;
+                        // The solutions stage's unconfirmed candidates.
+                        if s.id.starts_with("possible-") {
+                            seen.possible += 1;
+                        }
+                    }
                 },
                 Event::Analysis(a) if a.sufficient => seen.queries.push(a.query),
                 _ => {}
@@ -400,7 +415,7 @@ pub async fn run(
     let mut scored = Vec::new();
     let mut report = Report::default();
     let mut calls = Calls::default();
-    let (mut first_wrong, mut never, mut final_right) = (0, 0, 0);
+    let (mut first_wrong, mut never, mut final_right, mut silent) = (0, 0, 0, 0);
     for (n, item) in items.iter().enumerate() {
         let language = item
             .language
@@ -442,6 +457,7 @@ pub async fn run(
                         .iter()
                         .map(|h| (h.article_id.clone(), h.confidence))
                         .collect(),
+                    features: hits.first().map(|h| h.features),
                     shown: vec![match &shown {
                         Shown::Article(id) => format!("answer:{id}"),
                         Shown::Question => "ask".into(),
@@ -464,6 +480,9 @@ pub async fn run(
             }
             let seen = converse(pipeline, &format!("eval-call-{n}"), &language, &turns).await?;
             calls.n += 1;
+            if !seen.queries.is_empty() && seen.articles.is_empty() && seen.possible == 0 {
+                silent += 1;
+            }
             match seen.articles.first() {
                 None => never += 1,
                 Some(first) if !item.expected.contains(first) => first_wrong += 1,
@@ -497,6 +516,7 @@ pub async fn run(
                     kind: "call".into(),
                     expected: item.expected.clone(),
                     hits: vec![],
+                    features: None,
                     shown: seen.articles.clone(),
                 });
             }
@@ -523,6 +543,7 @@ pub async fn run(
         calls.first_wrong_rate = ratio(first_wrong, calls.n);
         calls.never_answered_rate = ratio(never, calls.n);
         calls.final_right_rate = ratio(final_right, calls.n);
+        calls.silent_rate = ratio(silent, calls.n);
         report.calls = Some(calls);
     }
     Ok(report)
@@ -570,8 +591,13 @@ impl Report {
             writeln!(out)?;
             writeln!(
                 out,
-                "calls: {}: first article wrong {:.3}, never answered {:.3}, last article right {:.3}, agent leaks {}",
-                c.n, c.first_wrong_rate, c.never_answered_rate, c.final_right_rate, c.agent_leaks
+                "calls: {}: first article wrong {:.3}, never answered {:.3}, last article right {:.3}, agent leaks {}, silent {:.3}",
+                c.n,
+                c.first_wrong_rate,
+                c.never_answered_rate,
+                c.final_right_rate,
+                c.agent_leaks,
+                c.silent_rate
             )?;
         }
         Ok(())

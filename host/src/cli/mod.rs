@@ -4,6 +4,7 @@ mod build;
 mod calibrate;
 mod check;
 mod eval;
+mod eval_suites;
 mod first_run;
 pub mod kb;
 mod models;
