@@ -54,7 +54,12 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     if !ready() {
         return;
     }
-    let server = Server::start_pipeline(&[], &support::default_pipeline_with("chat", |_| {}));
+    let server = Server::start_pipeline(
+        &[],
+        &support::default_pipeline_with("chat", |t| {
+            support::solutions_floor(t, support::TEST_FLOOR)
+        }),
+    );
     let doc = chat(
         &server,
         "chat-1",
@@ -96,9 +101,13 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     assert_eq!(kb.len(), 1, "{doc}");
     assert_eq!(kb[0]["sources"], json!(["sample-001"]), "{doc}");
     let confidence = kb[0]["confidence"].as_f64().unwrap();
-    assert!((0.5..=1.0).contains(&confidence), "{doc}");
+    assert!((support::TEST_FLOOR..=1.0).contains(&confidence), "{doc}");
 
-    // More of the same: no second question, no second suggestion.
+    // More of the same: no second question, and the article is not shown
+    // again. (At this test's low floor the whole conversation may now put a
+    // neighbour first and show it: measured with "la caméra du parking"
+    // repeated, the blurry-camera article at 0.46; the default 0.7 floor
+    // shows neither.)
     let doc = chat(
         &server,
         "chat-1",
@@ -106,7 +115,12 @@ async fn the_chat_path_asks_then_suggests_the_article() {
         "technician",
     )
     .await;
-    assert_eq!(doc["processing"]["suggestions_count"], 0, "{doc}");
+    assert!(
+        of_type(&doc, "knowledge_base")
+            .iter()
+            .all(|s| s["id"] != "kb-sample-001-2"),
+        "{doc}"
+    );
     assert_eq!(doc["processing"]["questions_count"], 0, "{doc}");
 
     // The dashboard's polling endpoint, in the original's shape.
@@ -114,9 +128,8 @@ async fn the_chat_path_asks_then_suggests_the_article() {
         .get_json("/demo/get-session-suggestions?session_id=chat-1&limit=10")
         .await;
     assert_eq!(polled["status"], "success");
-    assert_eq!(
-        polled["suggestions"].as_array().unwrap().len(),
-        2,
+    assert!(
+        polled["suggestions"].as_array().unwrap().len() >= 2,
         "{polled}"
     );
     assert_eq!(
@@ -137,7 +150,11 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     .expect("the server's database");
     assert_eq!(db.transcripts("chat-1").await.unwrap().len(), 4);
     let stored = db.suggestions("chat-1").await.unwrap();
-    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(
+        stored.len(),
+        polled["suggestions"].as_array().unwrap().len(),
+        "{stored:?}"
+    );
     assert_eq!(stored[1].sources, ["sample-001"]);
     let kinds: Vec<String> = db
         .events_after("chat-1", 0, 100)
@@ -148,7 +165,7 @@ async fn the_chat_path_asks_then_suggests_the_article() {
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| *k == "suggestion").count(),
-        2,
+        stored.len(),
         "{kinds:?}"
     );
     assert_eq!(
@@ -229,7 +246,10 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
         return;
     }
     // espeak's English is what Whisper base hears best of its voices.
-    let pipeline = support::default_pipeline_with("script-en", support::transcribe_in("en"));
+    let pipeline = support::default_pipeline_with("script-en", |t| {
+        support::transcribe_in("en")(t);
+        support::solutions_floor(t, support::TEST_FLOOR);
+    });
     let server = Server::start_pipeline(&[], &pipeline);
     let (alone, with_agent) = tokio::join!(
         simulate(&server, "samples/calls/door-strike.toml", "door"),
@@ -287,7 +307,12 @@ async fn the_session_stream_replays_then_follows_live() {
     if !ready() {
         return;
     }
-    let server = Server::start_pipeline(&[], &support::default_pipeline_with("sse", |_| {}));
+    let server = Server::start_pipeline(
+        &[],
+        &support::default_pipeline_with("sse", |t| {
+            support::solutions_floor(t, support::TEST_FLOOR)
+        }),
+    );
     chat(
         &server,
         "sse-1",
@@ -398,6 +423,7 @@ async fn a_failing_stage_is_listed_on_the_ops_page() {
         return;
     }
     let pipeline = support::default_pipeline_with("failing", |t| {
+        support::solutions_floor(t, support::TEST_FLOOR);
         let hostile: toml::Table = toml::from_str(
             r#"
 name = "hostile"
@@ -542,7 +568,12 @@ async fn chat_for_a_live_call_joins_its_pipeline() {
     if !ready() {
         return;
     }
-    let server = Server::start_pipeline(&[], &support::default_pipeline_with("live-chat", |_| {}));
+    let server = Server::start_pipeline(
+        &[],
+        &support::default_pipeline_with("live-chat", |t| {
+            support::solutions_floor(t, support::TEST_FLOOR)
+        }),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(server.ws())
         .await
         .expect("connect");

@@ -179,7 +179,12 @@ async fn the_dashboard_asks_then_shows_the_solution() {
     if !ready() {
         return;
     }
-    let server = Server::start_pipeline(&[], &support::default_pipeline_with("browser", |_| {}));
+    let server = Server::start_pipeline(
+        &[],
+        &support::default_pipeline_with("browser", |t| {
+            support::solutions_floor(t, support::TEST_FLOOR)
+        }),
+    );
     let driver = Driver::start().await;
     let browser = driver.browser().await;
 
@@ -257,7 +262,7 @@ async fn the_dashboard_asks_then_shows_the_solution() {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("a percentage: {badge}"));
-        assert!((50..=100).contains(&percent), "{badge}");
+        assert!((30..=100).contains(&percent), "{badge}");
         assert_eq!(
             card.attr("data-id")
                 .await

@@ -35,6 +35,9 @@ pub fn models_present() -> bool {
     dir.join(callpipe_host::models::whisper::MODEL_FILE)
         .exists()
         && callpipe_host::models::e5::path(&dir).exists()
+        && callpipe_host::models::usem::path(&dir)
+            .join("weights.npz")
+            .exists()
 }
 
 /// The default pipeline, or, when the models are absent (a developer
@@ -82,6 +85,28 @@ pub fn audio_pipeline() -> PathBuf {
 pub fn default_pipeline_with(tag: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
     pipeline_with("technician-support.toml", tag, edit)
 }
+
+/// Sets the solutions stage's confidence floor. Each store's own
+/// calibration is strict (README, Answer quality: few articles pass 0.7,
+/// the rest are shown as possible matches); tests of the paths a confirmed
+/// article takes (chat, stream, dashboard, a call) lower it so that the
+/// article they send is confirmed.
+pub fn solutions_floor(table: &mut toml::Table, floor: f64) {
+    let stages = table
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .expect("the pipeline has stages");
+    for stage in stages {
+        if stage.get("name").and_then(|n| n.as_str()) == Some("solutions")
+            && let Some(config) = stage.get_mut("config").and_then(|c| c.as_table_mut())
+        {
+            config.insert("floor".into(), toml::Value::Float(floor));
+        }
+    }
+}
+
+/// The floor the tests of confirmed articles use (see `solutions_floor`).
+pub const TEST_FLOOR: f64 = 0.3;
 
 /// A copy of `pipelines/<file>` changed by `edit`, as `default_pipeline_with`.
 pub fn pipeline_with(file: &str, tag: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
