@@ -91,6 +91,10 @@ pub async fn save(store: &VectorStore, fitted: &Fitted) -> Result<(), KnowledgeE
     Ok(store.save_meta(DOCUMENT, &doc).await?)
 }
 
+/// A first hit's features, whether it is right, and how much of the
+/// traffic it stands for.
+type Sample = (Features, bool, f64);
+
 /// One question taken from an article.
 struct Question {
     article: String,
@@ -138,7 +142,7 @@ fn questions(payloads: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Que
         // Chunk 0 is the title; symptom i is chunk i + 1 (layout::chunks).
         for &(i, text) in &lines {
             k += 1;
-            if k % step != 0 {
+            if !k.is_multiple_of(step) {
                 continue;
             }
             out.push(Question {
@@ -152,7 +156,7 @@ fn questions(payloads: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Que
         // than one line, and long questions are scored over windows.
         for pair in lines.chunks_exact(2) {
             k += 1;
-            if k % step != 0 {
+            if !k.is_multiple_of(step) {
                 continue;
             }
             let (a, b) = (pair[0], pair[1]);
@@ -184,7 +188,7 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
     // weight): the first hit (what the floor judges) with the question's
     // source hidden, and the first with its whole article hidden.
     let hidden_weight = UNANSWERABLE / (1.0 - UNANSWERABLE);
-    let mut per_question: Vec<(usize, Vec<(Features, bool, f64)>)> = Vec::new();
+    let mut per_question: Vec<(usize, Vec<Sample>)> = Vec::new();
     for batch in questions.chunks(32) {
         // Each question and its windows, embedded in one batch.
         let mut texts = Vec::new();
@@ -223,7 +227,7 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
             per_question.push((q.group, samples));
         }
     }
-    let all: Vec<(Features, bool, f64)> = per_question
+    let all: Vec<Sample> = per_question
         .iter()
         .flat_map(|(_, s)| s.iter().copied())
         .collect();
@@ -233,7 +237,7 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
     // Two folds over articles: each half's questions scored by the other's fit.
     let mut scored = Vec::new();
     for fold in 0..2 {
-        let train: Vec<(Features, bool, f64)> = per_question
+        let train: Vec<Sample> = per_question
             .iter()
             .filter(|(g, _)| g % 2 != fold)
             .flat_map(|(_, s)| s.iter().copied())
