@@ -150,7 +150,9 @@ fn queries() -> Vec<String> {
 }
 
 async fn open(dir: &Path) -> Option<KnowledgeBase> {
-    let model = callpipe_host::models::e5::path(&callpipe_host::models::dir(&data_dir()));
+    // The default embedder's model (USE multilingual v3).
+    let model = callpipe_host::models::usem::path(&callpipe_host::models::dir(&data_dir()))
+        .join("weights.npz");
     if !model.exists() {
         println!("knowledge: SKIPPED, no embedding model (run `callpipe models`)");
         return None;

@@ -264,7 +264,10 @@ fn main() {
         .collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
     let models = callpipe_host::models::dir(&data_dir());
-    if !callpipe_host::models::e5::path(&models).exists() {
+    if !callpipe_host::models::usem::path(&models)
+        .join("weights.npz")
+        .exists()
+    {
         println!(
             "SKIPPED: no models under {} (run `callpipe models`)",
             models.display()

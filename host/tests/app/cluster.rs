@@ -174,7 +174,11 @@ async fn two_hosts_behind_haproxy_are_one_service() {
         return;
     };
     let url = db.url();
-    let pipeline = support::default_pipeline_with("cluster", |_| {});
+    // The chat below must bring a confirmed article (a low floor: each
+    // store's own calibration is strict).
+    let pipeline = support::default_pipeline_with("cluster", |t| {
+        support::solutions_floor(t, support::TEST_FLOOR)
+    });
     // The default lease: 20 calls with speech keep both cores busy, and a
     // short test lease renewed late would let one host take the other for
     // gone (the lifecycle test below shortens it, on light calls).

@@ -141,7 +141,16 @@ async fn a_slow_or_failing_model_gives_the_template_question_and_the_call_goes_o
         ("failing", Behaviour::Failing),
     ] {
         let model = model_stand_in(behaviour).await;
-        let server = Server::start_pipeline(&[], &llm_pipeline(&format!("llm-{tag}"), &model.url));
+        // The details must bring a confirmed article (a low floor: each
+        // store's own calibration is strict).
+        let server = Server::start_pipeline(
+            &[],
+            &support::llm::llm_pipeline_floor(
+                &format!("llm-{tag}"),
+                &model.url,
+                Some(support::TEST_FLOOR),
+            ),
+        );
         let session = format!("llm-{tag}");
         let doc = chat(&server, &session, VAGUE).await;
         let asked = questions(&doc);

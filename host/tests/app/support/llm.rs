@@ -116,11 +116,19 @@ pub async fn model_stand_in(behaviour: Behaviour) -> ModelStandIn {
 
 /// The language-model pipeline with its model at `url`.
 pub fn llm_pipeline(tag: &str, url: &str) -> std::path::PathBuf {
+    llm_pipeline_floor(tag, url, None)
+}
+
+/// The same, with the solutions stage's floor set (`super::solutions_floor`).
+pub fn llm_pipeline_floor(tag: &str, url: &str, floor: Option<f64>) -> std::path::PathBuf {
     let url = url.to_string();
     super::pipeline_with("technician-support-llm.toml", tag, move |t| {
         t["capabilities"]["llm"]
             .as_table_mut()
             .expect("[capabilities.llm]")
             .insert("url".into(), toml::Value::String(url));
+        if let Some(floor) = floor {
+            super::solutions_floor(t, floor);
+        }
     })
 }
