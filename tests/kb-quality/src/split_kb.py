@@ -1,15 +1,21 @@
-"""Turns src/phrasings.tsv and src/calls.txt into the evaluation set, split once
-into a tuning half and a held-out half (fixed seed, stratified by kind).
-Run once from the KB folder: python3 src/split.py  [--all-heldout]
-With --all-heldout everything goes to the held-out files (a fresh held-out set
-for a KB whose older material becomes tuning data)."""
+"""Turns a KB folder's src/phrasings.tsv and src/calls.txt into its evaluation
+set, split once into a tuning half and a held-out half (fixed seed,
+stratified by kind). Each kbs/*/ folder was split once with it:
+
+    python3 tests/kb-quality/src/split_kb.py tests/kb-quality/kbs/hvac
+    python3 tests/kb-quality/src/split_kb.py tests/kb-quality/kbs/shared-fresh ../shared/kb/articles.jsonl --all-heldout
+
+ARTICLES defaults to the folder's articles.jsonl. With --all-heldout
+everything goes to the held-out files (a fresh held-out set for a KB whose
+older material becomes tuning data)."""
 import json, random, sys, pathlib
 
 SEED = 20261206
-here = pathlib.Path(__file__).resolve().parent
-root = here.parent
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+root = pathlib.Path(args[0]).resolve()
+here = root / "src"
 all_heldout = "--all-heldout" in sys.argv
-art_path = next((a for a in sys.argv[1:] if not a.startswith("--")), str(root / "articles.jsonl"))
+art_path = args[1] if len(args) > 1 else str(root / "articles.jsonl")
 articles = {json.loads(l)["id"]: json.loads(l) for l in open(art_path, encoding="utf-8") if l.strip()}
 rows = []
 for n, line in enumerate(open(here / "phrasings.tsv", encoding="utf-8"), 1):
