@@ -124,11 +124,11 @@ impl EmbedderConfig {
                 model,
                 threads,
             } => {
-                let path = match model {
-                    Some(m) if m.is_absolute() => m.clone(),
-                    Some(m) => base_dir.join(m),
-                    None => crate::models::usem::path(&crate::models::dir(data_dir)),
-                };
+                let path = model_path(
+                    model,
+                    base_dir,
+                    crate::models::usem::path(&crate::models::dir(data_dir)),
+                );
                 if !path.join("weights.npz").exists() {
                     return Err(EmbedError::Config(format!(
                         "{} is missing: run `callpipe models` to fetch the embedding model",
@@ -147,11 +147,11 @@ impl EmbedderConfig {
                 model,
                 threads,
             } => {
-                let path = match model {
-                    Some(m) if m.is_absolute() => m.clone(),
-                    Some(m) => base_dir.join(m),
-                    None => crate::models::e5::path(&crate::models::dir(data_dir)),
-                };
+                let path = model_path(
+                    model,
+                    base_dir,
+                    crate::models::e5::path(&crate::models::dir(data_dir)),
+                );
                 if !path.exists() {
                     return Err(EmbedError::Config(format!(
                         "{} is missing: run `callpipe models` to fetch the embedding model",
@@ -196,6 +196,44 @@ impl EmbedderConfig {
     }
 }
 
+/// A configured model path (relative to the pipeline's directory), or the
+/// one `callpipe models` set up.
+fn model_path(model: &Option<PathBuf>, base_dir: &Path, default: PathBuf) -> PathBuf {
+    match model {
+        Some(m) if m.is_absolute() => m.clone(),
+        Some(m) => base_dir.join(m),
+        None => default,
+    }
+}
+
+/// One vector per text.
+type Vectors = Vec<Vec<f32>>;
+
+/// Embeds a batch split over `threads` blocking workers (the local engines
+/// are single-threaded per call), results in order.
+async fn over_threads<M: Send + Sync + 'static>(
+    model: &Arc<M>,
+    texts: Vec<String>,
+    threads: usize,
+    embed: fn(&M, &[String]) -> Result<Vectors, EmbedError>,
+) -> Result<Vectors, EmbedError> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per = texts.len().div_ceil(threads.min(texts.len()));
+    let mut tasks = Vec::new();
+    for part in texts.chunks(per) {
+        let part = part.to_vec();
+        let model = model.clone();
+        tasks.push(tokio::task::spawn_blocking(move || embed(&model, &part)));
+    }
+    let mut out = Vec::with_capacity(texts.len());
+    for t in tasks {
+        out.extend(t.await.map_err(|e| EmbedError::Failed(e.to_string()))??);
+    }
+    Ok(out)
+}
+
 /// Universal Sentence Encoder multilingual v3: no query or passage
 /// prefixes, and no language axis to remove (it was trained so that a
 /// sentence and its translation land close).
@@ -214,26 +252,9 @@ impl Embedder for LocalUse {
     }
 
     fn embed<'a>(&'a self, texts: Vec<String>, _kind: Kind) -> EmbedFuture<'a> {
-        Box::pin(async move {
-            if texts.is_empty() {
-                return Ok(Vec::new());
-            }
-            // A batch is split over `threads` blocking workers.
-            let per = texts.len().div_ceil(self.threads.min(texts.len()));
-            let mut tasks = Vec::new();
-            for part in texts.chunks(per) {
-                let part = part.to_vec();
-                let model = self.model.clone();
-                tasks.push(tokio::task::spawn_blocking(move || {
-                    part.iter().map(|t| model.embed(t)).collect::<Vec<_>>()
-                }));
-            }
-            let mut out = Vec::with_capacity(texts.len());
-            for t in tasks {
-                out.extend(t.await.map_err(|e| EmbedError::Failed(e.to_string()))?);
-            }
-            Ok(out)
-        })
+        Box::pin(over_threads(&self.model, texts, self.threads, |m, part| {
+            Ok(part.iter().map(|t| m.embed(t)).collect())
+        }))
     }
 }
 
@@ -347,36 +368,32 @@ impl Embedder for LocalE5 {
 
     fn embed<'a>(&'a self, texts: Vec<String>, kind: Kind) -> EmbedFuture<'a> {
         Box::pin(async move {
-            if texts.is_empty() {
-                return Ok(Vec::new());
+            let vectors = match kind {
+                Kind::Query => over_threads(&self.model, texts, self.threads, |m, part| {
+                    embed_e5(m, part, Kind::Query)
+                }),
+                Kind::Passage => over_threads(&self.model, texts, self.threads, |m, part| {
+                    embed_e5(m, part, Kind::Passage)
+                }),
             }
-            // Split a batch over `threads` blocking workers; the engine is
-            // single-threaded per call (built without OpenMP).
-            let per = texts.len().div_ceil(self.threads.min(texts.len()));
-            let mut tasks = Vec::new();
-            for part in texts.chunks(per) {
-                let part = part.to_vec();
-                let model = self.model.clone();
-                tasks.push(tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
-                    model.embed_batch(&refs, kind)
-                }));
-            }
-            let mut out = Vec::with_capacity(texts.len());
-            for t in tasks {
-                let vectors = t
-                    .await
-                    .map_err(|e| EmbedError::Failed(e.to_string()))?
-                    .map_err(|e| EmbedError::Failed(e.to_string()))?;
-                out.extend(
-                    vectors
-                        .into_iter()
-                        .map(|v| without_axis(v, &self.language_axis)),
-                );
-            }
-            Ok(out)
+            .await?;
+            Ok(vectors
+                .into_iter()
+                .map(|v| without_axis(v, &self.language_axis))
+                .collect())
         })
     }
+}
+
+fn embed_e5(
+    model: &callpipe_e5::Model,
+    part: &[String],
+    kind: Kind,
+) -> Result<Vectors, EmbedError> {
+    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
+    model
+        .embed_batch(&refs, kind)
+        .map_err(|e| EmbedError::Failed(e.to_string()))
 }
 
 pub struct OpenAiEmbedder {

@@ -323,9 +323,10 @@ impl KnowledgeBase {
 
     async fn search_inner(&self, request: &Search) -> Result<Vec<Hit>, KnowledgeError> {
         let query = spoken::fold_acronyms(&request.query);
-        let mut texts = vec![query.clone()];
-        texts.extend(segments::windows(&query));
-        let dense = self.embedder.embed(texts, Kind::Query).await?;
+        let dense = self
+            .embedder
+            .embed(self.query_texts(&query), Kind::Query)
+            .await?;
         if dense.is_empty() {
             return Err(EmbedError::Failed("no embedding returned".into()).into());
         }
@@ -349,9 +350,23 @@ impl KnowledgeBase {
         Ok(hits)
     }
 
+    /// What a question is embedded as: the whole of it, then (dense only,
+    /// where they are scored) its windows. `ranked` takes them in this order.
+    pub(crate) fn query_texts(&self, query: &str) -> Vec<String> {
+        let mut texts = vec![query.to_string()];
+        if self.dense_only() {
+            texts.extend(segments::windows(query));
+        }
+        texts
+    }
+
+    /// No lexical side: the ranking is the dense one, over windows too.
+    fn dense_only(&self) -> bool {
+        self.config.fusion_weights[1] <= 0.0
+    }
+
     /// The hits for an embedded query within `scope`, with their features
-    /// (confidence left at 0). `dense[0]` is the whole query, the rest its
-    /// windows (`segments::windows`).
+    /// (confidence left at 0). `dense` is `query_texts(query)` embedded.
     pub(crate) async fn ranked(
         &self,
         query: &str,
@@ -366,16 +381,13 @@ impl KnowledgeBase {
         let chunks = limit.max(SPREAD_OVER) * layout::chunks_per_article_hint();
         let keep = limit.max(SPREAD_OVER);
         let store = self.store().await?;
-        let dense_only = self.config.fusion_weights[1] <= 0.0;
+        let dense_only = self.dense_only();
         let mut vectors = dense.into_iter();
         let whole = vectors
             .next()
             .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
-        let windows: Vec<Vec<f32>> = if dense_only {
-            vectors.collect()
-        } else {
-            Vec::new()
-        };
+        // Windows come only on the dense-only path (`query_texts`).
+        let windows: Vec<Vec<f32>> = vectors.collect();
         // The whole question and each window, at once: each search is a
         // blocking store call on its own thread.
         let searches = std::iter::once(whole.clone())

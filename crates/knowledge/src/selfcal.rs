@@ -195,8 +195,7 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
         let mut spans = Vec::new();
         for q in batch {
             let start = texts.len();
-            texts.push(q.text.clone());
-            texts.extend(crate::segments::windows(&q.text));
+            texts.extend(kb.query_texts(&q.text));
             spans.push(start..texts.len());
         }
         let vectors = kb.embed_queries(texts).await?;
