@@ -6,6 +6,7 @@ use super::records::{CallRow, EventRow};
 use super::{Db, Store, StoreError, on_pool};
 use crate::clock::now_epoch;
 use sqlx::Row;
+use std::time::Duration;
 
 /// A host as the others see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,17 @@ impl Notice {
             host_id: host.to_string(),
         })
     }
+}
+
+/// What a host's claim on a call came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The call is this host's.
+    Taken,
+    /// Another live host runs it (its id).
+    Elsewhere(String),
+    /// The call has ended: nothing may start for it again.
+    Ended,
 }
 
 /// What a listener gets: stored events, or word that notices may have been
@@ -132,36 +144,52 @@ impl Store {
         Ok(Some(Listener { inner }))
     }
 
-    /// Records that `host_id` is alive until `ttl` from now, reachable at
-    /// `address`.
+    /// Records that `host_id` is alive until `ttl` from now on the
+    /// database's clock, reachable at `address`, as process `incarnation`.
+    /// Fails with `HostIdTaken` while another incarnation's lease under the
+    /// same id has not expired (two processes given one id).
     pub async fn renew_lease(
         &self,
         host_id: &str,
+        incarnation: &str,
         address: &str,
         ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
-        let now = now_epoch();
         let sql = self.sql(
-            "INSERT INTO hosts (host_id, address, started_at, lease_until) VALUES (?, ?, ?, ?) \
+            "INSERT INTO hosts (host_id, address, started_at, lease_until, incarnation) \
+             VALUES (?, ?, {now}, {now} + ?, ?) \
              ON CONFLICT (host_id) DO UPDATE SET address = excluded.address, \
-             lease_until = excluded.lease_until",
+             lease_until = excluded.lease_until, incarnation = excluded.incarnation, \
+             started_at = CASE WHEN hosts.incarnation = excluded.incarnation \
+                THEN hosts.started_at ELSE excluded.started_at END \
+             WHERE hosts.incarnation = excluded.incarnation \
+                OR hosts.lease_until < excluded.started_at",
         );
-        on_pool!(self, pool => sqlx::query(sql)
+        let renewed = on_pool!(self, pool => sqlx::query(sql)
             .bind(host_id)
             .bind(address)
-            .bind(now)
-            .bind(now + ttl.as_secs_f64())
+            .bind(ttl.as_secs_f64())
+            .bind(incarnation)
             .execute(pool)
             .await
-            .map(|_| ()))?;
+            .map(|r| r.rows_affected()))?;
+        if renewed == 0 {
+            return Err(StoreError::HostIdTaken(host_id.to_string()));
+        }
         Ok(())
     }
 
     /// Gives the lease up (a clean stop): the others need not wait for it
     /// to expire.
-    pub async fn release_lease(&self, host_id: &str) -> Result<(), StoreError> {
-        let sql = self.sql("UPDATE hosts SET lease_until = 0 WHERE host_id = ?");
-        on_pool!(self, pool => sqlx::query(sql).bind(host_id).execute(pool).await.map(|_| ()))?;
+    pub async fn release_lease(&self, host_id: &str, incarnation: &str) -> Result<(), StoreError> {
+        let sql =
+            self.sql("UPDATE hosts SET lease_until = 0 WHERE host_id = ? AND incarnation = ?");
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(host_id)
+            .bind(incarnation)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -213,13 +241,11 @@ impl Store {
         })
     }
 
-    /// Unfinished calls of `host_id` (and of no host: recorded before hosts
-    /// were), for the host itself at start.
+    /// Unfinished calls of `host_id`, for the host itself at start. Calls
+    /// of no host are not its own: another host may be ringing them (they
+    /// end by age, `unstarted_calls`).
     pub async fn unfinished_of(&self, host_id: &str) -> Result<Vec<String>, StoreError> {
-        let sql = self.sql(
-            "SELECT session_id FROM calls WHERE ended_at IS NULL \
-             AND (host_id = ? OR host_id IS NULL)",
-        );
+        let sql = self.sql("SELECT session_id FROM calls WHERE ended_at IS NULL AND host_id = ?");
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(host_id).fetch_all(pool).await?;
             rows.iter()
@@ -229,20 +255,155 @@ impl Store {
         })
     }
 
-    /// Unfinished calls whose host's lease has expired (or that never had
-    /// one): the host is gone and nobody will end them.
-    pub async fn orphaned_calls(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Unfinished calls whose host's lease expired more than `grace` ago
+    /// on the database's clock (or that name a host never seen): the host
+    /// is gone and nobody will end them. The grace keeps a host that lost
+    /// the database briefly from having its live calls ended under it.
+    pub async fn orphaned_calls(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let sql = self.sql(
             "SELECT c.session_id, c.host_id FROM calls c LEFT JOIN hosts h ON h.host_id = c.host_id \
              WHERE c.ended_at IS NULL AND c.host_id IS NOT NULL \
-             AND (h.host_id IS NULL OR h.lease_until < ?)",
+             AND (h.host_id IS NULL OR h.lease_until + ? < {now})",
         );
         on_pool!(self, pool => {
-            let rows = sqlx::query(sql).bind(now_epoch()).fetch_all(pool).await?;
+            let rows = sqlx::query(sql).bind(grace.as_secs_f64()).fetch_all(pool).await?;
             rows.iter()
                 .map(|r| Ok((r.try_get("session_id")?, r.try_get("host_id")?)))
                 .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
                 .map_err(StoreError::from)
+        })
+    }
+
+    /// Unfinished calls no host ever took that are older than `age` on the
+    /// database's clock: their TwiML was served but no stream or chat
+    /// started (or its host died before recording itself). Any host may
+    /// end them.
+    pub async fn unstarted_calls(&self, age: Duration) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql(
+            "SELECT session_id FROM calls WHERE ended_at IS NULL AND host_id IS NULL \
+             AND started_at < {now} - ?",
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(age.as_secs_f64()).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| r.try_get("session_id"))
+                .collect::<Result<Vec<String>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Makes `host_id` the call's one owner before its pipeline starts:
+    /// taken when the call has no host, is already this host's, or its host's
+    /// lease expired more than `grace` ago; refused while another live host
+    /// runs it or once it has ended. The row is created if missing.
+    pub async fn claim_call(
+        &self,
+        session_id: &str,
+        host_id: &str,
+        grace: Duration,
+    ) -> Result<Claim, StoreError> {
+        let claim = self.sql(
+            "INSERT INTO calls (session_id, technician_id, technician_name, status, started_at, \
+             host_id) VALUES (?, '', '', 'created', {now}, ?) \
+             ON CONFLICT (session_id) DO UPDATE SET host_id = excluded.host_id \
+             WHERE calls.ended_at IS NULL AND (calls.host_id IS NULL \
+                OR calls.host_id = excluded.host_id \
+                OR NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = calls.host_id \
+                    AND h.lease_until + ? >= {now}))",
+        );
+        let read = self.sql("SELECT host_id, ended_at FROM calls WHERE session_id = ?");
+        on_pool!(self, pool => {
+            let taken = sqlx::query(claim)
+                .bind(session_id)
+                .bind(host_id)
+                .bind(grace.as_secs_f64())
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if taken > 0 {
+                return Ok(Claim::Taken);
+            }
+            let row = sqlx::query(read).bind(session_id).fetch_optional(pool).await?;
+            let Some(row) = row else {
+                return Err(StoreError::MissingCall(session_id.to_string()));
+            };
+            if row.try_get::<Option<f64>, _>("ended_at")?.is_some() {
+                return Ok(Claim::Ended);
+            }
+            Ok(Claim::Elsewhere(
+                row.try_get::<Option<String>, _>("host_id")?.unwrap_or_default(),
+            ))
+        })
+    }
+
+    /// The host that runs `session_id` while its lease holds, if another
+    /// than `me` and the call has not ended.
+    pub async fn live_owner(
+        &self,
+        session_id: &str,
+        me: &str,
+    ) -> Result<Option<HostRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT h.host_id, h.address, h.lease_until FROM calls c \
+             JOIN hosts h ON h.host_id = c.host_id \
+             WHERE c.session_id = ? AND c.ended_at IS NULL AND c.host_id <> ? \
+             AND h.lease_until >= {now}",
+        );
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(session_id).bind(me).fetch_optional(pool).await?;
+            row.map(|r| -> Result<HostRow, sqlx::Error> {
+                Ok(HostRow {
+                    host_id: r.try_get("host_id")?,
+                    address: r.try_get("address")?,
+                    lease_until: r.try_get("lease_until")?,
+                })
+            })
+            .transpose()
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// A call `host_id` still runs that another host marked `interrupted`
+    /// (it took this host for gone while it could not reach the database):
+    /// the call is open again, the wrong entries leave its status history,
+    /// and the status it had before comes back as a new event. `None` when
+    /// there was nothing to undo.
+    pub async fn reclaim(
+        &self,
+        session_id: &str,
+        host_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let reopen = self.sql(
+            "UPDATE calls SET ended_at = NULL, status = COALESCE((SELECT s.status FROM call_status s \
+             WHERE s.session_id = calls.session_id AND s.status <> 'interrupted' \
+             ORDER BY s.id DESC LIMIT 1), 'in-progress') \
+             WHERE session_id = ? AND host_id = ? AND status = 'interrupted' \
+             AND ended_at IS NOT NULL",
+        );
+        let forget =
+            self.sql("DELETE FROM call_status WHERE session_id = ? AND status = 'interrupted'");
+        let status = self.sql("SELECT status FROM calls WHERE session_id = ?");
+        let at = now_epoch();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let reopened = sqlx::query(reopen)
+                .bind(session_id)
+                .bind(host_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if reopened == 0 {
+                return Ok(None);
+            }
+            sqlx::query(forget).bind(session_id).execute(&mut *tx).await?;
+            let now: String = sqlx::query(status).bind(session_id).fetch_one(&mut *tx).await?.try_get(0)?;
+            let data = serde_json::json!({ "status": now, "at": at, "reclaimed": true }).to_string();
+            let id = super::records::event_in!(self, tx, session_id, "status", &data, at);
+            tx.commit().await?;
+            Ok(Some(id))
         })
     }
 

@@ -12,7 +12,7 @@ mod hosts;
 pub mod items;
 mod records;
 
-pub use hosts::{Heard, HostRow, Listener, Notice};
+pub use hosts::{Claim, Heard, HostRow, Listener, Notice};
 pub use records::{CallRow, EventRow, NewCall, StageErrorRow};
 
 use std::borrow::Cow;
@@ -35,6 +35,12 @@ pub enum StoreError {
     /// An update of a call whose row does not exist (yet).
     #[error("no call `{0}` in the store")]
     MissingCall(String),
+    /// Another live process renews a lease under this host's id.
+    #[error(
+        "another process is alive as host `{0}` (it renews the lease under that id): \
+         give each host its own CALLPIPE_HOST_ID"
+    )]
+    HostIdTaken(String),
 }
 
 /// How long a write waits for a connection before it fails (and the writer
@@ -197,10 +203,18 @@ impl Store {
     /// The statement for this backend: `?` numbered `$1, $2...` on Postgres.
     /// Only ever given the literal statements of this module, so it is safe
     /// to hand to sqlx as it is.
+    ///
+    /// `{now}` is the database's clock in seconds since the epoch: leases
+    /// are stamped and compared on one clock, whatever each host's says.
     pub(crate) fn sql(&self, q: &'static str) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        const NOW: &str = "{now}";
         sqlx::AssertSqlSafe(match self.db {
+            Db::Sqlite(_) if q.contains(NOW) => {
+                Cow::Owned(q.replace(NOW, "((julianday('now') - 2440587.5) * 86400.0)"))
+            }
             Db::Sqlite(_) => Cow::Borrowed(q),
             Db::Postgres(_) => {
+                let q = q.replace(NOW, "EXTRACT(EPOCH FROM clock_timestamp())::float8");
                 let mut out = String::with_capacity(q.len() + 8);
                 let mut n = 0;
                 for c in q.chars() {
@@ -214,6 +228,15 @@ impl Store {
                 }
                 Cow::Owned(out)
             }
+        })
+    }
+
+    /// The database's clock, in seconds since the epoch.
+    pub async fn db_now(&self) -> Result<f64, StoreError> {
+        let sql = self.sql("SELECT {now}");
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).fetch_one(pool).await?;
+            Ok(sqlx::Row::try_get::<f64, _>(&row, 0)?)
         })
     }
 

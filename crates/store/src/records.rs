@@ -167,7 +167,7 @@ impl Store {
              phone_number, status, pipeline_version, started_at, host_id) \
              VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?) \
              ON CONFLICT (session_id) DO UPDATE SET \
-             host_id = COALESCE(excluded.host_id, calls.host_id), \
+             host_id = COALESCE(calls.host_id, excluded.host_id), \
              call_sid = COALESCE(excluded.call_sid, calls.call_sid), \
              technician_id = CASE WHEN excluded.technician_id = '' \
                 THEN calls.technician_id ELSE excluded.technician_id END, \
@@ -192,8 +192,16 @@ impl Store {
     }
 
     /// A status change (history row, the call's current status, and an
-    /// event); terminal statuses end the call. Returns the event id.
-    pub async fn set_status(&self, session_id: &str, status: &str) -> Result<i64, StoreError> {
+    /// event); terminal statuses end the call. Returns the event id, or
+    /// `None` when the change is refused: after a terminal status only
+    /// another terminal one is recorded (in the history; the status stays),
+    /// except that `interrupted` (callpipe's guess that the call died) gives
+    /// way to the terminal status the call really had.
+    pub async fn set_status(
+        &self,
+        session_id: &str,
+        status: &str,
+    ) -> Result<Option<i64>, StoreError> {
         self.set_status_at(session_id, status, now_epoch()).await
     }
 
@@ -204,20 +212,48 @@ impl Store {
         session_id: &str,
         status: &str,
         at: f64,
-    ) -> Result<i64, StoreError> {
-        let ended = TERMINAL.contains(&status).then_some(at);
+    ) -> Result<Option<i64>, StoreError> {
+        let terminal = TERMINAL.contains(&status);
+        let ended = terminal.then_some(at);
+        // Postgres locks the row: two changes of one call are decided in turn.
+        let current = match self.db {
+            Db::Postgres(_) => {
+                self.sql("SELECT status, ended_at FROM calls WHERE session_id = ? FOR UPDATE")
+            }
+            Db::Sqlite(_) => self.sql("SELECT status, ended_at FROM calls WHERE session_id = ?"),
+        };
         let history = self.sql("INSERT INTO call_status (session_id, status, at) VALUES (?, ?, ?)");
         let update = self.sql(
             "UPDATE calls SET status = ?, ended_at = COALESCE(ended_at, ?) WHERE session_id = ?",
         );
+        let replace = self.sql("UPDATE calls SET status = ?, ended_at = ? WHERE session_id = ?");
+        let forget =
+            self.sql("DELETE FROM call_status WHERE session_id = ? AND status = 'interrupted'");
         let data = serde_json::json!({ "status": status, "at": at }).to_string();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let row = sqlx::query(current).bind(session_id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Err(StoreError::MissingCall(session_id.to_string()));
+            };
+            let was: String = row.try_get("status")?;
+            let was_ended = row.try_get::<Option<f64>, _>("ended_at")?.is_some();
+            match (was_ended, terminal) {
+                (false, _) => {
+                    sqlx::query(update).bind(status).bind(ended).bind(session_id).execute(&mut *tx).await?;
+                }
+                (true, false) => return Ok(None),
+                (true, true) if was == "interrupted" && status != "interrupted" => {
+                    sqlx::query(forget).bind(session_id).execute(&mut *tx).await?;
+                    sqlx::query(replace).bind(status).bind(at).bind(session_id).execute(&mut *tx).await?;
+                }
+                // Ended already: the history keeps what was reported.
+                (true, true) => {}
+            }
             sqlx::query(history).bind(session_id).bind(status).bind(at).execute(&mut *tx).await?;
-            sqlx::query(update).bind(status).bind(ended).bind(session_id).execute(&mut *tx).await?;
             let id = event_in!(self, tx, session_id, "status", &data, at);
             tx.commit().await?;
-            Ok(id)
+            Ok(Some(id))
         })
     }
 

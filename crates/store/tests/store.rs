@@ -32,17 +32,44 @@ fn suggestion(id: &str, kind: &str, confidence: f32, at: f64) -> SuggestionRecor
 }
 
 /// Several hosts on one database: each interrupts only its own calls at
-/// start; the calls of a host whose lease expired are orphans, ended once.
+/// start; the calls of a host whose lease expired more than the grace ago
+/// are orphans, ended once; leases are stamped and compared on the
+/// database's clock; one id, one live process; a call has one owner, and a
+/// live owner reclaims a call wrongly marked interrupted.
 async fn hosts(store: &Store) {
+    use callpipe_store::{Claim, StoreError};
     use std::time::Duration;
+    let minute = Duration::from_secs(60);
+    let none = Duration::ZERO;
     store
-        .renew_lease("host-a", "http://a:1", Duration::from_secs(60))
+        .renew_lease("host-a", "a-1", "http://a:1", minute)
         .await
         .unwrap();
     store
-        .renew_lease("host-b", "http://b:1", Duration::from_secs(60))
+        .renew_lease("host-b", "b-1", "http://b:1", minute)
         .await
         .unwrap();
+    // The lease is on the database's clock, whatever this process's says.
+    let db_now = store.db_now().await.unwrap();
+    let row = store.host_row("host-a").await.unwrap().unwrap();
+    assert!(
+        (row.lease_until - (db_now + 60.0)).abs() < 5.0,
+        "{row:?} vs {db_now}"
+    );
+    // A second process under host-a's id is refused while host-a's lease
+    // holds; host-a itself renews.
+    assert!(matches!(
+        store.renew_lease("host-a", "a-2", "http://a:2", minute).await,
+        Err(StoreError::HostIdTaken(id)) if id == "host-a"
+    ));
+    store
+        .renew_lease("host-a", "a-1", "http://a:1", minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host_row("host-a").await.unwrap().unwrap().address,
+        "http://a:1"
+    );
     for (session, host) in [("a1", "host-a"), ("b1", "host-b")] {
         store
             .open_call(&NewCall {
@@ -54,28 +81,105 @@ async fn hosts(store: &Store) {
             .await
             .unwrap();
     }
-    // A later write that names no host (a status callback's) leaves it.
+    // A later write that names no host (a status callback's) or another
+    // host (a queued write) leaves the owner: only a claim changes it.
+    for host_id in [None, Some("host-a")] {
+        store
+            .open_call(&NewCall {
+                session_id: "b1",
+                technician_name: "Paul",
+                host_id,
+                ..NewCall::default()
+            })
+            .await
+            .unwrap();
+    }
+    let b1 = store.call_by_sid("CAb1").await.unwrap().unwrap();
+    assert_eq!(b1.host_id.as_deref(), Some("host-b"));
+    // One owner: host-a cannot take host-b's live call; host-b has it.
+    assert_eq!(
+        store.claim_call("b1", "host-a", none).await.unwrap(),
+        Claim::Elsewhere("host-b".into())
+    );
+    assert_eq!(
+        store.claim_call("b1", "host-b", none).await.unwrap(),
+        Claim::Taken
+    );
+    assert_eq!(
+        store
+            .live_owner("b1", "host-a")
+            .await
+            .unwrap()
+            .map(|h| h.address),
+        Some("http://b:1".into())
+    );
+    assert_eq!(store.live_owner("b1", "host-b").await.unwrap(), None);
+    // A call whose TwiML was served has no host yet: a restart of any host
+    // leaves it; the first claim takes it; it ends by age if none comes.
     store
         .open_call(&NewCall {
-            session_id: "b1",
-            technician_name: "Paul",
+            session_id: "ringing",
+            call_sid: Some("CAringing"),
             ..NewCall::default()
         })
         .await
         .unwrap();
-    let b1 = store.call_by_sid("CAb1").await.unwrap().unwrap();
-    assert_eq!(b1.host_id.as_deref(), Some("host-b"));
-    assert_eq!(
-        store.host_row("host-b").await.unwrap().unwrap().address,
-        "http://b:1"
-    );
-    // host-a restarts: only its own call is interrupted.
     assert_eq!(store.interrupt_unfinished("host-a").await.unwrap(), ["a1"]);
-    assert!(store.orphaned_calls().await.unwrap().is_empty());
-    // host-b's lease runs out: its call is an orphan, ended once.
-    store.release_lease("host-b").await.unwrap();
+    assert_eq!(store.call("ringing").await.unwrap().unwrap().ended_at, None);
+    assert!(store.unstarted_calls(minute).await.unwrap().is_empty());
+    assert_eq!(store.unstarted_calls(none).await.unwrap(), ["ringing"]);
     assert_eq!(
-        store.orphaned_calls().await.unwrap(),
+        store.claim_call("ringing", "host-a", none).await.unwrap(),
+        Claim::Taken
+    );
+    assert!(store.unstarted_calls(none).await.unwrap().is_empty());
+    assert!(
+        store
+            .end_unfinished("ringing", "completed")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.claim_call("ringing", "host-b", none).await.unwrap(),
+        Claim::Ended
+    );
+    // A claim creates the row of a call nobody recorded yet (a chat).
+    assert_eq!(
+        store.claim_call("chat-1", "host-b", none).await.unwrap(),
+        Claim::Taken
+    );
+    assert_eq!(
+        store
+            .call("chat-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .host_id
+            .as_deref(),
+        Some("host-b")
+    );
+    store.set_status("chat-1", "completed").await.unwrap();
+
+    // host-b's lease runs out: within the grace its call is left alone,
+    // after it the call is an orphan, ended once; a lease given up (a
+    // clean stop) needs no grace.
+    store.set_status("b1", "in-progress").await.unwrap();
+    store
+        .renew_lease("host-b", "b-1", "http://b:1", none)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        store
+            .orphaned_calls(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_lease("host-b", "b-1").await.unwrap();
+    assert_eq!(
+        store.orphaned_calls(none).await.unwrap(),
         [("b1".to_string(), "host-b".to_string())]
     );
     let ended = store.end_unfinished("b1", "interrupted").await.unwrap();
@@ -84,7 +188,7 @@ async fn hosts(store: &Store) {
         store.end_unfinished("b1", "interrupted").await.unwrap(),
         None
     );
-    assert!(store.orphaned_calls().await.unwrap().is_empty());
+    assert!(store.orphaned_calls(none).await.unwrap().is_empty());
     // Events can be read back by id, with their session.
     let id = ended.unwrap();
     let rows = store.events_by_id(&[id]).await.unwrap();
@@ -92,9 +196,70 @@ async fn hosts(store: &Store) {
     assert_eq!(rows[0].0, "b1");
     assert_eq!(rows[0].1.kind, "status");
     assert_eq!(store.last_event_id().await.unwrap(), id);
+
+    // host-b was only cut from the database and still runs b1: it
+    // reclaims the call; the wrong status leaves its history.
+    let back = store
+        .reclaim("b1", "host-b")
+        .await
+        .unwrap()
+        .expect("reclaimed");
+    let b1 = store.call("b1").await.unwrap().unwrap();
+    assert_eq!((b1.status.as_str(), b1.ended_at), ("in-progress", None));
+    let history = store.status_history("b1").await.unwrap();
+    assert!(
+        history.iter().all(|(s, _)| s != "interrupted"),
+        "{history:?}"
+    );
+    let event = &store.events_by_id(&[back]).await.unwrap()[0].1;
+    let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(
+        (doc["status"].as_str(), doc["reclaimed"].as_bool()),
+        (Some("in-progress"), Some(true))
+    );
+    assert_eq!(store.reclaim("b1", "host-b").await.unwrap(), None, "once");
+    assert_eq!(
+        store.reclaim("a1", "host-b").await.unwrap(),
+        None,
+        "not its call"
+    );
+    // The same call marked again while host-b is away, then ended by
+    // host-b: the terminal status it really had replaces the guess.
+    store
+        .end_unfinished("b1", "interrupted")
+        .await
+        .unwrap()
+        .unwrap();
+    store.set_status("b1", "completed").await.unwrap().unwrap();
+    let b1 = store.call("b1").await.unwrap().unwrap();
+    assert_eq!(b1.status, "completed");
+    assert!(b1.ended_at.is_some());
+    let history = store.status_history("b1").await.unwrap();
+    assert!(
+        history.iter().all(|(s, _)| s != "interrupted"),
+        "{history:?}"
+    );
+    // A terminal status is final: a late `in-progress` is refused, a
+    // second terminal one is kept in the history only.
+    assert_eq!(store.set_status("b1", "in-progress").await.unwrap(), None);
+    assert!(store.set_status("b1", "failed").await.unwrap().is_some());
+    assert_eq!(store.call("b1").await.unwrap().unwrap().status, "completed");
+    assert_eq!(
+        store.status_history("b1").await.unwrap().last().unwrap().0,
+        "failed"
+    );
+
+    // The events another host stored are found after an id.
     store.set_host("host-c");
     let before = store.last_event_id().await.unwrap();
-    store.set_status("b1", "completed").await.unwrap();
+    store
+        .open_call(&NewCall {
+            session_id: "c1",
+            ..NewCall::default()
+        })
+        .await
+        .unwrap();
+    store.set_status("c1", "in-progress").await.unwrap();
     assert!(
         store
             .events_of_others_after(before, "host-c", 10)
@@ -145,11 +310,16 @@ async fn exercise(store: &Store) {
     store
         .open_call(&NewCall {
             session_id: "s2",
+            host_id: Some("host-a"),
             ..NewCall::default()
         })
         .await
         .unwrap();
-    let first = store.set_status("s1", "in-progress").await.unwrap();
+    let first = store
+        .set_status("s1", "in-progress")
+        .await
+        .unwrap()
+        .unwrap();
     store
         .add_segment("s1", "tech-1", "technician")
         .await
@@ -371,7 +541,11 @@ async fn postgres_keeps_the_same_record() {
         .await
         .unwrap()
         .expect("Postgres has a listener");
-    let id = other.set_status("s1", "completed").await.unwrap();
+    let id = other
+        .set_status("c1", "completed")
+        .await
+        .unwrap()
+        .expect("c1 was live");
     let heard = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
         .await
         .expect("a notice in time")
