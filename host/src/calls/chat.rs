@@ -33,6 +33,9 @@ pub enum ChatError {
     Start(String),
     #[error("the chat session has ended")]
     Ended,
+    /// Another host runs the session (it claimed it first).
+    #[error("the session runs on host `{0}`")]
+    Elsewhere(String),
 }
 
 /// One message, as the original endpoint took it.
@@ -120,7 +123,13 @@ impl ChatCalls {
             language: m.language.clone(),
             speakers: vec![],
         };
+        // One pipeline per call: the store names its one owner first.
+        sessions.claim(&m.session_id).await.map_err(|e| match e {
+            crate::sessions::ClaimRefused::Elsewhere(host) => ChatError::Elsewhere(host),
+            crate::sessions::ClaimRefused::Ended => ChatError::Ended,
+        })?;
         sessions.open(&m.session_id, "", "", None);
+        sessions.set_runs_here(&m.session_id);
         sessions.set_pipeline(&m.session_id, &pipeline.version);
         sessions.set_status(&m.session_id, "in-progress");
         let (call, output) = match Call::start_from(pipeline.clone(), info, first).await {
@@ -149,8 +158,6 @@ impl ChatCalls {
             last_used_ms: AtomicU64::new(0),
         });
         calls.insert(m.session_id.clone(), chat.clone());
-        // The next message may reach another host: it must find this one.
-        sessions.claim(&m.session_id).await;
         Ok(chat)
     }
 

@@ -390,8 +390,15 @@ async fn begin(
         language,
         speakers,
     };
+    // One pipeline per call: the store names its owner before anything
+    // starts, so a replayed stream or a second host cannot start another.
+    env.sessions
+        .claim(&session_id)
+        .await
+        .map_err(|e| format!("refused: {e}"))?;
     env.sessions
         .open(&session_id, &technician_id, &technician_name, None);
+    env.sessions.set_runs_here(&session_id);
     env.sessions.attach_call(&session_id, &start.call_sid);
     env.sessions.set_status(&session_id, "in-progress");
     env.sessions.set_streaming(&session_id, true);

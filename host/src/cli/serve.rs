@@ -121,10 +121,26 @@ pub struct Args {
     /// runs are forwarded there). Default: http:// and the listen address.
     #[arg(long, env = "CALLPIPE_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// The secret the hosts sharing a database sign the requests they
+    /// forward to each other with (HMAC-SHA256; at least 16 bytes, the same
+    /// on every host). Without it a request about a call another host runs
+    /// is refused with 503; the user's API token is never sent to a host.
+    #[arg(long, env = "CALLPIPE_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
     /// The host's lease in the database, in ms: renewed every third of it;
     /// once it expires the other hosts mark the host's calls interrupted.
     #[arg(long, env = "CALLPIPE_LEASE_MS", default_value_t = 15_000)]
     lease_ms: u64,
+    /// How long after a host's lease expired (on the database's clock) the
+    /// others end its calls as interrupted, in ms; default: one lease. A
+    /// host back within the grace finds its calls untouched; one back later
+    /// reclaims those it still runs.
+    #[arg(long, env = "CALLPIPE_LEASE_GRACE_MS")]
+    lease_grace_ms: Option<u64>,
+    /// Seconds a call may ring with no host (its TwiML served, its stream
+    /// never started) before any host ends it as interrupted.
+    #[arg(long, env = "CALLPIPE_UNSTARTED_S", default_value_t = 600)]
+    unstarted_s: u64,
     /// On SIGTERM, seconds the live calls get to finish (no new call is
     /// taken meanwhile, /ready says 503) before they are cut.
     #[arg(long, env = "CALLPIPE_DRAIN_S", default_value_t = 30)]
@@ -229,7 +245,18 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         args.listen,
         addr,
     );
+    let cluster_key = crate::cluster::forward::ClusterKey::new(
+        args.cluster_secret.as_deref().unwrap_or_default(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let store = Arc::new(crate::store::Store::open(data_dir, args.database_url.as_deref()).await?);
+    if store.backend() == "postgres" && cluster_key.is_none() {
+        tracing::warn!(
+            "CALLPIPE_CLUSTER_SECRET is unset: if other hosts share this database, requests \
+             about a call one of them runs (chat, mute, end) are refused here instead of \
+             handed over"
+        );
+    }
     store.set_host(&identity.id);
     tracing::info!(
         host = %identity.id,
@@ -238,6 +265,19 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         store.backend()
     );
     crate::pipeline::reload::record(&store, &pipeline).await?;
+    let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
+    let lease = Duration::from_millis(args.lease_ms.max(300));
+    let timing = crate::cluster::Timing {
+        lease,
+        grace: args.lease_grace_ms.map_or(lease, Duration::from_millis),
+        unstarted: Duration::from_secs(args.unstarted_s.max(1)),
+    };
+    // The lease first: a second process given this host's id must not
+    // touch its calls.
+    let cluster =
+        crate::cluster::Cluster::join(identity.clone(), store.clone(), sessions.clone(), timing)
+            .await
+            .context("cannot join the hosts sharing the database")?;
     let cut = store.interrupt_unfinished(&identity.id).await?;
     if !cut.is_empty() {
         tracing::warn!(
@@ -245,15 +285,6 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             cut.len()
         );
     }
-    let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
-    let cluster = crate::cluster::Cluster::join(
-        identity.clone(),
-        store.clone(),
-        sessions.clone(),
-        Duration::from_millis(args.lease_ms.max(300)),
-    )
-    .await
-    .context("cannot join the hosts sharing the database")?;
     {
         // Stage failures go to the store too (the ops page lists them).
         let sessions = Arc::downgrade(&sessions);
@@ -361,7 +392,8 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         api_token.clone(),
         Some(reloader.clone()),
     )
-    .with_identity(identity);
+    .with_identity(identity)
+    .with_cluster(cluster.health.clone(), cluster_key);
     let watcher = (args.watch_ms > 0)
         .then(|| reloader.watch(state.slot.clone(), Duration::from_millis(args.watch_ms)));
     // Chat sessions nobody writes to any more are ended; ended sessions

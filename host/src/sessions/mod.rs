@@ -68,6 +68,10 @@ pub struct Session {
     ended: Option<Instant>,
     /// A media stream is attached right now.
     pub streaming: bool,
+    /// This host claimed the call in the store and runs its pipeline (a
+    /// stream or a chat): it defends the call when another host takes it
+    /// for gone.
+    pub runs_here: bool,
     /// The agent silenced the assistant's voice on this call: questions are
     /// still shown, no longer spoken.
     pub muted: bool,
@@ -129,6 +133,17 @@ pub struct Sessions {
     updates: tokio::sync::broadcast::Sender<std::sync::Arc<Published>>,
     /// The durable record; every change goes there first.
     writer: Option<Writer>,
+    /// How long after its lease expired a host's calls may be taken over.
+    claim_grace: std::sync::OnceLock<std::time::Duration>,
+}
+
+/// Why this host may not run a call's pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefused {
+    #[error("the call runs on host `{0}`")]
+    Elsewhere(String),
+    #[error("the call has ended")]
+    Ended,
 }
 
 impl Default for Sessions {
@@ -138,6 +153,7 @@ impl Default for Sessions {
             by_call: Mutex::default(),
             updates: tokio::sync::broadcast::channel(UPDATE_BACKLOG).0,
             writer: None,
+            claim_grace: std::sync::OnceLock::new(),
         }
     }
 }
@@ -219,6 +235,7 @@ impl Sessions {
                 started: Instant::now(),
                 ended: None,
                 streaming: false,
+                runs_here: false,
                 muted: false,
                 pipeline_version: None,
                 summary: None,
@@ -268,12 +285,23 @@ impl Sessions {
     pub fn relay(&self, session_id: &str, event_id: i64, update: Update) {
         if let Update::Status(change) = &update
             && let Some(s) = self.lock().get_mut(session_id)
-            && s.status != change.status
         {
-            s.status = change.status.clone();
-            s.history.push(change.clone());
-            if is_terminal(&change.status) && s.ended.is_none() {
-                s.ended = Some(Instant::now());
+            if change.status == "interrupted" && s.runs_here && s.ended.is_none() {
+                // Another host took this one for gone while it could not
+                // reach the database; the call is alive here and this host
+                // reclaims it (`crate::cluster`): the guess is not shown.
+                return;
+            }
+            if s.status != change.status {
+                s.status = change.status.clone();
+                s.history.push(change.clone());
+                if is_terminal(&change.status) {
+                    s.ended.get_or_insert_with(Instant::now);
+                } else {
+                    // Only the store's legal changes are relayed: a call
+                    // reclaimed by its live host is open again.
+                    s.ended = None;
+                }
             }
         }
         self.publish(session_id, Some(event_id), update);
@@ -332,6 +360,13 @@ impl Sessions {
     pub fn set_status(&self, session_id: &str, status: &str) {
         let mut changed = None;
         if let Some(s) = self.lock().get_mut(session_id) {
+            if s.ended.is_some() && !is_terminal(status) {
+                // A terminal status is final.
+                return;
+            }
+            if is_terminal(status) {
+                s.runs_here = false;
+            }
             if s.status != status {
                 s.status = status.to_string();
                 let change = StatusChange {
@@ -377,25 +412,71 @@ impl Sessions {
         });
     }
 
-    /// Records at once (not behind the writer's queue) that this host runs
-    /// the session, so a request for it on another host finds it here.
-    pub async fn claim(&self, session_id: &str) {
-        let Some(store) = self.store() else { return };
-        let call = crate::store::NewCall {
-            session_id,
-            host_id: store.host(),
-            ..Default::default()
+    /// Sets how long after its lease expired a host's calls may be taken
+    /// over (the cluster's grace; once, at start).
+    pub fn set_claim_grace(&self, grace: std::time::Duration) {
+        let _ = self.claim_grace.set(grace);
+    }
+
+    /// Makes this host the call's one owner in the store, at once (not
+    /// behind the writer's queue), before its pipeline starts: refused while
+    /// another live host runs it or once it has ended, whatever a client
+    /// sent. A store that does not answer in time does not stop the call
+    /// (it would drop a live call for a bookkeeping write); the queued
+    /// write records the host later.
+    pub async fn claim(&self, session_id: &str) -> Result<(), ClaimRefused> {
+        let over = self.get_field(session_id, |s| s.is_over()).unwrap_or(false);
+        if over {
+            return Err(ClaimRefused::Ended);
+        }
+        let Some(store) = self.store() else {
+            return Ok(());
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), store.open_call(&call)).await
-        {
-            Ok(Ok(())) => {}
+        let Some(me) = store.host() else {
+            return Ok(());
+        };
+        let grace = self
+            .claim_grace
+            .get()
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(15));
+        let claim = store.claim_call(session_id, me, grace);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), claim).await {
+            Ok(Ok(crate::store::Claim::Taken)) => Ok(()),
+            Ok(Ok(crate::store::Claim::Elsewhere(host))) => Err(ClaimRefused::Elsewhere(host)),
+            Ok(Ok(crate::store::Claim::Ended)) => Err(ClaimRefused::Ended),
             Ok(Err(e)) => {
-                tracing::warn!(session = %session_id, "cannot record that this host runs the session: {e}")
+                tracing::warn!(session = %session_id, "cannot record that this host runs the session: {e}");
+                Ok(())
             }
             Err(_) => {
-                tracing::warn!(session = %session_id, "recording that this host runs the session timed out")
+                tracing::warn!(session = %session_id, "recording that this host runs the session timed out");
+                Ok(())
             }
         }
+    }
+
+    /// The session's pipeline runs here (after `claim` and `open`).
+    pub fn set_runs_here(&self, session_id: &str) {
+        if let Some(s) = self.lock().get_mut(session_id) {
+            s.runs_here = true;
+        }
+    }
+
+    /// Sessions whose pipeline runs here and that have not ended.
+    pub fn running_here(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|s| s.runs_here && s.ended.is_none())
+            .map(|s| s.session_id.clone())
+            .collect()
+    }
+
+    /// A call this host runs was reclaimed in the store (another host had
+    /// marked it interrupted): the reclaim's status event reaches the
+    /// listeners here (the relay skips what this host stored).
+    pub fn reclaimed(&self, session_id: &str, event_id: i64, change: StatusChange) {
+        self.publish(session_id, Some(event_id), Update::Status(change));
     }
 
     /// Mutes or unmutes the assistant's voice; false if the session is unknown.

@@ -279,10 +279,11 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
             })
             .await
             .map(|_| None),
-        Write::Status { session_id, change } => store
-            .set_status_at(session_id, &change.status, change.at)
-            .await
-            .map(Some),
+        Write::Status { session_id, change } => {
+            store
+                .set_status_at(session_id, &change.status, change.at)
+                .await
+        }
         Write::StageError(f) => store
             .add_stage_error(&f.session_id, &f.stage, &f.summary(), f.at)
             .await

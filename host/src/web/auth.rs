@@ -63,6 +63,17 @@ pub fn matches(expected: &str, presented: &str) -> bool {
 }
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // A request another host forwarded carries the cluster's signature,
+    // never the user's token; the header alone proves nothing.
+    if request
+        .headers()
+        .contains_key(crate::cluster::forward::FORWARDED)
+    {
+        return match from_another_host(&state, request).await {
+            Ok(request) => next.run(request).await,
+            Err(response) => response,
+        };
+    }
     let Some(expected) = state.api_token.as_deref() else {
         return next.run(request).await;
     };
@@ -108,6 +119,47 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         }
     }
     response
+}
+
+/// The largest forwarded body read to check its signature (a chat message,
+/// mute, end, context: small JSON documents).
+const MAX_FORWARDED_BODY: usize = 256 << 10;
+
+/// Checks a forwarded request's signature (over its method, path, sending
+/// host, time and body) and hands the request on with its body restored.
+async fn from_another_host(state: &AppState, request: Request) -> Result<Request, Response> {
+    use crate::cluster::forward::{FORWARDED, ForwardRefused, SIGNATURE};
+    let refuse = |why: ForwardRefused| {
+        tracing::warn!("refused a forwarded request: {why}");
+        ApiError::new(StatusCode::UNAUTHORIZED, why.to_string()).into_response()
+    };
+    let Some(key) = state.cluster_key.as_ref() else {
+        return Err(refuse(ForwardRefused::NoKey));
+    };
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(FORWARDED).unwrap_or_default().to_string();
+    let signature = header(SIGNATURE).map(str::to_string);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    let bytes = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(format!("cannot read the forwarded body: {e}")).into_response()
+        })?;
+    let now = crate::clock::now_epoch() as u64;
+    key.verify(
+        parts.method.as_str(),
+        &path,
+        &host,
+        signature.as_deref(),
+        &bytes,
+        now,
+    )
+    .map_err(refuse)?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Over TLS, directly or behind a proxy that says so.

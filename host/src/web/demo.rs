@@ -82,6 +82,9 @@ pub async fn send_demo_transcription(
     if session_id.is_empty() {
         return Err(ApiError::bad_request("session_id is empty"));
     }
+    if !crate::cluster::forward::valid_session_id(session_id) {
+        return Err(ApiError::bad_request(super::elsewhere::INVALID_SESSION_ID));
+    }
     if let Some(answer) = super::elsewhere::forwarded(
         &state,
         session_id,
@@ -134,7 +137,9 @@ pub async fn send_demo_transcription(
                 crate::metrics::CALLS_REFUSED.add("chat", 1);
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            ChatError::NoEntry(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ChatError::NoEntry(_) | ChatError::Elsewhere(_) | ChatError::Ended => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         })?;
     let suggestions = state

@@ -18,29 +18,32 @@ pub async fn forwarded(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Option<Response> {
+    if !forward::valid_session_id(session_id) {
+        return Some(super::ApiError::bad_request(INVALID_SESSION_ID).into_response());
+    }
+    // A forwarded request was checked by `auth::require` (its signature).
     if headers.contains_key(forward::FORWARDED) || state.chats.holds(session_id).await {
         return None;
     }
     let (store, me) = (state.sessions.store()?, state.identity.as_ref()?);
     let address = forward::owner_elsewhere(store, &me.id, session_id).await?;
-    // This host checked the caller; the owner gets this host's token (the
-    // hosts of one service share it).
-    let authorization = state.api_token.as_ref().map(|t| format!("Bearer {t}"));
+    let Some(key) = state.cluster_key.as_ref() else {
+        tracing::warn!(session = %session_id, to = %address, "the call runs on another host, and without CALLPIPE_CLUSTER_SECRET this host cannot hand the request over");
+        return Some(
+            super::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call runs on another host, and this host has no cluster secret \
+                 (CALLPIPE_CLUSTER_SECRET) to hand the request over with",
+            )
+            .into_response(),
+        );
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     tracing::debug!(session = %session_id, to = %address, "forwarding {path} to the call's host");
     Some(
-        match forward::forward(
-            &address,
-            path,
-            &me.id,
-            authorization.as_deref(),
-            content_type,
-            body.to_vec(),
-        )
-        .await
-        {
+        match forward::forward(key, &address, path, &me.id, content_type, body.to_vec()).await {
             Ok(a) => {
                 let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
                 let mut response = (status, a.body).into_response();
@@ -56,6 +59,10 @@ pub async fn forwarded(
         },
     )
 }
+
+/// What a client is told when its session id could not be used safely.
+pub const INVALID_SESSION_ID: &str =
+    "session_id must be 1 to 128 characters among letters, digits and -_.:@+";
 
 /// Whether this host's memory is the session's truth: there is no store
 /// to ask, this host runs it, or it holds the session and no other host

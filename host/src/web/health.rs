@@ -9,18 +9,35 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready while capacity is left, the database answers and the host is not
-/// stopping.
+/// Ready while capacity is left, the host holds its lease (or, without
+/// one, the database answers) and the host is not stopping.
 pub async fn ready(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Value>) {
     let active = state.active_streams.load(Relaxed);
     let p = state.pipeline();
     let draining = state.is_draining();
-    let database = match state.sessions.store() {
-        Some(store) => match store.ping(std::time::Duration::from_secs(2)).await {
+    // With a lease, its renewals are the database check: a probe costs
+    // no connection (a flood of probes cannot starve the renewals), and a
+    // blip shorter than the lease takes no host out of rotation.
+    let database = match (state.sessions.store(), &state.lease) {
+        (Some(store), Some(lease)) => {
+            let since = lease.since_renewed().as_millis() as u64;
+            if lease.holds() {
+                json!({ "ok": true, "backend": store.backend(), "lease_renewed_ms_ago": since })
+            } else {
+                json!({
+                    "ok": false,
+                    "backend": store.backend(),
+                    "lease_renewed_ms_ago": since,
+                    "error": "this host could not renew its lease for longer than the lease: \
+                              it takes no new call until the database answers again",
+                })
+            }
+        }
+        (Some(store), None) => match store.ping(std::time::Duration::from_secs(2)).await {
             Ok(()) => json!({ "ok": true, "backend": store.backend() }),
             Err(e) => json!({ "ok": false, "backend": store.backend(), "error": e.to_string() }),
         },
-        None => json!({ "ok": true, "backend": "none" }),
+        (None, _) => json!({ "ok": true, "backend": "none" }),
     };
     let ready = active < state.max_calls() && !draining && database["ok"] == true;
     let code = if ready {

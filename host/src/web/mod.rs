@@ -109,6 +109,11 @@ pub struct AppInner {
     pub identity: Option<crate::cluster::Identity>,
     /// Set when the host stops: not ready, no new calls, event streams end.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Whether this host holds its lease (`serve` has one): without it, it
+    /// takes no new call.
+    pub lease: Option<Arc<crate::cluster::LeaseHealth>>,
+    /// Signs the requests this host forwards and checks those it gets.
+    pub cluster_key: Option<crate::cluster::forward::ClusterKey>,
 }
 
 #[derive(Clone)]
@@ -152,6 +157,8 @@ impl AppState {
             reloader,
             identity: None,
             draining: tokio::sync::watch::channel(false).0,
+            lease: None,
+            cluster_key: None,
         }))
     }
 
@@ -161,6 +168,26 @@ impl AppState {
             inner.identity = Some(identity);
         }
         self
+    }
+
+    /// The same state, as a member of the cluster: its lease's health and
+    /// the hosts' shared key (before it is shared).
+    pub fn with_cluster(
+        mut self,
+        lease: Arc<crate::cluster::LeaseHealth>,
+        key: Option<crate::cluster::forward::ClusterKey>,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.lease = Some(lease);
+            inner.cluster_key = key;
+        }
+        self
+    }
+
+    /// Whether this host lost its lease (it could not reach the database
+    /// for a lease's length): another host may soon take it for gone.
+    pub fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.holds())
     }
 
     /// Whether the host is stopping (SIGTERM): nothing new is taken on.

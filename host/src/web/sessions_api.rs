@@ -186,6 +186,7 @@ pub async fn stored_view(store: &crate::store::Store, id: &str) -> Result<Option
         "muted": false,
         "pipeline_version": call.pipeline_version,
         "host_id": call.host_id,
+        "ended_at": call.ended_at,
         "duration": duration.max(0.0) as u64,
         "total_segments": segments,
         "speakers": speakers
@@ -268,8 +269,14 @@ pub async fn context(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     raw: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let body: SiteContext = super::twilio_routes::parse_body(&headers, &raw)?;
+    // Kept where the call runs (its pipeline and live view are there).
+    let path = format!("/api/sessions/{id}/context");
+    if let Some(answer) = super::elsewhere::forwarded(&state, &id, &path, &headers, &raw).await {
+        return Ok(answer);
+    }
     for (name, v) in [
         ("customer", &body.customer),
         ("site", &body.site),
@@ -290,5 +297,5 @@ pub async fn context(
             format!("no live session `{id}`"),
         ));
     }
-    Ok(Json(json!({ "session_id": id, "context": value })))
+    Ok(Json(json!({ "session_id": id, "context": value })).into_response())
 }

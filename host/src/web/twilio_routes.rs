@@ -115,6 +115,9 @@ pub async fn initiate_call(
         .session_id
         .filter(|s| !s.is_empty())
         .unwrap_or_else(new_session_id);
+    if !crate::cluster::forward::valid_session_id(&session_id) {
+        return Err(ApiError::bad_request(super::elsewhere::INVALID_SESSION_ID));
+    }
     let base = public_http(&state, &headers);
     let query = serde_urlencoded::to_string([
         ("session_id", session_id.as_str()),
@@ -130,7 +133,7 @@ pub async fn initiate_call(
         &req.technician_name,
         Some(phone),
     );
-    let call = client
+    let call = match client
         .create_call(&NewCall {
             to: phone,
             from,
@@ -138,7 +141,15 @@ pub async fn initiate_call(
             status_callback: &status_callback,
         })
         .await
-        .map_err(rest_error)?;
+    {
+        Ok(call) => call,
+        Err(e) => {
+            // No call was placed: the session ends here instead of waiting
+            // for a stream that will never come.
+            state.sessions.set_status(&session_id, "failed");
+            return Err(rest_error(e));
+        }
+    };
     state.sessions.attach_call(&session_id, &call.sid);
     state.sessions.set_status(&session_id, &call.status);
     tracing::info!(call = %call.sid, session = %session_id, "outbound call initiated");

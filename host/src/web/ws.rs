@@ -59,6 +59,11 @@ pub(super) fn not_taking(state: &AppState) -> Option<String> {
     if state.is_draining() {
         return Some("draining: this host is stopping; another host takes new calls".into());
     }
+    if state.lease_lost() {
+        return Some(
+            "no lease: this host cannot reach the database; another host takes new calls".into(),
+        );
+    }
     overloaded()
 }
 
@@ -91,6 +96,8 @@ fn refuse(upgrade: WebSocketUpgrade, reason: String) -> Response {
         "refused-overloaded"
     } else if reason.starts_with("draining") {
         "refused-draining"
+    } else if reason.starts_with("no lease") {
+        "refused-no-lease"
     } else {
         "refused-at-capacity"
     };

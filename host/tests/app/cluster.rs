@@ -187,6 +187,7 @@ async fn two_hosts_behind_haproxy_are_one_service() {
             &[
                 ("CALLPIPE_DATABASE_URL", url.as_str()),
                 ("CALLPIPE_HOST_ID", id),
+                ("CALLPIPE_CLUSTER_SECRET", "test-cluster-secret-0123456789"),
             ],
             &pipeline,
         )
@@ -340,6 +341,7 @@ async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
             &[
                 ("CALLPIPE_DATABASE_URL", url.as_str()),
                 ("CALLPIPE_HOST_ID", id),
+                ("CALLPIPE_CLUSTER_SECRET", "test-cluster-secret-0123456789"),
                 ("CALLPIPE_LEASE_MS", "1500"),
                 ("CALLPIPE_DRAIN_S", "30"),
             ],

@@ -23,7 +23,7 @@ const SAID: &str = "La caméra du parking est éteinte depuis le changement du s
 
 /// A Postgres schema of its own behind a proxy: the schema, the URL through
 /// the proxy, the proxy; or `None` without a Postgres server.
-async fn database_behind_proxy() -> Option<(Schema, String, Proxy)> {
+pub(crate) async fn database_behind_proxy() -> Option<(Schema, String, Proxy)> {
     let db = Schema::create("faults").await?;
     // postgres://user@HOST:PORT/db...: the proxy takes HOST:PORT's place.
     let (scheme_user, rest) = db.base.split_once('@').expect("a URL with user@host");
@@ -33,7 +33,7 @@ async fn database_behind_proxy() -> Option<(Schema, String, Proxy)> {
     Some((db, url, proxy))
 }
 
-fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
+pub(crate) fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
     let rec = wav::read(&root().join("samples/technician-fr.wav")).expect("sample");
     let base = frames::frames(&rec, frames::TrackLayout::Mono(Track::Inbound))
         .remove(0)

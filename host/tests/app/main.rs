@@ -11,6 +11,7 @@ mod dashboard;
 mod faults;
 mod llm;
 mod models;
+mod partition;
 mod serve;
 mod speech;
 mod support;

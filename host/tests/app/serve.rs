@@ -57,6 +57,24 @@ async fn session(server: &Server, id: &str) -> Value {
     server.get_json(&format!("/api/sessions/{id}")).await
 }
 
+/// A call Twilio's REST API did not place leaves no session waiting for a
+/// stream: it ends `failed` at once (and, stored, a terminal status is
+/// final).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_twilio_did_not_place_ends_at_once() {
+    // Nothing listens on port 1: the REST call fails.
+    let server = start_with(&twilio_env("http://127.0.0.1:1"));
+    let r = server
+        .client()
+        .post(server.http("/twilio/initiate-call"))
+        .json(&json!({"phone_number": "+33612345678", "session_id": "s-unplaced"}))
+        .send()
+        .await
+        .expect("send");
+    assert!(!r.status().is_success(), "{}", r.status());
+    server.session_when("s-unplaced", "failed", 5).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_control_goes_through_twilios_rest_api() {
     let (api, log) = twilio_stand_in().await;

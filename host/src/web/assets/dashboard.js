@@ -461,6 +461,8 @@
     const box = $('message');
     const text = box.value.trim();
     if (!text) return;
+    // A session that ended stays ended: the next message starts a new one.
+    if (model.known && TERMINAL.includes(model.status)) newSession();
     const role = $('speaker').value;
     model.chat.push({ key: 'pending|' + Date.now(), role, text, pending: true });
     box.value = '';

@@ -50,6 +50,15 @@ impl Schema {
         self.url_via(&self.base)
     }
 
+    /// A pool on the schema (its tables as the servers see them).
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.url())
+            .await
+            .expect("a connection to the schema")
+    }
+
     pub async fn drop(self) {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA {} CASCADE",
