@@ -28,7 +28,13 @@ pub struct EdgeStore {
     path: PathBuf,
     /// Held for the store's life: one process owns a shard directory.
     _lock: std::fs::File,
+    /// Chunks stored since the indexes were last rebuilt.
+    unoptimized: std::sync::atomic::AtomicUsize,
 }
+
+/// Chunks stored before `finish` rebuilds the indexes: one article added
+/// through the API is flushed, not worth a rebuild of the whole store.
+const OPTIMIZE_AFTER: usize = 128;
 
 /// Stores open in this process, by directory: a second opener (a pipeline
 /// reload, a test) shares the first one's shard instead of locking itself out.
@@ -157,6 +163,7 @@ impl EdgeStore {
             shard
         };
         Ok(EdgeStore {
+            unoptimized: std::sync::atomic::AtomicUsize::new(OPTIMIZE_AFTER),
             shard: Arc::new(shard),
             path: path.to_path_buf(),
             _lock: lock,
@@ -184,6 +191,8 @@ impl EdgeStore {
     }
 
     pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
+        self.unoptimized
+            .fetch_add(points.len(), std::sync::atomic::Ordering::Relaxed);
         let shard = self.shard.clone();
         blocking(move || {
             let mut list = Vec::with_capacity(points.len());
@@ -210,15 +219,22 @@ impl EdgeStore {
         .await
     }
 
-    pub async fn delete_article(&self, article_id: &str) -> Result<(), VectorStoreError> {
+    /// Deletes the article's chunks that do not carry `keep_hash` (what an
+    /// update left of the old version), after the new chunks are stored.
+    pub async fn delete_stale(
+        &self,
+        article_id: &str,
+        keep_hash: &str,
+    ) -> Result<(), VectorStoreError> {
         let shard = self.shard.clone();
-        let filter = Filter::new_must(keyword(field::ARTICLE_ID, article_id));
+        let mut filter = Filter::new_must(keyword(field::ARTICLE_ID, article_id));
+        filter.must_not = Some(vec![keyword(field::CONTENT_HASH, keep_hash)]);
         blocking(move || {
             shard
                 .update(UpdateOperation::PointOperation(
                     PointOperations::DeletePointsByFilter(filter),
                 ))
-                .map_err(err("cannot delete the article"))
+                .map_err(err("cannot delete the article's old chunks"))
         })
         .await
     }
@@ -389,11 +405,22 @@ impl EdgeStore {
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
-    /// Persists and builds the vector indexes (after a large import).
+    /// Persists, and rebuilds the vector indexes once enough chunks were
+    /// stored since the last rebuild (and at the first import of a process).
     pub async fn finish(&self) -> Result<(), VectorStoreError> {
         let shard = self.shard.clone();
+        let optimize = self
+            .unoptimized
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| (n >= OPTIMIZE_AFTER).then_some(0),
+            )
+            .is_ok();
         blocking(move || {
-            shard.optimize().map_err(err("cannot optimize the store"))?;
+            if optimize {
+                shard.optimize().map_err(err("cannot optimize the store"))?;
+            }
             shard.flush().map_err(err("cannot flush the store"))
         })
         .await

@@ -256,17 +256,23 @@ impl KnowledgeBase {
                     payload: layout::payload(article, n, text, hash),
                 });
             }
-            for (article, _, replace) in &todo {
+            // New chunks first (one batch; point ids are per article and
+            // chunk, so they overwrite), then what is left of the old
+            // version: an error or a dropped request in between leaves the
+            // article whole, old or new, never gone.
+            self.store().await?.upsert(points).await?;
+            for (article, hash, replace) in &todo {
                 if *replace {
-                    self.store().await?.delete_article(&article.id).await?;
+                    self.store().await?.delete_stale(&article.id, hash).await?;
                 }
             }
-            self.store().await?.upsert(points).await?;
             for (article, _, _) in &todo {
                 progress(article);
             }
         }
-        self.store().await?.finish().await?;
+        if report.added + report.updated > 0 {
+            self.store().await?.finish().await?;
+        }
         if report.added + report.updated > 0 || self.fitted().is_none() {
             report.calibration = self.refit().await?;
         }

@@ -289,18 +289,29 @@ impl QdrantStore {
         Ok(())
     }
 
-    pub async fn delete_article(&self, article_id: &str) -> Result<(), VectorStoreError> {
+    /// Deletes the article's chunks that do not carry `keep_hash` (what an
+    /// update left of the old version), after the new chunks are stored.
+    pub async fn delete_stale(
+        &self,
+        article_id: &str,
+        keep_hash: &str,
+    ) -> Result<(), VectorStoreError> {
+        let mut filter = Filter::must([Condition::matches(
+            field::ARTICLE_ID,
+            article_id.to_string(),
+        )]);
+        filter.must_not = vec![Condition::matches(
+            field::CONTENT_HASH,
+            keep_hash.to_string(),
+        )];
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
-                    .points(Filter::must([Condition::matches(
-                        field::ARTICLE_ID,
-                        article_id.to_string(),
-                    )]))
+                    .points(filter)
                     .wait(true),
             )
             .await
-            .map_err(err("cannot delete the article"))?;
+            .map_err(err("cannot delete the article's old chunks"))?;
         Ok(())
     }
 

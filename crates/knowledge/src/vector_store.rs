@@ -26,8 +26,8 @@ impl VectorStore {
     pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
         dispatch!(self, s => s.upsert(points).await)
     }
-    pub async fn delete_article(&self, id: &str) -> Result<(), VectorStoreError> {
-        dispatch!(self, s => s.delete_article(id).await)
+    pub async fn delete_stale(&self, id: &str, keep_hash: &str) -> Result<(), VectorStoreError> {
+        dispatch!(self, s => s.delete_stale(id, keep_hash).await)
     }
     pub async fn content_hash(&self, id: &str) -> Result<Option<String>, VectorStoreError> {
         dispatch!(self, s => s.content_hash(id).await)
