@@ -210,11 +210,11 @@ impl ChatCalls {
     }
 
     /// Ends every chat session (the host stops).
+    /// Ends every chat session at once (their stages' `call-ended` work,
+    /// such as summaries, runs side by side, not one after another).
     pub async fn end_all(&self, sessions: &Sessions) {
         let ids: Vec<String> = self.calls.lock().await.keys().cloned().collect();
-        for id in ids {
-            self.end(&id, sessions).await;
-        }
+        futures_util::future::join_all(ids.iter().map(|id| self.end(id, sessions))).await;
     }
 
     /// Ends sessions idle for longer than `idle`.

@@ -145,6 +145,13 @@ pub struct Args {
     /// taken meanwhile, /ready says 503) before they are cut.
     #[arg(long, env = "CALLPIPE_DRAIN_S", default_value_t = 30)]
     drain_s: u64,
+    /// On SIGTERM, seconds the whole stop may take: the drain, the end of
+    /// chat sessions and the last writes to the store fit in it (the drain
+    /// is shortened to leave the rest 10 s). Keep the supervisor's grace
+    /// period above it (Kubernetes' terminationGracePeriodSeconds,
+    /// systemd's TimeoutStopSec, compose's stop_grace_period).
+    #[arg(long, env = "CALLPIPE_SHUTDOWN_S", default_value_t = 40)]
+    shutdown_s: u64,
     /// Seconds an ended session stays in memory; after that the store
     /// answers for it.
     #[arg(long, env = "CALLPIPE_SESSION_GRACE_S", default_value_t = 60)]
@@ -447,28 +454,45 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "dashboard: http://{host}/demo/technician?token=TOKEN, operations: http://{host}/?token=TOKEN ({from})"
         );
     }
-    let drain = Duration::from_secs(args.drain_s);
+    // One budget for the whole stop: the drain leaves the rest of it to
+    // ending chats and storing what is queued.
+    let budget = Duration::from_secs(args.shutdown_s.max(1));
+    let drain = Duration::from_secs(args.drain_s).min(budget.saturating_sub(AFTER_DRAIN));
+    let stopping: Arc<std::sync::OnceLock<tokio::time::Instant>> = Arc::default();
     axum::serve(listener, app)
         .with_graceful_shutdown({
             let state = state.clone();
+            let stopping = stopping.clone();
             async move {
                 shutdown().await;
+                let _ = stopping.set(tokio::time::Instant::now());
                 drain_calls(&state, drain).await;
             }
         })
         .await
         .context("server failed")?;
+    let deadline = *stopping.get_or_init(tokio::time::Instant::now) + budget;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     reaper.abort();
     if let Some(w) = watcher {
         w.abort();
     }
-    end_what_is_left(&state).await;
+    // Half of what is left at most for the chats' last work (summaries),
+    // so the store still gets its writes.
+    if tokio::time::timeout(left() / 2, end_what_is_left(&state))
+        .await
+        .is_err()
+    {
+        tracing::warn!("ending the chat sessions took too long; storing what is queued");
+    }
     // What calls produced up to the end is queued for the store: flush it
     // before closing the pool.
-    if !sessions.flush(SHUTDOWN_FLUSH).await {
+    let flush = left().max(Duration::from_secs(1));
+    if !sessions.flush(flush).await {
         tracing::error!(
-            "the store did not take every queued write within {} s; the rest is lost",
-            SHUTDOWN_FLUSH.as_secs()
+            "the store did not take every queued write within the stop's budget \
+             ({} s, CALLPIPE_SHUTDOWN_S); the rest is lost",
+            budget.as_secs()
         );
     }
     cluster.leave().await;
@@ -515,8 +539,9 @@ async fn end_what_is_left(state: &AppState) {
     state.chats.end_all(&state.sessions).await;
 }
 
-/// How long shutdown waits for the store to take what is queued.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(30);
+/// What a stop keeps after the drain for ending chats and storing what is
+/// queued.
+const AFTER_DRAIN: Duration = Duration::from_secs(10);
 
 async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -309,7 +309,26 @@ pub async fn voice(
 ) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let call_sid = form.get("CallSid").cloned().unwrap_or_default();
-    // A call the host cannot hold is told so, not streamed into a refusal.
+    // This host stopping or without its lease is this host's trouble, not
+    // the service's: 503, so the balancer retries another host (haproxy's
+    // `retry-on 503`) or Twilio its fallback URL, instead of a busy tone.
+    if state.is_draining() || state.lease_lost() {
+        let reason = if state.is_draining() {
+            "draining: this host is stopping"
+        } else {
+            "no lease: this host cannot reach the database"
+        };
+        tracing::warn!("sent a call elsewhere: {reason}");
+        crate::metrics::CALLS_REFUSED.add("voice", 1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("{reason}; another host takes the call"),
+        )
+            .into_response();
+    }
+    // A call the service cannot hold is told so, not streamed into a
+    // refusal.
     let full = state
         .active_streams
         .load(std::sync::atomic::Ordering::Acquire)

@@ -328,3 +328,89 @@ fn the_bundle_runs_without_the_sources() {
         "nothing was built: {stderr}"
     );
 }
+
+/// The deploy files give a stop more time than callpipe's own budget for it
+/// (so the supervisor's SIGKILL never drops queued writes), and hold no
+/// secret value: every password and secret comes from the environment or a
+/// Secret.
+#[test]
+fn deploy_files_outlast_the_stop_and_hold_no_secret() {
+    let help = Command::new(env!("CARGO_BIN_EXE_callpipe"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    // `--shutdown-s <SHUTDOWN_S>  ... [env: CALLPIPE_SHUTDOWN_S=] [default: 40]`
+    let budget: u64 = help
+        .split("--shutdown-s")
+        .nth(1)
+        .and_then(|rest| rest.split("[default: ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no --shutdown-s default in:\n{help}"));
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).expect(p);
+    let number_after = |text: &str, key: &str| -> u64 {
+        let rest = text
+            .split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no `{key}`"));
+        rest.trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("`{key}` has no number"))
+    };
+    let compose = read("deploy/compose.yaml");
+    let k8s = read("deploy/k8s/callpipe.yaml");
+    let systemd = read("deploy/callpipe.service");
+    for (file, grace) in [
+        ("compose.yaml", number_after(&compose, "stop_grace_period:")),
+        (
+            "callpipe.yaml",
+            number_after(&k8s, "terminationGracePeriodSeconds:"),
+        ),
+        (
+            "callpipe.service",
+            number_after(&systemd, "TimeoutStopSec="),
+        ),
+    ] {
+        assert!(grace > budget, "{file}: {grace} s <= the stop's {budget} s");
+    }
+    // In compose, every password, secret or token is `${VAR...}`.
+    for line in compose.lines() {
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let key = key.to_uppercase();
+        if ["PASSWORD", "SECRET", "TOKEN"]
+            .iter()
+            .any(|k| key.contains(k))
+        {
+            let value = value.trim();
+            assert!(
+                value.is_empty() || value.starts_with("${"),
+                "compose.yaml writes a secret: {line}"
+            );
+        }
+        if key.contains("DATABASE_URL") {
+            assert!(
+                !value.contains(":callpipe@"),
+                "compose.yaml writes the database password: {line}"
+            );
+        }
+    }
+    // In the manifest, secrets come from a Secret.
+    for name in [
+        "CALLPIPE_API_TOKEN",
+        "CALLPIPE_STREAM_SECRET",
+        "CALLPIPE_CLUSTER_SECRET",
+    ] {
+        let after = k8s
+            .split(&format!("name: {name}"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("the manifest sets no {name}"));
+        let next = after.lines().nth(1).unwrap_or_default();
+        assert!(next.contains("secretKeyRef"), "{name}: {next}");
+    }
+}

@@ -89,6 +89,13 @@ async fn a_host_cut_from_the_database_keeps_its_calls() {
         !ready_becomes(&a, false, 10).await,
         "A says it is not ready without its lease"
     );
+    let voice = reqwest::Client::new()
+        .post(a.http("/twilio/voice"))
+        .form(&[("CallSid", "CAwhilecut")])
+        .send()
+        .await
+        .expect("voice");
+    assert_eq!(voice.status(), 503, "a call goes to another host");
     let refused = simulator::run(call(&a.ws(), "while-cut", 1, 1.0)).await;
     assert_eq!(
         refused.connected.load(std::sync::atomic::Ordering::Relaxed),
