@@ -240,10 +240,15 @@ impl LlmService {
         let deadline = Duration::from_millis(u64::from(request.deadline_ms.max(1)));
         match tokio::time::timeout(deadline, self.complete_within(request)).await {
             Ok(result) => result,
-            Err(_) => Err(LlmError::Timeout(format!(
-                "no completion within the stage's {} ms",
-                request.deadline_ms
-            ))),
+            Err(_) => {
+                // A hung endpoint is a failing one, even when the stage's
+                // deadline, not a try's timeout, is what ran out.
+                self.count_failure();
+                Err(LlmError::Timeout(format!(
+                    "no completion within the stage's {} ms",
+                    request.deadline_ms
+                )))
+            }
         }
     }
 
@@ -337,13 +342,26 @@ impl LlmService {
             return Attempt::Retry(format!("endpoint answered {status}"));
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = read_limited(response, 4096).await.unwrap_or_default();
+            // What this request carried (its size, its content) is not the
+            // endpoint's fault; a key refused, a wrong address or method is,
+            // and keeps failing for every request.
+            if !matches!(status.as_u16(), 400 | 413 | 422) {
+                self.count_failure();
+            }
             return Attempt::Fail(LlmError::Refused(format!(
                 "endpoint refused the request ({status}): {}",
-                body.chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             )));
         }
-        let answer: WireResponse = match response.json().await {
+        let body = match read_limited(response, MAX_ANSWER_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Retry(e),
+        };
+        let answer: WireResponse = match serde_json::from_slice(&body) {
             Ok(a) => a,
             Err(e) => return Attempt::Retry(format!("unreadable answer: {e}")),
         };
@@ -386,6 +404,26 @@ impl LlmService {
             );
         }
     }
+}
+
+/// The most of an answer that is read: a completion of a few hundred
+/// tokens is a few KiB; an endpoint that sends more is not one.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The body, up to `limit` bytes.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("the answer broke off: {e}"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("an answer over {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl Host for CapabilityContext {
@@ -597,6 +635,62 @@ mod tests {
         }
         // Bounded by the deadline, not by the endpoint's 2 s.
         assert!(started.elapsed() < Duration::from_millis(1_500));
+    }
+
+    /// An endpoint that accepts and never answers: the stage's deadline
+    /// cuts each request, each counts as a failure, and once the circuit is
+    /// open the next request is refused without reaching the endpoint.
+    #[tokio::test]
+    async fn a_hung_endpoint_opens_the_circuit() {
+        let stand = Stand::default();
+        stand.replies.lock().expect("replies").extend([
+            (200, answer("trop tard"), 5_000),
+            (200, answer("trop tard"), 5_000),
+        ]);
+        let url = serve(stand.clone()).await;
+        let llm = service(&url, "retries = 0\nbreaker_failures = 2");
+        for _ in 0..2 {
+            assert!(matches!(
+                llm.complete(&request(100)).await,
+                Err(LlmError::Timeout(_))
+            ));
+        }
+        let calls = stand.calls.load(Ordering::SeqCst);
+        match llm.complete(&request(100)).await {
+            Err(LlmError::Unavailable(m)) => assert!(m.contains("circuit open"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            stand.calls.load(Ordering::SeqCst),
+            calls,
+            "not called while open"
+        );
+    }
+
+    /// A refused key (401) fails every request: it counts towards the
+    /// circuit; a 400 (this request's content) does not.
+    #[tokio::test]
+    async fn a_refused_key_opens_the_circuit_a_bad_request_does_not() {
+        let stand = Stand::default();
+        stand.replies.lock().expect("replies").extend([
+            (400, serde_json::json!({"error": "bad"}), 0),
+            (400, serde_json::json!({"error": "bad"}), 0),
+            (401, serde_json::json!({"error": "key"}), 0),
+            (401, serde_json::json!({"error": "key"}), 0),
+        ]);
+        let url = serve(stand.clone()).await;
+        let llm = service(&url, "retries = 0\nbreaker_failures = 2");
+        for _ in 0..4 {
+            assert!(matches!(
+                llm.complete(&request(2_000)).await,
+                Err(LlmError::Refused(_))
+            ));
+        }
+        match llm.complete(&request(2_000)).await {
+            Err(LlmError::Unavailable(m)) => assert!(m.contains("circuit open"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(stand.calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

@@ -52,6 +52,7 @@ pub fn validate<'a>(
     if file.stages.is_empty() {
         diags.push(map.at(None, None, "the pipeline has no [[stages]]"));
     }
+    llm_budgets(map, file, &mut diags);
     let mut seen = HashSet::new();
     let plans = file
         .stages
@@ -90,6 +91,45 @@ fn pipeline_section(map: &SourceMap<'_>, file: &PipelineFile, diags: &mut Vec<Di
     for (name, section) in file.capabilities.sections() {
         if let Err(message) = no_server_secrets(name, section.get_ref()) {
             diags.push(map.at(Some(section.span()), None, message));
+        }
+    }
+}
+
+/// A stage that asks the model gives each request its budget
+/// (`llm_timeout_ms` in its config); a try of `[capabilities.llm]` longer
+/// than that budget would be cut by the stage before it could fail on its
+/// own, so the endpoint's failures would never be seen.
+fn llm_budgets(map: &SourceMap<'_>, file: &PipelineFile, diags: &mut Vec<Diagnostic>) {
+    let Some(llm) = &file.capabilities.llm else {
+        return;
+    };
+    let Some(per_try) = llm
+        .get_ref()
+        .get("timeout_ms")
+        .and_then(toml::Value::as_integer)
+    else {
+        return;
+    };
+    for spec in &file.stages {
+        let s = spec.get_ref();
+        let granted = s.grants.iter().any(|g| g.get_ref() == "llm");
+        let budget = s
+            .config
+            .as_ref()
+            .and_then(|c| c.get_ref().get("llm_timeout_ms"))
+            .and_then(toml::Value::as_integer);
+        if let (true, Some(budget)) = (granted, budget)
+            && per_try > budget
+        {
+            diags.push(map.at(
+                Some(llm.span()),
+                Some(s.name.get_ref()),
+                format!(
+                    "[capabilities.llm] timeout_ms = {per_try} (one try) is longer than this \
+                     stage's llm_timeout_ms = {budget}: the stage would give up before a hung \
+                     endpoint is counted as failing; make timeout_ms at most {budget}"
+                ),
+            ));
         }
     }
 }
@@ -282,6 +322,36 @@ mod tests {
         let (plans, messages) = check(&text);
         assert_eq!(plans, [(None, false)]);
         assert!(messages[0].starts_with("6:13 "), "{messages:?}");
+    }
+
+    #[test]
+    fn a_model_try_longer_than_a_stages_budget_is_refused() {
+        let llm = "[capabilities.llm]\nbackend = \"openai\"\nurl = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n";
+        let asking = |budget: u32| {
+            stage(
+                "clarifier",
+                &format!("grants = [\"llm\"]\n[stages.config]\nllm_timeout_ms = {budget}"),
+            )
+        };
+        let text = format!("{HEAD}{llm}timeout_ms = 3000\n\n{}", asking(1500));
+        let (_, messages) = check(&text);
+        assert!(
+            // Located at the [capabilities.llm] section (line 4 or its first key).
+            messages
+                .iter()
+                .any(|m| (m.starts_with("4:") || m.starts_with("5:"))
+                    && m.contains("timeout_ms = 3000")
+                    && m.contains("llm_timeout_ms = 1500")),
+            "{messages:?}"
+        );
+        let text = format!("{HEAD}{llm}timeout_ms = 1500\n\n{}", asking(1500));
+        assert!(check(&text).1.is_empty());
+        // A stage without the grant sets no budget for the model.
+        let text = format!(
+            "{HEAD}{llm}timeout_ms = 3000\n\n{}",
+            stage("other", "[stages.config]\nllm_timeout_ms = 100")
+        );
+        assert!(check(&text).1.is_empty());
     }
 
     #[test]
