@@ -165,7 +165,7 @@ impl Clarifier {
             self.config.llm_timeout_ms,
         );
         match (self.model)(&request) {
-            Ok(c) => match crate::wording::accept(&c.text, language, &self.asked_texts) {
+            Ok(c) => match crate::wording::accept(&c.text, language, &self.asked_texts, &a.query) {
                 Ok(q) => q,
                 Err(why) => {
                     callpipe_sdk::capability::warn(&format!(
