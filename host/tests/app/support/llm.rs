@@ -32,6 +32,9 @@ pub enum Behaviour {
     Failing,
     /// Answers at once, but its answers from articles cite none of them.
     CitesNothing,
+    /// Does what the caller's words tell it: its question reads back what
+    /// the technician said (an injected instruction, a number).
+    EchoesCaller,
 }
 
 pub struct ModelStandIn {
@@ -64,7 +67,7 @@ pub async fn model_stand_in(behaviour: Behaviour) -> ModelStandIn {
                         return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({})));
                     }
                     Behaviour::Slow(d) => tokio::time::sleep(d).await,
-                    Behaviour::Good | Behaviour::CitesNothing => {}
+                    Behaviour::Good | Behaviour::CitesNothing | Behaviour::EchoesCaller => {}
                 }
                 let first_article = user
                     .strip_prefix('[')
@@ -90,6 +93,16 @@ pub async fn model_stand_in(behaviour: Behaviour) -> ModelStandIn {
                         "outcome": "Article sample-001 proposé",
                     })
                     .to_string()
+                } else if matches!(behaviour, Behaviour::EchoesCaller) {
+                    // The clarifier quotes the technician « like this ».
+                    let said = user
+                        .split('«')
+                        .nth(1)
+                        .and_then(|rest| rest.split('»').next())
+                        .unwrap_or("")
+                        .trim()
+                        .trim_end_matches('.');
+                    format!("{said} ?")
                 } else {
                     QUESTION.to_string()
                 };
