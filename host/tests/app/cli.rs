@@ -330,9 +330,10 @@ fn the_bundle_runs_without_the_sources() {
 }
 
 /// The deploy files give a stop more time than callpipe's own budget for it
-/// (so the supervisor's SIGKILL never drops queued writes), and hold no
-/// secret value: every password and secret comes from the environment or a
-/// Secret.
+/// (so the supervisor's SIGKILL never drops queued writes), hold no secret
+/// value (every password and secret comes from the environment or a
+/// Secret), and run without privileges. The images are not built here (no
+/// registry for base images): the files are read.
 #[test]
 fn deploy_files_outlast_the_stop_and_hold_no_secret() {
     let help = Command::new(env!("CARGO_BIN_EXE_callpipe"))
@@ -378,12 +379,12 @@ fn deploy_files_outlast_the_stop_and_hold_no_secret() {
         assert!(grace > budget, "{file}: {grace} s <= the stop's {budget} s");
     }
     // In compose, every password, secret or token is `${VAR...}`.
-    for line in compose.lines() {
+    for line in compose.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let Some((key, value)) = line.trim().split_once(':') else {
             continue;
         };
         let key = key.to_uppercase();
-        if ["PASSWORD", "SECRET", "TOKEN"]
+        if ["PASSWORD", "SECRET", "TOKEN", "KEY"]
             .iter()
             .any(|k| key.contains(k))
         {
@@ -400,11 +401,37 @@ fn deploy_files_outlast_the_stop_and_hold_no_secret() {
             );
         }
     }
+    // The image's last stage runs as a user, not root; the pods run without
+    // privileges on a read-only root filesystem, within limits; Qdrant
+    // gets an API key in compose and Kubernetes alike.
+    let dockerfile = read("deploy/Dockerfile");
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap_or_default();
+    let user = last_stage
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .next_back()
+        .expect("the image's last stage sets USER");
+    assert!(
+        !["root", "0", "0:0"].contains(&user.trim()),
+        "the image runs as {user}"
+    );
+    for needle in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop: [ALL]",
+        "limits:",
+    ] {
+        assert!(k8s.contains(needle), "the manifest lacks `{needle}`");
+    }
+    assert!(compose.contains("QDRANT__SERVICE__API_KEY: ${QDRANT_API_KEY"));
+    assert!(compose.contains("    QDRANT_API_KEY: ${QDRANT_API_KEY"));
     // In the manifest, secrets come from a Secret.
     for name in [
         "CALLPIPE_API_TOKEN",
         "CALLPIPE_STREAM_SECRET",
         "CALLPIPE_CLUSTER_SECRET",
+        "QDRANT_API_KEY",
     ] {
         let after = k8s
             .split(&format!("name: {name}"))
