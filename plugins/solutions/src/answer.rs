@@ -63,14 +63,28 @@ pub fn answer_request(articles: &[&Hit], language: &str, deadline_ms: u32) -> Co
     request(system.into(), user, 400, deadline_ms)
 }
 
-/// The retrieved ids the answer cites, in order; none cited: `None`.
-pub fn cited(text: &str, retrieved: &[&str]) -> Option<Vec<String>> {
-    let ids: Vec<String> = retrieved
+/// The shown articles' ids the answer cites, in order; `None` when it cites
+/// none of them, or cites an article that was retrieved but not shown (the
+/// agent could not check what it says against that article).
+pub fn cited(text: &str, shown: &[&str], retrieved: &[&str]) -> Option<Vec<String>> {
+    let cites = |id: &str| text.contains(&format!("[{id}]"));
+    if retrieved.iter().any(|id| !shown.contains(id) && cites(id)) {
+        return None;
+    }
+    let ids: Vec<String> = shown
         .iter()
-        .filter(|id| text.contains(&format!("[{id}]")))
+        .filter(|id| cites(id))
         .map(|id| id.to_string())
         .collect();
     (!ids.is_empty()).then_some(ids)
+}
+
+/// Why an answer may not be shown though it cites a shown article: a link
+/// or an address (nothing in an article needs the agent to follow one the
+/// model wrote).
+pub fn refused(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    (lower.contains("://") || lower.contains("www.")).then_some("a link")
 }
 
 #[cfg(test)]
@@ -86,12 +100,24 @@ mod tests {
         assert_eq!(one_query(""), None);
         assert_eq!(one_query("caméra"), None);
         assert_eq!(one_query("ligne un\nligne deux"), None);
+        let shown = ["sample-001"];
         let retrieved = ["sample-001", "sample-004"];
         assert_eq!(
-            cited("1. Redémarrer le switch [sample-001].", &retrieved),
+            cited("1. Redémarrer le switch [sample-001].", &shown, &retrieved),
             Some(vec!["sample-001".into()])
         );
-        assert_eq!(cited("1. Redémarrer le switch.", &retrieved), None);
-        assert_eq!(cited("Voir [sample-999].", &retrieved), None);
+        assert_eq!(cited("1. Redémarrer le switch.", &shown, &retrieved), None);
+        assert_eq!(cited("Voir [sample-999].", &shown, &retrieved), None);
+        // Retrieved but not shown: the agent never saw it.
+        assert_eq!(cited("Voir [sample-004].", &shown, &retrieved), None);
+        assert_eq!(
+            cited("[sample-001] puis [sample-004].", &shown, &retrieved),
+            None
+        );
+        assert_eq!(
+            refused("Voir https://exemple.fr [sample-001]"),
+            Some("a link")
+        );
+        assert_eq!(refused("1. Redémarrer [sample-001]."), None);
     }
 }

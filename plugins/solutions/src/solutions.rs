@@ -428,10 +428,14 @@ impl Solutions {
             }
         };
         let retrieved: Vec<&str> = hits.iter().map(|h| h.article_id.as_str()).collect();
-        let Some(cited) = crate::answer::cited(&text, &retrieved) else {
-            kb.warn("the model's answer cites no retrieved article: not shown");
+        let Some(cited) = crate::answer::cited(&text, &ids, &retrieved) else {
+            kb.warn("the model's answer cites no shown article, or one not shown: not shown");
             return None;
         };
+        if let Some(why) = crate::answer::refused(&text) {
+            kb.warn(&format!("the model's answer carries {why}: not shown"));
+            return None;
+        }
         let top = articles.first()?;
         Some(Event::Suggestion(Suggestion {
             id: format!("answer-{}", ids.join("-")),
@@ -589,9 +593,12 @@ mod tests {
             !kb.prompts[0].messages[1].content.contains("steps of b"),
             "only shown articles"
         );
-        // Cites nothing retrieved, or the model fails: the article alone.
+        // Cites nothing shown, cites an article retrieved but not shown,
+        // carries a link, or the model fails: the article alone.
         for answer in [
             Ok("1. Redémarrer le switch.".to_string()),
+            Ok("1. Redémarrer le switch [b].".to_string()),
+            Ok("1. Voir https://exemple.fr/aide [a].".to_string()),
             Err(LlmError::Timeout("2000 ms".into())),
         ] {
             let mut s = Solutions::from_json(on, "fr").unwrap();
