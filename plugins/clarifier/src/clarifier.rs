@@ -73,11 +73,14 @@ fn default_question(slot: &str, language: &str) -> Option<&'static str> {
     })
 }
 
-fn title(language: &str) -> &'static str {
-    if language == "en" {
-        "Clarifying question"
-    } else {
-        "Question de clarification"
+/// The card's title; a question the model worded says so, so the agent
+/// knows it is not a vetted template.
+fn title(language: &str, by_model: bool) -> &'static str {
+    match (language == "en", by_model) {
+        (true, false) => "Clarifying question",
+        (true, true) => "Clarifying question (worded by the AI model)",
+        (false, false) => "Question de clarification",
+        (false, true) => "Question de clarification (formulée par le modèle d'IA)",
     }
 }
 
@@ -151,10 +154,11 @@ impl Clarifier {
     }
 
     /// The template question, or the model's wording of it when the
-    /// pipeline turned the model on and its answer passes the checks.
-    fn word(&self, slot: &str, language: &str, a: &Analysis, template: String) -> String {
+    /// pipeline turned the model on and its answer passes the checks; and
+    /// whether the model wrote it.
+    fn word(&self, slot: &str, language: &str, a: &Analysis, template: String) -> (String, bool) {
         if !self.config.llm {
-            return template;
+            return (template, false);
         }
         let request = crate::wording::request(
             slot,
@@ -166,12 +170,12 @@ impl Clarifier {
         );
         match (self.model)(&request) {
             Ok(c) => match crate::wording::accept(&c.text, language, &self.asked_texts, &a.query) {
-                Ok(q) => q,
+                Ok(q) => (q, true),
                 Err(why) => {
                     callpipe_sdk::capability::warn(&format!(
                         "the model's question was not used ({why}); asking the template"
                     ));
-                    template
+                    (template, false)
                 }
             },
             Err(e) => {
@@ -179,7 +183,7 @@ impl Clarifier {
                     "no question from the model ({}); asking the template",
                     callpipe_sdk::capability::describe_llm(&e)
                 ));
-                template
+                (template, false)
             }
         }
     }
@@ -236,7 +240,7 @@ impl Clarifier {
         let Some(template) = self.text(&slot, &language) else {
             return Vec::new();
         };
-        let text = self.word(&slot, &language, a, template);
+        let (text, by_model) = self.word(&slot, &language, a, template);
         self.asked_texts.push(text.clone());
         self.asked.push(slot.clone());
         self.last_question_ms = Some(self.now_ms);
@@ -244,7 +248,7 @@ impl Clarifier {
         let mut out = vec![Event::Suggestion(Suggestion {
             id: format!("question-{slot}"),
             kind: SuggestionKind::ClarificationQuestion,
-            title: title(&language).into(),
+            title: title(&language, by_model).into(),
             content: text.clone(),
             sources: vec![],
             // A question is not a guess: it is asked because a slot is empty.

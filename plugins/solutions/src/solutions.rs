@@ -441,9 +441,12 @@ impl Solutions {
             id: format!("answer-{}", ids.join("-")),
             kind: SuggestionKind::KnowledgeBase,
             title: if language == "en" {
-                format!("Suggested answer: {}", top.title)
+                format!("Suggested answer, written by the AI model: {}", top.title)
             } else {
-                format!("Réponse proposée : {}", top.title)
+                format!(
+                    "Réponse proposée, rédigée par le modèle d'IA : {}",
+                    top.title
+                )
             },
             content: text.trim().to_string(),
             sources: cited,
