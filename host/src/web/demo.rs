@@ -205,6 +205,12 @@ pub async fn get_session_suggestions(
             Json(json!({ "error": "Missing session_id" })),
         );
     };
+    if super::session_id::check(&id).is_err() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": super::session_id::INVALID })),
+        );
+    }
     let limit = q.limit.unwrap_or(10).clamp(1, 200);
     // Another host may run the session: then the store is the truth, not
     // a copy this host kept.

@@ -61,8 +61,7 @@ pub async fn forwarded(
 }
 
 /// What a client is told when its session id could not be used safely.
-pub const INVALID_SESSION_ID: &str =
-    "session_id must be 1 to 128 characters among letters, digits and -_.:@+";
+pub const INVALID_SESSION_ID: &str = super::session_id::INVALID;
 
 /// Whether this host's memory is the session's truth: there is no store
 /// to ask, this host runs it, or it holds the session and no other host

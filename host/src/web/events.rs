@@ -6,7 +6,7 @@
 
 use super::{ApiError, AppState};
 use crate::sessions::Published;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -85,7 +85,7 @@ fn data_of(p: &Published) -> String {
 
 pub async fn stream(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    super::session_id::SessionId(id): super::session_id::SessionId,
     Query(q): Query<After>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {

@@ -12,6 +12,7 @@ mod kb_import;
 mod ops;
 mod origin;
 mod prometheus;
+mod session_id;
 mod sessions_api;
 mod signature;
 mod twilio_routes;

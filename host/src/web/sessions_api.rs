@@ -4,7 +4,7 @@
 use super::{ApiError, AppState};
 use crate::sessions::Session;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -115,7 +115,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    super::session_id::SessionId(id): super::session_id::SessionId,
 ) -> Result<Json<Value>, ApiError> {
     // Live here: this host's memory is the truth. Otherwise (ended, or run
     // by another host) the store is, not a copy this host kept.
@@ -222,7 +222,7 @@ pub struct Mute {
 /// speaking on this call (its questions are still shown).
 pub async fn mute(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    super::session_id::SessionId(id): super::session_id::SessionId,
     headers: axum::http::HeaderMap,
     raw: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
@@ -266,7 +266,7 @@ const CONTEXT_FIELD: usize = 500;
 /// again when the session is reopened.
 pub async fn context(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    super::session_id::SessionId(id): super::session_id::SessionId,
     headers: axum::http::HeaderMap,
     raw: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {

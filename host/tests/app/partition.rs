@@ -331,6 +331,21 @@ async fn hosts_trust_signatures_not_headers_or_addresses() {
         .expect("chat");
         assert_eq!(r.status(), 400, "{bad}");
     }
+    // The same rule for ids in a path, checked once by its extractor.
+    for bad in ["a%20b", "%2E%2E", "x%0Ay"] {
+        for path in [
+            format!("/api/sessions/{bad}"),
+            format!("/api/sessions/{bad}/events"),
+        ] {
+            let r = client
+                .get(a.http(&path))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(r.status(), 400, "{path}");
+        }
+    }
     assert!(
         tokio::time::timeout(Duration::from_millis(300), seen.recv())
             .await
