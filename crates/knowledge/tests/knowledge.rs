@@ -187,8 +187,7 @@ async fn the_confidence_fits_itself_to_each_store() {
             read_all(&root().join("kb")),
             // Written from the articles, not from any evaluation phrasing
             // (tests/kb-quality/README.md).
-            "depuis le téléphone du client l'enregistreur apparaît déconnecté, \
-             alors que l'image est bonne sur le moniteur local",
+            "l'appli mobile indique que le NVR n'est pas en ligne",
             "sample-006",
         ),
         (
@@ -213,6 +212,12 @@ async fn the_confidence_fits_itself_to_each_store() {
             ))
             .await
             .unwrap();
+        eprintln!(
+            "{} articles: fault {:.2}, off-topic {:.2}",
+            articles.len(),
+            hits[0].confidence,
+            off[0].confidence
+        );
         // The store's own fit is strict (README, Answer quality): a fault
         // its articles answer is ranked above chatter they do not, by a
         // margin this test does not tune.
