@@ -261,6 +261,10 @@ async fn keep_lease(
     let mut every = tokio::time::interval(timing.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // After an outage this host may be the first back: the others have not
+    // had a chance to renew, and would look gone. It judges nobody until
+    // they have had a lease's time.
+    let mut judge_after: Option<Instant> = None;
     loop {
         every.tick().await;
         if let Err(e) = store
@@ -283,6 +287,10 @@ async fn keep_lease(
             failing = false;
             tracing::info!(host = %identity.id, "lease renewed again; checking this host's calls");
             reclaim_own(&identity.id, &store, &sessions).await;
+            judge_after = Some(Instant::now() + timing.lease);
+        }
+        if judge_after.is_some_and(|t| Instant::now() < t) {
+            continue;
         }
         sweep(&store, &sessions, timing).await;
     }

@@ -120,6 +120,60 @@ async fn a_host_cut_from_the_database_keeps_its_calls() {
     db.drop().await;
 }
 
+/// A second way to the schema of `db`, through its own proxy.
+async fn another_proxy(db: &Schema) -> (String, crate::support::proxy::Proxy) {
+    let (scheme_user, rest) = db.base.split_once('@').expect("a URL with user@host");
+    let (target, path) = rest.split_once('/').expect("a URL with a database");
+    let (proxy, port) = crate::support::proxy::Proxy::start(target.to_string()).await;
+    (
+        db.url_via(&format!("{scheme_user}@127.0.0.1:{port}/{path}")),
+        proxy,
+    )
+}
+
+/// Every host cut from the database at once, for longer than lease and
+/// grace: nobody can mark anything meanwhile. When the database comes back,
+/// B reaches it 1.5 s before A, and does not take A for gone before A could
+/// renew: the call is never marked, and it ends `completed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_cut_at_once_marks_nothing() {
+    let Some((db, via_a, proxy_a)) = database_behind_proxy().await else {
+        return;
+    };
+    let (via_b, proxy_b) = another_proxy(&db).await;
+    let host = |id: &str, url: &str| {
+        Server::start_logged(&[
+            ("CALLPIPE_DATABASE_URL", url),
+            ("CALLPIPE_HOST_ID", id),
+            ("CALLPIPE_LEASE_MS", "3000"),
+            ("CALLPIPE_CLUSTER_SECRET", SECRET),
+        ])
+    };
+    let (a, b) = (host("a", &via_a), host("b", &via_b));
+    let long = tokio::spawn(simulator::run(call(&a.ws(), "all-cut", 1, 20.0)));
+    b.session_when("all-cut", "in-progress", 20).await;
+    proxy_a.down();
+    proxy_b.down();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    proxy_b.up();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy_a.up();
+    let report = long.await.expect("call");
+    assert_eq!(report.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let s = b.session_when("all-cut", "completed", 30).await;
+    assert_eq!(s["host_id"], "a", "{s}");
+    assert!(!history(&s).contains(&"interrupted".into()), "{s}");
+    for (name, server) in [("a", &a), ("b", &b)] {
+        let log = server.log();
+        assert!(
+            !log.contains("marked interrupted") && !log.contains("reclaimed"),
+            "{name} judged a live host gone after the outage:\n{log}"
+        );
+    }
+    drop((a, b));
+    db.drop().await;
+}
+
 /// One call, one pipeline: a stream for a call host A runs, opened on host
 /// B (a replayed stream, a second connection), is refused by B; the call
 /// goes on on A.
