@@ -23,6 +23,8 @@ pub struct After {
 
 /// Replayed per query; a session's whole history comes in pages of this.
 const PAGE: i64 = 500;
+/// Event ids one stream remembers having sent.
+const MAX_DELIVERED: usize = 10_000;
 
 /// Live event streams open at once, across sessions.
 pub const MAX_SUBSCRIBERS: usize = 2_048;
@@ -120,12 +122,19 @@ pub async fn stream(
     tokio::spawn(async move {
         let _slot = slot;
         let mut sent = last;
-        // Replays stored events after `sent`; false once the client is gone.
+        // Ids sent on this stream. Ids are taken at insert and visible at
+        // commit, so an event relayed from another host may come after a
+        // higher id: it is sent unless it was sent already, not dropped for
+        // being below the newest.
+        let mut delivered = std::collections::BTreeSet::new();
+        // Replays stored events after `sent`; `None` once the client is
+        // gone, else the newest id and the ids sent.
         let replay = |sent: i64| {
             let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
             async move {
+                let mut ids = Vec::new();
                 let Some(store) = store else {
-                    return Some(sent);
+                    return Some((sent, ids));
                 };
                 let mut sent = sent;
                 loop {
@@ -133,24 +142,28 @@ pub async fn stream(
                         Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(session = %id, "cannot replay events: {e}");
-                            return Some(sent);
+                            return Some((sent, ids));
                         }
                     };
                     let n = page.len() as i64;
                     for e in page {
                         sent = e.id;
+                        ids.push(e.id);
                         if tx.send(sse(Some(e.id), &e.kind, e.data)).await.is_err() {
                             return None;
                         }
                     }
                     if n < PAGE {
-                        return Some(sent);
+                        return Some((sent, ids));
                     }
                 }
             }
         };
         match replay(sent).await {
-            Some(s) => sent = s,
+            Some((s, ids)) => {
+                sent = s;
+                delivered.extend(ids);
+            }
             None => return,
         }
         loop {
@@ -166,12 +179,16 @@ pub async fn stream(
             };
             match received {
                 Ok(p) if p.session_id == id => {
-                    // Already replayed from the store.
-                    if p.event_id.is_some_and(|e| e <= sent) {
-                        continue;
-                    }
                     if let Some(e) = p.event_id {
-                        sent = e;
+                        // The client had it before it connected, or this
+                        // stream sent it already (replayed from the store).
+                        if e <= last || !delivered.insert(e) {
+                            continue;
+                        }
+                        while delivered.len() > MAX_DELIVERED {
+                            delivered.pop_first();
+                        }
+                        sent = sent.max(e);
                     }
                     if tx
                         .send(sse(p.event_id, kind_of(&p), data_of(&p)))
@@ -183,7 +200,10 @@ pub async fn stream(
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => match replay(sent).await {
-                    Some(s) => sent = s,
+                    Some((s, ids)) => {
+                        sent = s;
+                        delivered.extend(ids);
+                    }
                     None => return,
                 },
                 Err(broadcast::error::RecvError::Closed) => return,
