@@ -230,8 +230,13 @@ impl Store {
         let forget =
             self.sql("DELETE FROM call_status WHERE session_id = ? AND status = 'interrupted'");
         let data = serde_json::json!({ "status": status, "at": at }).to_string();
+        // A write first: SQLite's transaction takes the write lock at once
+        // (a read that later upgrades fails "database is locked" at once
+        // when another writer holds it, without waiting).
+        let lock = self.sql("UPDATE calls SET status = status WHERE session_id = ?");
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(lock).bind(session_id).execute(&mut *tx).await?;
             let row = sqlx::query(current).bind(session_id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else {
                 return Err(StoreError::MissingCall(session_id.to_string()));
