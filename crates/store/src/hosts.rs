@@ -18,6 +18,18 @@ pub struct HostRow {
     pub lease_until: f64,
 }
 
+/// A `HostRow` from a row with `host_id`, `address` and `lease_until`
+/// (either backend's row type).
+macro_rules! host_row {
+    ($r:expr) => {
+        HostRow {
+            host_id: $r.try_get("host_id")?,
+            address: $r.try_get("address")?,
+            lease_until: $r.try_get("lease_until")?,
+        }
+    };
+}
+
 /// One event another host stored: its id and the host that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -197,13 +209,7 @@ impl Store {
         let sql = self.sql("SELECT host_id, address, lease_until FROM hosts WHERE host_id = ?");
         on_pool!(self, pool => {
             let row = sqlx::query(sql).bind(host_id).fetch_optional(pool).await?;
-            row.map(|r| -> Result<HostRow, sqlx::Error> {
-                Ok(HostRow {
-                    host_id: r.try_get("host_id")?,
-                    address: r.try_get("address")?,
-                    lease_until: r.try_get("lease_until")?,
-                })
-            })
+            row.map(|r| -> Result<HostRow, sqlx::Error> { Ok(host_row!(r)) })
             .transpose()
             .map_err(StoreError::from)
         })
@@ -354,13 +360,7 @@ impl Store {
         );
         on_pool!(self, pool => {
             let row = sqlx::query(sql).bind(session_id).bind(me).fetch_optional(pool).await?;
-            row.map(|r| -> Result<HostRow, sqlx::Error> {
-                Ok(HostRow {
-                    host_id: r.try_get("host_id")?,
-                    address: r.try_get("address")?,
-                    lease_until: r.try_get("lease_until")?,
-                })
-            })
+            row.map(|r| -> Result<HostRow, sqlx::Error> { Ok(host_row!(r)) })
             .transpose()
             .map_err(StoreError::from)
         })
