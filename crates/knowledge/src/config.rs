@@ -163,9 +163,7 @@ impl KnowledgeConfig {
                 "backend = \"qdrant\" needs `url` (e.g. http://localhost:6334)".into(),
             )
         })?;
-        let key = std::env::var(&self.api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty());
+        let key = callpipe_remote::api_key(Some(&self.api_key_env));
         Ok(qdrant_store::QdrantStore::connect(
             url,
             key,

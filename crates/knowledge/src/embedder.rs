@@ -177,19 +177,22 @@ impl EmbedderConfig {
                 timeout_ms,
                 retries,
             } => {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(*timeout_ms))
-                    .build()
+                let policy = callpipe_remote::Policy {
+                    timeout: Duration::from_millis(*timeout_ms),
+                    retries: *retries,
+                    backoff: Duration::from_millis(200),
+                };
+                let http = callpipe_remote::client(&policy)
                     .map_err(|e| EmbedError::Config(e.to_string()))?;
                 Ok(Arc::new(OpenAiEmbedder {
                     http,
+                    policy,
                     url: format!("{}/embeddings", url.trim_end_matches('/')),
                     model: model.clone(),
                     dim: *dimensions,
-                    api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+                    api_key: callpipe_remote::api_key(Some(api_key_env)),
                     query_prefix: query_prefix.clone(),
                     passage_prefix: passage_prefix.clone(),
-                    retries: *retries,
                 }))
             }
         }
@@ -398,14 +401,18 @@ fn embed_e5(
 
 pub struct OpenAiEmbedder {
     http: reqwest::Client,
+    policy: callpipe_remote::Policy,
     url: String,
     model: String,
     dim: usize,
     api_key: Option<String>,
     query_prefix: String,
     passage_prefix: String,
-    retries: u32,
 }
+
+/// The most of an answer that is read: a batch of a few hundred vectors
+/// of a few thousand floats, as JSON text.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 #[derive(Deserialize)]
 struct EmbeddingsResponse {
@@ -428,23 +435,22 @@ impl OpenAiEmbedder {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| (true, EmbedError::Unavailable(format!("{}: {e}", self.url))))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let retry = status.is_server_error() || status.as_u16() == 429;
-            let body: String = body.chars().take(200).collect();
-            return Err((
-                retry,
-                EmbedError::Unavailable(format!("{} answered {status}: {body}", self.url)),
-            ));
-        }
-        let mut parsed: EmbeddingsResponse = response
-            .json()
-            .await
+        let body = match callpipe_remote::exchange(request, &self.policy, MAX_ANSWER_BYTES).await {
+            callpipe_remote::Outcome::Answered { body, .. } => body,
+            callpipe_remote::Outcome::Retry(why) => {
+                return Err((
+                    true,
+                    EmbedError::Unavailable(format!("{}: {why}", self.url)),
+                ));
+            }
+            callpipe_remote::Outcome::Refused { status, body, .. } => {
+                return Err((
+                    false,
+                    EmbedError::Unavailable(format!("{} answered {status}: {body}", self.url)),
+                ));
+            }
+        };
+        let mut parsed: EmbeddingsResponse = serde_json::from_slice(&body)
             .map_err(|e| (false, EmbedError::Failed(format!("unexpected answer: {e}"))))?;
         parsed.data.sort_by_key(|d| d.index);
         if parsed.data.len() != input.len() {
@@ -504,10 +510,10 @@ impl Embedder for OpenAiEmbedder {
             loop {
                 match self.once(&input).await {
                     Ok(v) => return Ok(v),
-                    Err((true, e)) if attempt < self.retries => {
+                    Err((true, e)) if attempt < self.policy.retries => {
                         tracing::warn!("embedding try {} failed: {e}", attempt + 1);
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                         attempt += 1;
+                        self.policy.wait(attempt).await;
                     }
                     Err((_, e)) => return Err(e),
                 }

@@ -170,13 +170,12 @@ pub async fn forward(
     body: Vec<u8>,
 ) -> Result<Answer, String> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    });
+    let policy = callpipe_remote::Policy {
+        timeout: TIMEOUT,
+        retries: 0,
+        backoff: Duration::ZERO,
+    };
+    let client = CLIENT.get_or_init(|| callpipe_remote::client(&policy).unwrap_or_default());
     let url = format!("{address}{path}");
     let t = crate::clock::now_epoch() as u64;
     let signature = key.sign("POST", path, me, t, &body);
@@ -184,11 +183,12 @@ pub async fn forward(
         .post(&url)
         .header(FORWARDED, me)
         .header(SIGNATURE, signature)
+        .timeout(TIMEOUT)
         .body(body);
     if let Some(c) = content_type {
         request = request.header(reqwest::header::CONTENT_TYPE, c);
     }
-    let mut response = request
+    let response = request
         .send()
         .await
         .map_err(|e| format!("the call's host at {address} did not answer: {e}"))?;
@@ -203,20 +203,9 @@ pub async fn forward(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = callpipe_remote::read_limited(response, MAX_ANSWER)
         .await
-        .map_err(|e| format!("the call's host at {address} broke off its answer: {e}"))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(format!(
-                "the call's host at {address} answered more than {} MiB",
-                MAX_ANSWER >> 20
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .map_err(|e| format!("the call's host at {address}: {e}"))?;
     Ok(Answer {
         status,
         content_type,

@@ -68,6 +68,7 @@ struct TwilioError {
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
+    timeout: Duration,
     base: String,
     account_sid: String,
     auth_token: String,
@@ -90,13 +91,18 @@ impl TwilioClient {
         auth_token: &str,
         timeout: Duration,
     ) -> Result<Self, RestError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| RestError::Transport(e.to_string()))?;
+        // No retries: creating a call is not idempotent. No redirects: the
+        // account's credentials go with every request.
+        let policy = callpipe_remote::Policy {
+            timeout,
+            retries: 0,
+            backoff: Duration::ZERO,
+        };
+        let http =
+            callpipe_remote::client(&policy).map_err(|e| RestError::Transport(e.to_string()))?;
         Ok(Self {
             http,
+            timeout,
             base: base.trim_end_matches('/').to_string(),
             account_sid: account_sid.to_string(),
             auth_token: auth_token.to_string(),
@@ -153,14 +159,15 @@ impl TwilioClient {
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<CallResource, RestError> {
         let response = request
             .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| RestError::Transport(e.to_string()))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        // A call resource is a couple of KiB.
+        let body = callpipe_remote::read_limited(response, 1 << 20)
             .await
-            .map_err(|e| RestError::Transport(e.to_string()))?;
+            .map_err(RestError::Transport)?;
         if !status.is_success() {
             let err: Option<TwilioError> = serde_json::from_slice(&body).ok();
             return Err(RestError::Refused {

@@ -11,7 +11,6 @@
 use super::CapabilityContext;
 use crate::bindings::llm::{Completion, CompletionRequest, Host, LlmError, Role};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `[capabilities.llm]`.
@@ -99,34 +98,27 @@ impl LlmConfig {
         if model.trim().is_empty() {
             return Err(LlmSetupError::Config("`model` is empty".into()));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(*timeout_ms).min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| LlmSetupError::Config(e.to_string()))?;
+        let policy = callpipe_remote::Policy {
+            timeout: Duration::from_millis(*timeout_ms),
+            retries: *retries,
+            backoff: Duration::from_millis(*backoff_ms),
+        };
+        let http =
+            callpipe_remote::client(&policy).map_err(|e| LlmSetupError::Config(e.to_string()))?;
         Ok(LlmService {
             http,
             endpoint: format!("{}/chat/completions", url.trim_end_matches('/')),
             model: model.clone(),
-            api_key: api_key_env
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok())
-                .filter(|k| !k.is_empty()),
-            timeout: Duration::from_millis(*timeout_ms),
-            retries: *retries,
-            backoff: Duration::from_millis(*backoff_ms),
+            api_key: callpipe_remote::api_key(api_key_env.as_deref()),
+            policy,
             permits: tokio::sync::Semaphore::new((*max_concurrent).max(1)),
-            breaker: Mutex::default(),
-            breaker_failures: (*breaker_failures).max(1),
-            breaker_cooldown: Duration::from_millis(*breaker_cooldown_ms),
+            breaker: callpipe_remote::Breaker::new(
+                *breaker_failures,
+                Duration::from_millis(*breaker_cooldown_ms),
+            ),
             max_prompt_chars: *max_prompt_chars,
         })
     }
-}
-
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
 }
 
 /// A configured endpoint, shared by every stage instance of the pipeline.
@@ -135,13 +127,9 @@ pub struct LlmService {
     endpoint: String,
     model: String,
     api_key: Option<String>,
-    timeout: Duration,
-    retries: u32,
-    backoff: Duration,
+    policy: callpipe_remote::Policy,
     permits: tokio::sync::Semaphore,
-    breaker: Mutex<Breaker>,
-    breaker_failures: u32,
-    breaker_cooldown: Duration,
+    breaker: callpipe_remote::Breaker,
     max_prompt_chars: usize,
 }
 
@@ -201,10 +189,6 @@ impl LlmService {
         format!("openai-compatible {} model {}", self.endpoint, self.model)
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn check(&self, request: &CompletionRequest) -> Result<(), LlmError> {
         if request.messages.is_empty() {
             return Err(LlmError::InvalidRequest("no messages".into()));
@@ -253,12 +237,10 @@ impl LlmService {
     }
 
     async fn complete_within(&self, request: &CompletionRequest) -> Result<Completion, LlmError> {
-        if let Some(until) = self.breaker().open_until
-            && Instant::now() < until
-        {
+        if !self.breaker.allows(Instant::now()) {
             return Err(LlmError::Unavailable(format!(
                 "circuit open after {} failed requests",
-                self.breaker_failures
+                self.breaker.threshold()
             )));
         }
         let _permit = self
@@ -269,13 +251,11 @@ impl LlmService {
         let body = self.body(request);
         tracing::debug!(endpoint = %self.endpoint, "llm request: {body}");
         let mut last = String::new();
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
-            }
+        for attempt in 0..self.policy.tries() {
+            self.policy.wait(attempt).await;
             match self.attempt(&body).await {
                 Attempt::Done(c) => {
-                    *self.breaker() = Breaker::default();
+                    self.breaker.succeeded();
                     crate::metrics::LLM_TOKENS.add(c.prompt_tokens, c.completion_tokens);
                     tracing::debug!(endpoint = %self.endpoint, "llm completion: {}", c.text);
                     return Ok(c);
@@ -290,7 +270,7 @@ impl LlmService {
         self.count_failure();
         Err(LlmError::Unavailable(format!(
             "{} tries failed, last: {last}",
-            self.retries + 1
+            self.policy.tries()
         )))
     }
 
@@ -322,44 +302,25 @@ impl LlmService {
     }
 
     async fn attempt(&self, body: &serde_json::Value) -> Attempt {
-        let mut request = self
-            .http
-            .post(&self.endpoint)
-            .timeout(self.timeout)
-            .json(body);
+        let mut request = self.http.post(&self.endpoint).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(format!("no answer within {:?}", self.timeout));
+        let body = match callpipe_remote::exchange(request, &self.policy, MAX_ANSWER_BYTES).await {
+            callpipe_remote::Outcome::Answered { body, .. } => body,
+            callpipe_remote::Outcome::Retry(why) => return Attempt::Retry(why),
+            callpipe_remote::Outcome::Refused {
+                status,
+                body,
+                endpoint_fault,
+            } => {
+                if endpoint_fault {
+                    self.count_failure();
+                }
+                return Attempt::Fail(LlmError::Refused(format!(
+                    "endpoint refused the request ({status}): {body}"
+                )));
             }
-            Err(e) => return Attempt::Retry(format!("cannot reach the endpoint: {e}")),
-        };
-        let status = response.status();
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry(format!("endpoint answered {status}"));
-        }
-        if !status.is_success() {
-            let body = read_limited(response, 4096).await.unwrap_or_default();
-            // What this request carried (its size, its content) is not the
-            // endpoint's fault; a key refused, a wrong address or method is,
-            // and keeps failing for every request.
-            if !matches!(status.as_u16(), 400 | 413 | 422) {
-                self.count_failure();
-            }
-            return Attempt::Fail(LlmError::Refused(format!(
-                "endpoint refused the request ({status}): {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            )));
-        }
-        let body = match read_limited(response, MAX_ANSWER_BYTES).await {
-            Ok(b) => b,
-            Err(e) => return Attempt::Retry(e),
         };
         let answer: WireResponse = match serde_json::from_slice(&body) {
             Ok(a) => a,
@@ -392,15 +353,11 @@ impl LlmService {
     }
 
     fn count_failure(&self) {
-        let mut b = self.breaker();
-        b.failures += 1;
-        if b.failures >= self.breaker_failures {
-            b.open_until = Some(Instant::now() + self.breaker_cooldown);
-            b.failures = 0;
+        if self.breaker.failed() {
             tracing::error!(
                 endpoint = %self.endpoint,
                 "llm endpoint keeps failing: circuit open for {:?}",
-                self.breaker_cooldown
+                self.breaker.cooldown()
             );
         }
     }
@@ -409,22 +366,6 @@ impl LlmService {
 /// The most of an answer that is read: a completion of a few hundred
 /// tokens is a few KiB; an endpoint that sends more is not one.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// The body, up to `limit` bytes.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("the answer broke off: {e}"))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("an answer over {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
 
 impl Host for CapabilityContext {
     async fn complete(
@@ -477,8 +418,8 @@ mod tests {
     use super::*;
     use crate::bindings::llm::Message;
     use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     /// A test-only OpenAI-compatible server: answers each request with the
     /// next scripted reply, and keeps what it was sent.

@@ -8,6 +8,7 @@ pub mod log_budget;
 pub mod openai_transcriber;
 pub mod setup;
 pub mod speech;
+pub mod speech_to_text;
 pub mod transcriber;
 pub mod whisper_cpp;
 

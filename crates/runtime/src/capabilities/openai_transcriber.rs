@@ -7,9 +7,8 @@
 //! endpoint with the fewest requests in flight, and a circuit breaker per
 //! endpoint stops calling one that keeps failing.
 
-use super::transcriber::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
+use super::speech_to_text::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 use serde::Deserialize;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -31,36 +30,19 @@ pub struct OpenAiConfig {
     pub breaker_cooldown: Duration,
 }
 
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
 /// One endpoint of the pool.
 struct Member {
     base_url: String,
     /// Requests to it in flight now (least outstanding wins).
     outstanding: std::sync::atomic::AtomicUsize,
-    /// Consecutive failed tries on it.
-    breaker: Mutex<Breaker>,
-}
-
-impl Member {
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether a try may go to it now: closed, or open with its cooldown
-    /// over (half-open: the try decides).
-    fn usable(&self, now: Instant) -> bool {
-        self.breaker().open_until.is_none_or(|until| now >= until)
-    }
+    /// Consecutive failed requests on it.
+    breaker: callpipe_remote::Breaker,
 }
 
 pub struct OpenAiTranscriber {
     http: reqwest::Client,
     config: OpenAiConfig,
+    policy: callpipe_remote::Policy,
     members: Vec<Member>,
     /// Breaks ties between equally loaded endpoints, in turn.
     turn: std::sync::atomic::AtomicUsize,
@@ -108,8 +90,14 @@ pub fn wav_16k(audio: &[f32]) -> Vec<u8> {
 enum Attempt {
     Done(Transcription),
     Retry(String),
-    Fail(TranscriberError),
+    /// Not worth another try; true when it counts against the endpoint (a
+    /// key refused, a wrong address).
+    Fail(TranscriberError, bool),
 }
+
+/// The most of an answer that is read: a transcript with its segments is
+/// a few KiB; an endpoint that sends more is not one.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 impl OpenAiTranscriber {
     pub fn new(config: OpenAiConfig) -> Result<Self, TranscriberError> {
@@ -118,9 +106,12 @@ impl OpenAiTranscriber {
                 "the openai transcriber needs at least one `url`".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .build()
+        let policy = callpipe_remote::Policy {
+            timeout: config.timeout,
+            retries: config.retries,
+            backoff: config.backoff,
+        };
+        let http = callpipe_remote::client(&policy)
             .map_err(|e| TranscriberError::Config(e.to_string()))?;
         let members = config
             .base_urls
@@ -128,12 +119,16 @@ impl OpenAiTranscriber {
             .map(|u| Member {
                 base_url: u.trim_end_matches('/').to_string(),
                 outstanding: Default::default(),
-                breaker: Mutex::default(),
+                breaker: callpipe_remote::Breaker::new(
+                    config.breaker_failures,
+                    config.breaker_cooldown,
+                ),
             })
             .collect();
         Ok(Self {
             http,
             config,
+            policy,
             members,
             turn: Default::default(),
         })
@@ -149,7 +144,7 @@ impl OpenAiTranscriber {
         let n = self.members.len();
         (0..n)
             .map(|k| (start + k) % n)
-            .filter(|&i| self.members[i].usable(now))
+            .filter(|&i| self.members[i].breaker.allows(now))
             .min_by_key(|&i| {
                 (
                     tried.contains(&i),
@@ -170,7 +165,7 @@ impl OpenAiTranscriber {
             .mime_str("audio/wav")
         {
             Ok(f) => f,
-            Err(e) => return Attempt::Fail(TranscriberError::Failed(e.to_string())),
+            Err(e) => return Attempt::Fail(TranscriberError::Failed(e.to_string()), false),
         };
         let mut form = reqwest::multipart::Form::new()
             .part("file", file)
@@ -185,30 +180,27 @@ impl OpenAiTranscriber {
         let mut request = self
             .http
             .post(format!("{}/audio/transcriptions", member.base_url))
-            .timeout(self.config.timeout)
             .multipart(form);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(format!("no answer within {:?}", self.config.timeout));
+        let body = match callpipe_remote::exchange(request, &self.policy, MAX_ANSWER_BYTES).await {
+            callpipe_remote::Outcome::Answered { body, .. } => body,
+            callpipe_remote::Outcome::Retry(why) => return Attempt::Retry(why),
+            callpipe_remote::Outcome::Refused {
+                status,
+                body,
+                endpoint_fault,
+            } => {
+                return Attempt::Fail(
+                    TranscriberError::Failed(format!(
+                        "endpoint refused the request ({status}): {body}"
+                    )),
+                    endpoint_fault,
+                );
             }
-            Err(e) => return Attempt::Retry(format!("cannot reach the endpoint: {e}")),
         };
-        let status = response.status();
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry(format!("endpoint answered {status}"));
-        }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Attempt::Fail(TranscriberError::Failed(format!(
-                "endpoint refused the request ({status}): {}",
-                body.chars().take(300).collect::<String>()
-            )));
-        }
-        match response.json::<Response>().await {
+        match serde_json::from_slice::<Response>(&body) {
             Ok(r) => {
                 let probs: Vec<f32> = r
                     .segments
@@ -259,7 +251,7 @@ impl Transcriber for OpenAiTranscriber {
             // The endpoints this request tried, and those that failed it.
             let mut tried: Vec<usize> = Vec::new();
             let mut failed: Vec<usize> = Vec::new();
-            for attempt in 0..=self.config.retries {
+            for attempt in 0..self.policy.tries() {
                 let Some(i) = self.pick(&tried) else {
                     return Err(TranscriberError::Unavailable(format!(
                         "circuit open after {} failed requests{}",
@@ -271,9 +263,7 @@ impl Transcriber for OpenAiTranscriber {
                         }
                     )));
                 };
-                if attempt > 0 {
-                    tokio::time::sleep(self.config.backoff * 2u32.pow(attempt - 1)).await;
-                }
+                self.policy.wait(attempt).await;
                 let member = &self.members[i];
                 if !tried.contains(&i) {
                     tried.push(i);
@@ -285,11 +275,17 @@ impl Transcriber for OpenAiTranscriber {
                 member.outstanding.fetch_sub(1, Relaxed);
                 match result {
                     Attempt::Done(t) => {
-                        *member.breaker() = Breaker::default();
+                        member.breaker.succeeded();
                         self.count_failures(&failed);
                         return Ok(t);
                     }
-                    Attempt::Fail(e) => return Err(e),
+                    Attempt::Fail(e, endpoint_fault) => {
+                        if endpoint_fault && !failed.contains(&i) {
+                            failed.push(i);
+                        }
+                        self.count_failures(&failed);
+                        return Err(e);
+                    }
                     Attempt::Retry(why) => {
                         tracing::warn!(attempt, endpoint = %member.base_url, "transcription endpoint: {why}");
                         if !failed.contains(&i) {
@@ -302,7 +298,7 @@ impl Transcriber for OpenAiTranscriber {
             self.count_failures(&failed);
             Err(TranscriberError::Unavailable(format!(
                 "{} tries failed, last: {last}",
-                self.config.retries + 1
+                self.policy.tries()
             )))
         })
     }
@@ -314,15 +310,11 @@ impl OpenAiTranscriber {
     fn count_failures(&self, failed: &[usize]) {
         for &i in failed {
             let member = &self.members[i];
-            let mut b = member.breaker();
-            b.failures += 1;
-            if b.failures >= self.config.breaker_failures {
-                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
-                b.failures = 0;
+            if member.breaker.failed() {
                 tracing::error!(
                     endpoint = %member.base_url,
                     "transcription endpoint keeps failing: circuit open for {:?}",
-                    self.config.breaker_cooldown
+                    member.breaker.cooldown()
                 );
             }
         }
@@ -335,8 +327,8 @@ mod tests {
     use axum::extract::{Multipart, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
 
     /// A test-only stand-in for an OpenAI-compatible endpoint.
     #[derive(Clone, Default)]

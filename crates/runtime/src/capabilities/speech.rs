@@ -159,9 +159,14 @@ impl SpeechConfig {
                 retries,
                 max_chars,
             } => {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(*timeout_ms))
-                    .build()
+                // The whole call (tries and backoff) is bounded by
+                // `timeout_ms` in the host function; a try gets as long.
+                let policy = callpipe_remote::Policy {
+                    timeout: Duration::from_millis(*timeout_ms),
+                    retries: *retries,
+                    backoff: Duration::from_millis(200),
+                };
+                let http = callpipe_remote::client(&policy)
                     .map_err(|e| SpeechError::Config(e.to_string()))?;
                 Ok(SpeechService {
                     backend: Arc::new(OpenAiSpeech {
@@ -169,8 +174,8 @@ impl SpeechConfig {
                         url: format!("{}/audio/speech", url.trim_end_matches('/')),
                         model: model.clone(),
                         voice: voice.clone(),
-                        api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
-                        retries: *retries,
+                        api_key: callpipe_remote::api_key(Some(api_key_env)),
+                        policy,
                         max_chars: *max_chars,
                     }),
                     timeout_ms: *timeout_ms,
@@ -313,7 +318,7 @@ pub struct OpenAiSpeech {
     model: String,
     voice: String,
     api_key: Option<String>,
-    retries: u32,
+    policy: callpipe_remote::Policy,
     max_chars: usize,
 }
 
@@ -331,42 +336,35 @@ impl Synthesizer for OpenAiSpeech {
                 "voice": self.voice,
                 "response_format": "wav",
             });
-            let mut attempt = 0;
-            loop {
+            let mut last = String::new();
+            for attempt in 0..self.policy.tries() {
+                self.policy.wait(attempt).await;
                 let mut request = self.http.post(&self.url).json(&body);
                 if let Some(key) = &self.api_key {
                     request = request.bearer_auth(key);
                 }
-                let result = request.send().await;
-                let retryable = match result {
-                    Ok(r) if r.status().is_success() => {
-                        let bytes = r
-                            .bytes()
-                            .await
-                            .map_err(|e| SpeechError::Failed(e.to_string()))?;
-                        return wav_to_mulaw(&bytes);
+                match callpipe_remote::exchange(request, &self.policy, MAX_AUDIO_BYTES).await {
+                    callpipe_remote::Outcome::Answered { body, .. } => return wav_to_mulaw(&body),
+                    callpipe_remote::Outcome::Refused { status, body, .. } => {
+                        return Err(SpeechError::Unavailable(format!(
+                            "{} refused the request ({status}): {body}",
+                            self.url
+                        )));
                     }
-                    Ok(r) => {
-                        let status = r.status();
-                        let retry = status.is_server_error() || status.as_u16() == 429;
-                        let err =
-                            SpeechError::Unavailable(format!("{} answered {status}", self.url));
-                        (retry, err)
+                    callpipe_remote::Outcome::Retry(why) => {
+                        tracing::warn!("speech try {} failed: {why}", attempt + 1);
+                        last = why;
                     }
-                    Err(e) => (true, SpeechError::Unavailable(format!("{}: {e}", self.url))),
-                };
-                match retryable {
-                    (true, e) if attempt < self.retries => {
-                        tracing::warn!("speech try {} failed: {e}", attempt + 1);
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                        attempt += 1;
-                    }
-                    (_, e) => return Err(e),
                 }
             }
+            Err(SpeechError::Unavailable(format!("{}: {last}", self.url)))
         })
     }
 }
+
+/// The most audio read from an endpoint: a minute of 24 kHz 16-bit WAV is
+/// under 3 MiB; what is said back is a sentence or two.
+const MAX_AUDIO_BYTES: usize = 8 << 20;
 
 impl Host for CapabilityContext {
     async fn synthesize(

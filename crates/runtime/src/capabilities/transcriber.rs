@@ -7,50 +7,12 @@ use crate::bindings::transcriber::{
     CapabilityError, Host, TranscribeRequest, Transcription as WitTranscription,
 };
 use serde::Deserialize;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transcription {
-    pub text: String,
-    pub language: String,
-    /// 0..1: mean token probability.
-    pub confidence: f32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriberError {
-    #[error("transcriber misconfigured: {0}")]
-    Config(String),
-    #[error("transcriber unavailable: {0}")]
-    Unavailable(String),
-    #[error("transcription timed out after {0} ms")]
-    Timeout(u64),
-    #[error("transcription failed: {0}")]
-    Failed(String),
-}
-
-/// What a backend's `transcribe` returns (the trait stays object-safe).
-pub type TranscribeFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Transcription, TranscriberError>> + Send + 'a>>;
-
-/// A speech-to-text backend. Audio is 16 kHz mono, -1..1.
-pub trait Transcriber: Send + Sync {
-    fn summary(&self) -> String;
-    fn transcribe<'a>(
-        &'a self,
-        audio: Vec<f32>,
-        language: Option<String>,
-        prompt: Option<String>,
-    ) -> TranscribeFuture<'a>;
-    /// Transcriptions running right now, where the backend knows (local
-    /// engines): never more than its concurrency limit.
-    fn running(&self) -> Option<usize> {
-        None
-    }
-}
+// The backend seam lives apart, so the backends this module builds
+// import it without importing this module back.
+pub use super::speech_to_text::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 
 /// `[capabilities.transcriber]` in a pipeline.
 #[derive(Debug, Clone, Deserialize)]
@@ -229,7 +191,7 @@ impl TranscriberConfig {
                 let backend = OpenAiTranscriber::new(OpenAiConfig {
                     base_urls: url.list(),
                     model: model.clone(),
-                    api_key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+                    api_key: callpipe_remote::api_key(Some(api_key_env)),
                     language: (language != "auto").then(|| language.clone()),
                     timeout: Duration::from_millis(*try_timeout_ms),
                     retries: *retries,

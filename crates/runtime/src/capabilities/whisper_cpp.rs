@@ -2,7 +2,7 @@
 //! on the blocking thread pool behind a concurrency limit, so a transcription
 //! never blocks the async runtime and never runs more at once than asked.
 
-use super::transcriber::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
+use super::speech_to_text::{TranscribeFuture, Transcriber, TranscriberError, Transcription};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;

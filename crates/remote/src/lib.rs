@@ -1,0 +1,349 @@
+//! The one way callpipe calls a remote HTTP backend: the language model,
+//! a speech-recognition or speech-synthesis endpoint, an embeddings
+//! endpoint, Twilio's REST API, another host of the cluster.
+//!
+//! Every backend gets the same behaviour from here, so a fix lands once:
+//! a client that never follows redirects (a redirect could carry a bearer
+//! elsewhere), a per-try timeout, answers read up to a size cap, one rule
+//! for what is retried (timeouts, unreachable, 429, 5xx) and what counts
+//! against the endpoint (everything but a request's own fault: 400, 413,
+//! 422), exponential backoff, and a circuit breaker per endpoint.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How one remote call is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Per try, connecting and reading the answer included.
+    pub timeout: Duration,
+    /// Tries after the first (only for retryable failures).
+    pub retries: u32,
+    /// Wait before the second try; doubled for each one after.
+    pub backoff: Duration,
+}
+
+impl Policy {
+    /// The wait before try `attempt` (0 is the first: no wait).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match attempt {
+            0 => Duration::ZERO,
+            n => self.backoff.saturating_mul(2u32.saturating_pow(n - 1)),
+        }
+    }
+
+    /// Sleeps before try `attempt`.
+    pub async fn wait(&self, attempt: u32) {
+        let d = self.delay(attempt);
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    pub fn tries(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+}
+
+/// An HTTP client for remote backends: no redirects, a connect timeout of
+/// at most 5 s (or the per-try timeout when shorter). The per-try timeout
+/// is set on each request (`exchange`), so one client serves policies of
+/// any length.
+pub fn client(policy: &Policy) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(policy.timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// The API key in the environment variable `var`, if it is set and not
+/// empty (none for a local server that needs none).
+pub fn api_key(var: Option<&str>) -> Option<String> {
+    var.and_then(|v| std::env::var(v).ok())
+        .filter(|k| !k.trim().is_empty())
+}
+
+/// How one try ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A 2xx answer, its body read whole (within the cap).
+    Answered {
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+    /// A failure worth another try: no answer in time, unreachable, 429,
+    /// 5xx, an answer cut off or over the cap. It counts against the
+    /// endpoint.
+    Retry(String),
+    /// A refusal that another try would not change (a 4xx, a redirect).
+    /// `endpoint_fault` says whether it counts against the endpoint: a key
+    /// refused or a wrong address keeps failing for every request; a
+    /// request too large or malformed (400, 413, 422) is that request's.
+    Refused {
+        status: u16,
+        body: String,
+        endpoint_fault: bool,
+    },
+}
+
+/// Whether a refusal is the endpoint's (or its configuration's) fault
+/// rather than the request's.
+pub fn endpoint_fault(status: u16) -> bool {
+    !matches!(status, 400 | 413 | 422)
+}
+
+/// Sends one try with the policy's timeout and reads its answer up to
+/// `limit` bytes.
+pub async fn exchange(request: reqwest::RequestBuilder, policy: &Policy, limit: usize) -> Outcome {
+    let response = match request.timeout(policy.timeout).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Outcome::Retry(format!("no answer within {:?}", policy.timeout));
+        }
+        Err(e) => return Outcome::Retry(format!("cannot reach the endpoint: {e}")),
+    };
+    let status = response.status();
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Outcome::Retry(format!("the endpoint answered {status}"));
+    }
+    if status.is_redirection() {
+        return Outcome::Refused {
+            status: status.as_u16(),
+            body: "a redirect, not followed".into(),
+            endpoint_fault: true,
+        };
+    }
+    if !status.is_success() {
+        let body = read_limited(response, 4096).await.unwrap_or_default();
+        return Outcome::Refused {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            endpoint_fault: endpoint_fault(status.as_u16()),
+        };
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match read_limited(response, limit).await {
+        Ok(body) => Outcome::Answered {
+            status: status.as_u16(),
+            content_type,
+            body,
+        },
+        Err(why) => Outcome::Retry(why),
+    }
+}
+
+/// A response's body, up to `limit` bytes: an endpoint that sends more is
+/// not the one configured (or is broken), and must not fill memory.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("an answer over {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("the answer broke off: {e}"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("an answer over {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Stops calling an endpoint that keeps failing: `threshold` failed
+/// requests in a row open it for `cooldown`; then one request is let
+/// through (half-open) and decides.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// Whether a request may go now: closed, or open with its cooldown
+    /// over.
+    pub fn allows(&self, now: Instant) -> bool {
+        self.state().open_until.is_none_or(|until| now >= until)
+    }
+
+    /// A request succeeded: the count starts again.
+    pub fn succeeded(&self) {
+        *self.state() = State::default();
+    }
+
+    /// A request failed; true when this failure opened the circuit.
+    pub fn failed(&self) -> bool {
+        let mut s = self.state();
+        s.failures += 1;
+        if s.failures >= self.threshold {
+            s.open_until = Some(Instant::now() + self.cooldown);
+            s.failures = 0;
+            return true;
+        }
+        false
+    }
+
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{Router, http::StatusCode, routing::get};
+
+    #[test]
+    fn backoff_doubles_and_saturates() {
+        let p = Policy {
+            timeout: Duration::from_secs(1),
+            retries: 3,
+            backoff: Duration::from_millis(100),
+        };
+        assert_eq!(p.delay(0), Duration::ZERO);
+        assert_eq!(p.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(3), Duration::from_millis(400));
+        assert!(p.delay(200) >= Duration::from_secs(1000));
+        assert_eq!(p.tries(), 4);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_lets_one_through_after_cooldown() {
+        let b = Breaker::new(2, Duration::from_millis(50));
+        assert!(b.allows(Instant::now()));
+        assert!(!b.failed());
+        assert!(b.failed(), "the second failure in a row opens it");
+        assert!(!b.allows(Instant::now()));
+        assert!(b.allows(Instant::now() + Duration::from_millis(60)));
+        b.succeeded();
+        assert!(b.allows(Instant::now()));
+        assert!(!b.failed(), "a success starts the count again");
+    }
+
+    #[test]
+    fn a_request_s_own_fault_does_not_count_against_the_endpoint() {
+        for s in [400, 413, 422] {
+            assert!(!endpoint_fault(s), "{s}");
+        }
+        for s in [401, 403, 404, 405] {
+            assert!(endpoint_fault(s), "{s}");
+        }
+    }
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn answers_are_classified_capped_and_never_redirected() {
+        let base = serve(
+            Router::new()
+                .route("/ok", get(|| async { "fine" }))
+                .route("/big", get(|| async { "x".repeat(10_000) }))
+                .route("/busy", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
+                .route("/down", get(|| async { StatusCode::BAD_GATEWAY }))
+                .route(
+                    "/key",
+                    get(|| async { (StatusCode::UNAUTHORIZED, "bad key") }),
+                )
+                .route("/large", get(|| async { StatusCode::PAYLOAD_TOO_LARGE }))
+                .route(
+                    "/moved",
+                    get(|| async { axum::response::Redirect::temporary("/ok") }),
+                )
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        "late"
+                    }),
+                ),
+        )
+        .await;
+        let policy = Policy {
+            timeout: Duration::from_millis(300),
+            retries: 0,
+            backoff: Duration::ZERO,
+        };
+        let http = client(&policy).unwrap();
+        let get = |p: &str| exchange(http.get(format!("{base}{p}")), &policy, 1000);
+        match get("/ok").await {
+            Outcome::Answered { status, body, .. } => {
+                assert_eq!((status, body.as_slice()), (200, b"fine".as_slice()))
+            }
+            o => panic!("{o:?}"),
+        }
+        for p in ["/big", "/busy", "/down", "/slow"] {
+            assert!(matches!(get(p).await, Outcome::Retry(_)), "{p}");
+        }
+        match get("/key").await {
+            Outcome::Refused {
+                status,
+                body,
+                endpoint_fault,
+            } => assert_eq!(
+                (status, body.as_str(), endpoint_fault),
+                (401, "bad key", true)
+            ),
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            get("/large").await,
+            Outcome::Refused {
+                status: 413,
+                endpoint_fault: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            get("/moved").await,
+            Outcome::Refused {
+                status: 307,
+                endpoint_fault: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_empty_or_unset_key_is_none() {
+        assert_eq!(api_key(None), None);
+        assert_eq!(api_key(Some("CALLPIPE_REMOTE_TEST_UNSET_VAR")), None);
+    }
+}
