@@ -142,6 +142,13 @@ pub struct AudioMetrics {
     /// The same, as a moving average of the last moments: how far behind
     /// the host is now (admission reads it).
     pub recent_lag: RecentLag,
+    /// A frame's arrival (read from its socket) against the stream's own
+    /// clock: stream start + the frame's timestamp (`host/src/calls/
+    /// lateness.rs`). Counts what waited in the socket, which frame lag
+    /// cannot see.
+    pub stream_lateness: Histogram,
+    /// The same as a moving average (admission reads it too).
+    pub recent_lateness: RecentLag,
     /// From the end of speech in a live stream (the last voiced frame, as
     /// the VAD marks it) to its transcript leaving the pipeline: the wait a
     /// talking technician sees, hangover and queueing for Whisper included.
@@ -205,6 +212,8 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
     frames_rejected: AtomicU64::new(0),
     frame_lag: Histogram::new(),
     recent_lag: RecentLag::new(),
+    stream_lateness: Histogram::new(),
+    recent_lateness: RecentLag::new(),
     speech_to_transcript: Histogram::new(),
     speech_to_transcript_recent: Recent::new(),
     utterance_to_transcript: Histogram::new(),
@@ -216,9 +225,11 @@ pub static AUDIO: AudioMetrics = AudioMetrics {
 pub const OVERLOAD_LAG: Duration = Duration::from_millis(250);
 
 /// How far behind the host is, when it is behind (`OVERLOAD_LAG`): new
-/// calls are refused then.
+/// calls are refused then. Behind is the worse of the frame lag (the
+/// stages' backlog) and the lateness against the streams' clocks (what
+/// waits in the sockets before the host reads it).
 pub fn host_behind() -> Option<Duration> {
-    let lag = AUDIO.recent_lag.get();
+    let lag = AUDIO.recent_lag.get().max(AUDIO.recent_lateness.get());
     (lag > OVERLOAD_LAG).then_some(lag)
 }
 

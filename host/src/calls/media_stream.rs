@@ -182,6 +182,8 @@ where
     // One timer, moved forward on every message: no allocation per frame.
     let deadline = tokio::time::sleep(env.timeouts.start);
     tokio::pin!(deadline);
+    // The inbound track's frames against the stream's own clock.
+    let mut clock = super::lateness::StreamClock::default();
     loop {
         let msg = tokio::select! {
             msg = incoming.next() => match msg {
@@ -204,6 +206,8 @@ where
                 break;
             }
         };
+        // When the host read it: a frame that waited in the socket is late.
+        let arrived = std::time::Instant::now();
         if live.is_some() {
             deadline
                 .as_mut()
@@ -283,10 +287,17 @@ where
                 };
                 summary.frames += 1;
                 AUDIO.frames_in.fetch_add(1, Relaxed);
+                let track = track(&m.track);
+                if track == Track::Inbound
+                    && let Some(late) = clock.lateness(m.timestamp_ms, arrived)
+                {
+                    AUDIO.stream_lateness.record(late);
+                    AUDIO.recent_lateness.record(late);
+                }
                 let event = Event::EncodedAudio(EncodedAudio {
                     codec: Codec::Mulaw,
                     rate: 8000,
-                    track: track(&m.track),
+                    track,
                     seq: m.chunk,
                     timestamp_ms: m.timestamp_ms,
                     bytes: m.payload.to_vec(),

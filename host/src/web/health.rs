@@ -71,6 +71,7 @@ fn recent(r: &crate::metrics::Recent) -> Value {
 /// Live audio-path numbers (the load benchmark reads them).
 pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     let lag = &AUDIO.frame_lag;
+    let late = &AUDIO.stream_lateness;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     Json(json!({
         "active_calls": state.active_streams.load(Relaxed),
@@ -83,6 +84,14 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
             "p95": ms(lag.quantile(0.95)),
             "p99": ms(lag.quantile(0.99)),
             "max": ms(lag.max()),
+        },
+        // Arrival against the stream's own clock (calls/lateness.rs).
+        "stream_lateness_ms": {
+            "count": late.count(),
+            "p50": ms(late.quantile(0.50)),
+            "p95": ms(late.quantile(0.95)),
+            "p99": ms(late.quantile(0.99)),
+            "max": ms(late.max()),
         },
         // Exact, over the most recent transcripts of live streams.
         "speech_to_transcript_ms": recent(&AUDIO.speech_to_transcript_recent),

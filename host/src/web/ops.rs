@@ -107,6 +107,10 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
             "frames_dropped": AUDIO.frames_dropped.load(Relaxed),
             "frames_rejected": AUDIO.frames_rejected.load(Relaxed),
             "frame_lag_ms": { "p50": ms(lag.quantile(0.5)), "p95": ms(lag.quantile(0.95)) },
+            "stream_lateness_ms": {
+                "p50": ms(AUDIO.stream_lateness.quantile(0.5)),
+                "p95": ms(AUDIO.stream_lateness.quantile(0.95)),
+            },
         },
         "errors": errors,
         "reload_error": state.reloader.as_ref().and_then(|r| r.rejected()).map(|r| r.message),

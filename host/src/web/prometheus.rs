@@ -241,6 +241,18 @@ pub fn render(state: &AppState, chats: usize) -> String {
     histogram(o, "callpipe_frame_lag_seconds", "", &AUDIO.frame_lag);
     head(
         o,
+        "callpipe_stream_lateness_seconds",
+        "histogram",
+        "A frame's arrival against its stream's clock (stream start + the frame's timestamp).",
+    );
+    histogram(
+        o,
+        "callpipe_stream_lateness_seconds",
+        "",
+        &AUDIO.stream_lateness,
+    );
+    head(
+        o,
         "callpipe_speech_to_transcript_seconds",
         "histogram",
         "End of speech in a live stream to its transcript leaving the pipeline.",

@@ -699,6 +699,13 @@ async fn metrics_show_each_stage_after_a_call() {
         assert_eq!(m[&failed], 0.0);
     }
     assert!(m["callpipe_frame_lag_seconds_count"] > 100.0);
+    // Every inbound frame after the stream's first second is measured
+    // against the stream's clock too.
+    let late = m["callpipe_stream_lateness_seconds_count"];
+    assert!(
+        late > 50.0 && late <= m["callpipe_frames_in_total"],
+        "{late}: {m:?}"
+    );
     assert!(
         m.keys()
             .any(|k| k.starts_with("callpipe_pipeline_info{name=\"technician-support\",version=\"")),
