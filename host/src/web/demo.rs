@@ -1,7 +1,7 @@
 //! `/demo/*`: the original dashboard's endpoints. Chat messages enter the
 //! call pipeline at the transcript stage (see `crate::calls::chat`).
 
-use super::twilio_routes::parse_body;
+use super::body::parse as parse_body;
 use super::{ApiError, AppState};
 use crate::bindings::types::SpeakerRole;
 use crate::calls::chat::{ChatError, Message};

@@ -2,6 +2,7 @@
 //! them, health, and the live stats. axum stays inside this module.
 
 mod auth;
+mod body;
 mod dashboard;
 mod demo;
 mod elsewhere;
@@ -15,6 +16,7 @@ mod prometheus;
 mod session_id;
 mod sessions_api;
 mod signature;
+mod statistics;
 mod twilio_routes;
 mod ws;
 

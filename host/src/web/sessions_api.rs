@@ -27,7 +27,7 @@ fn view(s: &Session, with_transcript: bool) -> Value {
     // The list stays small; one session's view carries what was said and
     // the end-of-call statistics.
     if with_transcript {
-        v["statistics"] = statistics(s);
+        v["statistics"] = super::statistics::of(s);
         v["transcript"] = json!(s.transcript);
         v["suggestions"] = json!(s.suggestions);
         v["summary"] = json!(s.summary);
@@ -35,49 +35,6 @@ fn view(s: &Session, with_transcript: bool) -> Value {
         v["context"] = json!(s.context);
     }
     v
-}
-
-/// How long the call has lasted: from the technician's answer (the first
-/// `in-progress`) to its end, as the dashboard's timer counts; from the
-/// session's creation when it was never answered.
-fn call_duration(s: &Session) -> u64 {
-    let Some(answered) = s
-        .history
-        .iter()
-        .find(|h| h.status == "in-progress")
-        .map(|h| h.at)
-    else {
-        return s.duration_secs();
-    };
-    let end = s
-        .history
-        .iter()
-        .rev()
-        .find(|h| crate::sessions::is_terminal(&h.status))
-        .map_or_else(crate::sessions::now_epoch, |h| h.at);
-    (end - answered).max(0.0) as u64
-}
-
-/// The end-of-call statistics the original dashboard shows.
-pub fn statistics(s: &Session) -> Value {
-    let technician_segments: u64 = s
-        .speakers
-        .values()
-        .filter(|x| x.speaker_role == "technician")
-        .map(|x| x.segment_count)
-        .sum();
-    let solutions = s
-        .suggestions
-        .iter()
-        .filter(|x| x.kind == "knowledge_base")
-        .count();
-    json!({
-        "duration": call_duration(s),
-        "segments": s.total_segments,
-        "technician_segments": technician_segments,
-        "solutions_provided": solutions,
-        "questions_asked": s.suggestions.len() - solutions,
-    })
 }
 
 /// Calls from the store shown beside the live ones.
@@ -227,7 +184,7 @@ pub async fn mute(
     raw: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let body: Mute = super::twilio_routes::parse_body(&headers, &raw)?;
+    let body: Mute = super::body::parse(&headers, &raw)?;
     // The voice is muted where the call runs.
     let path = format!("/api/sessions/{id}/mute");
     if let Some(answer) = super::elsewhere::forwarded(&state, &id, &path, &headers, &raw).await {
@@ -271,7 +228,7 @@ pub async fn context(
     raw: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let body: SiteContext = super::twilio_routes::parse_body(&headers, &raw)?;
+    let body: SiteContext = super::body::parse(&headers, &raw)?;
     // Kept where the call runs (its pipeline and live view are there).
     let path = format!("/api/sessions/{id}/context");
     if let Some(answer) = super::elsewhere::forwarded(&state, &id, &path, &headers, &raw).await {

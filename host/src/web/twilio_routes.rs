@@ -12,31 +12,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-/// JSON, or a form post: the dashboard sends JSON, curl users often forms.
-pub(super) fn parse_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, ApiError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let parsed = if is_form {
-        serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid request body: {e}"),
-        )
-    })
-}
 
 /// 400 for anything but a call SID, before any REST call is made.
 fn call_sid(sid: &str) -> Result<&str, ApiError> {
@@ -97,7 +74,7 @@ pub async fn initiate_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: InitiateCall = parse_body(&headers, &body)?;
+    let req: InitiateCall = super::body::parse(&headers, &body)?;
     let phone = req.phone_number.trim();
     if !is_e164(phone) {
         return Err(ApiError::bad_request(format!(
@@ -176,7 +153,7 @@ pub async fn end_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: EndCall = parse_body(&headers, &body)?;
+    let req: EndCall = super::body::parse(&headers, &body)?;
     call_sid(&req.call_sid)?;
     let Some(client) = &state.twilio else {
         return Err(ApiError::twilio_not_configured());
@@ -207,7 +184,7 @@ pub async fn end_call(
         .unwrap_or_default();
     let mut statistics = session
         .as_ref()
-        .map(super::sessions_api::statistics)
+        .map(super::statistics::of)
         .unwrap_or_else(|| {
             json!({"segments": 0, "technician_segments": 0, "solutions_provided": 0, "questions_asked": 0})
         });

@@ -7,7 +7,7 @@
 
 use super::event::kind_of;
 use super::instance::{HandleError, StageInstance};
-use super::loader::{LoadedPipeline, LoadedStage};
+use super::loaded::{LoadedPipeline, LoadedStage};
 use super::stats::{StageStats, StatsSnapshot};
 use crate::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! call goes on.
 
 use super::engine::Runtime;
-use super::loader::LoadedStage;
+use super::loaded::LoadedStage;
 use super::state::{StageContext, StageState};
 use crate::bindings::types::{CallInfo, Descriptor, Event, StageError};
 use crate::bindings::{FullStage, FullStagePre};

@@ -9,6 +9,7 @@ pub mod event;
 pub mod flow;
 pub mod grants;
 pub mod instance;
+pub mod loaded;
 pub mod loader;
 pub mod model;
 pub mod plugins;
