@@ -15,6 +15,16 @@
 # A run whose generator sent late (p99 over 20 ms) is marked INVALID: the
 # server was not offered the load the row names.
 #
+# Isolation (CALLPIPE_LOAD_ISOLATE=auto, the default): the generator runs in
+# a network namespace of its own, joined to the server's by a veth pair (its
+# packets cross a real interface, as a Twilio peer's do, not loopback), and
+# on a CPU of its own: the server is pinned to the other cores. With one
+# core, or without the rights for a namespace (not root), both share
+# loopback and the cores, and the `setup` column says so.
+# `host cpu` is the server's CPU plus every core's softirq time over the
+# run (the kernel's network work for the server's packets is not in the
+# server's own ticks).
+#
 # The server runs the default pipeline's audio stages (codec, VAD, speaker
 # priority) with their settings, and nothing after them: what every 20 ms
 # frame crosses. Speech recognition is measured by bench/speech.sh; with it
@@ -47,18 +57,57 @@ token="load-$$-$(date +%s%N)"
 hz=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+softirq_ticks() { awk '$1 == "cpu" {print $8}' /proc/stat; }
+
+# The generator's namespace and CPU, when the machine allows.
+cores=$(nproc)
+isolate=${CALLPIPE_LOAD_ISOLATE:-auto}
+netns=""
+server_addr=127.0.0.1
+gen=()
+pin_server=()
+if [ "$isolate" != off ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null && [ "$cores" -ge 2 ]; then
+  netns="callpipe-gen-$$"
+  veth="cpg$$"
+  if ip netns add "$netns" 2>/dev/null \
+    && ip link add "${veth}a" type veth peer name "${veth}b" \
+    && ip link set "${veth}b" netns "$netns" \
+    && ip addr add 10.213.0.1/30 dev "${veth}a" && ip link set "${veth}a" up \
+    && ip netns exec "$netns" ip addr add 10.213.0.2/30 dev "${veth}b" \
+    && ip netns exec "$netns" ip link set "${veth}b" up \
+    && ip netns exec "$netns" ip link set lo up; then
+    server_addr=10.213.0.1
+    last=$((cores - 1))
+    gen=(ip netns exec "$netns" taskset -c "$last")
+    pin_server=(taskset -c "0-$((last - 1))")
+  else
+    ip netns del "$netns" 2>/dev/null || true
+    netns=""
+  fi
+fi
+cleanup_netns() {
+  if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; ip link del "${veth}a" 2>/dev/null || true; fi
+}
+if [ -n "$netns" ]; then
+  setup="netns+cpu$((cores - 1))"
+  echo "generator: network namespace $netns over a veth pair, CPU $((cores - 1)); server: CPUs 0-$((cores - 2))"
+else
+  setup="shared"
+  echo "generator: same loopback and cores as the server (CALLPIPE_LOAD_ISOLATE=$isolate, $cores cores, uid $(id -u))"
+fi
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-printf "%-6s %-10s %-9s %-9s %-14s %-12s %-12s %-10s %-12s %-8s %-8s %-20s %-10s %-9s %-28s %s\n" calls cpu/call-s "µs/frame" "received" "rss/call" "lag p50" "lag p99" "lag max" "late p99" dropped rejected "sender p99" "sender cpu" admitted "refused (at cap./overload)" "capacity (limit)"
+printf "%-6s %-10s %-9s %-9s %-14s %-12s %-12s %-10s %-12s %-8s %-8s %-20s %-10s %-15s %-14s %-9s %-28s %s\n" calls cpu/call-s "µs/frame" "received" "rss/call" "lag p50" "lag p99" "lag max" "late p99" dropped rejected "sender p99" "sender cpu" "host cpu/call-s" setup admitted "refused (at cap./overload)" "capacity (limit)"
 for n in "${levels[@]}"; do
   # Loopback only: the simulated calls are not signed.
   CALLPIPE_LOG=error CALLPIPE_TWILIO_SIGNATURES=off CALLPIPE_API_TOKEN="$token" \
-    CALLPIPE_PLUGIN_PATH="$PWD/plugins" "$bin" serve --pipeline "$pipeline" --listen 127.0.0.1:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
+    CALLPIPE_PLUGIN_PATH="$PWD/plugins" "${pin_server[@]}" "$bin" serve --pipeline "$pipeline" --listen $server_addr:$port --max-calls $((n + 10)) >/tmp/callpipe-load-serve.log 2>&1 &
   server=$!
-  trap 'kill $server 2>/dev/null || true; rm -f "$pipeline"' EXIT
-  wait_for_server $port $server /tmp/callpipe-load-serve.log
+  trap 'kill $server 2>/dev/null || true; rm -f "$pipeline"; cleanup_netns' EXIT
+  wait_for_server $port $server /tmp/callpipe-load-serve.log $server_addr
   rss0=$(rss_kb $server)
   cpu0=$(cpu_ticks $server)
+  soft0=$(softirq_ticks)
   # Sample RSS while the calls run; keep the peak.
   peak=$rss0
   ( while kill -0 $server 2>/dev/null; do r=$(rss_kb $server); echo "$r"; sleep 1; done ) >/tmp/callpipe-load-rss &
@@ -67,21 +116,23 @@ for n in "${levels[@]}"; do
   # the cores, so what it takes is not the server's to use. It runs on one
   # thread (it needs under half a core): with one per core it would contend
   # with the server for both (Twilio's senders are not on its machine at all).
-  sim_out=$( ( TOKIO_WORKER_THREADS=1 CALLPIPE_LOG=error "$bin" simulate --url ws://127.0.0.1:$port/twilio/media-stream \
+  sim_out=$( ( TOKIO_WORKER_THREADS=1 CALLPIPE_LOG=error "${gen[@]}" "$bin" simulate --url ws://$server_addr:$port/twilio/media-stream \
       --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1 || true; times ) )
   cpu1=$(cpu_ticks $server)
+  soft1=$(softirq_ticks)
   kill $sampler 2>/dev/null || true
   peak=$(sort -n /tmp/callpipe-load-rss | tail -1)
   if ! kill -0 $server 2>/dev/null; then
     echo "$n: the server died; its log:"; tail -n 20 /tmp/callpipe-load-serve.log; exit 1
   fi
-  stats=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/stats")
-  metrics=$(curl -s "http://127.0.0.1:$port/metrics")
+  stats=$(curl -s -H "Authorization: Bearer $token" "http://$server_addr:$port/api/stats")
+  metrics=$(curl -s "http://$server_addr:$port/metrics")
   kill $server; wait $server 2>/dev/null || true
-  python3 - "$n" "$duration" "$cpu0" "$cpu1" "$hz" "$rss0" "$peak" "$stats" "$sim_out" "$metrics" <<'PY'
+  python3 - "$n" "$duration" "$cpu0" "$cpu1" "$hz" "$rss0" "$peak" "$stats" "$sim_out" "$metrics" "$soft0" "$soft1" "$setup" <<'PY'
 import json, sys, re
 n, dur, c0, c1, hz, r0, peak = (float(x) for x in sys.argv[1:8])
 stats = json.loads(sys.argv[8]); sim = sys.argv[9]; metrics = sys.argv[10]
+soft = float(sys.argv[12]) - float(sys.argv[11]); setup = sys.argv[13]
 def metric(pattern):
     m = re.search(r"^" + pattern + r" (\S+)$", metrics, re.M)
     return float(m.group(1)) if m else 0.0
@@ -96,6 +147,7 @@ capacity = f"{cap.group(2)} ({cap.group(1)})" if cap else "?"
 frames = stats["frames_in"]
 cpu_per_call_s = (c1 - c0) / hz / max(frames / 50.0, 1e-9)
 cpu_us_per_frame = (c1 - c0) / hz / max(frames, 1) * 1e6
+host_cpu_per_call_s = (c1 - c0 + soft) / hz / max(frames / 50.0, 1e-9)
 rss_per_call = (peak - r0) / n
 lag = stats["frame_lag_ms"]
 late = stats.get("stream_lateness_ms", {}).get("p99", float("nan"))
@@ -112,6 +164,7 @@ sim_cpu = sum(int(m) * 60 + float(s) for m, s in t[-2:]) if len(t) >= 2 else flo
 el = re.search(r"frames sent: \d+ in ([\d.]+)s$", sim, re.M)
 sender_cores = f"{sim_cpu / (float(el.group(1)) if el else dur + 5):.2f} cores"
 refused = f"{int(at_capacity + overloaded)} ({int(at_capacity)}/{int(overloaded)})"
-print(f"{int(n):<6} {cpu_per_call_s:<10.5f} {cpu_us_per_frame:<9.1f} {frames / 50.0 / (n * dur):<9.2f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {late:<9.2f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender:<20} {sender_cores:<10} {int(admitted):<9} {refused:<28} {capacity}")
+print(f"{int(n):<6} {cpu_per_call_s:<10.5f} {cpu_us_per_frame:<9.1f} {frames / 50.0 / (n * dur):<9.2f} {rss_per_call:<8.0f} KiB {lag['p50']:<8.2f} ms {lag['p99']:<8.2f} ms {lag['max']:<6.1f} ms {late:<9.2f} ms {stats['frames_dropped']:<8} {stats['frames_rejected']:<8} {sender:<20} {sender_cores:<10} {host_cpu_per_call_s:<15.5f} {setup:<14} {int(admitted):<9} {refused:<28} {capacity}")
 PY
 done
+cleanup_netns
