@@ -2,7 +2,8 @@
 //!
 //! The app crate: calls, sessions, the Twilio protocol, the web surface and
 //! the CLI. The runtime, the knowledge base and the store are crates below
-//! it (see ARCHITECTURE.md), re-exported here under the names the app uses.
+//! it (see ARCHITECTURE.md), each a direct dependency, named here as the
+//! app uses them.
 
 pub mod call_script;
 pub mod calls;
@@ -13,6 +14,8 @@ pub mod simulator;
 pub mod twilio;
 pub mod web;
 
-pub use callpipe_runtime::{
-    audio, bindings, capabilities, clock, config, knowledge, metrics, models, pipeline, store,
-};
+pub use callpipe_knowledge as knowledge;
+pub use callpipe_knowledge::models;
+pub use callpipe_runtime::{audio, bindings, capabilities, config, metrics, pipeline};
+pub use callpipe_store as store;
+pub use callpipe_store::clock;
