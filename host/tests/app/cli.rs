@@ -284,7 +284,7 @@ fn kb_import_search_and_stats() {
 /// directory elsewhere, finding every stage in the bundle's plugins/.
 #[test]
 fn the_bundle_runs_without_the_sources() {
-    if !support::models_present() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");

@@ -167,7 +167,7 @@ async fn exists(server: &Server, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_behind_haproxy_are_one_service() {
-    if !support::models_present() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
         return;
     }
     let Some(db) = Schema::create("cluster").await else {
@@ -428,7 +428,7 @@ async fn memory_stays_flat_over_two_thousand_short_calls() {
 /// import` checks files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn articles_are_imported_while_serving() {
-    if !support::models_present() {
+    if !fixture_present(support::models_present(), "the models (`callpipe models`)") {
         return;
     }
     let server = Server::start_pipeline(&[], &support::default_pipeline_with("kb-api", |_| {}));
