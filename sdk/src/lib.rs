@@ -110,6 +110,11 @@ pub fn log(level: log::Level, message: &str) {
 }
 
 pub mod alloc;
+pub mod host;
+pub mod screen;
+/// Natively only: a fake host and a call for a stage's own tests.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 /// Stages built with the SDK allocate small blocks from size-class free
 /// lists (see [`alloc`]). A stage with an allocator of its own turns the
@@ -240,6 +245,7 @@ impl<S: Stage> Harness<S> {
             language: language.into(),
             speakers: vec![],
         };
+        // (testing::call_info is the same call, for tests that build one.)
         let config = crate::config(S::NAME, config_json)?;
         Ok(Harness {
             stage: S::new(config, &call)?,

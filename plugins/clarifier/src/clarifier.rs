@@ -1,4 +1,4 @@
-use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError};
+use callpipe_sdk::host::Host;
 use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,12 +105,7 @@ pub struct Clarifier {
     now_ms: u64,
     /// The questions asked so far, as worded.
     asked_texts: Vec<String>,
-    /// The language model (the host's `llm` capability; a fake in tests).
-    model: Model,
 }
-
-/// How the stage reaches a language model.
-pub type Model = fn(&CompletionRequest) -> Result<Completion, LlmError>;
 
 impl Clarifier {
     pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
@@ -143,20 +138,20 @@ impl Clarifier {
             known_words: BTreeSet::new(),
             now_ms: 0,
             asked_texts: Vec::new(),
-            model: callpipe_sdk::capability::complete,
         })
-    }
-
-    /// The same stage asking `model` instead of the host (tests).
-    pub fn with_model(mut self, model: Model) -> Self {
-        self.model = model;
-        self
     }
 
     /// The template question, or the model's wording of it when the
     /// pipeline turned the model on and its answer passes the checks; and
     /// whether the model wrote it.
-    fn word(&self, slot: &str, language: &str, a: &Analysis, template: String) -> (String, bool) {
+    fn word(
+        &self,
+        host: &mut dyn Host,
+        slot: &str,
+        language: &str,
+        a: &Analysis,
+        template: String,
+    ) -> (String, bool) {
         if !self.config.llm {
             return (template, false);
         }
@@ -168,27 +163,22 @@ impl Clarifier {
             &self.asked_texts,
             self.config.llm_timeout_ms,
         );
-        match (self.model)(&request) {
-            Ok(c) => match crate::wording::accept(&c.text, language, &self.asked_texts, &a.query) {
-                Ok(q) => (q, true),
-                Err(why) => {
-                    callpipe_sdk::capability::warn(&format!(
-                        "the model's question was not used ({why}); asking the template"
-                    ));
-                    (template, false)
-                }
-            },
-            Err(e) => {
-                callpipe_sdk::capability::warn(&format!(
-                    "no question from the model ({}); asking the template",
-                    callpipe_sdk::capability::describe_llm(&e)
-                ));
-                (template, false)
-            }
+        let worded = callpipe_sdk::host::ask_model(host, &request, "question", |text| {
+            crate::wording::accept(text, language, &self.asked_texts, &a.query)
+                .map_err(String::from)
+        });
+        match worded {
+            Some(q) => (q, true),
+            None => (template, false),
         }
     }
 
+    /// `handle_with` the host the stage runs in.
     pub fn handle(&mut self, event: Event) -> Vec<Event> {
+        self.handle_with(event, &mut callpipe_sdk::host::Wasm)
+    }
+
+    pub fn handle_with(&mut self, event: Event, host: &mut dyn Host) -> Vec<Event> {
         match event {
             Event::Transcript(t) => {
                 self.now_ms = self.now_ms.max(t.end_ms);
@@ -202,7 +192,7 @@ impl Clarifier {
             }
             Event::Analysis(a) => {
                 let mut out = Vec::with_capacity(3);
-                let question = self.question_for(&a);
+                let question = self.question_for(&a, host);
                 out.push(Event::Analysis(a));
                 out.extend(question);
                 out
@@ -211,7 +201,7 @@ impl Clarifier {
         }
     }
 
-    fn question_for(&mut self, a: &Analysis) -> Vec<Event> {
+    fn question_for(&mut self, a: &Analysis, host: &mut dyn Host) -> Vec<Event> {
         if a.sufficient {
             return Vec::new();
         }
@@ -240,7 +230,7 @@ impl Clarifier {
         let Some(template) = self.text(&slot, &language) else {
             return Vec::new();
         };
-        let (text, by_model) = self.word(&slot, &language, a, template);
+        let (text, by_model) = self.word(host, &slot, &language, a, template);
         self.asked_texts.push(text.clone());
         self.asked.push(slot.clone());
         self.last_question_ms = Some(self.now_ms);
@@ -280,6 +270,8 @@ impl Clarifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callpipe_sdk::llm::LlmError;
+    use callpipe_sdk::testing::FakeHost;
     use callpipe_sdk::types::{Custom, SpeakerRole, Track, Transcript};
 
     fn analysis(query: &str, missing: &[&str], language: &str) -> Event {
@@ -416,22 +408,17 @@ mod tests {
         })
     }
 
-    fn completion(text: &str) -> Result<Completion, LlmError> {
-        Ok(Completion {
-            text: text.into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-        })
-    }
-
     #[test]
     fn with_the_model_on_its_question_is_asked_and_the_template_otherwise() {
         let on = r#"{"llm": true}"#;
-        let mut c = Clarifier::from_json(on, "fr").unwrap().with_model(|r| {
-            assert!(r.messages[1].content.contains("parking"));
-            completion("La caméra du parking est-elle bien connectée au réseau ?")
-        });
-        let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+        let mut c = Clarifier::from_json(on, "fr").unwrap();
+        let mut host = FakeHost::default()
+            .with_completion("La caméra du parking est-elle bien connectée au réseau ?");
+        let out = c.handle_with(
+            analysis("la caméra du parking", &["symptom"], "fr"),
+            &mut host,
+        );
+        assert!(host.prompts[0].messages[1].content.contains("parking"));
         assert_eq!(
             content(&out).as_deref(),
             Some("La caméra du parking est-elle bien connectée au réseau ?")
@@ -442,24 +429,31 @@ mod tests {
         });
         assert_eq!(said, content(&out), "the spoken question is the same");
 
-        // Slow, failing or unfit answers: the template, each time.
+        // Slow, failing or unfit answers: the template, each time, and why.
         let template = default_question("symptom", "fr").map(String::from);
-        let cases: [Model; 4] = [
-            |_| Err(LlmError::Timeout("1500 ms".into())),
-            |_| Err(LlmError::Unavailable("down".into())),
-            |_| completion("The camera is offline."),
-            |_| completion(""),
+        let cases = [
+            FakeHost::default().with_llm_error(LlmError::Timeout("1500 ms".into())),
+            FakeHost::default().with_llm_error(LlmError::Unavailable("down".into())),
+            FakeHost::default().with_completion("The camera is offline."),
+            FakeHost::default().with_completion(""),
         ];
-        for model in cases {
-            let mut c = Clarifier::from_json(on, "fr").unwrap().with_model(model);
-            let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+        for mut host in cases {
+            let mut c = Clarifier::from_json(on, "fr").unwrap();
+            let out = c.handle_with(
+                analysis("la caméra du parking", &["symptom"], "fr"),
+                &mut host,
+            );
             assert_eq!(content(&out), template);
+            assert_eq!(host.warnings(), 1);
         }
         // Off (the default): the model is never asked.
-        let mut c = Clarifier::from_json("{}", "fr")
-            .unwrap()
-            .with_model(|_| panic!("asked while off"));
-        let out = c.handle(analysis("la caméra du parking", &["symptom"], "fr"));
+        let mut host = FakeHost::default().with_completion("Une question ?");
+        let mut c = Clarifier::from_json("{}", "fr").unwrap();
+        let out = c.handle_with(
+            analysis("la caméra du parking", &["symptom"], "fr"),
+            &mut host,
+        );
         assert_eq!(content(&out), template);
+        assert!(host.prompts.is_empty(), "asked while off");
     }
 }

@@ -144,58 +144,16 @@ pub fn language_of(text: &str) -> Option<&'static str> {
 /// more is the caller's text read back as the assistant's.
 const MAX_ECHO: usize = 5;
 
-/// Words no question to a technician needs, and that an instruction
-/// smuggled into the transcript for the model uses.
-const STEERING: &[&str] = &[
-    "ignore",
-    "ignorez",
-    "ignorer",
-    "instruction",
-    "instructions",
-    "consigne",
-    "consignes",
-    "prompt",
-    "system",
-    "système",
-    "assistant",
-    "oublie",
-    "oubliez",
-    "disregard",
-];
-
-/// What the caller's words may not make the assistant say: a link or an
-/// address, a number to call or a code (four digits or more), an
-/// instruction, or a run of the caller's own words.
+/// What the caller's words may not make the assistant say (the SDK's one
+/// screen): a link or an address, a number to call or a code (four digits
+/// or more), an instruction, or a run of the caller's own words.
 fn not_from_caller(q: &str, said: &str) -> Result<(), &'static str> {
-    let lower = q.to_lowercase();
-    if lower.contains("://") || lower.contains("www.") || lower.contains('@') {
-        return Err("a link or an address");
+    callpipe_sdk::screen::Screen {
+        digits: true,
+        said: Some(said),
+        max_echo: MAX_ECHO,
     }
-    let mut run = 0;
-    for c in q.chars() {
-        run = if c.is_ascii_digit() {
-            run + 1
-        } else if c == ' ' || c == '.' {
-            run
-        } else {
-            0
-        };
-        if run >= 4 {
-            return Err("a number or a code");
-        }
-    }
-    let w = words(q);
-    if w.iter().any(|x| STEERING.contains(&x.as_str())) {
-        return Err("an instruction");
-    }
-    let heard = words(said);
-    if heard.len() > MAX_ECHO
-        && w.windows(MAX_ECHO + 1)
-            .any(|run| heard.windows(MAX_ECHO + 1).any(|h| h == run))
-    {
-        return Err("the caller's own words");
-    }
-    Ok(())
+    .check(q)
 }
 
 /// The completion as a question, or why it is refused. `said` is what the

@@ -411,14 +411,7 @@ mod tests {
     fn hang_up_flushes_speech_in_progress() {
         let mut vad = Vad::from_json("").unwrap();
         run(&mut vad, &[(true, 800)]);
-        let info = callpipe_sdk::types::CallInfo {
-            session_id: "s".into(),
-            call_sid: "c".into(),
-            technician_id: "t".into(),
-            technician_name: "T".into(),
-            language: "fr".into(),
-            speakers: vec![],
-        };
+        let info = callpipe_sdk::testing::call_info("fr");
         let out = vad.handle(Event::CallEnded(info));
         assert!(matches!(out[0], Event::Utterance(_)));
         assert!(matches!(out[1], Event::CallEnded(_)));

@@ -11,30 +11,9 @@
 mod answer;
 mod solutions;
 
-use callpipe_sdk::knowledge::{Hit, SearchRequest};
 use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
 pub use solutions::{Config, Solutions};
-
-/// The granted capability, as the stage logic sees it (tests pass their own).
-struct Knowledge;
-
-impl solutions::Search for Knowledge {
-    fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String> {
-        callpipe_sdk::capability::search(&request)
-    }
-
-    fn warn(&mut self, message: &str) {
-        callpipe_sdk::capability::warn(message);
-    }
-
-    fn complete(
-        &mut self,
-        request: &callpipe_sdk::llm::CompletionRequest,
-    ) -> Result<callpipe_sdk::llm::Completion, callpipe_sdk::llm::LlmError> {
-        callpipe_sdk::capability::complete(request)
-    }
-}
 
 impl callpipe_sdk::Stage for Solutions {
     const NAME: &'static str = "solutions";
@@ -48,7 +27,11 @@ impl callpipe_sdk::Stage for Solutions {
     }
 
     fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
-        Ok(Solutions::handle(self, event, &mut Knowledge))
+        Ok(Solutions::handle(
+            self,
+            event,
+            &mut callpipe_sdk::host::Wasm,
+        ))
     }
 }
 

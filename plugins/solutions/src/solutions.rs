@@ -1,20 +1,8 @@
+use callpipe_sdk::host::Host;
 use callpipe_sdk::knowledge::{Hit, SearchRequest};
-use callpipe_sdk::llm::{Completion, CompletionRequest, LlmError};
 use callpipe_sdk::types::{Analysis, Event, Say, StageError, Suggestion, SuggestionKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// The knowledge (and language-model) capabilities, behind a trait so the
-/// rules test natively.
-pub trait Search {
-    fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String>;
-    fn warn(&mut self, message: &str);
-    /// A language-model completion (only with `llm_rewrite` or `llm_answer`).
-    fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
-        let _ = request;
-        Err(LlmError::NotConfigured("no language model".into()))
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -165,7 +153,7 @@ impl Solutions {
         })
     }
 
-    pub fn handle(&mut self, event: Event, kb: &mut dyn Search) -> Vec<Event> {
+    pub fn handle(&mut self, event: Event, kb: &mut dyn Host) -> Vec<Event> {
         match event {
             Event::Analysis(a) => {
                 let found = self.on_analysis(&a, kb);
@@ -178,7 +166,7 @@ impl Solutions {
         }
     }
 
-    fn on_analysis(&mut self, a: &Analysis, kb: &mut dyn Search) -> Vec<Event> {
+    fn on_analysis(&mut self, a: &Analysis, kb: &mut dyn Host) -> Vec<Event> {
         // The analysis query is everything the technician said; what it
         // gained since the last one is their newest turn.
         let newest_turn = a
@@ -207,7 +195,7 @@ impl Solutions {
             language: Some(language.clone()),
             equipment: vec![],
         };
-        let mut hits = match kb.search(request(newest(&a.query, self.config.max_query_chars))) {
+        let mut hits = match kb.search(&request(newest(&a.query, self.config.max_query_chars))) {
             Ok(h) => h,
             Err(e) => {
                 // No suggestion this time; the next analysis tries again.
@@ -224,7 +212,7 @@ impl Solutions {
             && let Some(turn) = newest_turn
             && turn.split_whitespace().count() >= self.config.min_turn_words
         {
-            match kb.search(request(&turn)) {
+            match kb.search(&request(&turn)) {
                 Ok(h) if top_score(&h) > top_score(&hits) => hits = h,
                 Ok(_) => {}
                 Err(e) => kb.warn(&format!("knowledge search failed: {e}")),
@@ -240,7 +228,7 @@ impl Solutions {
                 .complete(&asked)
                 .map(|c| crate::answer::one_query(&c.text))
             {
-                Ok(Some(query)) => match kb.search(request(&query)) {
+                Ok(Some(query)) => match kb.search(&request(&query)) {
                     Ok(h) if top_score(&h) > top_score(&hits) => hits = h,
                     Ok(_) => {}
                     Err(e) => kb.warn(&format!("knowledge search failed: {e}")),
@@ -403,7 +391,7 @@ impl Solutions {
         shown: &[Event],
         hits: &[Hit],
         language: &str,
-        kb: &mut dyn Search,
+        kb: &mut dyn Host,
     ) -> Option<Event> {
         let ids: Vec<&str> = shown
             .iter()
@@ -495,39 +483,8 @@ impl Solutions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Fake {
-        answers: Vec<Result<Vec<Hit>, String>>,
-        asked: Vec<SearchRequest>,
-        warned: usize,
-        /// What the model answers, in turn (none left: not configured).
-        completions: Vec<Result<String, LlmError>>,
-        prompts: Vec<CompletionRequest>,
-    }
-
-    impl Search for Fake {
-        fn search(&mut self, request: SearchRequest) -> Result<Vec<Hit>, String> {
-            self.asked.push(request);
-            if self.answers.is_empty() {
-                return Ok(vec![]);
-            }
-            self.answers.remove(0)
-        }
-        fn warn(&mut self, _: &str) {
-            self.warned += 1;
-        }
-        fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
-            self.prompts.push(request.clone());
-            if self.completions.is_empty() {
-                return Err(LlmError::NotConfigured("none".into()));
-            }
-            self.completions.remove(0).map(|text| Completion {
-                text,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-            })
-        }
-    }
+    use callpipe_sdk::llm::LlmError;
+    use callpipe_sdk::testing::FakeHost;
 
     fn hit(id: &str, score: f32) -> Hit {
         Hit {
@@ -560,14 +517,10 @@ mod tests {
             .collect()
     }
 
-    fn fake(answers: Vec<Vec<Hit>>) -> Fake {
-        Fake {
-            answers: answers.into_iter().map(Ok).collect(),
-            asked: vec![],
-            warned: 0,
-            completions: vec![],
-            prompts: vec![],
-        }
+    fn fake(answers: Vec<Vec<Hit>>) -> FakeHost {
+        answers
+            .into_iter()
+            .fold(FakeHost::default(), |host, hits| host.with_hits(hits))
     }
 
     #[test]
@@ -578,7 +531,7 @@ mod tests {
         let mut s = Solutions::from_json(on, "fr").unwrap();
         let mut kb = fake(vec![vec![hit("a", 0.9), hit("b", 0.1)]]);
         kb.completions
-            .push(Ok("1. Redémarrer le switch [a].".into()));
+            .push_back(Ok("1. Redémarrer le switch [a].".into()));
         let out = s.handle(analysis(understood, true), &mut kb);
         let cards: Vec<&Suggestion> = out
             .iter()
@@ -606,13 +559,13 @@ mod tests {
         ] {
             let mut s = Solutions::from_json(on, "fr").unwrap();
             let mut kb = fake(vec![vec![hit("a", 0.9), hit("b", 0.1)]]);
-            kb.completions.push(answer);
+            kb.completions.push_back(answer);
             let ids: Vec<String> = suggestions(&s.handle(analysis(understood, true), &mut kb))
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
             assert_eq!(ids, ["kb-a-1"]);
-            assert_eq!(kb.warned, 1);
+            assert_eq!(kb.warnings(), 1);
         }
     }
 
@@ -621,7 +574,7 @@ mod tests {
         let on = r#"{"llm_rewrite": true, "search_newest_turn": false}"#;
         let mut s = Solutions::from_json(on, "en").unwrap();
         let mut kb = fake(vec![vec![hit("a", 0.3)], vec![hit("b", 0.9)]]);
-        kb.completions.push(Ok(
+        kb.completions.push_back(Ok(
             "caméra parking hors ligne après remplacement switch PoE".into(),
         ));
         let out = s.handle(
@@ -633,7 +586,7 @@ mod tests {
             [("kb-b-1".into(), SuggestionKind::KnowledgeBase)]
         );
         assert_eq!(
-            kb.asked[1].query,
+            kb.searches[1].query,
             "caméra parking hors ligne après remplacement switch PoE"
         );
         assert!(kb.prompts[0].messages[0].content.contains("French"));
@@ -647,13 +600,16 @@ mod tests {
             vec![hit("c", 0.3)],
         ]);
         assert_eq!(s.handle(analysis("bonjour", false), &mut kb).len(), 1);
-        assert!(kb.asked.is_empty(), "no search before the context suffices");
+        assert!(
+            kb.searches.is_empty(),
+            "no search before the context suffices"
+        );
         let out = s.handle(analysis("la caméra ne répond plus au ping", true), &mut kb);
         assert_eq!(
             suggestions(&out),
             [("kb-a-1".into(), SuggestionKind::KnowledgeBase)]
         );
-        assert_eq!(kb.asked[0].language.as_deref(), Some("fr"));
+        assert_eq!(kb.searches[0].language.as_deref(), Some("fr"));
         let out = s.handle(
             analysis("la caméra ne répond plus au ping depuis hier", true),
             &mut kb,
@@ -781,13 +737,12 @@ mod tests {
     #[test]
     fn a_failed_search_costs_nothing_but_that_suggestion() {
         let mut s = Solutions::from_json("{}", "fr").unwrap();
-        let mut kb = Fake {
-            answers: vec![Err("timeout".into()), Ok(vec![hit("a", 0.9)])],
-            ..fake(vec![])
-        };
+        let mut kb = FakeHost::default()
+            .with_search_error("timeout")
+            .with_hits(vec![hit("a", 0.9)]);
         let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
         assert_eq!(out.len(), 1);
-        assert_eq!(kb.warned, 1);
+        assert_eq!(kb.warnings(), 1);
         // The same words are searched again next time.
         let out = s.handle(analysis("la caméra ne répond plus", true), &mut kb);
         assert_eq!(suggestions(&out).len(), 1);
@@ -819,7 +774,7 @@ mod tests {
             [("kb-siren-1".into(), SuggestionKind::KnowledgeBase)]
         );
         assert_eq!(
-            kb.asked[2].query,
+            kb.searches[2].query,
             "non en fait c'est la sirène extérieure qui reste muette"
         );
     }

@@ -175,12 +175,10 @@ mod tests {
 
     fn call(speakers: Vec<Speaker>) -> CallInfo {
         CallInfo {
-            session_id: "s1".into(),
-            call_sid: "CA1".into(),
             technician_id: "tech-42".into(),
             technician_name: "Jeanne".into(),
-            language: "fr".into(),
             speakers,
+            ..callpipe_sdk::testing::call_info("fr")
         }
     }
 

@@ -415,14 +415,7 @@ mod tests {
     }
 
     fn call() -> CallInfo {
-        CallInfo {
-            session_id: "s".into(),
-            call_sid: "c".into(),
-            technician_id: "t".into(),
-            technician_name: "T".into(),
-            language: "fr".into(),
-            speakers: vec![],
-        }
+        callpipe_sdk::testing::call_info("fr")
     }
 
     /// Runs events through a stage whose "transcriber" reports which

@@ -1,0 +1,116 @@
+//! For a stage's own tests, natively: a fake host that answers from a
+//! script and records what it was asked, and a call to start a stage with.
+//!
+//! ```ignore
+//! let mut host = FakeHost::default().with_hits(vec![hit]).with_completion("Depuis quand ?");
+//! let out = stage.handle_with(event, &mut host);
+//! assert_eq!(host.searches.len(), 1);
+//! ```
+
+use crate::host::Host;
+use crate::types::CallInfo;
+use crate::{knowledge, llm, log, transcriber};
+use std::collections::VecDeque;
+
+/// A call as the host would hand it to `init`, in `language`.
+pub fn call_info(language: &str) -> CallInfo {
+    CallInfo {
+        session_id: "test".into(),
+        call_sid: "CAtest".into(),
+        technician_id: "tech".into(),
+        technician_name: "Tech".into(),
+        language: language.into(),
+        speakers: vec![],
+    }
+}
+
+/// Answers each capability from its queue, in order; an empty queue
+/// answers "nothing found" for a search and "not configured" otherwise.
+/// Every request and log line is kept for the test to read.
+#[derive(Debug, Default)]
+pub struct FakeHost {
+    pub hits: VecDeque<Result<Vec<knowledge::Hit>, String>>,
+    pub completions: VecDeque<Result<String, llm::LlmError>>,
+    pub transcriptions: VecDeque<Result<transcriber::Transcription, String>>,
+    pub searches: Vec<knowledge::SearchRequest>,
+    pub prompts: Vec<llm::CompletionRequest>,
+    pub transcribed: Vec<transcriber::TranscribeRequest>,
+    pub logs: Vec<(log::Level, String)>,
+}
+
+impl FakeHost {
+    pub fn with_hits(mut self, hits: Vec<knowledge::Hit>) -> Self {
+        self.hits.push_back(Ok(hits));
+        self
+    }
+
+    pub fn with_search_error(mut self, error: &str) -> Self {
+        self.hits.push_back(Err(error.into()));
+        self
+    }
+
+    pub fn with_completion(mut self, text: &str) -> Self {
+        self.completions.push_back(Ok(text.into()));
+        self
+    }
+
+    pub fn with_llm_error(mut self, error: llm::LlmError) -> Self {
+        self.completions.push_back(Err(error));
+        self
+    }
+
+    pub fn with_transcription(mut self, t: transcriber::Transcription) -> Self {
+        self.transcriptions.push_back(Ok(t));
+        self
+    }
+
+    /// Warnings logged so far.
+    pub fn warnings(&self) -> usize {
+        self.logs
+            .iter()
+            .filter(|(l, _)| matches!(l, log::Level::Warn))
+            .count()
+    }
+}
+
+impl Host for FakeHost {
+    fn search(
+        &mut self,
+        request: &knowledge::SearchRequest,
+    ) -> Result<Vec<knowledge::Hit>, String> {
+        self.searches.push(request.clone());
+        self.hits.pop_front().unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    fn transcribe(
+        &mut self,
+        request: &transcriber::TranscribeRequest,
+    ) -> Result<transcriber::Transcription, String> {
+        self.transcribed.push(request.clone());
+        self.transcriptions
+            .pop_front()
+            .unwrap_or_else(|| Err("not configured: no transcription scripted".into()))
+    }
+
+    fn complete(
+        &mut self,
+        request: &llm::CompletionRequest,
+    ) -> Result<llm::Completion, llm::LlmError> {
+        self.prompts.push(request.clone());
+        match self.completions.pop_front() {
+            Some(Ok(text)) => Ok(llm::Completion {
+                text,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+            }),
+            Some(Err(e)) => Err(e),
+            None => Err(llm::LlmError::NotConfigured(
+                "no completion scripted".into(),
+            )),
+        }
+    }
+
+    fn log(&mut self, level: log::Level, message: &str) {
+        self.logs.push((level, message.into()));
+    }
+}
