@@ -62,8 +62,14 @@ impl World {
 
 /// The stage SDK, embedded so a crate made outside this repository gets the
 /// same version of it (its manifest without the workspace's settings).
-const SDK_LIB: &str = include_str!("../../../sdk/src/lib.rs");
-const SDK_ALLOC: &str = include_str!("../../../sdk/src/alloc.rs");
+/// Every file of `sdk/src` (a test checks none is missing).
+const SDK_SOURCES: &[(&str, &str)] = &[
+    ("lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("alloc.rs", include_str!("../../../sdk/src/alloc.rs")),
+    ("host.rs", include_str!("../../../sdk/src/host.rs")),
+    ("screen.rs", include_str!("../../../sdk/src/screen.rs")),
+    ("testing.rs", include_str!("../../../sdk/src/testing.rs")),
+];
 const SDK_CARGO_TOML: &str = r#"[package]
 name = "callpipe-sdk"
 description = "Write a callpipe stage (copied by callpipe new-stage)"
@@ -158,8 +164,9 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
         }
         std::fs::create_dir_all(root.join("callpipe-sdk").join("src"))?;
         write("callpipe-sdk/Cargo.toml", SDK_CARGO_TOML.to_string())?;
-        write("callpipe-sdk/src/lib.rs", SDK_LIB.to_string())?;
-        write("callpipe-sdk/src/alloc.rs", SDK_ALLOC.to_string())?;
+        for (file, text) in SDK_SOURCES {
+            write(&format!("callpipe-sdk/src/{file}"), (*text).to_string())?;
+        }
     }
     let fill = |t: &str| {
         t.replace("{{name}}", name)
@@ -355,6 +362,10 @@ explains each event and what the host does with what a stage returns.
 mod tests {
     use super::*;
 
+    pub fn sdk_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/src")
+    }
+
     #[test]
     fn names_are_checked() {
         for good in ["keyword-flag", "a", "stage2"] {
@@ -385,8 +396,15 @@ mod tests {
             "{manifest}"
         );
         assert!(made.join("wit/worlds.wit").is_file());
-        assert!(made.join("callpipe-sdk/src/lib.rs").is_file());
-        assert!(made.join("callpipe-sdk/src/alloc.rs").is_file());
+        // Every file of the SDK goes with it (a module left out would not build).
+        let sdk = crate::cli::new_stage::tests::sdk_dir();
+        for entry in std::fs::read_dir(&sdk).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                made.join("callpipe-sdk/src").join(&name).is_file(),
+                "sdk/src/{name} is not in SDK_SOURCES"
+            );
+        }
         for file in ["src/lib.rs", "src/stage.rs", "Cargo.toml", "README.md"] {
             let text = std::fs::read_to_string(made.join(file)).unwrap();
             assert!(!text.contains("{{"), "every placeholder filled in {file}");
