@@ -24,10 +24,15 @@ pub fn call_info(language: &str) -> CallInfo {
     }
 }
 
+/// A transcriber that answers from the request itself.
+pub type Transcribe =
+    Box<dyn FnMut(&transcriber::TranscribeRequest) -> Result<transcriber::Transcription, String>>;
+
 /// Answers each capability from its queue, in order; an empty queue
-/// answers "nothing found" for a search and "not configured" otherwise.
-/// Every request and log line is kept for the test to read.
-#[derive(Debug, Default)]
+/// answers "nothing found" for a search, the `transcribing` function (if
+/// any) for speech, and "not configured" otherwise. Every request and log
+/// line is kept for the test to read.
+#[derive(Default)]
 pub struct FakeHost {
     pub hits: VecDeque<Result<Vec<knowledge::Hit>, String>>,
     pub completions: VecDeque<Result<String, llm::LlmError>>,
@@ -36,6 +41,19 @@ pub struct FakeHost {
     pub prompts: Vec<llm::CompletionRequest>,
     pub transcribed: Vec<transcriber::TranscribeRequest>,
     pub logs: Vec<(log::Level, String)>,
+    /// Answers a transcription when the queue is empty.
+    pub transcribing: Option<Transcribe>,
+}
+
+impl std::fmt::Debug for FakeHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeHost")
+            .field("searches", &self.searches.len())
+            .field("prompts", &self.prompts.len())
+            .field("transcribed", &self.transcribed.len())
+            .field("logs", &self.logs)
+            .finish()
+    }
 }
 
 impl FakeHost {
@@ -64,6 +82,16 @@ impl FakeHost {
         self
     }
 
+    /// Transcribes every request with `f` (once the queue is empty).
+    pub fn transcribing(
+        mut self,
+        f: impl FnMut(&transcriber::TranscribeRequest) -> Result<transcriber::Transcription, String>
+        + 'static,
+    ) -> Self {
+        self.transcribing = Some(Box::new(f));
+        self
+    }
+
     /// Warnings logged so far.
     pub fn warnings(&self) -> usize {
         self.logs
@@ -87,9 +115,13 @@ impl Host for FakeHost {
         request: &transcriber::TranscribeRequest,
     ) -> Result<transcriber::Transcription, String> {
         self.transcribed.push(request.clone());
-        self.transcriptions
-            .pop_front()
-            .unwrap_or_else(|| Err("not configured: no transcription scripted".into()))
+        if let Some(t) = self.transcriptions.pop_front() {
+            return t;
+        }
+        match &mut self.transcribing {
+            Some(f) => f(request),
+            None => Err("not configured: no transcription scripted".into()),
+        }
     }
 
     fn complete(

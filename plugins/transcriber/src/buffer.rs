@@ -1,3 +1,5 @@
+use callpipe_sdk::host::Host;
+use callpipe_sdk::transcriber::TranscribeRequest;
 use callpipe_sdk::types::{
     Event, SpeakerRole, SpeechStarted, StageError, Track, Transcript, Utterance,
 };
@@ -44,22 +46,6 @@ impl Default for Config {
             ],
         }
     }
-}
-
-/// What the stage asks the host to transcribe.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub samples: Vec<i16>,
-    pub rate: u32,
-    pub language: Option<String>,
-    pub prompt: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transcribed {
-    pub text: String,
-    pub language: String,
-    pub confidence: f32,
 }
 
 /// Speech of one speaker waiting to be transcribed.
@@ -153,17 +139,12 @@ impl Stage {
         (self.config.min_buffer_s * 1000.0) as u64
     }
 
-    pub fn handle(
-        &mut self,
-        event: Event,
-        transcribe: &mut dyn FnMut(&Request) -> Result<Transcribed, String>,
-        warn: &mut dyn FnMut(&str),
-    ) -> Vec<Event> {
+    pub fn handle(&mut self, event: Event, host: &mut dyn Host) -> Vec<Event> {
         let mut out = Vec::new();
         match event {
             Event::Utterance(u) => {
                 if self.roles.contains(&u.role) {
-                    self.utterance(&u, &mut out, transcribe, warn);
+                    self.utterance(&u, &mut out, host);
                 }
                 let mut u = u;
                 if !self.config.pass_audio {
@@ -173,18 +154,18 @@ impl Stage {
             }
             Event::SpeechStarted(s) => {
                 self.speech_started(&s);
-                self.flush_stale(s.at_ms, &mut out, transcribe, warn);
+                self.flush_stale(s.at_ms, &mut out, host);
                 out.push(Event::SpeechStarted(s));
             }
             Event::Custom(c) if c.name == "callpipe.tick" => {
                 if let Some(now) = callpipe_sdk::tick_of(&c) {
-                    self.flush_stale(now, &mut out, transcribe, warn);
+                    self.flush_stale(now, &mut out, host);
                 }
                 out.push(Event::Custom(c));
             }
             Event::CallEnded(info) => {
                 let all: Vec<usize> = (0..self.buffers.len()).collect();
-                self.flush(all, &mut out, transcribe, warn);
+                self.flush(all, &mut out, host);
                 out.push(Event::CallEnded(info));
             }
             other => out.push(other),
@@ -192,13 +173,7 @@ impl Stage {
         out
     }
 
-    fn utterance(
-        &mut self,
-        u: &Utterance,
-        out: &mut Vec<Event>,
-        transcribe: &mut dyn FnMut(&Request) -> Result<Transcribed, String>,
-        warn: &mut dyn FnMut(&str),
-    ) {
+    fn utterance(&mut self, u: &Utterance, out: &mut Vec<Event>, host: &mut dyn Host) {
         let gap = self.config.join_gap_ms;
         // A held fragment that this one does not continue goes out first.
         if let Some(i) = self
@@ -210,7 +185,7 @@ impl Stage {
                 !b.open && (u.start_ms > b.end_ms + gap || b.rate != u.rate)
             }
         {
-            self.flush(vec![i], out, transcribe, warn);
+            self.flush(vec![i], out, host);
         }
         let i = match self
             .buffers
@@ -246,7 +221,7 @@ impl Stage {
             b.duration_ms() >= min_ms
         };
         if due {
-            self.flush(vec![i], out, transcribe, warn);
+            self.flush(vec![i], out, host);
         }
     }
 
@@ -261,13 +236,7 @@ impl Stage {
 
     /// Held fragments whose gap has passed by stream time `now`. One that
     /// expects a continuation waits for it, up to a whole slice's length.
-    fn flush_stale(
-        &mut self,
-        now: u64,
-        out: &mut Vec<Event>,
-        transcribe: &mut dyn FnMut(&Request) -> Result<Transcribed, String>,
-        warn: &mut dyn FnMut(&str),
-    ) {
+    fn flush_stale(&mut self, now: u64, out: &mut Vec<Event>, host: &mut dyn Host) {
         let gap = self.config.join_gap_ms;
         let max_ms = self.max_ms();
         let stale: Vec<usize> = self
@@ -283,17 +252,11 @@ impl Stage {
             })
             .map(|(i, _)| i)
             .collect();
-        self.flush(stale, out, transcribe, warn);
+        self.flush(stale, out, host);
     }
 
     /// Transcribes and removes the buffers at `indices`.
-    fn flush(
-        &mut self,
-        mut indices: Vec<usize>,
-        out: &mut Vec<Event>,
-        transcribe: &mut dyn FnMut(&Request) -> Result<Transcribed, String>,
-        warn: &mut dyn FnMut(&str),
-    ) {
+    fn flush(&mut self, mut indices: Vec<usize>, out: &mut Vec<Event>, host: &mut dyn Host) {
         indices.sort_unstable();
         // Remove from the back so earlier indices stay valid; send in order.
         let mut taken: Vec<Buffer> = indices
@@ -307,13 +270,13 @@ impl Stage {
                 continue;
             }
             let prompt = self.prompt_for(&b.speaker_id);
-            let request = Request {
+            let request = TranscribeRequest {
                 samples: b.samples,
                 rate: b.rate,
                 language: self.language.clone(),
                 prompt,
             };
-            match transcribe(&request) {
+            match host.transcribe(&request) {
                 Ok(t) => {
                     let text = t.text.trim().to_string();
                     let dropped = self
@@ -337,7 +300,7 @@ impl Stage {
                         confidence: t.confidence,
                     }));
                 }
-                Err(e) => warn(&format!(
+                Err(e) => host.warn(&format!(
                     "utterance {} ({} ms) not transcribed: {e}",
                     b.utterance_id,
                     b.end_ms.saturating_sub(b.start_ms)
@@ -384,6 +347,8 @@ impl Stage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callpipe_sdk::testing::FakeHost;
+    use callpipe_sdk::transcriber::Transcription;
     use callpipe_sdk::types::{CallInfo, Custom};
 
     const RATE: u32 = 16_000;
@@ -420,28 +385,26 @@ mod tests {
 
     /// Runs events through a stage whose "transcriber" reports which
     /// utterances (by sample value) each request held and how long it was.
-    fn run(stage: &mut Stage, events: Vec<Event>) -> (Vec<String>, Vec<Request>) {
-        let mut requests = Vec::new();
+    fn run(stage: &mut Stage, events: Vec<Event>) -> (Vec<String>, Vec<TranscribeRequest>) {
+        let mut host = FakeHost::default().transcribing(|r| {
+            let mut ids: Vec<i16> = r.samples.clone();
+            ids.dedup();
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            Ok(Transcription {
+                text: format!("u{}", ids.join("+")),
+                language: "fr".into(),
+                confidence: 0.9,
+            })
+        });
         let mut texts = Vec::new();
         for e in events {
-            let mut t = |r: &Request| {
-                requests.push(r.clone());
-                let mut ids: Vec<i16> = r.samples.clone();
-                ids.dedup();
-                let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-                Ok(Transcribed {
-                    text: format!("u{}", ids.join("+")),
-                    language: "fr".into(),
-                    confidence: 0.9,
-                })
-            };
-            for o in stage.handle(e, &mut t, &mut |_| {}) {
+            for o in stage.handle(e, &mut host) {
                 if let Event::Transcript(tr) = o {
                     texts.push(tr.text);
                 }
             }
         }
-        (texts, requests)
+        (texts, host.transcribed)
     }
 
     fn stage(json: &str) -> Stage {
@@ -564,27 +527,18 @@ mod tests {
     #[test]
     fn hallucinations_and_errors_yield_no_transcript() {
         let mut s = stage("{}");
-        let mut warned = Vec::new();
-        let out = s.handle(
-            utt(1, Track::Inbound, 0, 2_000, false),
-            &mut |_| {
-                Ok(Transcribed {
-                    text: " Sous-titres réalisés par la communauté d'Amara.org ".into(),
-                    language: "fr".into(),
-                    confidence: 0.5,
-                })
-            },
-            &mut |w| warned.push(w.to_string()),
-        );
+        let mut host = FakeHost::default().with_transcription(Transcription {
+            text: " Sous-titres réalisés par la communauté d'Amara.org ".into(),
+            language: "fr".into(),
+            confidence: 0.5,
+        });
+        let out = s.handle(utt(1, Track::Inbound, 0, 2_000, false), &mut host);
         assert!(!out.iter().any(|e| matches!(e, Event::Transcript(_))));
-        let out = s.handle(
-            utt(2, Track::Inbound, 3_000, 5_000, false),
-            &mut |_| Err("timeout".into()),
-            &mut |w| warned.push(w.to_string()),
-        );
+        host.transcriptions.push_back(Err("timeout".into()));
+        let out = s.handle(utt(2, Track::Inbound, 3_000, 5_000, false), &mut host);
         assert!(!out.iter().any(|e| matches!(e, Event::Transcript(_))));
-        assert_eq!(warned.len(), 1);
-        assert!(warned[0].contains("utterance 2"), "{warned:?}");
+        assert_eq!(host.warnings(), 1);
+        assert!(host.logs[0].1.contains("utterance 2"), "{:?}", host.logs);
         // The utterance still flows on, without its audio.
         assert!(
             out.iter()

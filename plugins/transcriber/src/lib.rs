@@ -6,24 +6,9 @@
 
 mod buffer;
 
-use callpipe_sdk::transcriber::TranscribeRequest;
 use callpipe_sdk::types::{CallInfo, Event, EventKind, StageError};
 
-pub use buffer::{Config, Request, Stage as Transcriber, Transcribed};
-
-fn transcribe(r: &Request) -> Result<Transcribed, String> {
-    callpipe_sdk::capability::transcribe(&TranscribeRequest {
-        samples: r.samples.clone(),
-        rate: r.rate,
-        language: r.language.clone(),
-        prompt: r.prompt.clone(),
-    })
-    .map(|t| Transcribed {
-        text: t.text,
-        language: t.language,
-        confidence: t.confidence,
-    })
-}
+pub use buffer::{Config, Stage as Transcriber};
 
 impl callpipe_sdk::Stage for Transcriber {
     const NAME: &'static str = "transcriber";
@@ -50,8 +35,7 @@ impl callpipe_sdk::Stage for Transcriber {
         Ok(Transcriber::handle(
             self,
             event,
-            &mut transcribe,
-            &mut callpipe_sdk::capability::warn,
+            &mut callpipe_sdk::host::Wasm,
         ))
     }
 }
