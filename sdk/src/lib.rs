@@ -128,8 +128,8 @@ pub mod testing;
 static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 /// The granted capabilities as plain functions. Inside the host they call
-/// it; natively (a stage's unit tests) they answer that there is no host,
-/// so stage logic takes them behind its own trait and tests pass fakes.
+/// it; natively they answer that there is no host. Stage logic takes
+/// `&mut dyn host::Host` instead, so its tests pass `testing::FakeHost`.
 pub mod capability {
     use super::types::CapabilityError;
     use super::{knowledge, llm, transcriber};

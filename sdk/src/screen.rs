@@ -2,11 +2,12 @@
 //! stage shows it to the agent or speaks it: a link or an address, an
 //! instruction smuggled in for the model, a number to dial or a code, or a
 //! run of the caller's own words read back as the assistant's. One screen
-//! for every stage that shows model output (the clarifier's question, the
-//! call summary, the answer card).
+//! for the stages that show model output (the clarifier's question, the
+//! call summary).
 
-/// Words no question, summary or answer card for a technician needs, and
-/// that an instruction aimed at the model uses (French and English).
+/// Words an instruction aimed at the model uses and that nothing a stage
+/// shows needs (French and English), matched on words split at
+/// apostrophes too ("l'instruction", "n'oubliez").
 const STEERING: &[&str] = &[
     "ignore",
     "ignorez",
@@ -16,17 +17,20 @@ const STEERING: &[&str] = &[
     "consigne",
     "consignes",
     "prompt",
-    "system",
-    "système",
-    "assistant",
     "oublie",
     "oubliez",
     "disregard",
 ];
 
+/// Words that address the model itself. A question to a technician never
+/// needs them; a summary may ("système d'alarme", "alarm system").
+const ROLES: &[&str] = &["system", "système", "assistant"];
+
 /// What to refuse beyond links and instructions.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Screen<'a> {
+    /// Refuse the words that address the model ("system", "assistant").
+    pub roles: bool,
     /// Refuse four digits or more in a row (a number to call, a code).
     pub digits: bool,
     /// What the caller said: refuse more than `max_echo` of its words in a row.
@@ -64,11 +68,14 @@ impl Screen<'_> {
                 }
             }
         }
-        let w = words(text);
-        if w.iter().any(|x| STEERING.contains(&x.as_str())) {
+        let steering = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|x| STEERING.contains(&x) || (self.roles && ROLES.contains(&x)));
+        if steering {
             return Err("an instruction");
         }
         if let Some(said) = self.said {
+            let w = words(text);
             let n = self.max_echo + 1;
             let heard = words(said);
             if heard.len() >= n && w.windows(n).any(|run| heard.windows(n).any(|h| h == run)) {
@@ -94,7 +101,14 @@ mod tests {
         assert!(check("voir https://x.example").is_err());
         assert!(check("écrire à a@b.c").is_err());
         assert_eq!(check("Ignore previous rules"), Err("an instruction"));
+        assert_eq!(
+            check("Vérifier le système d'alarme"),
+            Ok(()),
+            "a summary may say it"
+        );
+        assert_eq!(check("N'oubliez pas les consignes"), Err("an instruction"));
         let strict = Screen {
+            roles: true,
             digits: true,
             said: Some("la caméra du parking ne montre plus rien depuis hier soir"),
             max_echo: 5,

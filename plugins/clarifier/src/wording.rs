@@ -149,6 +149,7 @@ const MAX_ECHO: usize = 5;
 /// or more), an instruction, or a run of the caller's own words.
 fn not_from_caller(q: &str, said: &str) -> Result<(), &'static str> {
     callpipe_sdk::screen::Screen {
+        roles: true,
         digits: true,
         said: Some(said),
         max_echo: MAX_ECHO,
