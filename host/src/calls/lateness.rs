@@ -21,6 +21,12 @@ pub const SETTLE: u32 = 50;
 /// admission reads by more than its share.
 pub const CAP: Duration = Duration::from_secs(1);
 
+/// Once settled, a frame that would move the stream's start earlier by
+/// more than this is a timestamp out of line (one frame stamped far ahead
+/// of its neighbours), not a better estimate: it is skipped, so it cannot
+/// make every later frame of the stream look late.
+pub const JUMP: Duration = Duration::from_millis(500);
+
 /// One stream's clock, per track that carries timestamps.
 #[derive(Debug, Default)]
 pub struct StreamClock {
@@ -37,6 +43,7 @@ impl StreamClock {
         let start = at.checked_sub(due_offset)?;
         let origin = match self.origin {
             Some(o) if o <= start => o,
+            Some(o) if self.frames > SETTLE && o.duration_since(start) > JUMP => return None,
             _ => {
                 self.origin = Some(start);
                 start
@@ -94,6 +101,18 @@ mod tests {
             c.lateness(i * 20, t0 + ms(i * 20));
         }
         assert_eq!(c.lateness(2_000, t0 + ms(2_000)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn one_frame_stamped_far_ahead_does_not_make_the_rest_late() {
+        let t0 = Instant::now();
+        let mut c = StreamClock::default();
+        for i in 0..=SETTLE as u64 {
+            c.lateness(i * 20, t0 + ms(i * 20));
+        }
+        // Frame 60 claims 5 s more than it is; the next ones are on time.
+        assert_eq!(c.lateness(1_200 + 5_000, t0 + ms(1_200)), None);
+        assert_eq!(c.lateness(1_220, t0 + ms(1_220)), Some(Duration::ZERO));
     }
 
     #[test]
