@@ -105,20 +105,28 @@ pub async fn exchange(request: reqwest::RequestBuilder, policy: &Policy, limit: 
     };
     let status = response.status();
     if status.as_u16() == 429 || status.is_server_error() {
-        return Outcome::Retry(format!("the endpoint answered {status}"));
+        let body = read_prefix(response, ERROR_TEXT).await;
+        return Outcome::Retry(format!("the endpoint answered {status}: {body}"));
     }
     if status.is_redirection() {
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .chars()
+            .take(200)
+            .collect::<String>();
         return Outcome::Refused {
             status: status.as_u16(),
-            body: "a redirect, not followed".into(),
+            body: format!("a redirect to {to}, not followed"),
             endpoint_fault: true,
         };
     }
     if !status.is_success() {
-        let body = read_limited(response, 4096).await.unwrap_or_default();
         return Outcome::Refused {
             status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            body: read_prefix(response, ERROR_TEXT).await,
             endpoint_fault: endpoint_fault(status.as_u16()),
         };
     }
@@ -133,7 +141,47 @@ pub async fn exchange(request: reqwest::RequestBuilder, policy: &Policy, limit: 
             content_type,
             body,
         },
-        Err(why) => Outcome::Retry(why),
+        // Another try would be as large: refused, not retried.
+        Err(ReadError::TooLarge(why)) => Outcome::Refused {
+            status: status.as_u16(),
+            body: why,
+            endpoint_fault: true,
+        },
+        Err(ReadError::Broken(why)) => Outcome::Retry(why),
+    }
+}
+
+/// Characters of an error answer kept for the message.
+const ERROR_TEXT: usize = 300;
+
+/// The start of an error answer as text (at most `chars` characters, read
+/// up to 4 KiB and no further: a long error page still names its cause).
+async fn read_prefix(mut response: reqwest::Response, chars: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < 4096 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(4096);
+    String::from_utf8_lossy(&body).chars().take(chars).collect()
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Over the limit: it would be every time.
+    TooLarge(String),
+    /// The connection broke off.
+    Broken(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(m) | ReadError::Broken(m) => f.write_str(m),
+        }
     }
 }
 
@@ -142,18 +190,19 @@ pub async fn exchange(request: reqwest::RequestBuilder, policy: &Policy, limit: 
 pub async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ReadError> {
+    let too_large = || ReadError::TooLarge(format!("an answer over {limit} bytes"));
     if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("an answer over {limit} bytes"));
+        return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the answer broke off: {e}"))?
+        .map_err(|e| ReadError::Broken(format!("the answer broke off: {e}")))?
     {
         if body.len() + chunk.len() > limit {
-            return Err(format!("an answer over {limit} bytes"));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -161,8 +210,8 @@ pub async fn read_limited(
 }
 
 /// Stops calling an endpoint that keeps failing: `threshold` failed
-/// requests in a row open it for `cooldown`; then one request is let
-/// through (half-open) and decides.
+/// requests in a row open it for `cooldown`; after that, requests go
+/// through again and the count starts from zero (a success resets it).
 #[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
@@ -309,9 +358,11 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
-        for p in ["/big", "/busy", "/down", "/slow"] {
+        for p in ["/busy", "/down", "/slow"] {
             assert!(matches!(get(p).await, Outcome::Retry(_)), "{p}");
         }
+        // Too large is too large on every try: refused, not retried.
+        assert!(matches!(get("/big").await, Outcome::Refused { .. }));
         match get("/key").await {
             Outcome::Refused {
                 status,

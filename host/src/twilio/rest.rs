@@ -167,7 +167,7 @@ impl TwilioClient {
         // A call resource is a couple of KiB.
         let body = callpipe_remote::read_limited(response, 1 << 20)
             .await
-            .map_err(RestError::Transport)?;
+            .map_err(|e| RestError::Transport(e.to_string()))?;
         if !status.is_success() {
             let err: Option<TwilioError> = serde_json::from_slice(&body).ok();
             return Err(RestError::Refused {
