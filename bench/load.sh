@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Load benchmark of the audio path through `callpipe serve`: N simultaneous
-# simulated Twilio calls from a second process on loopback.
+# simulated Twilio calls from a second process (in a network namespace and
+# on a CPU of its own when it can: see Isolation below).
 # Usage: [CALLPIPE_BIN=path] bench/load.sh [DURATION_S] [CALLS...]
 #        (default: 30 s; 100 500 1000)
 # Reports server CPU seconds per call-second, RSS per call, frame lag, the
-# frames' lateness against their streams' clocks, and lost frames. Both
-# processes share this machine's cores.
+# frames' lateness against their streams' clocks, and lost frames.
 #
 # Two measures of being behind (README, Performance):
 # - lag: a frame read from its socket to the end of its audio stages;
@@ -59,38 +59,47 @@ hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 softirq_ticks() { awk '$1 == "cpu" {print $8}' /proc/stat; }
 
-# The generator's namespace and CPU, when the machine allows.
-cores=$(nproc)
+# The generator's namespace and CPU, when the machine allows: the CPUs this
+# script may use (a cpuset or taskset may allow fewer than nproc shows).
+cpus=($(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))'))
+cores=${#cpus[@]}
 isolate=${CALLPIPE_LOAD_ISOLATE:-auto}
 netns=""
+veth="cpg$$"
 server_addr=127.0.0.1
 gen=()
 pin_server=()
+cleanup_netns() {
+  if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; fi
+  ip link del "${veth}a" 2>/dev/null || true
+}
 if [ "$isolate" != off ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null && [ "$cores" -ge 2 ]; then
   netns="callpipe-gen-$$"
-  veth="cpg$$"
+  trap 'cleanup_netns; rm -f "$pipeline"' EXIT
+  # A /30 of its own per run (from the pid), so two runs do not clash.
+  net="10.213.$(( ($$ >> 6) % 256 )).$(( ($$ % 64) * 4 ))"
+  base=${net%.*}; last_octet=${net##*.}
+  here="$base.$((last_octet + 1))"; there="$base.$((last_octet + 2))"
   if ip netns add "$netns" 2>/dev/null \
     && ip link add "${veth}a" type veth peer name "${veth}b" \
     && ip link set "${veth}b" netns "$netns" \
-    && ip addr add 10.213.0.1/30 dev "${veth}a" && ip link set "${veth}a" up \
-    && ip netns exec "$netns" ip addr add 10.213.0.2/30 dev "${veth}b" \
+    && ip addr add "$here/30" dev "${veth}a" && ip link set "${veth}a" up \
+    && ip netns exec "$netns" ip addr add "$there/30" dev "${veth}b" \
     && ip netns exec "$netns" ip link set "${veth}b" up \
     && ip netns exec "$netns" ip link set lo up; then
-    server_addr=10.213.0.1
-    last=$((cores - 1))
-    gen=(ip netns exec "$netns" taskset -c "$last")
-    pin_server=(taskset -c "0-$((last - 1))")
+    server_addr=$here
+    gen_cpu=${cpus[$((cores - 1))]}
+    server_cpus=$(IFS=,; echo "${cpus[*]:0:$((cores - 1))}")
+    gen=(ip netns exec "$netns" taskset -c "$gen_cpu")
+    pin_server=(taskset -c "$server_cpus")
   else
-    ip netns del "$netns" 2>/dev/null || true
+    cleanup_netns
     netns=""
   fi
 fi
-cleanup_netns() {
-  if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; ip link del "${veth}a" 2>/dev/null || true; fi
-}
 if [ -n "$netns" ]; then
-  setup="netns+cpu$((cores - 1))"
-  echo "generator: network namespace $netns over a veth pair, CPU $((cores - 1)); server: CPUs 0-$((cores - 2))"
+  setup="netns+cpu$gen_cpu"
+  echo "generator: network namespace $netns over a veth pair, CPU $gen_cpu; server: CPUs $server_cpus"
 else
   setup="shared"
   echo "generator: same loopback and cores as the server (CALLPIPE_LOAD_ISOLATE=$isolate, $cores cores, uid $(id -u))"
@@ -112,10 +121,10 @@ for n in "${levels[@]}"; do
   peak=$rss0
   ( while kill -0 $server 2>/dev/null; do r=$(rss_kb $server); echo "$r"; sleep 1; done ) >/tmp/callpipe-load-rss &
   sampler=$!
-  # `times` in the subshell gives the load generator's own CPU: it shares
-  # the cores, so what it takes is not the server's to use. It runs on one
-  # thread (it needs under half a core): with one per core it would contend
-  # with the server for both (Twilio's senders are not on its machine at all).
+  # `times` in the subshell gives the load generator's own CPU. It runs on
+  # one thread: on its own CPU when isolated; when not, with one per core it
+  # would contend with the server for both (Twilio's senders are not on its
+  # machine at all).
   sim_out=$( ( TOKIO_WORKER_THREADS=1 CALLPIPE_LOG=error "${gen[@]}" "$bin" simulate --url ws://$server_addr:$port/twilio/media-stream \
       --audio samples/technician-fr.wav --calls "$n" --ramp 5 --duration "$duration" 2>&1 || true; times ) )
   cpu1=$(cpu_ticks $server)

@@ -15,7 +15,7 @@ pub const MODEL_FILE: &str = "ggml-base.bin";
 /// What the transcriber loads unless a pipeline names a model: Whisper base
 /// quantized to q8_0 from `MODEL_FILE`. On the 40 bench prompts its word
 /// error rate is within 0.01 of f16 and it transcribes a 3 s utterance with
-/// a fifth less CPU (README, "Transcription").
+/// a fifth less CPU (docs/speech.md, "Speech model").
 pub const DEFAULT_KIND: super::quantize::Kind = super::quantize::Kind::Q8_0;
 
 /// The default model's path under `models_dir`.
