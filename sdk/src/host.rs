@@ -3,6 +3,12 @@
 //! the host's imports; a stage's own tests pass
 //! [`crate::testing::FakeHost`] instead, so the stage's rules run natively
 //! with scripted answers and every request recorded.
+//!
+//! Take the host as a generic `&mut H` (`H: Host + ?Sized`), never as
+//! `&mut dyn Host`: a `dyn Host` made from [`Wasm`] has a vtable naming
+//! every capability, so the component would import them all and the host
+//! would refuse it for capabilities its pipeline does not grant. With a
+//! generic, only the capabilities the stage calls are linked in.
 
 use crate::types::CapabilityError;
 use crate::{knowledge, llm, log, transcriber};
@@ -72,8 +78,8 @@ impl Host for Wasm {
 /// failure logs why (naming `what` the model was asked for) and returns
 /// `None`, so the stage uses its own wording: the one way every stage asks
 /// a model and falls back.
-pub fn ask_model<T>(
-    host: &mut dyn Host,
+pub fn ask_model<H: Host + ?Sized, T>(
+    host: &mut H,
     request: &llm::CompletionRequest,
     what: &str,
     accept: impl FnOnce(&str) -> Result<T, String>,

@@ -99,7 +99,7 @@ impl Summarizer {
         self.handle_with(event, &mut callpipe_sdk::host::Wasm)
     }
 
-    pub fn handle_with(&mut self, event: Event, host: &mut dyn Host) -> Vec<Event> {
+    pub fn handle_with<H: Host + ?Sized>(&mut self, event: Event, host: &mut H) -> Vec<Event> {
         match &event {
             Event::Transcript(t) if t.role == SpeakerRole::Technician => {
                 if !self.said.is_empty() {
@@ -156,7 +156,7 @@ impl Summarizer {
     }
 
     /// The summary: the model's when it is on and answers well, else the rules'.
-    pub fn summary(&self, host: &mut dyn Host) -> Summary {
+    pub fn summary<H: Host + ?Sized>(&self, host: &mut H) -> Summary {
         let rules = self.by_rules();
         if !self.config.llm || self.said.is_empty() {
             return rules;

@@ -144,9 +144,9 @@ impl Clarifier {
     /// The template question, or the model's wording of it when the
     /// pipeline turned the model on and its answer passes the checks; and
     /// whether the model wrote it.
-    fn word(
+    fn word<H: Host + ?Sized>(
         &self,
-        host: &mut dyn Host,
+        host: &mut H,
         slot: &str,
         language: &str,
         a: &Analysis,
@@ -178,7 +178,7 @@ impl Clarifier {
         self.handle_with(event, &mut callpipe_sdk::host::Wasm)
     }
 
-    pub fn handle_with(&mut self, event: Event, host: &mut dyn Host) -> Vec<Event> {
+    pub fn handle_with<H: Host + ?Sized>(&mut self, event: Event, host: &mut H) -> Vec<Event> {
         match event {
             Event::Transcript(t) => {
                 self.now_ms = self.now_ms.max(t.end_ms);
@@ -201,7 +201,7 @@ impl Clarifier {
         }
     }
 
-    fn question_for(&mut self, a: &Analysis, host: &mut dyn Host) -> Vec<Event> {
+    fn question_for<H: Host + ?Sized>(&mut self, a: &Analysis, host: &mut H) -> Vec<Event> {
         if a.sufficient {
             return Vec::new();
         }

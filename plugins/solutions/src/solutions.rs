@@ -153,7 +153,7 @@ impl Solutions {
         })
     }
 
-    pub fn handle(&mut self, event: Event, kb: &mut dyn Host) -> Vec<Event> {
+    pub fn handle<H: Host + ?Sized>(&mut self, event: Event, kb: &mut H) -> Vec<Event> {
         match event {
             Event::Analysis(a) => {
                 let found = self.on_analysis(&a, kb);
@@ -166,7 +166,7 @@ impl Solutions {
         }
     }
 
-    fn on_analysis(&mut self, a: &Analysis, kb: &mut dyn Host) -> Vec<Event> {
+    fn on_analysis<H: Host + ?Sized>(&mut self, a: &Analysis, kb: &mut H) -> Vec<Event> {
         // The analysis query is everything the technician said; what it
         // gained since the last one is their newest turn.
         let newest_turn = a
@@ -386,12 +386,12 @@ impl Solutions {
 
     /// The model's answer from the articles just shown, citing them; none
     /// when it fails or cites no retrieved article.
-    fn answer_card(
+    fn answer_card<H: Host + ?Sized>(
         &self,
         shown: &[Event],
         hits: &[Hit],
         language: &str,
-        kb: &mut dyn Host,
+        kb: &mut H,
     ) -> Option<Event> {
         let ids: Vec<&str> = shown
             .iter()

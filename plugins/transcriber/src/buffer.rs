@@ -139,7 +139,7 @@ impl Stage {
         (self.config.min_buffer_s * 1000.0) as u64
     }
 
-    pub fn handle(&mut self, event: Event, host: &mut dyn Host) -> Vec<Event> {
+    pub fn handle<H: Host + ?Sized>(&mut self, event: Event, host: &mut H) -> Vec<Event> {
         let mut out = Vec::new();
         match event {
             Event::Utterance(u) => {
@@ -173,7 +173,7 @@ impl Stage {
         out
     }
 
-    fn utterance(&mut self, u: &Utterance, out: &mut Vec<Event>, host: &mut dyn Host) {
+    fn utterance<H: Host + ?Sized>(&mut self, u: &Utterance, out: &mut Vec<Event>, host: &mut H) {
         let gap = self.config.join_gap_ms;
         // A held fragment that this one does not continue goes out first.
         if let Some(i) = self
@@ -236,7 +236,7 @@ impl Stage {
 
     /// Held fragments whose gap has passed by stream time `now`. One that
     /// expects a continuation waits for it, up to a whole slice's length.
-    fn flush_stale(&mut self, now: u64, out: &mut Vec<Event>, host: &mut dyn Host) {
+    fn flush_stale<H: Host + ?Sized>(&mut self, now: u64, out: &mut Vec<Event>, host: &mut H) {
         let gap = self.config.join_gap_ms;
         let max_ms = self.max_ms();
         let stale: Vec<usize> = self
@@ -256,7 +256,12 @@ impl Stage {
     }
 
     /// Transcribes and removes the buffers at `indices`.
-    fn flush(&mut self, mut indices: Vec<usize>, out: &mut Vec<Event>, host: &mut dyn Host) {
+    fn flush<H: Host + ?Sized>(
+        &mut self,
+        mut indices: Vec<usize>,
+        out: &mut Vec<Event>,
+        host: &mut H,
+    ) {
         indices.sort_unstable();
         // Remove from the back so earlier indices stay valid; send in order.
         let mut taken: Vec<Buffer> = indices
