@@ -2,8 +2,8 @@
 //! stage shows it to the agent or speaks it: a link or an address, an
 //! instruction smuggled in for the model, a number to dial or a code, or a
 //! run of the caller's own words read back as the assistant's. One screen
-//! for the stages that show model output (the clarifier's question, the
-//! call summary).
+//! for every stage that shows model output (the clarifier's question, the
+//! call summary, the answer card).
 
 /// Words an instruction aimed at the model uses and that nothing a stage
 /// shows needs (French and English), matched on words split at
