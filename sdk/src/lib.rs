@@ -229,6 +229,19 @@ pub mod capability {
     }
 }
 
+/// The call a native test starts a stage with (`Harness`,
+/// `testing::call_info`).
+fn sample_call(language: &str) -> CallInfo {
+    CallInfo {
+        session_id: "test".into(),
+        call_sid: "CAtest".into(),
+        technician_id: "tech".into(),
+        technician_name: "Tech".into(),
+        language: language.into(),
+        speakers: vec![],
+    }
+}
+
 /// Runs a stage natively, as the host would, for the stage's own tests.
 pub struct Harness<S: Stage> {
     pub stage: S,
@@ -237,15 +250,7 @@ pub struct Harness<S: Stage> {
 impl<S: Stage> Harness<S> {
     /// `init` with `config_json` (as TOML would give it) for a call in `language`.
     pub fn new(config_json: &str, language: &str) -> Result<Self, StageError> {
-        let call = CallInfo {
-            session_id: "test".into(),
-            call_sid: "CAtest".into(),
-            technician_id: "tech".into(),
-            technician_name: "Tech".into(),
-            language: language.into(),
-            speakers: vec![],
-        };
-        // (testing::call_info is the same call, for tests that build one.)
+        let call = sample_call(language);
         let config = crate::config(S::NAME, config_json)?;
         Ok(Harness {
             stage: S::new(config, &call)?,

@@ -14,14 +14,7 @@ use std::collections::VecDeque;
 
 /// A call as the host would hand it to `init`, in `language`.
 pub fn call_info(language: &str) -> CallInfo {
-    CallInfo {
-        session_id: "test".into(),
-        call_sid: "CAtest".into(),
-        technician_id: "tech".into(),
-        technician_name: "Tech".into(),
-        language: language.into(),
-        speakers: vec![],
-    }
+    crate::sample_call(language)
 }
 
 /// A transcriber that answers from the request itself.

@@ -68,31 +68,28 @@ fn recent(r: &crate::metrics::Recent) -> Value {
     json!({"count": count, "p50": ms(q[0]), "p95": ms(q[1]), "p99": ms(q[2]), "max": ms(q[3])})
 }
 
+/// Count, p50, p95, p99 and max of a histogram, in ms.
+fn histogram(h: &crate::metrics::Histogram) -> Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    json!({
+        "count": h.count(),
+        "p50": ms(h.quantile(0.50)),
+        "p95": ms(h.quantile(0.95)),
+        "p99": ms(h.quantile(0.99)),
+        "max": ms(h.max()),
+    })
+}
+
 /// Live audio-path numbers (the load benchmark reads them).
 pub async fn stats(State(state): State<AppState>) -> Json<Value> {
-    let lag = &AUDIO.frame_lag;
-    let late = &AUDIO.stream_lateness;
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     Json(json!({
         "active_calls": state.active_streams.load(Relaxed),
         "frames_in": AUDIO.frames_in.load(Relaxed),
         "frames_dropped": AUDIO.frames_dropped.load(Relaxed),
         "frames_rejected": AUDIO.frames_rejected.load(Relaxed),
-        "frame_lag_ms": {
-            "count": lag.count(),
-            "p50": ms(lag.quantile(0.50)),
-            "p95": ms(lag.quantile(0.95)),
-            "p99": ms(lag.quantile(0.99)),
-            "max": ms(lag.max()),
-        },
+        "frame_lag_ms": histogram(&AUDIO.frame_lag),
         // Arrival against the stream's own clock (calls/lateness.rs).
-        "stream_lateness_ms": {
-            "count": late.count(),
-            "p50": ms(late.quantile(0.50)),
-            "p95": ms(late.quantile(0.95)),
-            "p99": ms(late.quantile(0.99)),
-            "max": ms(late.max()),
-        },
+        "stream_lateness_ms": histogram(&AUDIO.stream_lateness),
         // Exact, over the most recent transcripts of live streams.
         "speech_to_transcript_ms": recent(&AUDIO.speech_to_transcript_recent),
         "utterance_to_transcript_ms": recent(&AUDIO.utterance_to_transcript_recent),
