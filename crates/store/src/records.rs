@@ -57,10 +57,11 @@ pub struct EventRow {
     pub at: f64,
 }
 
-/// Appends to the dashboard's event log inside the caller's transaction;
-/// evaluates to the new event's id.
+/// Appends to the dashboard's event log inside the caller's transaction
+/// (its last statement before the commit); evaluates to the new event's id.
 macro_rules! event_in {
     ($store:expr, $tx:ident, $session:expr, $kind:expr, $data:expr, $at:expr) => {{
+        $crate::records::InOrder::in_order(&mut *$tx, $session).await?;
         let sql = $store.sql(
             "INSERT INTO events (session_id, kind, data, at, host_id) \
              VALUES (?, ?, ?, ?, ?) RETURNING id",
@@ -79,6 +80,34 @@ macro_rules! event_in {
     }};
 }
 pub(crate) use event_in;
+
+/// A session's events commit in the order of their ids, so a reader that
+/// resumes after the newest id it saw (a dashboard reconnecting with
+/// `Last-Event-ID`) misses none. Postgres hands ids out at insert and shows
+/// rows at commit: two transactions of one session, on two connections or
+/// two hosts, could commit out of id order. Each takes the session's
+/// transaction lock before its id and keeps it to its commit. SQLite has
+/// one writer at a time already.
+pub(crate) trait InOrder {
+    async fn in_order(self, session_id: &str) -> Result<(), StoreError>;
+}
+
+impl InOrder for &mut sqlx::SqliteConnection {
+    async fn in_order(self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl InOrder for &mut sqlx::PgConnection {
+    async fn in_order(self, session_id: &str) -> Result<(), StoreError> {
+        // Sessions whose hashes collide only wait for each other.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(session_id)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+}
 
 /// `SELECT <the columns call_row! reads> FROM calls <rest>`
 macro_rules! select_calls {

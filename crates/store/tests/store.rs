@@ -5,6 +5,7 @@
 
 use callpipe_store::items::{SuggestionRecord, TranscriptLine};
 use callpipe_store::{NewCall, Store};
+use callpipe_testkit::postgres::Schema;
 
 fn line(text: &str, end_ms: u64) -> TranscriptLine {
     TranscriptLine {
@@ -501,32 +502,10 @@ async fn sqlite_keeps_the_record_across_a_reopen() {
 
 #[tokio::test]
 async fn postgres_keeps_the_same_record() {
-    let base = std::env::var("CALLPIPE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(&base)
-        .await;
-    let Ok(admin) = admin else {
-        callpipe_testkit::fixture_present(false, &format!("a Postgres server at {base}"));
+    let Some(schema) = Schema::create("store").await else {
         return;
     };
-    let schema = format!(
-        "callpipe_test_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    // The schema name is ours: digits and underscores.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let url = schema.url();
     let store = Store::connect(&url)
         .await
         .expect("connect with the test schema");
@@ -564,10 +543,7 @@ async fn postgres_keeps_the_same_record() {
     drop(listener);
     other.close().await;
     store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]

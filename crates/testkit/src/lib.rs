@@ -2,8 +2,8 @@
 //! one policy for fixtures that come from outside the repository (the
 //! models, Debian's sounds, a Postgres or Qdrant server).
 //!
-//! No dependencies: the store's and the knowledge base's tests use it
-//! without linking the runtime.
+//! Nothing of callpipe's own: the store's and the knowledge base's tests use
+//! it without linking the runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -39,4 +39,6 @@ pub fn fixture_present(present: bool, what: &str) -> bool {
     }
     present
 }
+
+pub mod postgres;
 pub mod speech;

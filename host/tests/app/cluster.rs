@@ -3,13 +3,13 @@
 //! host a request reaches, and a host that stops, restarts or dies leaves
 //! the other's calls alone.
 
-use crate::support::postgres::Schema;
 use crate::support::server::{Server, TOKEN};
 use crate::support::sse::take_events;
 use crate::support::{self, fixture_present, root};
 use callpipe_host::audio::{frames, wav};
 use callpipe_host::pipeline::bindings::types::Track;
 use callpipe_host::simulator::{self, SimConfig};
+use callpipe_testkit::postgres::Schema;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,13 +3,13 @@
 //! sockets that never start or go silent.
 
 use crate::support::openai::{self, KEY_ENV, transcribe_with};
-use crate::support::postgres::Schema;
 use crate::support::proxy::Proxy;
 use crate::support::server::Server;
 use crate::support::{self, fixture_present, root};
 use callpipe_host::audio::{frames, wav};
 use callpipe_host::pipeline::bindings::types::Track;
 use callpipe_host::simulator::{self, SimConfig};
+use callpipe_testkit::postgres::Schema;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -5,10 +5,10 @@
 //! between a host and the database is a TCP proxy the test can cut.
 
 use crate::faults::{call, database_behind_proxy};
-use crate::support::postgres::Schema;
 use crate::support::server::{Server, TOKEN};
 use crate::support::{self, models_dir, root};
 use callpipe_host::simulator;
+use callpipe_testkit::postgres::Schema;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

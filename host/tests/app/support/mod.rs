@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+pub mod browser;
 pub mod llm;
 pub mod openai;
-pub mod postgres;
 pub mod proxy;
 pub mod server;
 pub mod sse;

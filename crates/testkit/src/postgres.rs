@@ -1,7 +1,7 @@
 //! A Postgres schema of its own per test, on the machine's server
 //! (`CALLPIPE_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test).
 
-use super::fixture_present;
+use crate::fixture_present;
 use std::time::Duration;
 
 /// One test's schema: the admin pool that made it, its name, and the
