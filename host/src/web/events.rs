@@ -23,8 +23,8 @@ pub struct After {
 
 /// Replayed per query; a session's whole history comes in pages of this.
 const PAGE: i64 = 500;
-/// Event ids one stream remembers having sent.
-const MAX_DELIVERED: usize = 10_000;
+/// How soon an event the store did not give yet is asked for again.
+const RETRY_READ: Duration = Duration::from_secs(1);
 
 /// Live event streams open at once, across sessions.
 pub const MAX_SUBSCRIBERS: usize = 2_048;
@@ -121,20 +121,22 @@ pub async fn stream(
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let _slot = slot;
+        // Every stored event of the session up to `sent` went out, in id
+        // order. The store commits a session's events in id order (on
+        // Postgres too, whichever host wrote them), so reading after `sent`
+        // never skips one that commits later, and the client may resume
+        // from the last id it got. Live events only wake the stream: what
+        // it sends is read from the store, so an event another host wrote,
+        // whose notice is still on its way, cannot be overtaken by a newer
+        // one of this host's (which would let a reconnect skip it).
         let mut sent = last;
-        // Ids sent on this stream. Ids are taken at insert and visible at
-        // commit, so an event relayed from another host may come after a
-        // higher id: it is sent unless it was sent already, not dropped for
-        // being below the newest.
-        let mut delivered = std::collections::BTreeSet::new();
-        // Replays stored events after `sent`; `None` once the client is
-        // gone, else the newest id and the ids sent.
-        let replay = |sent: i64| {
+        // Sends stored events after `sent`; `None` once the client is gone,
+        // else the new `sent`.
+        let catch_up = |sent: i64| {
             let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
             async move {
-                let mut ids = Vec::new();
                 let Some(store) = store else {
-                    return Some((sent, ids));
+                    return Some(sent);
                 };
                 let mut sent = sent;
                 loop {
@@ -142,30 +144,30 @@ pub async fn stream(
                         Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(session = %id, "cannot replay events: {e}");
-                            return Some((sent, ids));
+                            return Some(sent);
                         }
                     };
                     let n = page.len() as i64;
                     for e in page {
                         sent = e.id;
-                        ids.push(e.id);
                         if tx.send(sse(Some(e.id), &e.kind, e.data)).await.is_err() {
                             return None;
                         }
                     }
                     if n < PAGE {
-                        return Some((sent, ids));
+                        return Some(sent);
                     }
                 }
             }
         };
-        match replay(sent).await {
-            Some((s, ids)) => {
-                sent = s;
-                delivered.extend(ids);
-            }
+        match catch_up(sent).await {
+            Some(s) => sent = s,
             None => return,
         }
+        // The newest id heard of and not yet read (the store did not
+        // answer): read again shortly rather than at the next event, which
+        // may never come.
+        let mut owed: Option<i64> = None;
         loop {
             // A client that went away is noticed even when its session is
             // quiet (an ended call): the task ends instead of waking on
@@ -173,37 +175,40 @@ pub async fn stream(
             // A host that stops ends its streams; the client reconnects
             // (with Last-Event-ID) to another host and misses nothing.
             let received = tokio::select! {
-                r = live.recv() => r,
+                r = live.recv() => Some(r),
                 _ = tx.closed() => return,
                 _ = draining.wait_for(|d| *d) => return,
+                _ = tokio::time::sleep(RETRY_READ), if owed.is_some() => None,
+            };
+            let Some(received) = received else {
+                match catch_up(sent).await {
+                    Some(s) => sent = s,
+                    None => return,
+                }
+                owed = owed.filter(|&e| e > sent);
+                continue;
             };
             match received {
-                Ok(p) if p.session_id == id => {
-                    if let Some(e) = p.event_id {
-                        // The client had it before it connected, or this
-                        // stream sent it already (replayed from the store).
-                        if e <= last || !delivered.insert(e) {
-                            continue;
+                Ok(p) if p.session_id == id => match p.event_id {
+                    // Sent already (read with an earlier one).
+                    Some(e) if e <= sent => {}
+                    Some(e) => {
+                        match catch_up(sent).await {
+                            Some(s) => sent = s,
+                            None => return,
                         }
-                        while delivered.len() > MAX_DELIVERED {
-                            delivered.pop_first();
+                        owed = Some(e).filter(|&e| e > sent);
+                    }
+                    // The store refused it: shown live, without an id.
+                    None => {
+                        if tx.send(sse(None, kind_of(&p), data_of(&p))).await.is_err() {
+                            return;
                         }
-                        sent = sent.max(e);
                     }
-                    if tx
-                        .send(sse(p.event_id, kind_of(&p), data_of(&p)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+                },
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => match replay(sent).await {
-                    Some((s, ids)) => {
-                        sent = s;
-                        delivered.extend(ids);
-                    }
+                Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(sent).await {
+                    Some(s) => sent = s,
                     None => return,
                 },
                 Err(broadcast::error::RecvError::Closed) => return,
