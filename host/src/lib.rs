@@ -5,6 +5,7 @@
 //! it (see ARCHITECTURE.md), each a direct dependency, named here as the
 //! app uses them.
 
+pub mod app;
 pub mod call_script;
 pub mod calls;
 pub mod cli;

@@ -141,7 +141,7 @@ pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<E
 /// The token given, else the one `serve` keeps in the data dir, if any
 /// (`off`: none).
 fn api_token(given: Option<&str>, data_dir: &std::path::Path) -> Option<String> {
-    use super::serve::{TokenSetting, stored_token, token_setting};
+    use crate::app::token::{TokenSetting, stored_token, token_setting};
     match token_setting(given) {
         TokenSetting::Off => None,
         TokenSetting::Given(t) => Some(t),
