@@ -1,19 +1,16 @@
-//! The technician dashboard and the ops page in real headless Chromium,
-//! driven through chromedriver (WebDriver) by fantoccini, against the real
-//! binary and the shipped knowledge base. Screenshots are kept as test
-//! artifacts in target/test-artifacts/.
+//! The technician dashboard and the ops page in real headless Chromium
+//! (`support::browser`), against the real binary and the shipped knowledge
+//! base.
 
 use crate::support;
+use crate::support::browser::{
+    CHROMEDRIVER, CHROMIUM, Driver, click, screenshot, send, text_of, texts, wait_count, wait_for,
+    wait_text,
+};
 use crate::support::server::{Server, TOKEN};
-use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn ready() -> bool {
     support::fixture_present(support::models_present(), "the models (`callpipe models`)")
@@ -21,153 +18,6 @@ fn ready() -> bool {
             std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
             "Debian's chromium and chromium-driver",
         )
-}
-
-/// A chromedriver on a free local port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let driver = Driver {
-            child: Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver starts"),
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..100 {
-            if let Ok(r) = reqwest::get(format!("{}/status", driver.url)).await
-                && r.status().is_success()
-            {
-                return driver;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("chromedriver did not answer on {}", driver.url);
-    }
-
-    async fn browser(&self) -> Client {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1440,900"],
-            }),
-        );
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .expect("a Chromium session")
-    }
-}
-
-fn artifacts() -> PathBuf {
-    let dir = support::root().join("target").join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("artifact dir");
-    dir
-}
-
-async fn screenshot(browser: &Client, name: &str) -> PathBuf {
-    let png = browser.screenshot().await.expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let path = artifacts().join(format!("{name}.png"));
-    std::fs::write(&path, png).expect("write screenshot");
-    eprintln!("screenshot: {}", path.display());
-    path
-}
-
-/// Waits (up to 20 s) for an element, then returns it.
-async fn wait_for(browser: &Client, css: &str) -> Element {
-    browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
-}
-
-async fn texts(browser: &Client, css: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in browser.find_all(Locator::Css(css)).await.expect("find") {
-        out.push(e.text().await.expect("text"));
-    }
-    out
-}
-
-async fn click(browser: &Client, id: &str) {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot click #{id}: {e}"));
-}
-
-async fn text_of(browser: &Client, id: &str) -> String {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
-        .text()
-        .await
-        .expect("text")
-}
-
-/// The text of `#id` once it reads `want`, or what it read last (10 s).
-async fn wait_text(browser: &Client, id: &str, want: &str) -> String {
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = text_of(browser, id).await;
-        if text == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    text
-}
-
-async fn send(browser: &Client, text: &str) {
-    let box_ = browser
-        .find(Locator::Id("message"))
-        .await
-        .expect("message box");
-    box_.send_keys(text).await.expect("type");
-    click(browser, "send-btn").await;
-}
-
-/// Waits until `css` matches `n` elements (up to 20 s).
-async fn wait_count(browser: &Client, css: &str, n: usize) -> Vec<String> {
-    for _ in 0..200 {
-        let found = texts(browser, css).await;
-        if found.len() == n {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "expected {n} `{css}`, found {:?}",
-        texts(browser, css).await
-    );
 }
 
 /// The agent's whole flow, live over SSE, then with polling only:

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod conversation;
 mod dashboard;
+mod event_stream;
 mod faults;
 mod llm;
 mod models;
