@@ -73,6 +73,10 @@ fn default_question(slot: &str, language: &str) -> Option<&'static str> {
     })
 }
 
+/// The confidence of a question the language model worded (a template
+/// question's is 1.0).
+const MODEL_WORDED: f32 = 0.5;
+
 /// The card's title; a question the model worded says so, so the agent
 /// knows it is not a vetted template.
 fn title(language: &str, by_model: bool) -> &'static str {
@@ -241,8 +245,10 @@ impl Clarifier {
             title: title(&language, by_model).into(),
             content: text.clone(),
             sources: vec![],
-            // A question is not a guess: it is asked because a slot is empty.
-            confidence: 1.0,
+            // A template question is not a guess: it is asked because a slot
+            // is empty. The model's wording passed the screen but is still
+            // the model's, unchecked against what the caller meant.
+            confidence: if by_model { MODEL_WORDED } else { 1.0 },
             language: language.clone(),
         })];
         if self.config.speak {
@@ -428,6 +434,17 @@ mod tests {
             _ => None,
         });
         assert_eq!(said, content(&out), "the spoken question is the same");
+        let marked = |out: &[Event]| {
+            out.iter().find_map(|e| match e {
+                Event::Suggestion(s) => Some((s.title.contains("modèle"), s.confidence)),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            marked(&out),
+            Some((true, MODEL_WORDED)),
+            "marked and unsure"
+        );
 
         // Slow, failing or unfit answers: the template, each time, and why.
         let template = default_question("symptom", "fr").map(String::from);
@@ -444,6 +461,7 @@ mod tests {
                 &mut host,
             );
             assert_eq!(content(&out), template);
+            assert_eq!(marked(&out), Some((false, 1.0)));
             assert_eq!(host.warnings(), 1);
         }
         // Off (the default): the model is never asked.

@@ -159,8 +159,10 @@
     if (s.type === 'clarification_question') {
       const key = 'q|' + s.id;
       const at = model.chat.findIndex((m) => m.key === key);
-      if (at >= 0) { model.chat[at].text = s.content; } else {
-        model.chat.push({ key, role: 'bot', text: s.content, id: s.id });
+      // The title says who worded it (a template, or the language model):
+      // shown as the speaker, so a model's words never pass for ours.
+      if (at >= 0) { Object.assign(model.chat[at], { text: s.content, title: s.title }); } else {
+        model.chat.push({ key, role: 'bot', text: s.content, id: s.id, title: s.title });
         model.questions += 1;
       }
     } else {
@@ -379,7 +381,8 @@
     }, (li, m) => {
       const cls = 'msg ' + m.role + (m.pending ? ' pending' : '');
       if (li.className !== cls) li.className = cls;
-      setText(li.firstChild, t(m.role === 'bot' || m.role === 'greeting' ? 'assistant' : m.role));
+      const who = t(m.role === 'bot' || m.role === 'greeting' ? 'assistant' : m.role);
+      setText(li.firstChild, m.title ? who + ' · ' + m.title : who);
       setText(li.lastChild, m.text);
     });
     if (atBottom) list.scrollTop = list.scrollHeight;
