@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const FRAME: Duration = Duration::from_millis(20);
 
@@ -319,6 +320,13 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
             while let Some(msg) = stream.next().await {
                 let text = match msg {
                     Ok(Message::Text(t)) => t,
+                    // The server's reason, for the sender's error: a refusal
+                    // (1013, "overloaded: ...") reads differently from a
+                    // crash.
+                    Ok(Message::Close(Some(frame))) if frame.code != CloseCode::Normal => {
+                        report.count(&format!("close-{}", u16::from(frame.code)));
+                        return Some(format!("{} {}", u16::from(frame.code), frame.reason));
+                    }
                     Ok(Message::Close(_)) | Err(_) => break,
                     Ok(_) => continue,
                 };
@@ -355,6 +363,7 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
                     _ => {}
                 }
             }
+            None
         })
     };
     // Marker: returns marks when playback reaches them. It sleeps until the
@@ -482,16 +491,21 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
     // The reader runs until the server closes; don't wait forever.
     drop(tx);
     let mut reader = reader;
-    if tokio::time::timeout(Duration::from_secs(5), &mut reader)
-        .await
-        .is_err()
-    {
-        reader.abort();
-    }
+    let close = match tokio::time::timeout(Duration::from_secs(5), &mut reader).await {
+        Ok(Ok(close)) => close,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            reader.abort();
+            None
+        }
+    };
     marker.abort();
     writer.abort();
     let _ = sink.lock().await.close().await;
-    result
+    result.map_err(|e| match close {
+        Some(close) => format!("{e} ({close})"),
+        None => e,
+    })
 }
 
 type WsSink = futures_util::stream::SplitSink<
