@@ -189,12 +189,15 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the call, or fills in what is newly known about it.
+    /// Creates the call, or fills in what is newly known about it. Its start
+    /// is stamped on the database's clock, as leases are: a call that rings
+    /// with no host is ended by age (`unstarted_calls`) by whichever host
+    /// looks, and a host whose clock is off must not make it look older.
     pub async fn open_call(&self, c: &NewCall<'_>) -> Result<(), StoreError> {
         let sql = self.sql(
             "INSERT INTO calls (session_id, call_sid, technician_id, technician_name, \
              phone_number, status, pipeline_version, started_at, host_id) \
-             VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?) \
+             VALUES (?, ?, ?, ?, ?, 'created', ?, {now}, ?) \
              ON CONFLICT (session_id) DO UPDATE SET \
              host_id = COALESCE(calls.host_id, excluded.host_id), \
              call_sid = COALESCE(excluded.call_sid, calls.call_sid), \
@@ -212,7 +215,6 @@ impl Store {
             .bind(c.technician_name)
             .bind(c.phone_number)
             .bind(c.pipeline_version)
-            .bind(now_epoch())
             .bind(c.host_id)
             .execute(pool)
             .await

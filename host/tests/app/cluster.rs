@@ -104,10 +104,10 @@ fn call(url: &str, session: &str, calls: usize, seconds: f64) -> SimConfig {
 }
 
 /// What one event stream delivered: (event id, kind, when it arrived).
-type Seen = Vec<(i64, String, Instant)>;
+pub(crate) type Seen = Vec<(i64, String, Instant)>;
 
 /// Reads a session's event stream until its call ends (a terminal status).
-async fn follow(server_http: String, session: String) -> Seen {
+pub(crate) async fn follow(server_http: String, session: String) -> Seen {
     let client = reqwest::Client::new();
     let mut resp = client
         .get(format!("{server_http}/api/sessions/{session}/events"))

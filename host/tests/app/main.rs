@@ -14,6 +14,7 @@ mod llm;
 mod models;
 mod partition;
 mod serve;
+mod skew;
 mod speech;
 mod support;
 mod transcribe;

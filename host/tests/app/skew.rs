@@ -1,0 +1,133 @@
+//! Two hosts on one Postgres schema, one of them with its clock 30 s ahead
+//! (Debian's libfaketime in front of the real binary; the monotonic clock
+//! is left alone, as a clock step leaves it). Leases, their expiry and the
+//! age of a call that rings with no host are all read on the database's
+//! clock, so the host that runs ahead takes nobody for gone.
+
+use crate::cluster::follow;
+use crate::faults::call;
+use crate::support::server::Server;
+use crate::support::{self, fixture_present};
+use callpipe_host::simulator;
+use callpipe_testkit::postgres::Schema;
+use serde_json::Value;
+use std::sync::atomic::Ordering::Relaxed;
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn history(s: &Value) -> Vec<String> {
+    s["status_history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|x| x["status"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Host B runs 30 s ahead of A and of the database, with a 2 s lease:
+/// A's call lasts five leases, and a call rings on A through it (the
+/// unstarted age is 20 s); B marks neither, both hosts' event streams show A's call in
+/// order to its end, and B's own call is unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_clock_runs_ahead_takes_nobody_for_gone() {
+    if !fixture_present(
+        std::path::Path::new(FAKETIME).exists(),
+        "Debian's faketime (libfaketime)",
+    ) {
+        return;
+    }
+    let Some(db) = Schema::create("skew").await else {
+        return;
+    };
+    let url = db.url();
+    let pipeline = support::audio_pipeline();
+    let host = |id: &str, clock: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("CALLPIPE_DATABASE_URL", url.as_str()),
+            ("CALLPIPE_HOST_ID", id),
+            ("CALLPIPE_LEASE_MS", "2000"),
+            ("CALLPIPE_UNSTARTED_S", "20"),
+            ("CALLPIPE_CLUSTER_SECRET", SECRET),
+        ];
+        env.extend_from_slice(clock);
+        Server::start_pipeline(&env, &pipeline)
+    };
+    let a = host("a", &[]);
+    let b = host(
+        "b",
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME", "+30s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+
+    // B's clock is really ahead: what it stamps with its own clock (the
+    // status it records) is 30 s in the future.
+    let on_b = tokio::spawn(simulator::run(call(&b.ws(), "skew-b", 1, 4.0)));
+    let s = b.session_when("skew-b", "in-progress", 20).await;
+    let stamped = s["status_history"][0]["at"].as_f64().unwrap_or_default();
+    assert!(
+        stamped - now() > 25.0,
+        "B's clock is not ahead (stamped {stamped}, now {}): {s}",
+        now()
+    );
+
+    // A call that rings on A (TwiML served, no stream yet).
+    let voice = reqwest::Client::new()
+        .post(a.http("/twilio/voice?session_id=skew-ringing"))
+        .form(&[("CallSid", "CAringing")])
+        .send()
+        .await
+        .expect("voice");
+    assert!(voice.status().is_success(), "{}", voice.status());
+    let ringing = a.get_json("/api/sessions/skew-ringing").await;
+    assert_eq!(ringing["status"], "created", "{ringing}");
+
+    // A call on A for five of its leases, followed from both hosts.
+    let on_a = tokio::spawn(simulator::run(call(&a.ws(), "skew-a", 1, 10.0)));
+    a.session_when("skew-a", "in-progress", 20).await;
+    let followers: Vec<_> = [&a, &b]
+        .iter()
+        .map(|s| tokio::spawn(follow(s.http(""), "skew-a".into())))
+        .collect();
+    for (name, report) in [("A", on_a.await), ("B", on_b.await)] {
+        let report = report.expect("call");
+        assert_eq!(
+            report.failed.load(Relaxed),
+            0,
+            "{name}: {}",
+            report.render()
+        );
+    }
+    let mut streams = Vec::new();
+    for f in followers {
+        streams.push(f.await.expect("follower"));
+    }
+    let ids =
+        |seen: &[(i64, String, std::time::Instant)]| seen.iter().map(|e| e.0).collect::<Vec<_>>();
+    assert_eq!(ids(&streams[0]), ids(&streams[1]), "{streams:?}");
+    assert!(ids(&streams[0]).windows(2).all(|w| w[0] < w[1]));
+
+    for (server, id) in [(&a, "skew-a"), (&b, "skew-b")] {
+        let s = server.session_when(id, "completed", 30).await;
+        assert!(!history(&s).contains(&"interrupted".into()), "{id}: {s}");
+    }
+    // The ringing call still rings, served over 10 s ago: B, whose clock
+    // puts that over 40 s ago (past the 20 s age), did not end it.
+    let ringing = b.get_json("/api/sessions/skew-ringing").await;
+    assert_eq!(ringing["status"], "created", "{ringing}");
+    assert_eq!(ringing["ended_at"], Value::Null, "{ringing}");
+
+    drop((a, b));
+    db.drop().await;
+}
