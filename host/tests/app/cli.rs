@@ -136,6 +136,19 @@ fn utterance_count(stdout: &str) -> usize {
         .count()
 }
 
+/// The transcripts in `replay --json`'s output, joined.
+fn transcript(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "transcript")
+        .filter_map(|v| v["event"]["text"].as_str().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The try-it path's recording: one utterance per phrase, and Whisper hears
+/// its words (samples/README.md).
 #[test]
 fn replay_prints_one_utterance_per_phrase_of_the_sample() {
     let out = callpipe(&[
@@ -151,6 +164,13 @@ fn replay_prints_one_utterance_per_phrase_of_the_sample() {
     assert!(
         stderr.contains("codec") && stderr.contains("per event"),
         "summary on stderr: {stderr}"
+    );
+    let words = std::fs::read_to_string(root().join("samples/technician-fr.txt")).expect("words");
+    let heard = transcript(&stdout);
+    let (errors, n) = callpipe_testkit::speech::word_errors(&words, &heard);
+    assert!(
+        errors * 5 <= n,
+        "word error rate {errors}/{n} over 0.2: heard `{heard}`"
     );
 }
 
