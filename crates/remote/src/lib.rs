@@ -210,8 +210,11 @@ pub async fn read_limited(
 }
 
 /// Stops calling an endpoint that keeps failing: `threshold` failed
-/// requests in a row open it for `cooldown`; after that, requests go
-/// through again and the count starts from zero (a success resets it).
+/// requests in a row open it for `cooldown`. Then it is half-open: one
+/// request (the probe, taken with [`Breaker::admit`]) goes through while the
+/// others are still refused; its success closes the circuit, its failure
+/// opens it for another cooldown. A probe that never reports (cancelled by
+/// its caller's deadline) gives way to another after one cooldown.
 #[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
@@ -223,6 +226,17 @@ pub struct Breaker {
 struct State {
     failures: u32,
     open_until: Option<Instant>,
+    /// When the half-open circuit let its probe through.
+    probe_since: Option<Instant>,
+}
+
+impl State {
+    fn allows(&self, now: Instant, cooldown: Duration) -> bool {
+        match self.open_until {
+            None => true,
+            Some(until) => now >= until && self.probe_since.is_none_or(|p| now >= p + cooldown),
+        }
+    }
 }
 
 impl Breaker {
@@ -242,20 +256,39 @@ impl Breaker {
         self.threshold
     }
 
-    /// Whether a request may go now: closed, or open with its cooldown
-    /// over.
+    /// Whether a request could go now (closed, or half-open with no probe
+    /// out), without taking the probe: for choosing among endpoints.
     pub fn allows(&self, now: Instant) -> bool {
-        self.state().open_until.is_none_or(|until| now >= until)
+        self.state().allows(now, self.cooldown)
     }
 
-    /// A request succeeded: the count starts again.
+    /// Whether this request may go now; when the circuit is half-open, it
+    /// becomes the probe and the next ones wait for its outcome.
+    pub fn admit(&self, now: Instant) -> bool {
+        let mut s = self.state();
+        if !s.allows(now, self.cooldown) {
+            return false;
+        }
+        if s.open_until.is_some() {
+            s.probe_since = Some(now);
+        }
+        true
+    }
+
+    /// A request succeeded: the circuit closes and the count starts again.
     pub fn succeeded(&self) {
         *self.state() = State::default();
     }
 
-    /// A request failed; true when this failure opened the circuit.
+    /// A request failed; true when this failure opened the circuit (the
+    /// threshold reached, or the half-open probe failed).
     pub fn failed(&self) -> bool {
         let mut s = self.state();
+        if s.open_until.is_some() {
+            s.open_until = Some(Instant::now() + self.cooldown);
+            s.probe_since = None;
+            return true;
+        }
         s.failures += 1;
         if s.failures >= self.threshold {
             s.open_until = Some(Instant::now() + self.cooldown);
@@ -290,15 +323,28 @@ mod tests {
     }
 
     #[test]
-    fn the_breaker_opens_after_the_threshold_and_lets_one_through_after_cooldown() {
-        let b = Breaker::new(2, Duration::from_millis(50));
-        assert!(b.allows(Instant::now()));
+    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through_after_cooldown() {
+        let cooldown = Duration::from_millis(50);
+        let b = Breaker::new(2, cooldown);
+        assert!(b.admit(Instant::now()));
         assert!(!b.failed());
         assert!(b.failed(), "the second failure in a row opens it");
-        assert!(!b.allows(Instant::now()));
-        assert!(b.allows(Instant::now() + Duration::from_millis(60)));
+        assert!(!b.admit(Instant::now()));
+        // Half-open: one probe, the others still refused.
+        let later = Instant::now() + Duration::from_millis(60);
+        assert!(b.allows(later), "could go: no probe out");
+        assert!(b.admit(later), "the probe");
+        assert!(!b.allows(later) && !b.admit(later), "one probe at a time");
+        // The probe fails: open for another cooldown.
+        assert!(b.failed(), "a failed probe opens it again");
+        assert!(!b.admit(Instant::now()));
+        let again = Instant::now() + Duration::from_millis(60);
+        assert!(b.admit(again), "the next probe");
+        // A probe that never reports gives way after a cooldown.
+        assert!(!b.admit(again));
+        assert!(b.admit(again + cooldown), "another probe");
         b.succeeded();
-        assert!(b.allows(Instant::now()));
+        assert!(b.admit(Instant::now()) && b.admit(Instant::now()), "closed");
         assert!(!b.failed(), "a success starts the count again");
     }
 

@@ -237,7 +237,7 @@ impl LlmService {
     }
 
     async fn complete_within(&self, request: &CompletionRequest) -> Result<Completion, LlmError> {
-        if !self.breaker.allows(Instant::now()) {
+        if !self.breaker.admit(Instant::now()) {
             return Err(LlmError::Unavailable(format!(
                 "circuit open after {} failed requests",
                 self.breaker.threshold()
@@ -606,6 +606,43 @@ mod tests {
             calls,
             "not called while open"
         );
+    }
+
+    /// Half-open: once the cooldown is over, one request reaches the
+    /// endpoint (the probe) while another is still refused, and the probe's
+    /// success closes the circuit.
+    #[tokio::test]
+    async fn after_the_cooldown_one_probe_goes_and_its_success_closes_the_circuit() {
+        let stand = Stand::default();
+        stand.replies.lock().expect("replies").extend([
+            (200, answer("trop tard"), 5_000),
+            (200, answer("trop tard"), 5_000),
+            (200, answer("Depuis quand ?"), 0),
+            (200, answer("Et la caméra ?"), 0),
+        ]);
+        let url = serve(stand.clone()).await;
+        let llm = service(
+            &url,
+            "retries = 0\nbreaker_failures = 2\nbreaker_cooldown_ms = 100",
+        );
+        for _ in 0..2 {
+            assert!(matches!(
+                llm.complete(&request(100)).await,
+                Err(LlmError::Timeout(_))
+            ));
+        }
+        // The cooldown passes (the breaker reads the wall clock).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (first, second) = (request(2_000), request(2_000));
+        let (probe, other) = tokio::join!(llm.complete(&first), llm.complete(&second));
+        assert_eq!(probe.expect("the probe").text, "Depuis quand ?");
+        match other {
+            Err(LlmError::Unavailable(m)) => assert!(m.contains("circuit open"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let closed = llm.complete(&request(2_000)).await.expect("closed again");
+        assert_eq!(closed.text, "Et la caméra ?");
+        assert_eq!(stand.calls.load(Ordering::SeqCst), 4);
     }
 
     /// A refused key (401) fails every request: it counts towards the

@@ -136,21 +136,27 @@ impl OpenAiTranscriber {
 
     /// The endpoint for the next try: the usable one with the fewest
     /// requests in flight, preferring one not tried yet for this request;
-    /// ties go round in turn. `None` when every circuit is open.
+    /// ties go round in turn. A half-open endpoint admits one probe at a
+    /// time. `None` when every circuit is open.
     fn pick(&self, tried: &[usize]) -> Option<usize> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = Instant::now();
         let start = self.turn.fetch_add(1, Relaxed);
         let n = self.members.len();
-        (0..n)
+        let mut usable: Vec<usize> = (0..n)
             .map(|k| (start + k) % n)
             .filter(|&i| self.members[i].breaker.allows(now))
-            .min_by_key(|&i| {
-                (
-                    tried.contains(&i),
-                    self.members[i].outstanding.load(Relaxed),
-                )
-            })
+            .collect();
+        // Stable: among equals, the turn order stays.
+        usable.sort_by_key(|&i| {
+            (
+                tried.contains(&i),
+                self.members[i].outstanding.load(Relaxed),
+            )
+        });
+        usable
+            .into_iter()
+            .find(|&i| self.members[i].breaker.admit(now))
     }
 
     async fn attempt(
