@@ -8,7 +8,10 @@
 //! The stream's start is not sent; it is estimated as the earliest instant
 //! consistent with every frame seen so far (a frame can arrive late, never
 //! early): the minimum of (arrival - timestamp). The first `SETTLE` frames
-//! only settle that estimate and are not reported.
+//! only settle that estimate and are not reported, and so do the first
+//! frames after the timestamps start over. A clock that runs slow still
+//! reads as a growing lateness (up to `CAP`): from arrivals alone it cannot
+//! be told from a growing backlog.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ pub const JUMP: Duration = Duration::from_millis(500);
 pub struct StreamClock {
     origin: Option<Instant>,
     frames: u32,
+    /// The newest timestamp taken in.
+    last_ms: Option<u64>,
 }
 
 impl StreamClock {
@@ -41,6 +46,14 @@ impl StreamClock {
         let due_offset = Duration::from_millis(timestamp_ms);
         // A timestamp further back than this process's clock goes is not one.
         let start = at.checked_sub(due_offset)?;
+        // Timestamps only grow; one far behind the newest is the sender's
+        // clock starting over, not a frame that late: settle again.
+        if self
+            .last_ms
+            .is_some_and(|last| timestamp_ms.saturating_add(JUMP.as_millis() as u64) < last)
+        {
+            *self = StreamClock::default();
+        }
         let origin = match self.origin {
             Some(o) if o <= start => o,
             Some(o) if self.frames > SETTLE && o.duration_since(start) > JUMP => return None,
@@ -49,6 +62,7 @@ impl StreamClock {
                 start
             }
         };
+        self.last_ms = Some(self.last_ms.map_or(timestamp_ms, |l| l.max(timestamp_ms)));
         self.frames = self.frames.saturating_add(1);
         if self.frames <= SETTLE {
             return None;
@@ -113,6 +127,23 @@ mod tests {
         // Frame 60 claims 5 s more than it is; the next ones are on time.
         assert_eq!(c.lateness(1_200 + 5_000, t0 + ms(1_200)), None);
         assert_eq!(c.lateness(1_220, t0 + ms(1_220)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn timestamps_that_start_over_settle_again_instead_of_reading_late() {
+        let t0 = Instant::now();
+        let mut c = StreamClock::default();
+        for i in 0..=SETTLE as u64 * 2 {
+            c.lateness(i * 20, t0 + ms(i * 20));
+        }
+        // At 2.04 s the sender's clock starts again from 0.
+        let restart = t0 + ms(2_040);
+        assert_eq!(c.lateness(0, restart), None, "settling again");
+        for i in 1..=SETTLE as u64 {
+            c.lateness(i * 20, restart + ms(i * 20));
+        }
+        let on_time = restart + ms(1_020);
+        assert_eq!(c.lateness(1_020, on_time), Some(Duration::ZERO));
     }
 
     #[test]
