@@ -165,7 +165,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         let player = Player::start("MZ1".into(), tx);
         player.play(vec![0x7F; FRAME_BYTES * 100]).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Between two frames (not on one: which of two timers due at the
+        // same instant fires first is not fixed).
+        tokio::time::sleep(Duration::from_millis(110)).await;
         player.clear().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut seen = Vec::new();
@@ -174,7 +176,7 @@ mod tests {
             seen.push(v["event"].as_str().unwrap().to_string());
         }
         let media = seen.iter().filter(|e| *e == "media").count();
-        // The 3-frame lead, then one every 20 ms until the clear at 100 ms.
+        // The 3-frame lead, then one every 20 ms until the clear at 110 ms.
         assert_eq!(media, 9, "playback stops at the clear");
         assert!(seen.contains(&"clear".to_string()));
     }
