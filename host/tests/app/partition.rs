@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SECRET: &str = "test-cluster-secret-0123456789";
 
 /// The statuses the call went through, as stored.
-fn history(s: &Value) -> Vec<String> {
+pub(crate) fn history(s: &Value) -> Vec<String> {
     s["status_history"]
         .as_array()
         .map(|h| {

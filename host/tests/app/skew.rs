@@ -6,6 +6,7 @@
 
 use crate::cluster::follow;
 use crate::faults::call;
+use crate::partition::history;
 use crate::support::server::Server;
 use crate::support::{self, fixture_present};
 use callpipe_host::simulator;
@@ -22,21 +23,10 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn history(s: &Value) -> Vec<String> {
-    s["status_history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter_map(|x| x["status"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Host B runs 30 s ahead of A and of the database, with a 2 s lease:
 /// A's call lasts five leases, and a call rings on A through it (the
-/// unstarted age is 20 s); B marks neither, both hosts' event streams show A's call in
-/// order to its end, and B's own call is unharmed.
+/// unstarted age is 20 s); B marks neither, both hosts' event streams show
+/// A's call in order to its end, and B's own call is unharmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_whose_clock_runs_ahead_takes_nobody_for_gone() {
     if !fixture_present(
