@@ -13,6 +13,7 @@ mod faults;
 mod llm;
 mod models;
 mod partition;
+mod rolling;
 mod serve;
 mod skew;
 mod speech;
