@@ -2,12 +2,14 @@
 //! component building, loading and grants, the engine and per-call stage
 //! tasks, hot reload, and the host side of the WIT capabilities.
 //!
-//! The knowledge base and the store are crates of their own below this one;
-//! they are re-exported so the runtime and its users name them one way.
+//! The knowledge base is a crate of its own below this one, re-exported so
+//! the runtime and its users name it one way. The store is not below it:
+//! the app hands the runtime hooks (`pipeline::reload::OnLoaded`) instead.
 
 pub mod audio;
 pub mod bindings;
 pub mod capabilities;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
@@ -16,5 +18,3 @@ pub mod test_support;
 
 pub use callpipe_knowledge as knowledge;
 pub use callpipe_knowledge::models;
-pub use callpipe_store as store;
-pub use callpipe_store::clock;

@@ -66,7 +66,7 @@ impl App {
         }
         store.set_host(&identity.id);
         tracing::info!(host = %identity.id, "database: {} ({})", store.display, store.backend());
-        crate::pipeline::reload::record(&store, &pipeline).await?;
+        record(&store, &pipeline).await?;
         let sessions = Arc::new(crate::sessions::Sessions::with_store(store.clone()));
         // The lease first: a second process given this host's id must not
         // touch its calls.
@@ -94,11 +94,18 @@ impl App {
                 "CALLPIPE_API_TOKEN=off: the API and dashboard are open to anyone who can reach them"
             );
         }
+        let on_loaded: crate::pipeline::reload::OnLoaded = {
+            let store = store.clone();
+            Arc::new(move |p| {
+                let store = store.clone();
+                Box::pin(async move { record(&store, &p).await.map_err(|e| e.to_string()) })
+            })
+        };
         let reloader = Arc::new(crate::pipeline::reload::Reloader::new(
             runtime,
             config.pipeline.clone(),
             data_dir.to_path_buf(),
-            Some(store.clone()),
+            Some(on_loaded),
             config.max_calls,
         ));
         let capacity = measure_capacity(&pipeline, config.max_calls).await?;
@@ -201,6 +208,22 @@ impl App {
         store.close().await;
         Ok(())
     }
+}
+
+/// Files a loaded pipeline in the store: the text it was loaded from, which
+/// its version hashes (the file may have changed since).
+async fn record(
+    store: &crate::store::Store,
+    p: &LoadedPipeline,
+) -> Result<(), crate::store::StoreError> {
+    store
+        .record_pipeline(
+            &p.version,
+            &p.name,
+            &p.path.display().to_string(),
+            &p.source,
+        )
+        .await
 }
 
 /// Stage failures go to the store too (the ops page lists them).

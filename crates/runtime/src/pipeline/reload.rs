@@ -8,7 +8,6 @@
 use super::capacity::{self, Capacity};
 use super::{Diagnostics, LoadOptions, LoadedPipeline, Runtime};
 use crate::clock::now_epoch;
-use crate::store::Store;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -101,24 +100,21 @@ pub struct Reloaded {
     pub version: String,
 }
 
-/// Files a loaded pipeline in the store: the text it was loaded from, which
-/// its version hashes (the file may have changed since).
-pub async fn record(store: &Store, p: &LoadedPipeline) -> Result<(), crate::store::StoreError> {
-    store
-        .record_pipeline(
-            &p.version,
-            &p.name,
-            &p.path.display().to_string(),
-            &p.source,
-        )
-        .await
-}
+/// What the app does with each version a reload loads, before calls start
+/// on it (the host files it in its store); an error is logged, not fatal.
+pub type OnLoaded = Arc<
+    dyn Fn(
+            Arc<LoadedPipeline>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct Reloader {
     runtime: Arc<Runtime>,
     path: PathBuf,
     data_dir: PathBuf,
-    store: Option<Arc<Store>>,
+    on_loaded: Option<OnLoaded>,
     /// The calls asked for (`--max-calls`); each version's capacity is
     /// measured against it.
     max_calls: usize,
@@ -132,14 +128,14 @@ impl Reloader {
         runtime: Arc<Runtime>,
         path: PathBuf,
         data_dir: PathBuf,
-        store: Option<Arc<Store>>,
+        on_loaded: Option<OnLoaded>,
         max_calls: usize,
     ) -> Self {
         Self {
             runtime,
             path,
             data_dir,
-            store,
+            on_loaded,
             max_calls,
             busy: tokio::sync::Mutex::new(()),
             rejected: RwLock::new(None),
@@ -193,8 +189,8 @@ impl Reloader {
         if let Err(e) = seed_knowledge(&loaded).await {
             tracing::warn!("reloaded pipeline: cannot seed its knowledge base: {e:#}");
         }
-        if let Some(store) = &self.store
-            && let Err(e) = record(store, &loaded).await
+        if let Some(on_loaded) = &self.on_loaded
+            && let Err(e) = on_loaded(loaded.clone()).await
         {
             tracing::warn!("cannot record the reloaded pipeline: {e}");
         }
