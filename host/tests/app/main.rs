@@ -10,6 +10,7 @@ mod conversation;
 mod dashboard;
 mod event_stream;
 mod faults;
+mod in_process;
 mod llm;
 mod models;
 mod partition;
