@@ -1,5 +1,6 @@
-//! Who may reach what: Twilio's signatures on webhooks and the stream
-//! upgrade, the API token, and cross-site requests.
+//! Who may reach what, through the real process: Twilio's signatures on
+//! webhooks and the stream upgrade, and the API token (made and kept at
+//! first start). Cross-site requests are refused in `in_process.rs`.
 
 use super::*;
 
@@ -334,41 +335,4 @@ async fn the_api_and_dashboard_need_the_token() {
         !log.contains(token.trim()),
         "the API token is in the log:\n{log}"
     );
-}
-
-/// A page on another site cannot make a browser change anything here: a
-/// cross-origin POST is refused, as is a body that is neither JSON nor a
-/// form; the dashboard's own requests (same origin) and tools that send no
-/// Origin go through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cross_site_posts_are_refused() {
-    let server = Server::start(&[("CALLPIPE_API_TOKEN", "off")]);
-    let http = reqwest::Client::new();
-    let chat = json!({"session_id": "x-site", "text": "bonjour"});
-    let host = server.http("").trim_start_matches("http://").to_string();
-    let from = |origin: &str| {
-        http.post(server.http("/demo/send-demo-transcription"))
-            .header("origin", origin)
-            .json(&chat)
-    };
-    assert_eq!(status_of(from("https://evil.example")).await, 403);
-    let r = http
-        .post(server.http("/twilio/initiate-call"))
-        .header("origin", "https://evil.example")
-        .form(&[("phone_number", "+33612345678")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "placing a call from another site");
-    let plain = http
-        .post(server.http("/demo/send-demo-transcription"))
-        .header("content-type", "text/plain")
-        .body(chat.to_string());
-    assert_eq!(status_of(plain).await, 415);
-    // Its own pages, and tools that send no Origin, go through.
-    assert_ne!(status_of(from(&format!("http://{host}"))).await, 403);
-    let tool = http
-        .post(server.http("/demo/send-demo-transcription"))
-        .json(&chat);
-    assert_ne!(status_of(tool).await, 403);
 }
