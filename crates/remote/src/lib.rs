@@ -281,10 +281,14 @@ impl Breaker {
     }
 
     /// A request failed; true when this failure opened the circuit (the
-    /// threshold reached, or the half-open probe failed).
+    /// threshold reached, or the half-open probe failed). A request let
+    /// through before the circuit opened that fails after changes nothing.
     pub fn failed(&self) -> bool {
         let mut s = self.state();
         if s.open_until.is_some() {
+            if s.probe_since.is_none() {
+                return false;
+            }
             s.open_until = Some(Instant::now() + self.cooldown);
             s.probe_since = None;
             return true;
@@ -346,6 +350,11 @@ mod tests {
         b.succeeded();
         assert!(b.admit(Instant::now()) && b.admit(Instant::now()), "closed");
         assert!(!b.failed(), "a success starts the count again");
+        // Opened, then a request let through before fails late: no change.
+        assert!(b.failed(), "open");
+        assert!(!b.failed(), "a late failure, no probe out");
+        let after = Instant::now() + Duration::from_millis(60);
+        assert!(b.admit(after), "the cooldown was not pushed out");
     }
 
     #[test]

@@ -56,6 +56,27 @@ impl Drop for SubscriberSlot {
     }
 }
 
+/// Takes in what a catch-up read gave: false once the client is gone.
+/// Sets when to read again if it did not reach `heard` (the newest id
+/// announced) or the store failed; keeps a time already set.
+fn caught_up(
+    got: Option<(i64, bool)>,
+    sent: &mut i64,
+    heard: i64,
+    retry_at: &mut Option<tokio::time::Instant>,
+) -> bool {
+    let Some((s, complete)) = got else {
+        return false;
+    };
+    *sent = s;
+    *retry_at = if complete && *sent >= heard {
+        None
+    } else {
+        retry_at.or_else(|| Some(tokio::time::Instant::now() + RETRY_READ))
+    };
+    true
+}
+
 fn sse(id: Option<i64>, kind: &str, data: String) -> Event {
     let e = Event::default().event(kind).data(data);
     match id {
@@ -130,13 +151,13 @@ pub async fn stream(
         // whose notice is still on its way, cannot be overtaken by a newer
         // one of this host's (which would let a reconnect skip it).
         let mut sent = last;
-        // Sends stored events after `sent`; `None` once the client is gone,
-        // else the new `sent`.
+        // Sends stored events after `sent`: `None` once the client is gone,
+        // else the new `sent` and whether the store answered every read.
         let catch_up = |sent: i64| {
             let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
             async move {
                 let Some(store) = store else {
-                    return Some(sent);
+                    return Some((sent, true));
                 };
                 let mut sent = sent;
                 loop {
@@ -144,7 +165,7 @@ pub async fn stream(
                         Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(session = %id, "cannot replay events: {e}");
-                            return Some(sent);
+                            return Some((sent, false));
                         }
                     };
                     let n = page.len() as i64;
@@ -155,37 +176,39 @@ pub async fn stream(
                         }
                     }
                     if n < PAGE {
-                        return Some(sent);
+                        return Some((sent, true));
                     }
                 }
             }
         };
-        match catch_up(sent).await {
-            Some(s) => sent = s,
-            None => return,
+        // The newest id heard of for this session: what `sent` must reach.
+        let mut heard = last;
+        // When to read again because the store did not give everything
+        // (it failed, or an announced event was not there yet): on a clock
+        // of its own, not reset by other sessions' events, which would put
+        // it off for ever on a busy host.
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        if !caught_up(catch_up(sent).await, &mut sent, heard, &mut retry_at) {
+            return;
         }
-        // The newest id heard of and not yet read (the store did not
-        // answer): read again shortly rather than at the next event, which
-        // may never come.
-        let mut owed: Option<i64> = None;
         loop {
             // A client that went away is noticed even when its session is
             // quiet (an ended call): the task ends instead of waking on
             // every other session's events forever.
             // A host that stops ends its streams; the client reconnects
             // (with Last-Event-ID) to another host and misses nothing.
+            let retry = retry_at;
             let received = tokio::select! {
                 r = live.recv() => Some(r),
                 _ = tx.closed() => return,
                 _ = draining.wait_for(|d| *d) => return,
-                _ = tokio::time::sleep(RETRY_READ), if owed.is_some() => None,
+                _ = async { tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)).await }, if retry.is_some() => None,
             };
             let Some(received) = received else {
-                match catch_up(sent).await {
-                    Some(s) => sent = s,
-                    None => return,
+                retry_at = None;
+                if !caught_up(catch_up(sent).await, &mut sent, heard, &mut retry_at) {
+                    return;
                 }
-                owed = owed.filter(|&e| e > sent);
                 continue;
             };
             match received {
@@ -193,11 +216,10 @@ pub async fn stream(
                     // Sent already (read with an earlier one).
                     Some(e) if e <= sent => {}
                     Some(e) => {
-                        match catch_up(sent).await {
-                            Some(s) => sent = s,
-                            None => return,
+                        heard = heard.max(e);
+                        if !caught_up(catch_up(sent).await, &mut sent, heard, &mut retry_at) {
+                            return;
                         }
-                        owed = Some(e).filter(|&e| e > sent);
                     }
                     // The store refused it: shown live, without an id.
                     None => {
@@ -207,10 +229,11 @@ pub async fn stream(
                     }
                 },
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(sent).await {
-                    Some(s) => sent = s,
-                    None => return,
-                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if !caught_up(catch_up(sent).await, &mut sent, heard, &mut retry_at) {
+                        return;
+                    }
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

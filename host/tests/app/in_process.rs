@@ -17,9 +17,11 @@ struct Cli {
 }
 
 /// The app on a one-stage pipeline and its own SQLite store in `dir`, with
-/// `args` on top of a test's defaults (the arguments win over the
-/// environment, so the machine's settings do not leak in).
+/// `args` on top of a test's defaults. Every setting a test relies on is
+/// an argument (they win over the environment): the store, Twilio's token
+/// and signatures, so the machine's settings do not leak in.
 async fn app(dir: &std::path::Path, args: &[&str]) -> App {
+    let database = format!("sqlite://{}", dir.join("edge.db").display());
     let mut argv = vec![
         "serve",
         "--listen",
@@ -28,6 +30,12 @@ async fn app(dir: &std::path::Path, args: &[&str]) -> App {
         "0",
         "--max-calls",
         "4",
+        "--database-url",
+        &database,
+        "--twilio-auth-token",
+        "",
+        "--twilio-signatures",
+        "auto",
     ];
     argv.extend_from_slice(args);
     let config = Cli::parse_from(argv).config;

@@ -1,8 +1,8 @@
-//! Two hosts on one Postgres schema, one of them with its clock 30 s ahead
-//! (Debian's libfaketime in front of the real binary; the monotonic clock
-//! is left alone, as a clock step leaves it). Leases, their expiry and the
-//! age of a call that rings with no host are all read on the database's
-//! clock, so the host that runs ahead takes nobody for gone.
+//! Two hosts on one Postgres schema whose clocks are 30 s apart (Debian's
+//! libfaketime in front of the real binary sets one 30 s behind; the
+//! monotonic clock is left alone, as a clock step leaves it). Leases, their
+//! expiry and the age of a call that rings with no host are all read on
+//! the database's clock, so neither host takes the other for gone.
 
 use crate::cluster::follow;
 use crate::faults::call;
@@ -23,12 +23,14 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Host B runs 30 s ahead of A and of the database, with a 2 s lease:
-/// A's call lasts five leases, and a call rings on A through it (the
-/// unstarted age is 20 s); B marks neither, both hosts' event streams show
-/// A's call in order to its end, and B's own call is unharmed.
+/// Host B runs 30 s behind A and the database, with a 2 s lease: B's call
+/// lasts five leases and a call B served rings through it (the unstarted
+/// age is 20 s). Judged on B's clock, B's lease would have expired 28 s
+/// ago and the ringing call would be 40 s old; A marks neither, both
+/// hosts' event streams show B's call in order to its end, and A's own
+/// call is unharmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_whose_clock_runs_ahead_takes_nobody_for_gone() {
+async fn hosts_whose_clocks_are_30_s_apart_take_nobody_for_gone() {
     if !fixture_present(
         std::path::Path::new(FAKETIME).exists(),
         "Debian's faketime (libfaketime)",
@@ -56,40 +58,40 @@ async fn a_host_whose_clock_runs_ahead_takes_nobody_for_gone() {
         "b",
         &[
             ("LD_PRELOAD", FAKETIME),
-            ("FAKETIME", "+30s"),
+            ("FAKETIME", "-30s"),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],
     );
 
-    // B's clock is really ahead: what it stamps with its own clock (the
-    // status it records) is 30 s in the future.
-    let on_b = tokio::spawn(simulator::run(call(&b.ws(), "skew-b", 1, 4.0)));
+    // B's clock is really behind: what it stamps with its own clock (the
+    // status it records) is 30 s in the past.
+    let on_b = tokio::spawn(simulator::run(call(&b.ws(), "skew-b", 1, 10.0)));
     let s = b.session_when("skew-b", "in-progress", 20).await;
     let stamped = s["status_history"][0]["at"].as_f64().unwrap_or_default();
     assert!(
-        stamped - now() > 25.0,
-        "B's clock is not ahead (stamped {stamped}, now {}): {s}",
+        now() - stamped > 25.0,
+        "B's clock is not behind (stamped {stamped}, now {}): {s}",
         now()
     );
-
-    // A call that rings on A (TwiML served, no stream yet).
+    // A call that rings on B (TwiML served, no stream yet).
     let voice = reqwest::Client::new()
-        .post(a.http("/twilio/voice?session_id=skew-ringing"))
+        .post(b.http("/twilio/voice?session_id=skew-ringing"))
         .form(&[("CallSid", "CAringing")])
         .send()
         .await
         .expect("voice");
     assert!(voice.status().is_success(), "{}", voice.status());
-    let ringing = a.get_json("/api/sessions/skew-ringing").await;
+    let ringing = b.get_json("/api/sessions/skew-ringing").await;
     assert_eq!(ringing["status"], "created", "{ringing}");
 
-    // A call on A for five of its leases, followed from both hosts.
-    let on_a = tokio::spawn(simulator::run(call(&a.ws(), "skew-a", 1, 10.0)));
-    a.session_when("skew-a", "in-progress", 20).await;
+    // B's call, followed from both hosts (once A's store read finds it); a
+    // shorter one on A meanwhile.
+    a.session_when("skew-b", "in-progress", 20).await;
     let followers: Vec<_> = [&a, &b]
         .iter()
-        .map(|s| tokio::spawn(follow(s.http(""), "skew-a".into())))
+        .map(|s| tokio::spawn(follow(s.http(""), "skew-b".into())))
         .collect();
+    let on_a = tokio::spawn(simulator::run(call(&a.ws(), "skew-a", 1, 4.0)));
     for (name, report) in [("A", on_a.await), ("B", on_b.await)] {
         let report = report.expect("call");
         assert_eq!(
@@ -112,9 +114,9 @@ async fn a_host_whose_clock_runs_ahead_takes_nobody_for_gone() {
         let s = server.session_when(id, "completed", 30).await;
         assert!(!history(&s).contains(&"interrupted".into()), "{id}: {s}");
     }
-    // The ringing call still rings, served over 10 s ago: B, whose clock
-    // puts that over 40 s ago (past the 20 s age), did not end it.
-    let ringing = b.get_json("/api/sessions/skew-ringing").await;
+    // The ringing call still rings, served over 10 s ago: stamped with B's
+    // clock it would be 40 s old, past the 20 s age, and A would end it.
+    let ringing = a.get_json("/api/sessions/skew-ringing").await;
     assert_eq!(ringing["status"], "created", "{ringing}");
     assert_eq!(ringing["ended_at"], Value::Null, "{ringing}");
 

@@ -143,9 +143,11 @@ impl OpenAiTranscriber {
         let now = Instant::now();
         let start = self.turn.fetch_add(1, Relaxed);
         let n = self.members.len();
+        // An endpoint this request was admitted to (its probe, when
+        // half-open) takes its retries too.
         let mut usable: Vec<usize> = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|&i| self.members[i].breaker.allows(now))
+            .filter(|&i| tried.contains(&i) || self.members[i].breaker.allows(now))
             .collect();
         // Stable: among equals, the turn order stays.
         usable.sort_by_key(|&i| {
@@ -156,7 +158,7 @@ impl OpenAiTranscriber {
         });
         usable
             .into_iter()
-            .find(|&i| self.members[i].breaker.admit(now))
+            .find(|&i| tried.contains(&i) || self.members[i].breaker.admit(now))
     }
 
     async fn attempt(
@@ -259,6 +261,7 @@ impl Transcriber for OpenAiTranscriber {
             let mut failed: Vec<usize> = Vec::new();
             for attempt in 0..self.policy.tries() {
                 let Some(i) = self.pick(&tried) else {
+                    self.count_failures(&failed);
                     return Err(TranscriberError::Unavailable(format!(
                         "circuit open after {} failed requests{}",
                         self.config.breaker_failures,
