@@ -187,7 +187,7 @@ async fn two_hosts_behind_haproxy_are_one_service() {
             &[
                 ("CALLPIPE_DATABASE_URL", url.as_str()),
                 ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_CLUSTER_SECRET", "test-cluster-secret-0123456789"),
+                ("CALLPIPE_CLUSTER_SECRET", support::CLUSTER_SECRET),
             ],
             &pipeline,
         )
@@ -337,16 +337,8 @@ async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
     let url = db.url();
     let pipeline = support::audio_pipeline();
     let host = |id: &str| {
-        Server::start_pipeline(
-            &[
-                ("CALLPIPE_DATABASE_URL", url.as_str()),
-                ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_CLUSTER_SECRET", "test-cluster-secret-0123456789"),
-                ("CALLPIPE_LEASE_MS", "1500"),
-                ("CALLPIPE_DRAIN_S", "30"),
-            ],
-            &pipeline,
-        )
+        let timing = [("CALLPIPE_LEASE_MS", "1500"), ("CALLPIPE_DRAIN_S", "30")];
+        support::cluster_host(&url, id, &pipeline, &timing)
     };
     let (a, b) = (host("a"), host("b"));
 

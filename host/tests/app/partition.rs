@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SECRET: &str = "test-cluster-secret-0123456789";
+use crate::support::CLUSTER_SECRET as SECRET;
 
 /// The statuses the call went through, as stored.
 pub(crate) fn history(s: &Value) -> Vec<String> {

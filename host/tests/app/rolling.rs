@@ -36,16 +36,8 @@ async fn a_rolling_restart_interrupts_no_call() {
     let url = db.url();
     let pipeline = support::audio_pipeline();
     let host = |id: &str| {
-        Server::start_pipeline(
-            &[
-                ("CALLPIPE_DATABASE_URL", url.as_str()),
-                ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_CLUSTER_SECRET", "test-cluster-secret-0123456789"),
-                ("CALLPIPE_LEASE_MS", "1500"),
-                ("CALLPIPE_DRAIN_S", "30"),
-            ],
-            &pipeline,
-        )
+        let timing = [("CALLPIPE_LEASE_MS", "1500"), ("CALLPIPE_DRAIN_S", "30")];
+        support::cluster_host(&url, id, &pipeline, &timing)
     };
     let (a, b) = (host("a"), host("b"));
     for (server, n) in [(&a, 0), (&b, 1), (&a, 2), (&b, 3)] {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::sync::atomic::Ordering::Relaxed;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-const SECRET: &str = "test-cluster-secret-0123456789";
+use crate::support::CLUSTER_SECRET as SECRET;
 
 fn now() -> f64 {
     std::time::SystemTime::now()

@@ -14,6 +14,26 @@ pub mod twilio;
 
 pub use callpipe_testkit::{SOUNDS, data_dir, fixture_present, root};
 
+/// The secret the hosts of a multi-host test sign forwarded requests with.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
+/// One host of a multi-host test: `id` on the database at `url`, with the
+/// cluster secret and `extra` settings, serving `pipeline`.
+pub fn cluster_host(
+    url: &str,
+    id: &str,
+    pipeline: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> server::Server {
+    let mut env = vec![
+        ("CALLPIPE_DATABASE_URL", url),
+        ("CALLPIPE_HOST_ID", id),
+        ("CALLPIPE_CLUSTER_SECRET", CLUSTER_SECRET),
+    ];
+    env.extend_from_slice(extra);
+    server::Server::start_pipeline(&env, pipeline)
+}
+
 /// The shared 60-article test knowledge base (French and English).
 pub fn shared_kb() -> Option<PathBuf> {
     let path = root().join("../shared/kb/articles.jsonl");
