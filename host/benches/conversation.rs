@@ -71,7 +71,10 @@ fn pipeline(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> Arc<LoadedP
     let pipeline = rt
         .block_on(loader::load(&runtime, &path, &options))
         .unwrap_or_else(|d| panic!("{d}"));
-    let kb = pipeline.capabilities.knowledge.clone().expect("knowledge");
+    let kb = pipeline
+        .capabilities
+        .get::<callpipe_host::knowledge::KnowledgeBase>()
+        .expect("knowledge");
     let mut articles = Vec::new();
     for file in article::collect(&root().join("kb")).expect("kb/") {
         articles.extend(article::read_file(&file).expect("article"));

@@ -166,17 +166,9 @@ where
         token_refused: false,
         timed_out: None,
     };
-    let mut rejected_total = 0u64;
+    let mut rejects = Rejects::default();
     let mut reject = |summary: &mut Summary, key: &str, why: &dyn std::fmt::Display| {
-        rejected_total += 1;
-        *summary.rejected.entry(key.to_string()).or_default() += 1;
-        if rejected_total <= LOGGED_REJECTS {
-            tracing::warn!(
-                call = summary.call_sid.as_deref().unwrap_or("-"),
-                "skipped a media-stream message: {}",
-                escaped(&why.to_string())
-            );
-        }
+        rejects.note(summary, key, why)
     };
 
     // One timer, moved forward on every message: no allocation per frame.
@@ -249,35 +241,13 @@ where
                     );
                     continue;
                 }
-                if let Some(tokens) = &env.tokens {
-                    let token = start.custom_parameters.get(stream_token::PARAMETER);
-                    let now = crate::clock::now_epoch() as u64;
-                    let session = session_of(&start);
-                    if let Err(e) =
-                        tokens.verify(token.map(String::as_str), &start.call_sid, &session, now)
-                    {
-                        tracing::warn!(call = %escaped(&start.call_sid), "refused a media stream: {e}");
-                        summary.ended = Ended::Refused(e.to_string());
-                        summary.token_refused = true;
-                        break;
-                    }
-                }
-                match begin(&env, &start, outgoing.clone()).await {
-                    Ok(l) => {
-                        summary.call_sid = Some(start.call_sid.clone());
-                        summary.session_id = Some(l.session_id.clone());
-                        tracing::info!(call = %start.call_sid, session = %l.session_id, "media stream started");
-                        live = Some(l);
-                        deadline
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + env.timeouts.idle);
-                    }
-                    Err(e) => {
-                        tracing::error!(call = %start.call_sid, "cannot start the call's pipeline: {e}");
-                        summary.ended = Ended::StartFailed(e);
-                        break;
-                    }
-                }
+                let Some(l) = on_start(&env, &start, &outgoing, &mut summary).await else {
+                    break;
+                };
+                live = Some(l);
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + env.timeouts.idle);
             }
             Inbound::Media(m) => {
                 let Some(l) = &live else {
@@ -285,30 +255,8 @@ where
                     reject(&mut summary, "media-before-start", &"media before `start`");
                     continue;
                 };
-                summary.frames += 1;
-                AUDIO.frames_in.fetch_add(1, Relaxed);
-                let track = track(&m.track);
-                if track == Track::Inbound
-                    && let Some(late) = clock.lateness(m.timestamp_ms, arrived)
-                {
-                    AUDIO.stream_lateness.record(late);
-                    AUDIO.recent_lateness.record(late);
-                }
-                let event = Event::EncodedAudio(EncodedAudio {
-                    codec: Codec::Mulaw,
-                    rate: 8000,
-                    track,
-                    seq: m.chunk,
-                    timestamp_ms: m.timestamp_ms,
-                    bytes: m.payload.to_vec(),
-                });
-                match l.call.try_send(event) {
-                    Ok(()) => {}
-                    Err(SendError::Full) => {
-                        summary.dropped += 1;
-                        AUDIO.frames_dropped.fetch_add(1, Relaxed);
-                    }
-                    Err(SendError::Closed) => break,
+                if !on_media(l, &m, arrived, &mut clock, &mut summary) {
+                    break;
                 }
             }
             Inbound::Dtmf { track: t, digit } => {
@@ -334,28 +282,125 @@ where
         }
     }
 
-    if let Some(mut l) = live {
-        l._listed = None;
-        let status = match &summary.ended {
-            Ended::Stop => "completed",
-            Ended::Disconnect => "disconnected",
-            Ended::Refused(_) | Ended::StartFailed(_) => "failed",
-        };
-        let stats = l.call.finish().await;
-        let _ = l.output.await;
-        env.sessions.set_streaming(&l.session_id, false);
-        env.sessions.set_status(&l.session_id, status);
-        let failed: u64 = stats.iter().map(|s| s.failed).sum();
-        tracing::info!(
-            call = summary.call_sid.as_deref().unwrap_or("-"),
-            frames = summary.frames,
-            dropped = summary.dropped,
-            rejected = rejected_total,
-            stage_failures = failed,
-            "media stream ended ({status})"
-        );
+    if let Some(l) = live {
+        finish(&env, l, &summary, rejects.total).await;
     }
     summary
+}
+
+/// Skipped messages: counted by kind, the first few logged.
+#[derive(Default)]
+struct Rejects {
+    total: u64,
+}
+
+impl Rejects {
+    fn note(&mut self, summary: &mut Summary, key: &str, why: &dyn std::fmt::Display) {
+        self.total += 1;
+        *summary.rejected.entry(key.to_string()).or_default() += 1;
+        if self.total <= LOGGED_REJECTS {
+            tracing::warn!(
+                call = summary.call_sid.as_deref().unwrap_or("-"),
+                "skipped a media-stream message: {}",
+                escaped(&why.to_string())
+            );
+        }
+    }
+}
+
+/// `start`: checks the stream token and starts the call's pipeline; `None`
+/// (with `summary.ended` set) closes the stream.
+async fn on_start(
+    env: &StreamEnv,
+    start: &messages::Start,
+    outgoing: &mpsc::Sender<String>,
+    summary: &mut Summary,
+) -> Option<Live> {
+    if let Some(tokens) = &env.tokens {
+        let token = start.custom_parameters.get(stream_token::PARAMETER);
+        let now = crate::clock::now_epoch() as u64;
+        let session = session_of(start);
+        if let Err(e) = tokens.verify(token.map(String::as_str), &start.call_sid, &session, now) {
+            tracing::warn!(call = %escaped(&start.call_sid), "refused a media stream: {e}");
+            summary.ended = Ended::Refused(e.to_string());
+            summary.token_refused = true;
+            return None;
+        }
+    }
+    match begin(env, start, outgoing.clone()).await {
+        Ok(l) => {
+            summary.call_sid = Some(start.call_sid.clone());
+            summary.session_id = Some(l.session_id.clone());
+            tracing::info!(call = %start.call_sid, session = %l.session_id, "media stream started");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::error!(call = %start.call_sid, "cannot start the call's pipeline: {e}");
+            summary.ended = Ended::StartFailed(e);
+            None
+        }
+    }
+}
+
+/// One media frame into the call (the per-20 ms path: no wait, no
+/// allocation beyond the payload's copy); `false` when the call is gone.
+fn on_media(
+    l: &Live,
+    m: &messages::Media,
+    arrived: std::time::Instant,
+    clock: &mut super::lateness::StreamClock,
+    summary: &mut Summary,
+) -> bool {
+    summary.frames += 1;
+    AUDIO.frames_in.fetch_add(1, Relaxed);
+    let track = track(&m.track);
+    if track == Track::Inbound
+        && let Some(late) = clock.lateness(m.timestamp_ms, arrived)
+    {
+        AUDIO.stream_lateness.record(late);
+        AUDIO.recent_lateness.record(late);
+    }
+    let event = Event::EncodedAudio(EncodedAudio {
+        codec: Codec::Mulaw,
+        rate: 8000,
+        track,
+        seq: m.chunk,
+        timestamp_ms: m.timestamp_ms,
+        bytes: m.payload.to_vec(),
+    });
+    match l.call.try_send(event) {
+        Ok(()) => true,
+        Err(SendError::Full) => {
+            summary.dropped += 1;
+            AUDIO.frames_dropped.fetch_add(1, Relaxed);
+            true
+        }
+        Err(SendError::Closed) => false,
+    }
+}
+
+/// The stream is over: the call's pipeline finishes and the session shows
+/// how it ended.
+async fn finish(env: &StreamEnv, mut l: Live, summary: &Summary, rejected_total: u64) {
+    l._listed = None;
+    let status = match &summary.ended {
+        Ended::Stop => "completed",
+        Ended::Disconnect => "disconnected",
+        Ended::Refused(_) | Ended::StartFailed(_) => "failed",
+    };
+    let stats = l.call.finish().await;
+    let _ = l.output.await;
+    env.sessions.set_streaming(&l.session_id, false);
+    env.sessions.set_status(&l.session_id, status);
+    let failed: u64 = stats.iter().map(|s| s.failed).sum();
+    tracing::info!(
+        call = summary.call_sid.as_deref().unwrap_or("-"),
+        frames = summary.frames,
+        dropped = summary.dropped,
+        rejected = rejected_total,
+        stage_failures = failed,
+        "media stream ended ({status})"
+    );
 }
 
 /// The session a stream feeds: its `session_id` parameter, else its call.
@@ -432,7 +477,7 @@ async fn begin(
     let player = bidirectional.then(|| Player::start(start.stream_sid.clone(), outgoing));
     let voice = player.clone().map(|player| crate::calls::output::Voice {
         player,
-        speech: env.pipeline.capabilities.speech.clone(),
+        speech: env.pipeline.capabilities.get(),
     });
     let markers = Arc::new(crate::calls::output::Markers::default());
     let listed = call

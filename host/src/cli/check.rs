@@ -24,7 +24,7 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 for s in &p.stages {
                     let on: Vec<_> = s.on.iter().map(kind_name).collect();
                     let emits: Vec<_> = s.emits.iter().map(kind_name).collect();
-                    let grants: Vec<_> = s.grants.iter().map(|g| g.name()).collect();
+                    let grants = &s.grants;
                     println!(
                         "  {:<18} {} {}  on [{}] -> emits [{}]{}",
                         s.name,

@@ -2,7 +2,7 @@
 //! product: fetch the default models the pipeline needs (seeding an empty
 //! knowledge store is `pipeline::reload::seed_knowledge`).
 
-use crate::capabilities::setup;
+use crate::capabilities::{knowledge, transcriber};
 use crate::pipeline::PipelineFile;
 use std::path::Path;
 
@@ -18,14 +18,12 @@ pub async fn fetch_default_models(pipeline: &Path, data_dir: &Path) -> anyhow::R
     // A section that does not parse is the loader's to report, too.
     let caps = &file.capabilities;
     let whisper = caps
-        .transcriber
-        .as_ref()
-        .and_then(|s| setup::transcriber_config(s.get_ref()).ok())
+        .get("transcriber")
+        .and_then(|s| transcriber::section_config(s.get_ref()).ok())
         .is_some_and(|c| c.uses_default_model());
     let embedder = caps
-        .knowledge
-        .as_ref()
-        .and_then(|s| setup::knowledge_config(s.get_ref()).ok())
+        .get("knowledge")
+        .and_then(|s| knowledge::section_config(s.get_ref()).ok())
         .filter(|c| c.embedder.uses_default_model())
         .and_then(|c| c.embedder.local_engine());
     let models = crate::models::dir(data_dir);

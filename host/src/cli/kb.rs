@@ -118,7 +118,7 @@ pub fn config_from_pipeline(path: &Path) -> anyhow::Result<KnowledgeConfig> {
         .and_then(|c| c.get("knowledge"))
         .and_then(|k| k.as_table())
     {
-        Some(section) => crate::capabilities::setup::knowledge_config(section)
+        Some(section) => crate::capabilities::knowledge::section_config(section)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         None => Ok(KnowledgeConfig::default()),
     }
@@ -155,87 +155,16 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let kb = config.open(data_dir, &base).await?;
-            let started = std::time::Instant::now();
-            let hits = kb
-                .search(&Search {
-                    query: query.clone(),
-                    limit,
-                    language,
-                    equipment,
-                })
-                .await?;
-            let elapsed = started.elapsed();
-            let mut out = std::io::stdout().lock();
-            if json {
-                let doc = serde_json::json!({
-                    "query": query,
-                    "folded_query": crate::knowledge::spoken::fold_acronyms(&query),
-                    "took_ms": elapsed.as_secs_f64() * 1000.0,
-                    "hits": hits,
-                });
-                writeln!(out, "{doc}")?;
-            } else if hits.is_empty() {
-                writeln!(
-                    out,
-                    "no match (is the knowledge base imported? see `callpipe kb stats`)"
-                )?;
-            } else {
-                for (i, h) in hits.iter().enumerate() {
-                    writeln!(
-                        out,
-                        "{}. [{}] {} ({}, confidence {:.2}, score {:.4})",
-                        i + 1,
-                        h.article_id,
-                        h.title,
-                        h.language,
-                        h.confidence,
-                        h.score
-                    )?;
-                }
-                writeln!(out, "({:.1} ms)", elapsed.as_secs_f64() * 1000.0)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let search = Search {
+                query,
+                limit,
+                language,
+                equipment,
+            };
+            search_command(&kb, search, json).await
         }
         Command::Calibrate { queries, json } => {
-            // One store per article set; the pipeline's own for plain files.
-            let mut stores: Vec<(Option<PathBuf>, KnowledgeBase)> = Vec::new();
-            let mut sets: Vec<(usize, Vec<crate::cli::calibrate::Labelled>)> = Vec::new();
-            for arg in &queries {
-                let (file, articles) = match arg.rsplit_once('@') {
-                    Some((f, a)) => (PathBuf::from(f), Some(PathBuf::from(a))),
-                    None => (PathBuf::from(arg), None),
-                };
-                let at = match stores.iter().position(|(a, _)| *a == articles) {
-                    Some(i) => i,
-                    None => {
-                        let mut c = config.clone();
-                        if let Some(a) = &articles {
-                            c.backend = crate::knowledge::Backend::Embedded;
-                            c.path = Some(eval_store(std::slice::from_ref(a))?);
-                        }
-                        let kb = c.open(data_dir, &base).await?;
-                        if let Some(a) = &articles {
-                            let line = import(&kb, std::slice::from_ref(a), !json).await?;
-                            if !json {
-                                eprintln!("{line}");
-                            }
-                        }
-                        stores.push((articles, kb));
-                        stores.len() - 1
-                    }
-                };
-                sets.push((at, crate::cli::calibrate::read_queries(&file)?));
-            }
-            let sets: Vec<(&KnowledgeBase, Vec<crate::cli::calibrate::Labelled>)> =
-                sets.into_iter().map(|(i, q)| (&stores[i].1, q)).collect();
-            let report = crate::cli::calibrate::run(&sets).await?;
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&report)?)?;
-            } else {
-                report.print(&mut out)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            calibrate_command(data_dir, &base, &config, &queries, json).await
         }
         Command::Eval {
             suites: Some(suites),
@@ -251,90 +180,199 @@ pub async fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             json,
             items,
             ..
-        } => {
-            let mut all = Vec::new();
-            for f in &files {
-                all.extend(crate::cli::eval::read(f)?);
-            }
-            let store = if articles.is_empty() {
-                None
-            } else {
-                Some(eval_store(&articles)?)
-            };
-            let runtime = super::small_runtime(data_dir)?;
-            let options = crate::pipeline::LoadOptions {
-                build_plugins: true,
-                quiet: json,
-                data_dir: data_dir.to_path_buf(),
-                knowledge_store: store,
-            };
-            let pipeline =
-                match crate::pipeline::loader::load(&runtime, &args.pipeline, &options).await {
-                    Ok(p) => std::sync::Arc::new(p),
-                    Err(diags) => {
-                        eprintln!("{diags}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                };
-            let kb = pipeline.capabilities.knowledge.clone().with_context(|| {
-                format!(
-                    "{} has no [capabilities.knowledge] section",
-                    args.pipeline.display()
-                )
-            })?;
-            if !articles.is_empty() {
-                let line = import(&kb, &articles, !json).await?;
-                if !json {
-                    eprintln!("{line}");
-                }
-            }
-            let bar = progress_bar(all.len(), "evaluating", "items", !json);
-            let report = crate::cli::eval::run(&kb, &pipeline, &all, items, || bar.inc(1)).await?;
-            bar.finish_and_clear();
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&report)?)?;
-            } else {
-                report.print(&mut out)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => eval_files(data_dir, &args.pipeline, &files, &articles, json, items).await,
         Command::Stats { json } => {
             let kb = config.open(data_dir, &base).await?;
-            let stats = kb.stats().await?;
-            let (calibration, source) = kb.calibration();
-            let fitted = kb.fitted();
-            let mut out = std::io::stdout().lock();
-            if json {
-                let mut doc = serde_json::to_value(&stats)?;
-                doc["calibration"] = serde_json::to_value(calibration)?;
-                doc["calibration_source"] = serde_json::to_value(&source)?;
-                doc["fitted"] = serde_json::to_value(&fitted)?;
-                writeln!(out, "{doc}")?;
-            } else {
-                writeln!(out, "store:    {}", stats.backend)?;
-                writeln!(out, "embedder: {} ({} dims)", stats.embedder, stats.dim)?;
-                writeln!(out, "articles: {}", stats.articles)?;
-                writeln!(out, "chunks:   {}", stats.chunks)?;
-                match (&source, &fitted) {
-                    (crate::knowledge::CalibrationSource::Pipeline, _) => {
-                        writeln!(out, "confidence: calibration from the pipeline")?
-                    }
-                    (_, Some(f)) => writeln!(
-                        out,
-                        "confidence: fitted on the store's own articles ({} questions from {} articles; \
-                         Brier {:.3}, ECE {:.3}, cross-validated)",
-                        f.questions, f.articles, f.brier, f.ece
-                    )?,
-                    (_, None) => writeln!(
-                        out,
-                        "confidence: not fitted yet (a strict fallback): run `callpipe kb import` on the articles"
-                    )?,
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            stats_command(&kb, json).await
         }
     }
+}
+
+/// `kb search`: the hits as lines, or one JSON document.
+async fn search_command(
+    kb: &KnowledgeBase,
+    search: Search,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let query = search.query.clone();
+    let started = std::time::Instant::now();
+    let hits = kb.search(&search).await?;
+    let elapsed = started.elapsed();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let doc = serde_json::json!({
+            "query": query,
+            "folded_query": crate::knowledge::spoken::fold_acronyms(&query),
+            "took_ms": elapsed.as_secs_f64() * 1000.0,
+            "hits": hits,
+        });
+        writeln!(out, "{doc}")?;
+    } else if hits.is_empty() {
+        writeln!(
+            out,
+            "no match (is the knowledge base imported? see `callpipe kb stats`)"
+        )?;
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            writeln!(
+                out,
+                "{}. [{}] {} ({}, confidence {:.2}, score {:.4})",
+                i + 1,
+                h.article_id,
+                h.title,
+                h.language,
+                h.confidence,
+                h.score
+            )?;
+        }
+        writeln!(out, "({:.1} ms)", elapsed.as_secs_f64() * 1000.0)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kb calibrate`: fits a calibration on labelled questions, each file on
+/// the pipeline's store or on a store of the articles it names (`@`).
+async fn calibrate_command(
+    data_dir: &Path,
+    base: &Path,
+    config: &KnowledgeConfig,
+    queries: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // One store per article set; the pipeline's own for plain files.
+    let mut stores: Vec<(Option<PathBuf>, KnowledgeBase)> = Vec::new();
+    let mut sets: Vec<(usize, Vec<crate::cli::calibrate::Labelled>)> = Vec::new();
+    for arg in queries {
+        let (file, articles) = match arg.rsplit_once('@') {
+            Some((f, a)) => (PathBuf::from(f), Some(PathBuf::from(a))),
+            None => (PathBuf::from(arg), None),
+        };
+        let at = match stores.iter().position(|(a, _)| *a == articles) {
+            Some(i) => i,
+            None => {
+                let mut c = config.clone();
+                if let Some(a) = &articles {
+                    c.backend = crate::knowledge::Backend::Embedded;
+                    c.path = Some(eval_store(std::slice::from_ref(a))?);
+                }
+                let kb = c.open(data_dir, base).await?;
+                if let Some(a) = &articles {
+                    let line = import(&kb, std::slice::from_ref(a), !json).await?;
+                    if !json {
+                        eprintln!("{line}");
+                    }
+                }
+                stores.push((articles, kb));
+                stores.len() - 1
+            }
+        };
+        sets.push((at, crate::cli::calibrate::read_queries(&file)?));
+    }
+    let sets: Vec<(&KnowledgeBase, Vec<crate::cli::calibrate::Labelled>)> =
+        sets.into_iter().map(|(i, q)| (&stores[i].1, q)).collect();
+    let report = crate::cli::calibrate::run(&sets).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        report.print(&mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kb eval FILES`: the labelled items through the pipeline's text path.
+async fn eval_files(
+    data_dir: &Path,
+    pipeline_path: &Path,
+    files: &[PathBuf],
+    articles: &[PathBuf],
+    json: bool,
+    items: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(crate::cli::eval::read(f)?);
+    }
+    let store = if articles.is_empty() {
+        None
+    } else {
+        Some(eval_store(articles)?)
+    };
+    let runtime = super::small_runtime(data_dir)?;
+    let options = crate::pipeline::LoadOptions {
+        build_plugins: true,
+        quiet: json,
+        data_dir: data_dir.to_path_buf(),
+        knowledge_store: store,
+    };
+    let pipeline = match crate::pipeline::loader::load(&runtime, pipeline_path, &options).await {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let kb = pipeline
+        .capabilities
+        .get::<KnowledgeBase>()
+        .with_context(|| {
+            format!(
+                "{} has no [capabilities.knowledge] section",
+                pipeline_path.display()
+            )
+        })?;
+    if !articles.is_empty() {
+        let line = import(&kb, articles, !json).await?;
+        if !json {
+            eprintln!("{line}");
+        }
+    }
+    let bar = progress_bar(all.len(), "evaluating", "items", !json);
+    let report = crate::cli::eval::run(&kb, &pipeline, &all, items, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        report.print(&mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kb stats`: the store, its embedder, its size and its calibration.
+async fn stats_command(kb: &KnowledgeBase, json: bool) -> anyhow::Result<ExitCode> {
+    let stats = kb.stats().await?;
+    let (calibration, source) = kb.calibration();
+    let fitted = kb.fitted();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut doc = serde_json::to_value(&stats)?;
+        doc["calibration"] = serde_json::to_value(calibration)?;
+        doc["calibration_source"] = serde_json::to_value(&source)?;
+        doc["fitted"] = serde_json::to_value(&fitted)?;
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(out, "store:    {}", stats.backend)?;
+        writeln!(out, "embedder: {} ({} dims)", stats.embedder, stats.dim)?;
+        writeln!(out, "articles: {}", stats.articles)?;
+        writeln!(out, "chunks:   {}", stats.chunks)?;
+        match (&source, &fitted) {
+            (crate::knowledge::CalibrationSource::Pipeline, _) => {
+                writeln!(out, "confidence: calibration from the pipeline")?
+            }
+            (_, Some(f)) => writeln!(
+                out,
+                "confidence: fitted on the store's own articles ({} questions from {} articles; \
+                 Brier {:.3}, ECE {:.3}, cross-validated)",
+                f.questions, f.articles, f.brier, f.ece
+            )?,
+            (_, None) => writeln!(
+                out,
+                "confidence: not fitted yet (a strict fallback): run `callpipe kb import` on the articles"
+            )?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `kb eval --suites`: each suite on a store of its own articles, each
@@ -376,12 +414,15 @@ async fn eval_suites(
                 return Ok(ExitCode::FAILURE);
             }
         };
-        let kb = pipeline.capabilities.knowledge.clone().with_context(|| {
-            format!(
-                "{} has no [capabilities.knowledge] section",
-                pipeline_path.display()
-            )
-        })?;
+        let kb = pipeline
+            .capabilities
+            .get::<KnowledgeBase>()
+            .with_context(|| {
+                format!(
+                    "{} has no [capabilities.knowledge] section",
+                    pipeline_path.display()
+                )
+            })?;
         let line = import(&kb, std::slice::from_ref(&suite.articles), !json).await?;
         if !json {
             eprintln!("{}: {line}", suite.name);

@@ -33,7 +33,11 @@ pub async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(kb) = state.pipeline().capabilities.knowledge.clone() else {
+    let Some(kb) = state
+        .pipeline()
+        .capabilities
+        .get::<crate::knowledge::KnowledgeBase>()
+    else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "the running pipeline has no knowledge base ([capabilities.knowledge])",

@@ -4,7 +4,9 @@
 use super::CapabilityContext;
 use super::not_configured;
 use crate::bindings::knowledge::{CapabilityError, Hit, Host, SearchRequest};
-use crate::knowledge::{KnowledgeError, Search, VectorStoreError};
+use crate::knowledge::{Backend, KnowledgeBase, KnowledgeError, Search, VectorStoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Longest query a stage may send (a transcript paragraph is far shorter).
 const MAX_QUERY_BYTES: usize = 4096;
@@ -23,7 +25,7 @@ impl Host for CapabilityContext {
 
 impl CapabilityContext {
     async fn search_kb(&mut self, request: SearchRequest) -> Result<Vec<Hit>, CapabilityError> {
-        let Some(kb) = self.set.knowledge.clone() else {
+        let Some(kb) = self.set.get::<KnowledgeBase>() else {
             return Err(not_configured("knowledge"));
         };
         if request.query.trim().is_empty() {
@@ -59,5 +61,56 @@ impl CapabilityContext {
             }
             Err(e) => Err(CapabilityError::Other(e.to_string())),
         }
+    }
+}
+
+/// `[capabilities.knowledge]` as typed settings.
+pub fn section_config(table: &toml::Table) -> Result<crate::knowledge::KnowledgeConfig, String> {
+    super::factor::typed("knowledge", table)
+}
+
+/// The `knowledge` capability (see `factor`).
+pub struct KnowledgeFactor;
+
+impl<T: Send + 'static> super::Factor<T> for KnowledgeFactor {
+    fn name(&self) -> &'static str {
+        "knowledge"
+    }
+
+    fn interface(&self) -> &'static str {
+        "callpipe:stage/knowledge"
+    }
+
+    fn build<'a>(
+        &'a self,
+        section: &'a toml::Table,
+        setup: super::Setup<'a>,
+        set: &'a mut super::CapabilitySet,
+    ) -> super::factor::BuildFuture<'a> {
+        Box::pin(async move {
+            let mut config = section_config(section)?;
+            if let Some(store) = setup.knowledge_store {
+                config.backend = Backend::Embedded;
+                config.path = Some(PathBuf::from(store));
+            }
+            let kb = config
+                .open(setup.data_dir, setup.base_dir)
+                .await
+                .map_err(|e| format!("[capabilities.knowledge]: {e}"))?;
+            tracing::info!("knowledge: {}", kb.summary());
+            set.insert(Arc::new(kb));
+            Ok(())
+        })
+    }
+
+    fn link(
+        &self,
+        linker: &mut wasmtime::component::Linker<T>,
+        context: super::factor::ContextOf<T>,
+    ) -> wasmtime::Result<()> {
+        crate::bindings::knowledge::add_to_linker::<
+            T,
+            wasmtime::component::HasSelf<CapabilityContext>,
+        >(linker, context)
     }
 }

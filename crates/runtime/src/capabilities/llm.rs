@@ -373,7 +373,7 @@ impl Host for CapabilityContext {
         request: CompletionRequest,
     ) -> wasmtime::Result<Result<Completion, LlmError>> {
         let started = Instant::now();
-        let result = match self.set.llm.clone() {
+        let result = match self.set.get::<LlmService>() {
             Some(llm) => llm.complete(&request).await,
             None => Err(LlmError::NotConfigured(
                 "the `llm` capability has no backend configured in this host \
@@ -410,6 +410,110 @@ pub fn describe(e: &LlmError) -> String {
         LlmError::Unavailable(m) => format!("unavailable: {m}"),
         LlmError::Refused(m) => format!("refused: {m}"),
         LlmError::InvalidRequest(m) => format!("invalid request: {m}"),
+    }
+}
+
+/// The `llm` capability (see `factor`). It is optional by design: every
+/// stage that asks a model keeps a model-free path, so one component serves
+/// pipelines with and without a model, and a stage that imports it without
+/// the grant is linked to [`NotGranted`].
+pub struct LlmFactor;
+
+impl<T: Send + 'static> super::Factor<T> for LlmFactor {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn interface(&self) -> &'static str {
+        "callpipe:stage/llm"
+    }
+
+    fn build<'a>(
+        &'a self,
+        section: &'a toml::Table,
+        _setup: super::Setup<'a>,
+        set: &'a mut super::CapabilitySet,
+    ) -> super::factor::BuildFuture<'a> {
+        Box::pin(async move {
+            let config: LlmConfig = super::factor::typed("llm", section)?;
+            let built = config.build().map_err(|e| e.to_string())?;
+            tracing::info!("llm: {}", built.summary());
+            set.insert(std::sync::Arc::new(built));
+            Ok(())
+        })
+    }
+
+    /// A stage that asks the model gives each request its budget
+    /// (`llm_timeout_ms` in its config); a try longer than that budget would
+    /// be cut by the stage before it could fail on its own, so the
+    /// endpoint's failures would never be seen.
+    fn check(
+        &self,
+        section: &toml::Table,
+        stages: &[super::factor::StageView<'_>],
+    ) -> Vec<(String, String)> {
+        let Some(per_try) = section.get("timeout_ms").and_then(toml::Value::as_integer) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for s in stages.iter().filter(|s| s.granted) {
+            let budget = s
+                .config
+                .and_then(|c| c.get("llm_timeout_ms"))
+                .and_then(toml::Value::as_integer);
+            if let Some(budget) = budget
+                && per_try > budget
+            {
+                problems.push((
+                    s.name.to_string(),
+                    format!(
+                        "[capabilities.llm] timeout_ms = {per_try} (one try) is longer than this \
+                         stage's llm_timeout_ms = {budget}: the stage would give up before a hung \
+                         endpoint is counted as failing; make timeout_ms at most {budget}"
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
+    fn link(
+        &self,
+        linker: &mut wasmtime::component::Linker<T>,
+        context: super::factor::ContextOf<T>,
+    ) -> wasmtime::Result<()> {
+        crate::bindings::llm::add_to_linker::<T, wasmtime::component::HasSelf<CapabilityContext>>(
+            linker, context,
+        )
+    }
+
+    fn optional(&self) -> bool {
+        true
+    }
+
+    fn link_ungranted(&self, linker: &mut wasmtime::component::Linker<T>) -> wasmtime::Result<()> {
+        crate::bindings::llm::add_to_linker::<T, NotGranted>(linker, |_| NotGranted)
+    }
+}
+
+/// The `llm` of a stage that is not granted it: every call is refused at
+/// once, so the stage takes its model-free path.
+pub struct NotGranted;
+
+impl wasmtime::component::HasData for NotGranted {
+    type Data<'a> = NotGranted;
+}
+
+impl Host for NotGranted {
+    async fn complete(
+        &mut self,
+        _request: CompletionRequest,
+    ) -> wasmtime::Result<Result<Completion, LlmError>> {
+        Ok(Err(LlmError::NotConfigured(
+            "this stage is not granted `llm` (add it to the stage's `grants` and configure \
+             [capabilities.llm])"
+                .into(),
+        )))
     }
 }
 

@@ -1,6 +1,8 @@
-//! Host implementations of the WIT capability interfaces. A stage reaches
-//! one only if its pipeline grants it (see `pipeline::grants`).
+//! Host implementations of the WIT capability interfaces, one file each,
+//! listed in `factor::Factors::builtin`. A stage reaches one only if its
+//! pipeline grants it (see `pipeline::grants`).
 
+pub mod factor;
 pub mod knowledge;
 pub mod llm;
 pub mod log;
@@ -13,15 +15,47 @@ pub mod transcriber;
 pub mod whisper_cpp;
 
 use crate::bindings::types::{self, CapabilityError};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The backends a pipeline configured; shared by all its stage instances.
+pub use factor::{Factor, Factors, Setup};
+
+impl<T: Send + 'static> Factors<T> {
+    /// The capabilities callpipe ships, in the order their sections are
+    /// built: one line each.
+    pub fn builtin() -> Self {
+        Self::none()
+            .with(transcriber::TranscriberFactor)
+            .with(knowledge::KnowledgeFactor)
+            .with(speech::SpeechFactor)
+            .with(llm::LlmFactor)
+    }
+}
+
+/// The backends a pipeline configured, by type (each capability's factor
+/// puts its own in); shared by all the pipeline's stage instances.
 #[derive(Default)]
 pub struct CapabilitySet {
-    pub transcriber: Option<std::sync::Arc<transcriber::TranscriberService>>,
-    pub knowledge: Option<std::sync::Arc<crate::knowledge::KnowledgeBase>>,
-    pub speech: Option<std::sync::Arc<speech::SpeechService>>,
-    pub llm: Option<std::sync::Arc<llm::LlmService>>,
+    backends: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl CapabilitySet {
+    /// The backend of type `B`, if its section was configured.
+    pub fn get<B: Any + Send + Sync>(&self) -> Option<Arc<B>> {
+        let backend = self.backends.get(&TypeId::of::<B>())?.clone();
+        backend.downcast::<B>().ok()
+    }
+
+    pub fn insert<B: Any + Send + Sync>(&mut self, backend: Arc<B>) {
+        self.backends.insert(TypeId::of::<B>(), backend);
+    }
+
+    /// The set with one more backend (tests and benches build sets by hand).
+    pub fn with<B: Any + Send + Sync>(mut self, backend: Arc<B>) -> Self {
+        self.insert(backend);
+        self
+    }
 }
 
 /// Who a stage instance works for; attached to every log line it causes.

@@ -372,7 +372,7 @@ impl Host for CapabilityContext {
         text: String,
         language: String,
     ) -> wasmtime::Result<Result<Vec<u8>, CapabilityError>> {
-        let Some(s) = self.set.speech.clone() else {
+        let Some(s) = self.set.get::<SpeechService>() else {
             return Ok(Err(not_configured("speech")));
         };
         let started = std::time::Instant::now();
@@ -392,5 +392,43 @@ impl Host for CapabilityContext {
         };
         super::observe(&crate::metrics::SPEECH, started, &result);
         Ok(result)
+    }
+}
+
+/// The `speech` capability (see `factor`).
+pub struct SpeechFactor;
+
+impl<T: Send + 'static> super::Factor<T> for SpeechFactor {
+    fn name(&self) -> &'static str {
+        "speech"
+    }
+
+    fn interface(&self) -> &'static str {
+        "callpipe:stage/speech"
+    }
+
+    fn build<'a>(
+        &'a self,
+        section: &'a toml::Table,
+        _setup: super::Setup<'a>,
+        set: &'a mut super::CapabilitySet,
+    ) -> super::factor::BuildFuture<'a> {
+        Box::pin(async move {
+            let config: SpeechConfig = super::factor::typed("speech", section)?;
+            let built = config.build().map_err(|e| e.to_string())?;
+            tracing::info!("speech: {}", built.backend.summary());
+            set.insert(Arc::new(built));
+            Ok(())
+        })
+    }
+
+    fn link(
+        &self,
+        linker: &mut wasmtime::component::Linker<T>,
+        context: super::factor::ContextOf<T>,
+    ) -> wasmtime::Result<()> {
+        crate::bindings::speech::add_to_linker::<T, wasmtime::component::HasSelf<CapabilityContext>>(
+            linker, context,
+        )
     }
 }

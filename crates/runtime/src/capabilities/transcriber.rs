@@ -238,7 +238,7 @@ impl Host for CapabilityContext {
         &mut self,
         request: TranscribeRequest,
     ) -> wasmtime::Result<Result<WitTranscription, CapabilityError>> {
-        let Some(t) = self.set.transcriber.clone() else {
+        let Some(t) = self.set.get::<TranscriberService>() else {
             return Ok(Err(not_configured("transcriber")));
         };
         if request.rate == 0 || request.rate > 192_000 {
@@ -269,6 +269,55 @@ impl Host for CapabilityContext {
         };
         super::observe(&crate::metrics::TRANSCRIBER, started, &result);
         Ok(result)
+    }
+}
+
+/// `[capabilities.transcriber]` as typed settings.
+pub fn section_config(table: &toml::Table) -> Result<TranscriberConfig, String> {
+    super::factor::typed("transcriber", table)
+}
+
+/// The `transcriber` capability (see `factor`).
+pub struct TranscriberFactor;
+
+impl<T: Send + 'static> super::Factor<T> for TranscriberFactor {
+    fn name(&self) -> &'static str {
+        "transcriber"
+    }
+
+    fn interface(&self) -> &'static str {
+        "callpipe:stage/transcriber"
+    }
+
+    fn build<'a>(
+        &'a self,
+        section: &'a toml::Table,
+        setup: super::Setup<'a>,
+        set: &'a mut super::CapabilitySet,
+    ) -> super::factor::BuildFuture<'a> {
+        Box::pin(async move {
+            let config = section_config(section)?;
+            let (data_dir, base_dir) = (setup.data_dir.to_path_buf(), setup.base_dir.to_path_buf());
+            // A model load reads and maps hundreds of MB: off the async runtime.
+            let built = tokio::task::spawn_blocking(move || config.build(&data_dir, &base_dir))
+                .await
+                .map_err(|e| format!("loading the transcriber failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            tracing::info!("transcriber: {}", built.backend.summary());
+            set.insert(Arc::new(built));
+            Ok(())
+        })
+    }
+
+    fn link(
+        &self,
+        linker: &mut wasmtime::component::Linker<T>,
+        context: super::factor::ContextOf<T>,
+    ) -> wasmtime::Result<()> {
+        crate::bindings::transcriber::add_to_linker::<
+            T,
+            wasmtime::component::HasSelf<CapabilityContext>,
+        >(linker, context)
     }
 }
 

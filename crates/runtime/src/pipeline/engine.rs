@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The capabilities pipelines may configure and grant.
+    pub factors: crate::capabilities::Factors<super::state::StageState>,
 }
 
 impl RuntimeConfig {
@@ -47,6 +49,7 @@ impl RuntimeConfig {
             max_memory_mib: 64,
             epoch_tick: Duration::from_millis(1),
             cache_dir: Some(data_dir.join("cache").join("components")),
+            factors: crate::capabilities::Factors::builtin(),
         }
     }
 }

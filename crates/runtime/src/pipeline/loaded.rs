@@ -4,7 +4,6 @@
 
 use super::engine::Runtime;
 use super::event::KindSet;
-use super::grants::Capability;
 use super::model::Limits;
 use super::state::StageState;
 use crate::bindings::FullStagePre;
@@ -19,7 +18,8 @@ pub struct LoadedStage {
     pub wasm: PathBuf,
     pub on: KindSet,
     pub emits: KindSet,
-    pub grants: Vec<Capability>,
+    /// Names of the capabilities the stage is granted.
+    pub grants: Vec<&'static str>,
     pub config_json: String,
     pub limits: Limits,
     pub descriptor: Descriptor,

@@ -89,8 +89,14 @@ pub async fn load_str(
     } else {
         pipeline_dir
     };
-    let (pending, mut diags) =
-        validate::validate(&map, &file, &pipeline_dir, runtime.config().max_memory_mib);
+    let factors = &runtime.config().factors;
+    let (pending, mut diags) = validate::validate(
+        &map,
+        &file,
+        &pipeline_dir,
+        runtime.config().max_memory_mib,
+        factors,
+    );
 
     let sections: Vec<(&str, &toml::Table)> = file
         .capabilities
@@ -98,6 +104,7 @@ pub async fn load_str(
         .map(|(name, section)| (name, section.get_ref()))
         .collect();
     let (capabilities, errors) = CapabilitySet::from_sections(
+        factors,
         &sections,
         Setup {
             data_dir: &options.data_dir,
@@ -244,14 +251,15 @@ async fn load_stage(
             return None;
         }
     };
-    let grant_errors = grants::check_imports(runtime.engine(), &component, &p.grants);
+    let factors = &runtime.config().factors;
+    let grant_errors = grants::check_imports(runtime.engine(), &component, factors, &p.grants);
     if !grant_errors.is_empty() {
         for e in grant_errors {
             diags.push(at(s.component.span(), e.to_string()));
         }
         return None;
     }
-    let pre = grants::linker(runtime.engine(), &p.grants)
+    let pre = grants::linker(runtime.engine(), factors, &p.grants)
         .and_then(|l| l.instantiate_pre(&component))
         .and_then(FullStagePre::new);
     let pre = match pre {

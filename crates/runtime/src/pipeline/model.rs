@@ -105,28 +105,24 @@ fn default_queue() -> usize {
     256
 }
 
-/// Backend settings per capability. The shape of each table belongs to the
-/// capability; which capabilities exist is fixed here.
+/// Backend settings per capability, by name. The shape of each table
+/// belongs to the capability; which names exist is the runtime's `Factors`
+/// list (the loader reports any other, located).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CapabilitiesSection {
-    pub transcriber: Option<Spanned<toml::Table>>,
-    pub knowledge: Option<Spanned<toml::Table>>,
-    pub speech: Option<Spanned<toml::Table>>,
-    pub llm: Option<Spanned<toml::Table>>,
-}
+#[serde(transparent)]
+pub struct CapabilitiesSection(std::collections::BTreeMap<String, Spanned<toml::Table>>);
 
 impl CapabilitiesSection {
-    /// The configured sections with their names, in a fixed order.
-    pub fn sections(&self) -> impl Iterator<Item = (&'static str, &Spanned<toml::Table>)> {
-        [
-            ("transcriber", &self.transcriber),
-            ("knowledge", &self.knowledge),
-            ("speech", &self.speech),
-            ("llm", &self.llm),
-        ]
-        .into_iter()
-        .filter_map(|(name, section)| section.as_ref().map(|s| (name, s)))
+    /// The section `[capabilities.NAME]`, if the file has one.
+    pub fn get(&self, name: &str) -> Option<&Spanned<toml::Table>> {
+        self.0.get(name)
+    }
+
+    /// The configured sections with their names (by name).
+    pub fn sections(&self) -> impl Iterator<Item = (&str, &Spanned<toml::Table>)> {
+        self.0
+            .iter()
+            .map(|(name, section)| (name.as_str(), section))
     }
 }
 

@@ -58,7 +58,10 @@ pub async fn load(
 pub async fn seed_knowledge(
     pipeline: &LoadedPipeline,
 ) -> Result<(), crate::knowledge::KnowledgeError> {
-    let Some(kb) = &pipeline.capabilities.knowledge else {
+    let Some(kb) = pipeline
+        .capabilities
+        .get::<crate::knowledge::KnowledgeBase>()
+    else {
         return Ok(());
     };
     let Some(seed) = kb.config().seed.clone() else {

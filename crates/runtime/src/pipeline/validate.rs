@@ -5,9 +5,11 @@
 
 use super::diagnostics::{Diagnostic, SourceMap};
 use super::event::{ALL_KINDS, KindSet, kind_name, parse_kind};
-use super::grants::Capability;
 use super::model::{PipelineFile, StageSpec};
 use super::plugins::{self, Source};
+use super::state::StageState;
+use crate::capabilities::Factors;
+use crate::capabilities::factor::StageView;
 use std::collections::HashSet;
 use std::path::Path;
 use toml::Spanned;
@@ -32,7 +34,8 @@ const SERVER_SECRETS: &[&str] = &[
 /// A stage that passed the static checks, waiting for its component.
 pub struct StagePlan<'a> {
     pub spec: &'a Spanned<StageSpec>,
-    pub grants: Vec<Capability>,
+    /// Capability names, each one the runtime knows.
+    pub grants: Vec<&'static str>,
     /// `None`: the stage's own default (its descriptor's `default-on`).
     pub on: Option<KindSet>,
     /// `None`: the component could not be resolved (already reported).
@@ -46,13 +49,14 @@ pub fn validate<'a>(
     file: &'a PipelineFile,
     pipeline_dir: &Path,
     max_memory_mib: u32,
+    factors: &Factors<StageState>,
 ) -> (Vec<StagePlan<'a>>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     pipeline_section(map, file, &mut diags);
     if file.stages.is_empty() {
         diags.push(map.at(None, None, "the pipeline has no [[stages]]"));
     }
-    llm_budgets(map, file, &mut diags);
+    capability_checks(map, file, factors, &mut diags);
     let mut seen = HashSet::new();
     let plans = file
         .stages
@@ -63,6 +67,7 @@ pub fn validate<'a>(
                 spec,
                 pipeline_dir,
                 max_memory_mib,
+                factors,
                 &mut seen,
                 &mut diags,
             )
@@ -95,41 +100,33 @@ fn pipeline_section(map: &SourceMap<'_>, file: &PipelineFile, diags: &mut Vec<Di
     }
 }
 
-/// A stage that asks the model gives each request its budget
-/// (`llm_timeout_ms` in its config); a try of `[capabilities.llm]` longer
-/// than that budget would be cut by the stage before it could fail on its
-/// own, so the endpoint's failures would never be seen.
-fn llm_budgets(map: &SourceMap<'_>, file: &PipelineFile, diags: &mut Vec<Diagnostic>) {
-    let Some(llm) = &file.capabilities.llm else {
-        return;
-    };
-    let Some(per_try) = llm
-        .get_ref()
-        .get("timeout_ms")
-        .and_then(toml::Value::as_integer)
-    else {
-        return;
-    };
-    for spec in &file.stages {
-        let s = spec.get_ref();
-        let granted = s.grants.iter().any(|g| g.get_ref() == "llm");
-        let budget = s
-            .config
-            .as_ref()
-            .and_then(|c| c.get_ref().get("llm_timeout_ms"))
-            .and_then(toml::Value::as_integer);
-        if let (true, Some(budget)) = (granted, budget)
-            && per_try > budget
-        {
-            diags.push(map.at(
-                Some(llm.span()),
-                Some(s.name.get_ref()),
-                format!(
-                    "[capabilities.llm] timeout_ms = {per_try} (one try) is longer than this \
-                     stage's llm_timeout_ms = {budget}: the stage would give up before a hung \
-                     endpoint is counted as failing; make timeout_ms at most {budget}"
-                ),
-            ));
+/// Each configured capability's own checks of its section against the
+/// stages (the `llm` one, for example, refuses a try longer than a
+/// stage's budget).
+fn capability_checks(
+    map: &SourceMap<'_>,
+    file: &PipelineFile,
+    factors: &Factors<StageState>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (name, section) in file.capabilities.sections() {
+        let Some(factor) = factors.get(name) else {
+            continue; // the loader reports an unknown section, located
+        };
+        let stages: Vec<StageView<'_>> = file
+            .stages
+            .iter()
+            .map(|spec| {
+                let s = spec.get_ref();
+                StageView {
+                    name: s.name.get_ref(),
+                    granted: s.grants.iter().any(|g| g.get_ref() == name),
+                    config: s.config.as_ref().map(|c| c.get_ref()),
+                }
+            })
+            .collect();
+        for (stage, message) in factor.check(section.get_ref(), &stages) {
+            diags.push(map.at(Some(section.span()), Some(&stage), message));
         }
     }
 }
@@ -139,6 +136,7 @@ fn stage<'a>(
     spec: &'a Spanned<StageSpec>,
     pipeline_dir: &Path,
     max_memory_mib: u32,
+    factors: &Factors<StageState>,
     seen: &mut HashSet<String>,
     diags: &mut Vec<Diagnostic>,
 ) -> StagePlan<'a> {
@@ -159,14 +157,14 @@ fn stage<'a>(
     }
     let mut grants = Vec::new();
     for g in &s.grants {
-        match Capability::parse(g.get_ref()) {
-            Some(c) => grants.push(c),
+        match factors.get(g.get_ref()) {
+            Some(f) => grants.push(f.name()),
             None => diags.push(at(
                 g.span(),
                 format!(
                     "unknown capability `{}` in grants (known: {})",
                     g.get_ref(),
-                    Capability::ALL.map(|c| c.name()).join(", ")
+                    factors.names()
                 ),
             )),
         }
@@ -257,7 +255,7 @@ mod tests {
         let path = dir.path().join("pipeline.toml");
         let file = PipelineFile::parse(&path, text).expect("parses");
         let map = SourceMap { file: &path, text };
-        let (plans, diags) = validate(&map, &file, dir.path(), 64);
+        let (plans, diags) = validate(&map, &file, dir.path(), 64, &Factors::builtin());
         let plans = plans
             .iter()
             .map(|p| (p.on.map(|on| format!("{on:?}")), p.source.is_some()))

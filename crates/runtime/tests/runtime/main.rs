@@ -2,5 +2,6 @@
 //! workspace, loaded from inline pipelines and driven with synthetic and
 //! recorded calls (the support is the crate's `test-support` feature).
 
+mod factor;
 mod stages;
 mod transcriber_stage;
