@@ -240,6 +240,73 @@ struct Playback {
 async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Result<(), String> {
     let stream_sid = sid("MZ", n);
     let call_sid = sid("CA", n);
+    let (ws, params) = connect(config, n, &call_sid).await?;
+    report.connected.fetch_add(1, Relaxed);
+    let (sink, stream) = ws.split();
+    // The sender writes its frames itself; marks, which the reader and the
+    // marker produce, go through a writer task. A task hop per frame would
+    // cost the generator a wake-up per frame on the cores it shares with
+    // the server it measures.
+    let sink = Arc::new(Mutex::new(sink));
+    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let writer = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if write(&sink, [m]).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let playback = Arc::new(Mutex::new(Playback::default()));
+    // The reader's word to the marker that a mark was queued.
+    let queued = Arc::new(Notify::new());
+
+    let reader = spawn_reader(
+        stream,
+        tx.clone(),
+        playback.clone(),
+        queued.clone(),
+        stream_sid.clone(),
+        report.clone(),
+    );
+    let marker = spawn_marker(
+        tx.clone(),
+        playback.clone(),
+        queued,
+        stream_sid.clone(),
+        report.clone(),
+    );
+    let result = send_call(config, n, &sink, &stream_sid, &call_sid, params, &report).await;
+    // The reader runs until the server closes; don't wait forever.
+    drop(tx);
+    let mut reader = reader;
+    let close = match tokio::time::timeout(Duration::from_secs(5), &mut reader).await {
+        Ok(Ok(close)) => close,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            reader.abort();
+            None
+        }
+    };
+    marker.abort();
+    writer.abort();
+    let _ = sink.lock().await.close().await;
+    result.map_err(|e| match close {
+        Some(close) => format!("{e} ({close})"),
+        None => e,
+    })
+}
+
+/// The call's stream parameters and its WebSocket, signed and with the
+/// stream token fetched as Twilio would when the server checks them.
+async fn connect(
+    config: &SimConfig,
+    n: usize,
+    call_sid: &str,
+) -> Result<(WsStream, serde_json::Map<String, serde_json::Value>), String> {
     let mut params: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
     for (k, v) in &config.params {
         let v = if k == "session_id" && config.calls > 1 {
@@ -255,9 +322,9 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
         let session = params
             .get("session_id")
             .and_then(|v| v.as_str())
-            .unwrap_or(&call_sid)
+            .unwrap_or(call_sid)
             .to_string();
-        let stream_token = fetch_stream_token(&config.url, token, &call_sid, &session).await?;
+        let stream_token = fetch_stream_token(&config.url, token, call_sid, &session).await?;
         params.insert(stream_token::PARAMETER.into(), json!(stream_token));
     }
     let mut request = config
@@ -285,233 +352,204 @@ async fn one_call(config: &SimConfig, n: usize, report: Arc<SimReport>) -> Resul
             ),
             e => format!("connect: {e}"),
         })?;
-    report.connected.fetch_add(1, Relaxed);
-    let (sink, mut stream) = ws.split();
-    // The sender writes its frames itself; marks, which the reader and the
-    // marker produce, go through a writer task. A task hop per frame would
-    // cost the generator a wake-up per frame on the cores it shares with
-    // the server it measures.
-    let sink = Arc::new(Mutex::new(sink));
-    let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let writer = {
-        let sink = sink.clone();
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                if write(&sink, [m]).await.is_err() {
-                    break;
-                }
-            }
-        })
-    };
+    Ok((ws, params))
+}
 
-    let playback = Arc::new(Mutex::new(Playback::default()));
-    // The reader's word to the marker that a mark was queued.
-    let queued = Arc::new(Notify::new());
-
-    // Reader: count what the server sends; emulate playback of its audio.
-    // Its own task, as the marker's: each wakes only for its own work.
-    let reader = {
-        let tx = tx.clone();
-        let playback = playback.clone();
-        let queued = queued.clone();
-        let stream_sid = stream_sid.clone();
-        let report = report.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let text = match msg {
-                    Ok(Message::Text(t)) => t,
-                    // The server's reason, for the sender's error: a refusal
-                    // (1013, "overloaded: ...") reads differently from a
-                    // crash.
-                    Ok(Message::Close(Some(frame))) if frame.code != CloseCode::Normal => {
-                        report.count(&format!("close-{}", u16::from(frame.code)));
-                        return Some(format!("{} {}", u16::from(frame.code), frame.reason));
-                    }
-                    Ok(Message::Close(_)) | Err(_) => break,
-                    Ok(_) => continue,
-                };
-                let v: serde_json::Value = match serde_json::from_str(&text) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        report.count("invalid");
-                        continue;
-                    }
-                };
-                let kind = v["event"].as_str().unwrap_or("unknown").to_string();
-                report.count(&kind);
-                let now = Instant::now();
-                let mut pb = playback.lock().await;
-                match kind.as_str() {
-                    "media" => {
-                        let start = pb.until.filter(|u| *u > now).unwrap_or(now);
-                        pb.until = Some(start + FRAME);
-                    }
-                    "mark" => {
-                        let name = v["mark"]["name"].as_str().unwrap_or_default().to_string();
-                        let due = pb.until.filter(|u| *u > now).unwrap_or(now);
-                        pb.marks.push_back((due, name, now));
-                        queued.notify_one();
-                    }
-                    "clear" => {
-                        // Twilio drops the buffer and returns its marks at once.
-                        pb.until = None;
-                        for (_, name, at) in pb.marks.drain(..) {
-                            report.mark_round_trip.record(at.elapsed());
-                            let _ = tx.send(mark_json(&stream_sid, &name)).await;
-                        }
-                    }
-                    _ => {}
+/// The reader: counts what the server sends and emulates playback of its
+/// audio; ends with the server's reason when it closes the stream abnormally.
+fn spawn_reader(
+    mut stream: futures_util::stream::SplitStream<WsStream>,
+    tx: mpsc::Sender<String>,
+    playback: Arc<Mutex<Playback>>,
+    queued: Arc<Notify>,
+    stream_sid: String,
+    report: Arc<SimReport>,
+) -> tokio::task::JoinHandle<Option<String>> {
+    tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                // The server's reason, for the sender's error: a refusal
+                // (1013, "overloaded: ...") reads differently from a
+                // crash.
+                Ok(Message::Close(Some(frame))) if frame.code != CloseCode::Normal => {
+                    report.count(&format!("close-{}", u16::from(frame.code)));
+                    return Some(format!("{} {}", u16::from(frame.code), frame.reason));
                 }
-            }
-            None
-        })
-    };
-    // Marker: returns marks when playback reaches them. It sleeps until the
-    // first queued mark is due, or until the reader queues one: polling
-    // instead would wake each simulated call hundreds of times a second and
-    // take the cores the server under test is measured on.
-    let marker = {
-        let tx = tx.clone();
-        let playback = playback.clone();
-        let queued = queued.clone();
-        let stream_sid = stream_sid.clone();
-        let report = report.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = playback.lock().await.marks.front().map(|(due, _, _)| *due);
-                match next {
-                    Some(due) => tokio::select! {
-                        () = tokio::time::sleep_until(due) => {}
-                        () = queued.notified() => continue,
-                    },
-                    None => {
-                        queued.notified().await;
-                        continue;
-                    }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            let v: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(_) => {
+                    report.count("invalid");
+                    continue;
                 }
-                let now = Instant::now();
-                let mut pb = playback.lock().await;
-                while pb.marks.front().is_some_and(|(due, _, _)| *due <= now) {
-                    if let Some((_, name, at)) = pb.marks.pop_front() {
+            };
+            let kind = v["event"].as_str().unwrap_or("unknown").to_string();
+            report.count(&kind);
+            let now = Instant::now();
+            let mut pb = playback.lock().await;
+            match kind.as_str() {
+                "media" => {
+                    let start = pb.until.filter(|u| *u > now).unwrap_or(now);
+                    pb.until = Some(start + FRAME);
+                }
+                "mark" => {
+                    let name = v["mark"]["name"].as_str().unwrap_or_default().to_string();
+                    let due = pb.until.filter(|u| *u > now).unwrap_or(now);
+                    pb.marks.push_back((due, name, now));
+                    queued.notify_one();
+                }
+                "clear" => {
+                    // Twilio drops the buffer and returns its marks at once.
+                    pb.until = None;
+                    for (_, name, at) in pb.marks.drain(..) {
                         report.mark_round_trip.record(at.elapsed());
-                        if tx.send(mark_json(&stream_sid, &name)).await.is_err() {
-                            return;
-                        }
+                        let _ = tx.send(mark_json(&stream_sid, &name)).await;
                     }
                 }
-            }
-        })
-    };
-
-    let sender = async {
-        let tracks = if config.both_tracks {
-            json!(["inbound", "outbound"])
-        } else {
-            json!(["inbound"])
-        };
-        let mut seq = 1u64;
-        let mut next_seq = || {
-            seq += 1;
-            (seq - 1).to_string()
-        };
-        let closed = |_| "server closed the stream";
-        write(
-            &sink,
-            [json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string()],
-        )
-        .await
-        .map_err(closed)?;
-        write(
-            &sink,
-            [json!({
-                "event": "start", "sequenceNumber": next_seq(), "streamSid": stream_sid,
-                "start": {
-                    "accountSid": "ACsimulator", "streamSid": stream_sid, "callSid": call_sid,
-                    "tracks": tracks, "customParameters": params,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
-                }
-            })
-            .to_string()],
-        )
-        .await
-        .map_err(closed)?;
-        let silence = vec![0xFFu8; FRAME_BYTES];
-        let origin = Instant::now();
-        let len = config.inbound.len();
-        let shift = if config.rotate && config.calls > 0 {
-            n * len / config.calls
-        } else {
-            0
-        };
-        for k in 0..config.frames.unwrap_or(len) {
-            let at = (k + shift) % len.max(1);
-            let Some(frame) = config.inbound.get(at) else {
-                break;
-            };
-            let due = origin + FRAME * k as u32;
-            tokio::time::sleep_until(due).await;
-            report
-                .lateness
-                .record(Instant::now().saturating_duration_since(due));
-            let (ts, chunk) = (k as u64 * 20, k + 1);
-            let mut send = |track: &str, bytes: &[u8]| {
-                media_json(&stream_sid, next_seq(), track, chunk, ts, bytes)
-            };
-            let inbound = send("inbound", frame);
-            if config.both_tracks {
-                let out = config
-                    .outbound
-                    .as_ref()
-                    .and_then(|o| o.get(at))
-                    .unwrap_or(&silence);
-                let outbound = send("outbound", out);
-                write(&sink, [inbound, outbound]).await.map_err(closed)?;
-                report.frames_sent.fetch_add(2, Relaxed);
-            } else {
-                write(&sink, [inbound]).await.map_err(closed)?;
-                report.frames_sent.fetch_add(1, Relaxed);
+                _ => {}
             }
         }
-        write(
-            &sink,
-            [
-                json!({"event": "stop", "sequenceNumber": next_seq(), "streamSid": stream_sid,
-                   "stop": {"accountSid": "ACsimulator", "callSid": call_sid}})
-                .to_string(),
-            ],
-        )
-        .await
-        .map_err(closed)?;
-        // Let playback of what the server sent last finish.
-        tokio::time::sleep(config.linger).await;
-        Ok::<(), String>(())
-    };
-
-    let result = sender.await;
-    // The reader runs until the server closes; don't wait forever.
-    drop(tx);
-    let mut reader = reader;
-    let close = match tokio::time::timeout(Duration::from_secs(5), &mut reader).await {
-        Ok(Ok(close)) => close,
-        Ok(Err(_)) => None,
-        Err(_) => {
-            reader.abort();
-            None
-        }
-    };
-    marker.abort();
-    writer.abort();
-    let _ = sink.lock().await.close().await;
-    result.map_err(|e| match close {
-        Some(close) => format!("{e} ({close})"),
-        None => e,
+        None
     })
 }
 
-type WsSink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
+/// Marker: returns marks when playback reaches them. It sleeps until the
+/// first queued mark is due, or until the reader queues one: polling
+/// instead would wake each simulated call hundreds of times a second and
+/// take the cores the server under test is measured on.
+fn spawn_marker(
+    tx: mpsc::Sender<String>,
+    playback: Arc<Mutex<Playback>>,
+    queued: Arc<Notify>,
+    stream_sid: String,
+    report: Arc<SimReport>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let next = playback.lock().await.marks.front().map(|(due, _, _)| *due);
+            match next {
+                Some(due) => tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = queued.notified() => continue,
+                },
+                None => {
+                    queued.notified().await;
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            let mut pb = playback.lock().await;
+            while pb.marks.front().is_some_and(|(due, _, _)| *due <= now) {
+                if let Some((_, name, at)) = pb.marks.pop_front() {
+                    report.mark_round_trip.record(at.elapsed());
+                    if tx.send(mark_json(&stream_sid, &name)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The sender: `connected`, `start`, the frames on their 20 ms clock, `stop`,
+/// then a wait for playback of what the server sent last.
+async fn send_call(
+    config: &SimConfig,
+    n: usize,
+    sink: &Mutex<WsSink>,
+    stream_sid: &str,
+    call_sid: &str,
+    params: serde_json::Map<String, serde_json::Value>,
+    report: &SimReport,
+) -> Result<(), String> {
+    let tracks = if config.both_tracks {
+        json!(["inbound", "outbound"])
+    } else {
+        json!(["inbound"])
+    };
+    let mut seq = 1u64;
+    let mut next_seq = || {
+        seq += 1;
+        (seq - 1).to_string()
+    };
+    let closed = |_| "server closed the stream";
+    write(
+        sink,
+        [json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string()],
+    )
+    .await
+    .map_err(closed)?;
+    write(
+        sink,
+        [json!({
+            "event": "start", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+            "start": {
+                "accountSid": "ACsimulator", "streamSid": stream_sid, "callSid": call_sid,
+                "tracks": tracks, "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+            }
+        })
+        .to_string()],
+    )
+    .await
+    .map_err(closed)?;
+    let silence = vec![0xFFu8; FRAME_BYTES];
+    let origin = Instant::now();
+    let len = config.inbound.len();
+    let shift = if config.rotate && config.calls > 0 {
+        n * len / config.calls
+    } else {
+        0
+    };
+    for k in 0..config.frames.unwrap_or(len) {
+        let at = (k + shift) % len.max(1);
+        let Some(frame) = config.inbound.get(at) else {
+            break;
+        };
+        let due = origin + FRAME * k as u32;
+        tokio::time::sleep_until(due).await;
+        report
+            .lateness
+            .record(Instant::now().saturating_duration_since(due));
+        let (ts, chunk) = (k as u64 * 20, k + 1);
+        let mut send =
+            |track: &str, bytes: &[u8]| media_json(stream_sid, next_seq(), track, chunk, ts, bytes);
+        let inbound = send("inbound", frame);
+        if config.both_tracks {
+            let out = config
+                .outbound
+                .as_ref()
+                .and_then(|o| o.get(at))
+                .unwrap_or(&silence);
+            let outbound = send("outbound", out);
+            write(sink, [inbound, outbound]).await.map_err(closed)?;
+            report.frames_sent.fetch_add(2, Relaxed);
+        } else {
+            write(sink, [inbound]).await.map_err(closed)?;
+            report.frames_sent.fetch_add(1, Relaxed);
+        }
+    }
+    write(
+        sink,
+        [
+            json!({"event": "stop", "sequenceNumber": next_seq(), "streamSid": stream_sid,
+               "stop": {"accountSid": "ACsimulator", "callSid": call_sid}})
+            .to_string(),
+        ],
+    )
+    .await
+    .map_err(closed)?;
+    // Let playback of what the server sent last finish.
+    tokio::time::sleep(config.linger).await;
+    Ok(())
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsSink = futures_util::stream::SplitSink<WsStream, Message>;
 
 /// Writes messages in one flush (both tracks of a frame in one write).
 async fn write<const N: usize>(

@@ -42,7 +42,18 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 pub fn render(state: &AppState, chats: usize) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let o = &mut out;
+    sessions(o, state, chats);
+    store(o);
+    capacity(o, state);
+    audio(o);
+    stages(o);
+    capabilities(o);
+    websocket(o);
+    out
+}
 
+/// Calls, chats and event streams open now.
+fn sessions(o: &mut String, state: &AppState, chats: usize) {
     head(
         o,
         "callpipe_active_calls",
@@ -75,6 +86,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "Live session event streams open.",
     );
     let _ = writeln!(o, "callpipe_sse_streams {}", super::events::subscribers());
+}
+
+/// The store's write queue.
+fn store(o: &mut String) {
     let w = &crate::metrics::STORE_WRITER;
     for (name, kind, help, value) in [
         (
@@ -123,6 +138,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
         head(o, name, kind, help);
         let _ = writeln!(o, "{name} {value}");
     }
+}
+
+/// The runtime, call capacity and the pipeline new calls start on.
+fn capacity(o: &mut String, state: &AppState) {
     head(
         o,
         "callpipe_runtime_alive_tasks",
@@ -198,7 +217,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
         label(&p.name),
         label(&p.version)
     );
+}
 
+/// Media frames and the audio path's latencies.
+fn audio(o: &mut String) {
     head(
         o,
         "callpipe_frames_in_total",
@@ -275,7 +297,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
         "",
         &AUDIO.utterance_to_transcript,
     );
+}
 
+/// Per-stage events, restarts and latencies.
+fn stages(o: &mut String) {
     let stages = crate::metrics::stages();
     head(
         o,
@@ -338,7 +363,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
             &m.latency,
         );
     }
+}
 
+/// Capability calls from stages and the model's tokens.
+fn capabilities(o: &mut String) {
     head(
         o,
         "callpipe_capability_calls_total",
@@ -385,7 +413,10 @@ pub fn render(state: &AppState, chats: usize) -> String {
             &c.latency,
         );
     }
+}
 
+/// Media-stream problems.
+fn websocket(o: &mut String) {
     head(
         o,
         "callpipe_websocket_errors_total",
@@ -399,7 +430,6 @@ pub fn render(state: &AppState, chats: usize) -> String {
             label(&kind)
         );
     }
-    out
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
