@@ -127,8 +127,17 @@ async fn the_dashboard_asks_then_shows_the_solution() {
             "the fix as numbered steps: {card_text}"
         );
         // Live and polled copies never show twice: one question, two
-        // technician lines, one card, even after a few polling rounds.
-        tokio::time::sleep(Duration::from_millis(3500)).await;
+        // technician lines, one card, even after two more polling rounds.
+        if transport == "poll" {
+            let link = browser.find(Locator::Id("link")).await.unwrap();
+            let done: u32 = link
+                .attr("data-polls")
+                .await
+                .unwrap()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            wait_for(&browser, &format!("#link[data-polls='{}']", done + 2)).await;
+        }
         wait_count(&browser, "#chat li.msg.bot", 1).await;
         wait_count(&browser, "#chat li.msg.technician", 2).await;
         wait_count(&browser, "#cards article.card", 1).await;
@@ -288,8 +297,9 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
         wait_text(&browser, "call-line", "Appel en cours…").await,
         "Appel en cours…"
     );
-    // Ringing is not talking: the timer waits for the technician to answer.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ringing is not talking: the timer waits for the technician to answer
+    // (the page renders the timer's state with the status it just showed).
+    wait_for(&browser, "#timer[data-state=waiting]").await;
     assert_eq!(text_of(&browser, "timer").await, "00:00", "no answer yet");
     support::twilio::post_status(&server, "in-progress").await;
     assert_eq!(
@@ -363,13 +373,8 @@ async fn calls_are_placed_muted_and_ended_from_the_dashboard() {
         stats.iter().any(|s| s == "Segments du technicien"),
         "{stats:?}"
     );
+    wait_for(&browser, "#timer[data-state=stopped]").await;
     let stopped = text_of(&browser, "timer").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        text_of(&browser, "timer").await,
-        stopped,
-        "the timer stopped"
-    );
     // The call lasted from the answer on, as the timer counted.
     let timer_s: u64 = stopped
         .split(':')

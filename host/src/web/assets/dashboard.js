@@ -244,6 +244,8 @@
       if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
       $('segments').textContent = s.total_segments ?? 0;
+      // Rounds done, for whoever checks that a round changes nothing.
+      $('link').dataset.polls = String(Number($('link').dataset.polls || 0) + 1);
       // The stream may have opened while this poll was out.
       if (!streaming()) setLink('poll');
     } catch (e) {
@@ -260,6 +262,7 @@
 
   // --- rendering ------------------------------------------------------------
   function render() {
+    tick();
     $('session-id').textContent = model.session;
     $('status-text').textContent = model.status ? (t('st')[model.status] || model.status) : '—';
     const badge = $('call-status');
@@ -451,11 +454,15 @@
   }
 
   function tick() {
-    if (!model.since) { $('timer').textContent = '00:00'; return; }
+    const el = $('timer');
+    // Whether the timer runs, as an attribute: what it shows next follows
+    // from it (and a test reads it instead of watching the clock).
+    el.dataset.state = !model.since ? 'waiting' : model.until ? 'stopped' : 'running';
+    if (!model.since) { el.textContent = '00:00'; return; }
     const s = Math.max(0, Math.floor(((model.until || Date.now()) - model.since) / 1000));
     const mm = String(Math.floor(s / 60)).padStart(2, '0');
     const ss = String(s % 60).padStart(2, '0');
-    $('timer').textContent = (s >= 3600 ? Math.floor(s / 3600) + ':' : '') + mm + ':' + ss;
+    el.textContent = (s >= 3600 ? Math.floor(s / 3600) + ':' : '') + mm + ':' + ss;
   }
 
   // --- actions --------------------------------------------------------------
