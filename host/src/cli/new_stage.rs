@@ -14,13 +14,65 @@ pub struct Args {
     /// (e.g. `keyword-flag`). Also the crate's and the component's name.
     name: String,
     /// Where the crate goes. Inside this repository's `plugins/` the crate
-    /// joins the workspace and uses the repository's SDK and `wit/`; anywhere
-    /// else it gets its own copy of both.
+    /// joins the workspace and uses the repository's SDK and `wit/`.
     #[arg(long, default_value = "plugins")]
     dir: PathBuf,
     /// The world the stage targets: which host capabilities it may import.
     #[arg(long, value_enum, default_value = "audio-stage")]
     world: World,
+    /// The stage SDK to depend on (a callpipe checkout's `sdk/` directory),
+    /// for a crate outside this repository. Default: the SDK of the checkout
+    /// this `callpipe` was built from, when it is still there.
+    #[arg(long, value_name = "DIR", conflicts_with = "vendor_sdk")]
+    sdk: Option<PathBuf>,
+    /// Copy the SDK and its WIT into the crate instead (a crate that must
+    /// build without any callpipe checkout, e.g. in another repository).
+    #[arg(long)]
+    vendor_sdk: bool,
+}
+
+/// Where a new crate's `callpipe-sdk` comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sdk {
+    /// The repository's, the SDK of a checkout given or found, by path.
+    Path(PathBuf),
+    /// A copy of the SDK and its WIT inside the crate.
+    Vendored,
+}
+
+impl Sdk {
+    /// The SDK for a crate made in `dir`: `--vendor-sdk`, `--sdk`, this
+    /// repository's when `dir` is its `plugins/`, else the SDK of the
+    /// checkout this binary was built from.
+    pub fn choose(dir: &Path, given: Option<&Path>, vendor: bool) -> anyhow::Result<Sdk> {
+        if vendor {
+            return Ok(Sdk::Vendored);
+        }
+        if let Some(given) = given {
+            let manifest = given.join("Cargo.toml");
+            let ok = std::fs::read_to_string(&manifest)
+                .is_ok_and(|t| t.contains("name = \"callpipe-sdk\""));
+            if !ok {
+                bail!(
+                    "{} is not the callpipe stage SDK (no Cargo.toml naming callpipe-sdk); \
+                     give a callpipe checkout's sdk/ directory",
+                    given.display()
+                );
+            }
+            return Ok(Sdk::Path(std::path::absolute(given)?));
+        }
+        if dir.join("..").join("sdk").join("Cargo.toml").is_file() {
+            return Ok(Sdk::Path(PathBuf::from("../../sdk")));
+        }
+        let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sdk");
+        if built_from.join("Cargo.toml").is_file() {
+            return Ok(Sdk::Path(std::path::absolute(built_from)?));
+        }
+        bail!(
+            "no callpipe stage SDK found for a crate outside the repository: give --sdk \
+             PATH/TO/callpipe/sdk, or --vendor-sdk to copy one into the crate"
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -104,7 +156,8 @@ const WIT: &[(&str, &str)] = &[
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let made = scaffold(&args.name, &args.dir, args.world)?;
+    let sdk = Sdk::choose(&args.dir, args.sdk.as_deref(), args.vendor_sdk)?;
+    let made = scaffold(&args.name, &args.dir, args.world, &sdk)?;
     println!("created {}", made.display());
     println!(
         "\n  cargo test --manifest-path {}/Cargo.toml      # the stage's own tests, natively",
@@ -130,7 +183,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Writes the crate `dir/name`; returns its directory.
-pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf> {
+pub fn scaffold(name: &str, dir: &Path, world: World, sdk: &Sdk) -> anyhow::Result<PathBuf> {
     if !valid_name(name) {
         bail!(
             "`{name}` cannot name a stage: use lowercase letters, digits and dashes, starting with a letter (e.g. keyword-flag)"
@@ -143,13 +196,12 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
             root.display()
         );
     }
-    // Inside this repository: share its SDK and wit/ (one contract, one
-    // version). Elsewhere: a copy of both, the SDK beside a `wit/` it reads.
-    let repo_sdk = dir.join("..").join("sdk").join("Cargo.toml");
-    let (sdk_path, copy_sdk) = if repo_sdk.is_file() {
-        ("../../sdk", false)
-    } else {
-        ("callpipe-sdk", true)
+    // By path, one SDK and one wit/ for every stage; a vendored copy is
+    // the SDK beside a `wit/` it reads.
+    let (sdk_path, copy_sdk) = match sdk {
+        // TOML basic strings take `\` as an escape; a path's `/` never is one.
+        Sdk::Path(p) => (p.display().to_string().replace('\\', "/"), false),
+        Sdk::Vendored => ("callpipe-sdk".to_string(), true),
     };
     std::fs::create_dir_all(root.join("src"))
         .with_context(|| format!("cannot create {}", root.display()))?;
@@ -171,7 +223,7 @@ pub fn scaffold(name: &str, dir: &Path, world: World) -> anyhow::Result<PathBuf>
     let fill = |t: &str| {
         t.replace("{{name}}", name)
             .replace("{{world}}", world.wit_name())
-            .replace("{{sdk}}", sdk_path)
+            .replace("{{sdk}}", &sdk_path)
     };
     write("Cargo.toml", fill(CARGO_TOML))?;
     write("src/lib.rs", fill(LIB_RS))?;
@@ -385,9 +437,43 @@ mod tests {
     }
 
     #[test]
-    fn outside_the_repository_the_crate_gets_its_own_sdk_and_wit() {
+    fn outside_the_repository_the_crate_depends_on_a_checkouts_sdk_or_vendors_one() {
         let dir = tempfile::tempdir().unwrap();
-        let made = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap();
+        // By default: the SDK of the checkout this binary was built from, by path.
+        let found = Sdk::choose(dir.path(), None, false).unwrap();
+        let Sdk::Path(path) = &found else {
+            panic!("{found:?}")
+        };
+        assert!(
+            path.is_absolute() && path.join("Cargo.toml").is_file(),
+            "{path:?}"
+        );
+        let linked = scaffold("by-path", dir.path(), World::AudioStage, &found).unwrap();
+        let manifest = std::fs::read_to_string(linked.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!(
+                "callpipe-sdk = {{ path = \"{}\" }}",
+                path.display()
+            )),
+            "{manifest}"
+        );
+        assert!(!linked.join("callpipe-sdk").exists() && !linked.join("wit").exists());
+        let not_sdk = Sdk::choose(dir.path(), Some(dir.path()), false).unwrap_err();
+        assert!(
+            not_sdk
+                .to_string()
+                .contains("is not the callpipe stage SDK"),
+            "{not_sdk}"
+        );
+
+        // --vendor-sdk: a copy of the SDK and its WIT.
+        let made = scaffold(
+            "keyword-flag",
+            dir.path(),
+            World::AudioStage,
+            &Sdk::Vendored,
+        )
+        .unwrap();
         let lib = std::fs::read_to_string(made.join("src/lib.rs")).unwrap();
         assert!(lib.contains("callpipe_sdk::export_stage!(State);"), "{lib}");
         let manifest = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
@@ -409,7 +495,13 @@ mod tests {
             let text = std::fs::read_to_string(made.join(file)).unwrap();
             assert!(!text.contains("{{"), "every placeholder filled in {file}");
         }
-        let again = scaffold("keyword-flag", dir.path(), World::AudioStage).unwrap_err();
+        let again = scaffold(
+            "keyword-flag",
+            dir.path(),
+            World::AudioStage,
+            &Sdk::Vendored,
+        )
+        .unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
     }
 }

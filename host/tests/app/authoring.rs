@@ -4,7 +4,7 @@
 //! stage written in Python (plugins/escalation-py, componentize-py) goes the
 //! same way.
 
-use callpipe_host::cli::new_stage::{World, scaffold};
+use callpipe_host::cli::new_stage::{Sdk, World, scaffold};
 use callpipe_host::pipeline::Event;
 use callpipe_host::pipeline::bindings::types::{SpeakerRole, Track, Transcript};
 use callpipe_host::pipeline::loader::{self, LoadOptions};
@@ -39,7 +39,10 @@ async fn load_one(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_stage_passes_its_tests_builds_and_runs_in_a_call() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let made = scaffold("keyword-flag", dir.path(), World::AudioStage).expect("scaffold");
+    // Outside the repository, on the SDK of this checkout by path (no copy).
+    let sdk = Sdk::choose(dir.path(), None, false).expect("this checkout's SDK");
+    let made = scaffold("keyword-flag", dir.path(), World::AudioStage, &sdk).expect("scaffold");
+    assert!(!made.join("callpipe-sdk").exists());
 
     // Its own tests, natively (a crate of its own: its own lock file).
     let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
