@@ -109,17 +109,18 @@ impl App {
             config.max_calls,
         ));
         let capacity = measure_capacity(&pipeline, config.max_calls).await?;
-        let state = AppState::new(
-            pipeline.clone(),
-            settings,
-            twilio,
+        let state = AppState::new(crate::web::Parts {
+            pipeline: pipeline.clone(),
             capacity,
             sessions,
-            api_token.clone(),
-            Some(reloader.clone()),
-        )
-        .with_identity(identity)
-        .with_cluster(cluster.health.clone(), cluster_key);
+            twilio_settings: settings,
+            twilio,
+            api_token: api_token.clone(),
+            reloader: Some(reloader.clone()),
+            identity: Some(identity),
+            lease: Some(cluster.health.clone()),
+            cluster_key,
+        });
         let mut tasks = vec![reaper::spawn(
             state.clone(),
             Duration::from_secs(config.session_grace_s),

@@ -122,6 +122,14 @@ pub struct AppInner {
 #[derive(Clone)]
 pub struct AppState(pub Arc<AppInner>);
 
+// Sub-states: a handler that needs only part of the state says so in its
+// signature (`State<Arc<Sessions>>`), as axum's `FromRef` allows.
+impl axum::extract::FromRef<AppState> for Arc<Sessions> {
+    fn from_ref(state: &AppState) -> Self {
+        state.sessions.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppInner;
     fn deref(&self) -> &AppInner {
@@ -129,62 +137,50 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What the app's state is made of, by name: `App::build` fills every
+/// part; what a host without a cluster or a reloader lacks stays `None`.
+pub struct Parts {
+    /// The pipeline new calls start on, and what the host can hold with it.
+    pub pipeline: Arc<LoadedPipeline>,
+    pub capacity: Capacity,
+    pub sessions: Arc<Sessions>,
+    pub twilio_settings: TwilioSettings,
+    pub twilio: Option<TwilioClient>,
+    /// `None` only when the API token is explicitly off.
+    pub api_token: Option<String>,
+    pub reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
+    pub identity: Option<crate::cluster::Identity>,
+    pub lease: Option<Arc<crate::cluster::LeaseHealth>>,
+    pub cluster_key: Option<crate::cluster::forward::ClusterKey>,
+}
+
 impl AppState {
-    pub fn new(
-        pipeline: Arc<LoadedPipeline>,
-        twilio_settings: TwilioSettings,
-        twilio: Option<TwilioClient>,
-        capacity: Capacity,
-        sessions: Arc<Sessions>,
-        api_token: Option<String>,
-        reloader: Option<Arc<crate::pipeline::reload::Reloader>>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         let live_calls = Arc::new(crate::calls::live::LiveCalls::default());
-        let stream_tokens = twilio_settings.stream_tokens();
-        let max_calls = capacity.calls;
+        let stream_tokens = parts.twilio_settings.stream_tokens();
+        let max_calls = parts.capacity.calls;
         Self(Arc::new(AppInner {
             stream_tokens,
-            twilio_settings,
-            twilio,
+            twilio_settings: parts.twilio_settings,
+            twilio: parts.twilio,
             slot: Arc::new(crate::pipeline::reload::PipelineSlot::new(
-                pipeline, capacity,
+                parts.pipeline,
+                parts.capacity,
             )),
-            sessions,
+            sessions: parts.sessions,
             active_streams: AtomicUsize::new(0),
             chats: Arc::new(crate::calls::chat::ChatCalls::new(
                 max_calls,
                 live_calls.clone(),
             )),
             live_calls,
-            api_token,
-            reloader,
-            identity: None,
+            api_token: parts.api_token,
+            reloader: parts.reloader,
+            identity: parts.identity,
             draining: tokio::sync::watch::channel(false).0,
-            lease: None,
-            cluster_key: None,
+            lease: parts.lease,
+            cluster_key: parts.cluster_key,
         }))
-    }
-
-    /// The same state, as host `identity` (before it is shared).
-    pub fn with_identity(mut self, identity: crate::cluster::Identity) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.identity = Some(identity);
-        }
-        self
-    }
-
-    /// The same state, as a member of the cluster: its lease's health and
-    /// the hosts' shared key (before it is shared).
-    pub fn with_cluster(
-        mut self,
-        lease: Arc<crate::cluster::LeaseHealth>,
-        key: Option<crate::cluster::forward::ClusterKey>,
-    ) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.lease = Some(lease);
-            inner.cluster_key = key;
-        }
-        self
     }
 
     /// Whether this host lost its lease (it could not reach the database

@@ -2,11 +2,12 @@
 //! speaker).
 
 use super::{ApiError, AppState};
-use crate::sessions::Session;
+use crate::sessions::{Session, Sessions};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 fn view(s: &Session, with_transcript: bool) -> Value {
     let mut v = json!({
@@ -40,16 +41,18 @@ fn view(s: &Session, with_transcript: bool) -> Value {
 /// Calls from the store shown beside the live ones.
 const RECENT: i64 = 100;
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let mut out: Vec<Value> = state.sessions.map_all(|s| Some(view(s, false)));
+/// The live sessions and the store's recent calls: the sessions are all it
+/// needs (a sub-state, see `AppState`'s `FromRef`).
+pub async fn list(State(sessions): State<Arc<Sessions>>) -> Json<Value> {
+    let mut out: Vec<Value> = sessions.map_all(|s| Some(view(s, false)));
     out.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
     // Recent calls that are not live any more (ended before a restart).
-    if let Some(store) = state.sessions.store() {
+    if let Some(store) = sessions.store() {
         match store.recent_calls(RECENT).await {
             Ok(calls) => out.extend(
                 calls
                     .into_iter()
-                    .filter(|c| !state.sessions.contains(&c.session_id))
+                    .filter(|c| !sessions.contains(&c.session_id))
                     .map(|c| {
                         json!({
                             "session_id": c.session_id,
