@@ -240,22 +240,29 @@ impl EdgeStore {
     }
 
     /// The stored content hash of an article's first chunk.
-    pub async fn content_hash(&self, article_id: &str) -> Result<Option<String>, VectorStoreError> {
+    pub async fn stored(
+        &self,
+        article_id: &str,
+        chunks: usize,
+    ) -> Result<Option<layout::Stored>, VectorStoreError> {
         let shard = self.shard.clone();
-        let id = PointId::Uuid(layout::point_id(article_id, 0));
+        let first = PointId::Uuid(layout::point_id(article_id, 0));
+        let past = PointId::Uuid(layout::point_id(article_id, chunks));
         blocking(move || {
             let records = shard
                 .retrieve(RetrieveRequest {
-                    point_ids: vec![id],
+                    point_ids: vec![first, past],
                     with_payload: Some(WithPayloadInterface::Bool(true)),
                     with_vector: None,
                 })
                 .map_err(err("cannot read the store"))?;
-            Ok(records.into_iter().next().and_then(|r| {
-                r.payload
-                    .and_then(|p| p.0.get(field::CONTENT_HASH).cloned())
-                    .and_then(|v| v.as_str().map(str::to_string))
-            }))
+            let hash = records
+                .iter()
+                .find(|r| r.id == first)
+                .and_then(|r| r.payload.as_ref())
+                .and_then(|p| p.0.get(field::CONTENT_HASH).cloned());
+            let leftover = records.iter().any(|r| r.id == past);
+            Ok(layout::stored(hash.as_ref(), leftover))
         })
         .await
     }

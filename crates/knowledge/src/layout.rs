@@ -75,6 +75,26 @@ pub struct ScoredChunk {
 }
 
 /// Stable id for chunk `n` of an article: re-importing overwrites it.
+/// What the store holds of an article, as an import needs to know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The content hash its first chunk carries.
+    pub hash: String,
+    /// A chunk past the article's last (at index `chunks`) is there: what a
+    /// longer earlier version left when its removal was cut short.
+    pub leftover: bool,
+}
+
+/// A stored article's state from the points read at its chunk 0 and at
+/// index `chunks` (either may be absent).
+pub fn stored(first: Option<&serde_json::Value>, past_last: bool) -> Option<Stored> {
+    let hash = first?.as_str()?.to_string();
+    Some(Stored {
+        hash,
+        leftover: past_last,
+    })
+}
+
 pub fn point_id(article_id: &str, chunk: usize) -> uuid::Uuid {
     let digest = Sha256::digest(format!("{article_id}\u{1f}{chunk}").as_bytes());
     let mut bytes = [0u8; 16];

@@ -219,8 +219,11 @@ impl KnowledgeBase {
             let mut todo = Vec::new();
             for article in group {
                 let hash = layout::content_hash(article, &index_id);
-                match self.store().await?.content_hash(&article.id).await? {
-                    Some(h) if h == hash => {
+                let chunks = layout::chunks(article).len();
+                match self.store().await?.stored(&article.id, chunks).await? {
+                    // Whole and current; a leftover of a longer earlier
+                    // version (its removal cut short) makes it redone.
+                    Some(s) if s.hash == hash && !s.leftover => {
                         report.unchanged += 1;
                         progress(article);
                     }

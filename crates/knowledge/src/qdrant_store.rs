@@ -315,19 +315,36 @@ impl QdrantStore {
         Ok(())
     }
 
-    pub async fn content_hash(&self, article_id: &str) -> Result<Option<String>, VectorStoreError> {
-        let id = layout::point_id(article_id, 0).to_string();
+    pub async fn stored(
+        &self,
+        article_id: &str,
+        chunks: usize,
+    ) -> Result<Option<layout::Stored>, VectorStoreError> {
+        let first = layout::point_id(article_id, 0).to_string();
+        let past = layout::point_id(article_id, chunks).to_string();
+        let ids = vec![first.clone().into(), past.clone().into()];
         let got = self
             .client
-            .get_points(GetPointsBuilder::new(&self.collection, vec![id.into()]).with_payload(true))
+            .get_points(GetPointsBuilder::new(&self.collection, ids).with_payload(true))
             .await
             .map_err(err("cannot read the collection"))?;
-        Ok(got.result.into_iter().next().and_then(|p| {
-            let map: serde_json::Map<String, serde_json::Value> =
-                qdrant_client::Payload::from(p.payload).into();
-            map.get(field::CONTENT_HASH)
-                .and_then(|v| v.as_str().map(str::to_string))
-        }))
+        let is = |p: &qdrant_client::qdrant::RetrievedPoint, id: &str| {
+            matches!(
+                p.id.as_ref().and_then(|i| i.point_id_options.as_ref()),
+                Some(qdrant_client::qdrant::point_id::PointIdOptions::Uuid(u)) if u == id
+            )
+        };
+        let leftover = got.result.iter().any(|p| is(p, &past));
+        let hash = got
+            .result
+            .into_iter()
+            .find(|p| is(p, &first))
+            .and_then(|p| {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    qdrant_client::Payload::from(p.payload).into();
+                map.get(field::CONTENT_HASH).cloned()
+            });
+        Ok(layout::stored(hash.as_ref(), leftover))
     }
 
     pub async fn query(&self, q: HybridQuery) -> Result<Vec<ScoredChunk>, VectorStoreError> {

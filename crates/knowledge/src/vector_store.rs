@@ -29,8 +29,14 @@ impl VectorStore {
     pub async fn delete_stale(&self, id: &str, keep_hash: &str) -> Result<(), VectorStoreError> {
         dispatch!(self, s => s.delete_stale(id, keep_hash).await)
     }
-    pub async fn content_hash(&self, id: &str) -> Result<Option<String>, VectorStoreError> {
-        dispatch!(self, s => s.content_hash(id).await)
+    /// The article's stored hash, and whether a chunk past its `chunks`
+    /// is left over (one read of two points).
+    pub async fn stored(
+        &self,
+        id: &str,
+        chunks: usize,
+    ) -> Result<Option<layout::Stored>, VectorStoreError> {
+        dispatch!(self, s => s.stored(id, chunks).await)
     }
     pub async fn query(
         &self,
