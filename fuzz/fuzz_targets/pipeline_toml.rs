@@ -27,14 +27,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         Ok(p) => {
             let _ = map.at(Some(p.pipeline.name.span()), None, "name").to_string();
-            for section in [
-                &p.capabilities.transcriber,
-                &p.capabilities.knowledge,
-                &p.capabilities.speech,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for (_, section) in p.capabilities.sections() {
                 let _ = map.at(Some(section.span()), None, "capability");
             }
             for s in &p.stages {

@@ -395,7 +395,9 @@ pub struct CapabilityMetrics {
 }
 
 impl CapabilityMetrics {
-    const fn new(name: &'static str) -> Self {
+    /// A capability's numbers (a `static` in its file, which its factor's
+    /// `metrics` returns for /metrics).
+    pub const fn new(name: &'static str) -> Self {
         Self {
             name,
             outcomes: [const { AtomicU64::new(0) }; 5],
@@ -416,12 +418,6 @@ impl CapabilityMetrics {
             .map(|(name, n)| (*name, n.load(Relaxed)))
     }
 }
-
-pub static KNOWLEDGE: CapabilityMetrics = CapabilityMetrics::new("knowledge");
-pub static TRANSCRIBER: CapabilityMetrics = CapabilityMetrics::new("transcriber");
-pub static SPEECH: CapabilityMetrics = CapabilityMetrics::new("speech");
-pub static LLM: CapabilityMetrics = CapabilityMetrics::new("llm");
-pub static CAPABILITIES: [&CapabilityMetrics; 4] = [&KNOWLEDGE, &TRANSCRIBER, &SPEECH, &LLM];
 
 /// Tokens the language model backend reported, across calls (what a
 /// hosted model bills).

@@ -183,7 +183,7 @@ async fn speak(mut rx: mpsc::Receiver<Say>, player: Player, speech: Arc<Speech>)
             Ok(Err(_)) => crate::metrics::Outcome::Error,
             Err(_) => crate::metrics::Outcome::Timeout,
         };
-        crate::metrics::SPEECH.record(started.elapsed(), outcome);
+        crate::capabilities::speech::METRICS.record(started.elapsed(), outcome);
         match audio {
             Ok(Ok(mulaw)) => player.play(mulaw).await,
             Ok(Err(e)) => tracing::warn!("cannot speak the question: {e}"),

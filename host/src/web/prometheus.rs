@@ -2,7 +2,7 @@
 //! from the same relaxed atomics the hot path writes (nothing is kept twice).
 
 use super::AppState;
-use crate::metrics::{AUDIO, CAPABILITIES, Histogram, WEBSOCKET};
+use crate::metrics::{AUDIO, Histogram, WEBSOCKET};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -47,7 +47,7 @@ pub fn render(state: &AppState, chats: usize) -> String {
     capacity(o, state);
     audio(o);
     stages(o);
-    capabilities(o);
+    capabilities(o, state);
     websocket(o);
     out
 }
@@ -366,14 +366,23 @@ fn stages(o: &mut String) {
 }
 
 /// Capability calls from stages and the model's tokens.
-fn capabilities(o: &mut String) {
+fn capabilities(o: &mut String, state: &AppState) {
+    // Each capability's own numbers, from the runtime's list of them.
+    let pipeline = state.pipeline();
+    let metrics: Vec<_> = pipeline
+        .runtime
+        .config()
+        .factors
+        .iter()
+        .filter_map(|f| f.metrics())
+        .collect();
     head(
         o,
         "callpipe_capability_calls_total",
         "counter",
         "Capability calls from stages, by outcome.",
     );
-    for c in CAPABILITIES.iter() {
+    for c in &metrics {
         for (outcome, n) in c.outcomes() {
             let _ = writeln!(
                 o,
@@ -405,7 +414,7 @@ fn capabilities(o: &mut String) {
         "histogram",
         "Time a capability call took, as the stage waited for it.",
     );
-    for c in CAPABILITIES.iter() {
+    for c in &metrics {
         histogram(
             o,
             "callpipe_capability_latency_seconds",

@@ -2,13 +2,14 @@
 //! `[capabilities.NAME]` section and the `grants = ["NAME"]` entry), the WIT
 //! interface a component imports for it, how its section becomes a backend,
 //! what a pipeline may not combine with it, and how its host functions join
-//! a stage's linker. The loader, the grant checks and `callpipe check` read
-//! everything about capabilities from a [`Factors`] list; nothing else
-//! spells a capability's name.
+//! a stage's linker, and its numbers on /metrics. The loader, the grant
+//! checks, `callpipe check` and /metrics read all of that from a
+//! [`Factors`] list.
 //!
 //! Adding one: its interface in `wit/`, one file here implementing
-//! [`Factor`], one line in `Factors::builtin` (in `capabilities/mod.rs`) (ARCHITECTURE.md shows it;
-//! `crates/runtime/tests/runtime/factor.rs` adds one from outside).
+//! [`Factor`], one line in `Factors::builtin` (in `capabilities/mod.rs`).
+//! ARCHITECTURE.md shows the recipe and what the SDK's worlds need;
+//! `crates/runtime/tests/runtime/factor.rs` adds one from outside.
 //!
 //! `T` is the stage's store data; the pipeline chooses it, so this module
 //! never imports the pipeline that imports it.
@@ -64,9 +65,18 @@ pub trait Factor<T>: Send + Sync + 'static {
     ) -> BuildFuture<'a>;
 
     /// Checks the section against the stages, before anything is built:
-    /// `(stage, message)` for each problem.
-    fn check(&self, _section: &toml::Table, _stages: &[StageView<'_>]) -> Vec<(String, String)> {
+    /// `(stage, message)` for each problem (no stage: the section's own).
+    fn check(
+        &self,
+        _section: &toml::Table,
+        _stages: &[StageView<'_>],
+    ) -> Vec<(Option<String>, String)> {
         Vec::new()
+    }
+
+    /// Its calls' outcomes and latencies, shown on /metrics.
+    fn metrics(&self) -> Option<&'static crate::metrics::CapabilityMetrics> {
+        None
     }
 
     /// Adds the interface's host functions to a granted stage's linker.
@@ -79,9 +89,13 @@ pub trait Factor<T>: Send + Sync + 'static {
         false
     }
 
-    /// The stand-in an ungranted stage gets when [`Factor::optional`].
+    /// The stand-in an ungranted stage gets when [`Factor::optional`]; an
+    /// optional capability must give one (the default says so at load).
     fn link_ungranted(&self, _linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        Ok(())
+        Err(wasmtime::Error::msg(format!(
+            "capability `{}` is optional but links no stand-in for ungranted stages",
+            self.name()
+        )))
     }
 }
 
@@ -95,7 +109,24 @@ impl<T: 'static> Factors<T> {
     }
 
     /// The list with one more capability (a host's own, or a test's).
+    ///
+    /// # Panics
+    /// When the list already has one of that name or interface: two would
+    /// link the same functions, and every stage would fail to load.
     pub fn with(mut self, factor: impl Factor<T>) -> Self {
+        let clash = self
+            .0
+            .iter()
+            .find(|f| f.name() == factor.name() || f.interface() == factor.interface());
+        if let Some(other) = clash {
+            panic!(
+                "capability `{}` ({}) is already in the list as `{}` ({})",
+                factor.name(),
+                factor.interface(),
+                other.name(),
+                other.interface()
+            );
+        }
         self.0.push(Arc::new(factor));
         self
     }

@@ -18,7 +18,7 @@ impl Host for CapabilityContext {
     ) -> wasmtime::Result<Result<Vec<Hit>, CapabilityError>> {
         let started = std::time::Instant::now();
         let result = self.search_kb(request).await;
-        super::observe(&crate::metrics::KNOWLEDGE, started, &result);
+        super::observe(&METRICS, started, &result);
         Ok(result)
     }
 }
@@ -72,6 +72,10 @@ pub fn section_config(table: &toml::Table) -> Result<crate::knowledge::Knowledge
 /// The `knowledge` capability (see `factor`).
 pub struct KnowledgeFactor;
 
+/// Calls from stages to `knowledge`, by outcome and latency (/metrics).
+pub static METRICS: crate::metrics::CapabilityMetrics =
+    crate::metrics::CapabilityMetrics::new("knowledge");
+
 impl<T: Send + 'static> super::Factor<T> for KnowledgeFactor {
     fn name(&self) -> &'static str {
         "knowledge"
@@ -79,6 +83,10 @@ impl<T: Send + 'static> super::Factor<T> for KnowledgeFactor {
 
     fn interface(&self) -> &'static str {
         "callpipe:stage/knowledge"
+    }
+
+    fn metrics(&self) -> Option<&'static crate::metrics::CapabilityMetrics> {
+        Some(&METRICS)
     }
 
     fn build<'a>(

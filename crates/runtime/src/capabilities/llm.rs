@@ -389,7 +389,7 @@ impl Host for CapabilityContext {
             Err(LlmError::InvalidRequest(_)) => Outcome::Invalid,
             Err(LlmError::Refused(_)) => Outcome::Error,
         };
-        crate::metrics::LLM.record(started.elapsed(), outcome);
+        METRICS.record(started.elapsed(), outcome);
         if let Err(e) = &result {
             tracing::warn!(
                 call = %self.context.call_id,
@@ -419,6 +419,10 @@ pub fn describe(e: &LlmError) -> String {
 /// the grant is linked to [`NotGranted`].
 pub struct LlmFactor;
 
+/// Calls from stages to `llm`, by outcome and latency (/metrics).
+pub static METRICS: crate::metrics::CapabilityMetrics =
+    crate::metrics::CapabilityMetrics::new("llm");
+
 impl<T: Send + 'static> super::Factor<T> for LlmFactor {
     fn name(&self) -> &'static str {
         "llm"
@@ -426,6 +430,10 @@ impl<T: Send + 'static> super::Factor<T> for LlmFactor {
 
     fn interface(&self) -> &'static str {
         "callpipe:stage/llm"
+    }
+
+    fn metrics(&self) -> Option<&'static crate::metrics::CapabilityMetrics> {
+        Some(&METRICS)
     }
 
     fn build<'a>(
@@ -451,7 +459,7 @@ impl<T: Send + 'static> super::Factor<T> for LlmFactor {
         &self,
         section: &toml::Table,
         stages: &[super::factor::StageView<'_>],
-    ) -> Vec<(String, String)> {
+    ) -> Vec<(Option<String>, String)> {
         let Some(per_try) = section.get("timeout_ms").and_then(toml::Value::as_integer) else {
             return Vec::new();
         };
@@ -465,7 +473,7 @@ impl<T: Send + 'static> super::Factor<T> for LlmFactor {
                 && per_try > budget
             {
                 problems.push((
-                    s.name.to_string(),
+                    Some(s.name.to_string()),
                     format!(
                         "[capabilities.llm] timeout_ms = {per_try} (one try) is longer than this \
                          stage's llm_timeout_ms = {budget}: the stage would give up before a hung \

@@ -390,13 +390,17 @@ impl Host for CapabilityContext {
             Ok(Err(e)) => Err(CapabilityError::Other(e.to_string())),
             Ok(Ok(audio)) => Ok(audio),
         };
-        super::observe(&crate::metrics::SPEECH, started, &result);
+        super::observe(&METRICS, started, &result);
         Ok(result)
     }
 }
 
 /// The `speech` capability (see `factor`).
 pub struct SpeechFactor;
+
+/// Calls from stages to `speech`, by outcome and latency (/metrics).
+pub static METRICS: crate::metrics::CapabilityMetrics =
+    crate::metrics::CapabilityMetrics::new("speech");
 
 impl<T: Send + 'static> super::Factor<T> for SpeechFactor {
     fn name(&self) -> &'static str {
@@ -405,6 +409,10 @@ impl<T: Send + 'static> super::Factor<T> for SpeechFactor {
 
     fn interface(&self) -> &'static str {
         "callpipe:stage/speech"
+    }
+
+    fn metrics(&self) -> Option<&'static crate::metrics::CapabilityMetrics> {
+        Some(&METRICS)
     }
 
     fn build<'a>(

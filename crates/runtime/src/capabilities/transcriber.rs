@@ -267,7 +267,7 @@ impl Host for CapabilityContext {
                 confidence: r.confidence,
             }),
         };
-        super::observe(&crate::metrics::TRANSCRIBER, started, &result);
+        super::observe(&METRICS, started, &result);
         Ok(result)
     }
 }
@@ -280,6 +280,10 @@ pub fn section_config(table: &toml::Table) -> Result<TranscriberConfig, String> 
 /// The `transcriber` capability (see `factor`).
 pub struct TranscriberFactor;
 
+/// Calls from stages to `transcriber`, by outcome and latency (/metrics).
+pub static METRICS: crate::metrics::CapabilityMetrics =
+    crate::metrics::CapabilityMetrics::new("transcriber");
+
 impl<T: Send + 'static> super::Factor<T> for TranscriberFactor {
     fn name(&self) -> &'static str {
         "transcriber"
@@ -287,6 +291,10 @@ impl<T: Send + 'static> super::Factor<T> for TranscriberFactor {
 
     fn interface(&self) -> &'static str {
         "callpipe:stage/transcriber"
+    }
+
+    fn metrics(&self) -> Option<&'static crate::metrics::CapabilityMetrics> {
+        Some(&METRICS)
     }
 
     fn build<'a>(

@@ -98,9 +98,11 @@ pub async fn load_str(
         factors,
     );
 
+    // Unknown sections are `validate`'s to report.
     let sections: Vec<(&str, &toml::Table)> = file
         .capabilities
         .sections()
+        .filter(|(name, _)| factors.get(name).is_some())
         .map(|(name, section)| (name, section.get_ref()))
         .collect();
     let (capabilities, errors) = CapabilitySet::from_sections(

@@ -111,7 +111,15 @@ fn capability_checks(
 ) {
     for (name, section) in file.capabilities.sections() {
         let Some(factor) = factors.get(name) else {
-            continue; // the loader reports an unknown section, located
+            diags.push(map.at(
+                Some(section.span()),
+                None,
+                format!(
+                    "unknown capability section [capabilities.{name}] (known: {})",
+                    factors.names()
+                ),
+            ));
+            continue;
         };
         let stages: Vec<StageView<'_>> = file
             .stages
@@ -126,7 +134,7 @@ fn capability_checks(
             })
             .collect();
         for (stage, message) in factor.check(section.get_ref(), &stages) {
-            diags.push(map.at(Some(section.span()), Some(&stage), message));
+            diags.push(map.at(Some(section.span()), stage.as_deref(), message));
         }
     }
 }

@@ -54,15 +54,16 @@ impl Factor<StageState> for CounterFactor {
         })
     }
 
-    fn check(&self, section: &toml::Table, stages: &[StageView<'_>]) -> Vec<(String, String)> {
+    fn check(
+        &self,
+        section: &toml::Table,
+        stages: &[StageView<'_>],
+    ) -> Vec<(Option<String>, String)> {
         // Its own static rule: a counter nobody is granted is a mistake.
         if stages.iter().any(|s| s.granted) || section.contains_key("unused") {
             return Vec::new();
         }
-        vec![(
-            String::new(),
-            "[capabilities.counter] is granted to no stage".into(),
-        )]
+        vec![(None, "[capabilities.counter] is granted to no stage".into())]
     }
 
     fn link(
