@@ -59,14 +59,14 @@ impl Sdk {
                     given.display()
                 );
             }
-            return Ok(Sdk::Path(std::path::absolute(given)?));
+            return Ok(Sdk::Path(given.canonicalize()?));
         }
         if dir.join("..").join("sdk").join("Cargo.toml").is_file() {
             return Ok(Sdk::Path(PathBuf::from("../../sdk")));
         }
         let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sdk");
         if built_from.join("Cargo.toml").is_file() {
-            return Ok(Sdk::Path(std::path::absolute(built_from)?));
+            return Ok(Sdk::Path(built_from.canonicalize()?));
         }
         bail!(
             "no callpipe stage SDK found for a crate outside the repository: give --sdk \
@@ -199,10 +199,20 @@ pub fn scaffold(name: &str, dir: &Path, world: World, sdk: &Sdk) -> anyhow::Resu
     // By path, one SDK and one wit/ for every stage; a vendored copy is
     // the SDK beside a `wit/` it reads.
     let (sdk_path, copy_sdk) = match sdk {
-        // TOML basic strings take `\` as an escape; a path's `/` never is one.
-        Sdk::Path(p) => (p.display().to_string().replace('\\', "/"), false),
+        Sdk::Path(p) => {
+            let Some(p) = p.to_str() else {
+                bail!(
+                    "the SDK's path {} is not UTF-8, which Cargo.toml cannot hold",
+                    p.display()
+                );
+            };
+            (p.to_string(), false)
+        }
         Sdk::Vendored => ("callpipe-sdk".to_string(), true),
     };
+    // A TOML string, quoted and escaped (a path may hold a quote or a
+    // backslash).
+    let sdk_path = toml::Value::String(sdk_path).to_string();
     std::fs::create_dir_all(root.join("src"))
         .with_context(|| format!("cannot create {}", root.display()))?;
     let write = |rel: &str, text: String| -> anyhow::Result<()> {
@@ -245,7 +255,7 @@ crate-type = ["cdylib", "rlib"]
 doctest = false
 
 [dependencies]
-callpipe-sdk = { path = "{{sdk}}" }
+callpipe-sdk = { path = {{sdk}} }
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 "#;
@@ -416,6 +426,79 @@ mod tests {
 
     pub fn sdk_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/src")
+    }
+
+    /// The vendored SDK's manifest asks for what the repository's asks
+    /// for (its dependencies resolved through the workspace) and has the
+    /// same features: a copy that drifted would build another SDK.
+    #[test]
+    fn the_vendored_sdk_manifest_matches_the_repositorys() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = |p: std::path::PathBuf| -> toml::Table {
+            toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+        };
+        let repo = read(root.join("sdk/Cargo.toml"));
+        let workspace = read(root.join("Cargo.toml"));
+        let vendored: toml::Table = toml::from_str(SDK_CARGO_TOML).unwrap();
+        assert_eq!(repo["features"], vendored["features"]);
+        let shared = workspace["workspace"]["dependencies"].as_table().unwrap();
+        let deps = repo["dependencies"].as_table().unwrap();
+        let copied = vendored["dependencies"].as_table().unwrap();
+        assert_eq!(
+            deps.keys().collect::<Vec<_>>(),
+            copied.keys().collect::<Vec<_>>()
+        );
+        let spec = |v: &toml::Value| -> (String, Vec<String>, bool) {
+            match v {
+                toml::Value::String(version) => (version.clone(), vec![], true),
+                toml::Value::Table(t) => (
+                    t.get("version")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .into(),
+                    t.get("features")
+                        .and_then(|f| f.as_array())
+                        .map(|f| {
+                            f.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    t.get("default-features")
+                        .and_then(|d| d.as_bool())
+                        .unwrap_or(true),
+                ),
+                other => panic!("{other:?}"),
+            }
+        };
+        for (name, dep) in deps {
+            let resolved = if dep.get("workspace").is_some() {
+                &shared[name]
+            } else {
+                dep
+            };
+            assert_eq!(spec(resolved), spec(&copied[name]), "{name}");
+        }
+    }
+
+    /// A path with a quote or a backslash still makes a valid manifest.
+    #[test]
+    fn the_sdk_path_is_written_as_a_toml_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = std::path::PathBuf::from("/opt/call\\pipe \"v2\"/sdk");
+        let made = scaffold(
+            "odd-path",
+            dir.path(),
+            World::AudioStage,
+            &Sdk::Path(odd.clone()),
+        )
+        .unwrap();
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(made.join("Cargo.toml")).unwrap()).unwrap();
+        assert_eq!(
+            manifest["dependencies"]["callpipe-sdk"]["path"].as_str(),
+            odd.to_str()
+        );
     }
 
     #[test]
