@@ -127,17 +127,10 @@ async fn the_dashboard_asks_then_shows_the_solution() {
             "the fix as numbered steps: {card_text}"
         );
         // Live and polled copies never show twice: one question, two
-        // technician lines, one card, even after two more polling rounds.
-        if transport == "poll" {
-            let link = browser.find(Locator::Id("link")).await.unwrap();
-            let done: u32 = link
-                .attr("data-polls")
-                .await
-                .unwrap()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            wait_for(&browser, &format!("#link[data-polls='{}']", done + 2)).await;
-        }
+        // technician lines, one card, even after two more rounds of the
+        // polling clock (a poll still out when the stream opened, a late
+        // or replayed event).
+        wait_ticks(&browser, 2).await;
         wait_count(&browser, "#chat li.msg.bot", 1).await;
         wait_count(&browser, "#chat li.msg.technician", 2).await;
         wait_count(&browser, "#cards article.card", 1).await;
@@ -593,4 +586,25 @@ async fn column_one_is_stored_with_the_session_and_comes_back() {
     );
     screenshot(&browser, "column-one").await;
     browser.close().await.expect("close the browser");
+}
+
+/// Waits (up to 20 s) for `n` more rounds of the page's polling clock.
+async fn wait_ticks(browser: &fantoccini::Client, n: u32) {
+    let ticks = || async {
+        let link = browser.find(Locator::Id("link")).await.unwrap();
+        link.attr("data-ticks")
+            .await
+            .unwrap()
+            .and_then(|t| t.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let want = ticks().await + n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ticks().await < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page stopped polling"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -266,7 +266,8 @@ async fn metrics_are_prometheus_text() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("a type");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            typed.insert(name.to_string(), kind.to_string());
+            let before = typed.insert(name.to_string(), kind.to_string());
+            assert!(before.is_none(), "typed twice: {name}");
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect("series value");
@@ -290,16 +291,20 @@ async fn metrics_are_prometheus_text() {
                 assert!(value >= before, "buckets go down at {line}");
             }
         }
-        values.insert(series.to_string(), value);
+        let before = values.insert(series.to_string(), value);
+        assert!(before.is_none(), "a series twice: {series}");
     }
+    let mut histograms = 0;
     for (series, value) in &values {
         if let Some(prefix) = series.strip_suffix("le=\"+Inf\"}") {
             let count = format!("{}}}", prefix.trim_end_matches(','))
                 .replace("_bucket{", "_count{")
                 .replace("_count{}", "_count");
             assert_eq!(values.get(&count), Some(value), "{series} against {count}");
+            histograms += 1;
         }
     }
+    assert!(histograms > 0, "no histogram checked: {text}");
     assert!(
         values
             .keys()

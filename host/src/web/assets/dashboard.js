@@ -225,6 +225,9 @@
   function streaming() { return model.stream && model.stream.readyState === EventSource.OPEN; }
 
   async function poll() {
+    // Rounds of the polling clock, live or not: whoever checks that a while
+    // changes nothing waits for two of them instead of a fixed time.
+    $('link').dataset.ticks = String(Number($('link').dataset.ticks || 0) + 1);
     if (!model.known || streaming()) return;
     // Over: one last look a few seconds on (the summary), then no more.
     if (model.until && Date.now() - model.until > 5 * POLL_MS) return;
@@ -244,8 +247,6 @@
       if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
       $('segments').textContent = s.total_segments ?? 0;
-      // Rounds done, for whoever checks that a round changes nothing.
-      $('link').dataset.polls = String(Number($('link').dataset.polls || 0) + 1);
       // The stream may have opened while this poll was out.
       if (!streaming()) setLink('poll');
     } catch (e) {
@@ -262,7 +263,6 @@
 
   // --- rendering ------------------------------------------------------------
   function render() {
-    tick();
     $('session-id').textContent = model.session;
     $('status-text').textContent = model.status ? (t('st')[model.status] || model.status) : '—';
     const badge = $('call-status');
