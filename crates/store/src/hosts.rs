@@ -205,6 +205,28 @@ impl Store {
         Ok(())
     }
 
+    /// Spends a media-stream token's nonce for every host sharing the
+    /// database: true the first time, false when any host already spent it.
+    /// Kept until `expires_at` (Unix seconds, the token's own expiry), when
+    /// the token could no longer be used anyway.
+    pub async fn spend_token(&self, nonce: &str, expires_at: f64) -> Result<bool, StoreError> {
+        let forget = self.sql("DELETE FROM spent_tokens WHERE expires_at < {now}");
+        let spend = self.sql(
+            "INSERT INTO spent_tokens (nonce, expires_at) VALUES (?, ?) \
+             ON CONFLICT (nonce) DO NOTHING",
+        );
+        on_pool!(self, pool => {
+            sqlx::query(forget).execute(pool).await?;
+            let spent = sqlx::query(spend)
+                .bind(nonce)
+                .bind(expires_at)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok(spent == 1)
+        })
+    }
+
     pub async fn host_row(&self, host_id: &str) -> Result<Option<HostRow>, StoreError> {
         let sql = self.sql("SELECT host_id, address, lease_until FROM hosts WHERE host_id = ?");
         on_pool!(self, pool => {

@@ -291,6 +291,18 @@ async fn hosts(store: &Store) {
             .len(),
         1
     );
+
+    // A stream token's nonce is spent once for every host of the database;
+    // an expired one is forgotten (its token is refused on expiry anyway).
+    let db_now = store.db_now().await.unwrap();
+    assert!(store.spend_token("nonce-1", db_now + 300.0).await.unwrap());
+    assert!(!store.spend_token("nonce-1", db_now + 300.0).await.unwrap());
+    assert!(store.spend_token("nonce-2", db_now - 1.0).await.unwrap());
+    assert!(
+        store.spend_token("nonce-2", db_now + 300.0).await.unwrap(),
+        "an expired nonce is forgotten"
+    );
+    assert!(!store.spend_token("nonce-1", db_now + 300.0).await.unwrap());
 }
 
 /// Everything a call leaves behind, written and read back.

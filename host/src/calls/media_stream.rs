@@ -320,9 +320,28 @@ async fn on_start(
         let token = start.custom_parameters.get(stream_token::PARAMETER);
         let now = crate::clock::now_epoch() as u64;
         let session = session_of(start);
-        if let Err(e) = tokens.verify(token.map(String::as_str), &start.call_sid, &session, now) {
+        let token = token.map(String::as_str);
+        let verified = tokens.verify(token, &start.call_sid, &session, now);
+        let spent = match (
+            verified,
+            token.and_then(StreamTokens::nonce),
+            env.sessions.store(),
+        ) {
+            (Err(e), _, _) => Err(e.to_string()),
+            // Once for the whole cluster: another host may have seen it.
+            (Ok(()), Some((nonce, expires)), Some(store)) => {
+                match store.spend_token(nonce, expires as f64).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(stream_token::TokenError::Replayed.to_string()),
+                    // Fail closed: a token that cannot be spent opens nothing.
+                    Err(e) => Err(format!("the stream token cannot be checked: {e}")),
+                }
+            }
+            (Ok(()), _, _) => Ok(()),
+        };
+        if let Err(e) = spent {
             tracing::warn!(call = %escaped(&start.call_sid), "refused a media stream: {e}");
-            summary.ended = Ended::Refused(e.to_string());
+            summary.ended = Ended::Refused(e);
             summary.token_refused = true;
             return None;
         }

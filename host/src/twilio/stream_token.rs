@@ -3,7 +3,8 @@
 //! signed for that call's SID and session, valid for a few minutes; the
 //! stream's `start` message must bring it back. A captured signature or
 //! stream URL then opens nothing: the token names one call, expires, and is
-//! accepted once.
+//! accepted once: by this process (`verify`), and by every host sharing the
+//! database (the stream spends its nonce in the store).
 //!
 //! Format: `v1.<expires>.<nonce>.<mac>`, the MAC being HMAC-SHA256 over the
 //! version, expiry, nonce, call SID and session id.
@@ -100,6 +101,17 @@ impl StreamTokens {
             return Err(TokenError::Replayed);
         }
         Ok(())
+    }
+
+    /// The nonce and expiry of a token `verify` accepted, to spend it where
+    /// every host sees (the store).
+    pub fn nonce(token: &str) -> Option<(&str, u64)> {
+        let mut parts = token.split('.');
+        let (Some("v1"), Some(expires), Some(nonce)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some((nonce, expires.parse().ok()?))
     }
 
     fn hmac(&self) -> Hmac<Sha256> {

@@ -14,6 +14,7 @@ mod in_process;
 mod llm;
 mod models;
 mod partition;
+mod replay;
 mod rolling;
 mod serve;
 mod skew;
