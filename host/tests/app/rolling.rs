@@ -88,3 +88,32 @@ async fn a_rolling_restart_interrupts_no_call() {
     drop((a, b));
     db.drop().await;
 }
+
+/// A call whose TwiML was served but whose stream never came is not left
+/// `created` nor kept in memory: past `CALLPIPE_UNSTARTED_S` a host ends
+/// it as interrupted, and the session leaves memory after its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_never_streams_is_ended_by_age_and_leaves_memory() {
+    let server = Server::start(&[
+        ("CALLPIPE_UNSTARTED_S", "2"),
+        ("CALLPIPE_LEASE_MS", "1500"),
+        ("CALLPIPE_SESSION_GRACE_S", "1"),
+    ]);
+    let before = server.metric("callpipe_sessions_in_memory").await;
+    ring(&server, "never-streams").await;
+    assert_eq!(
+        server.metric("callpipe_sessions_in_memory").await,
+        before + 1.0
+    );
+    server
+        .session_when("never-streams", "interrupted", 30)
+        .await;
+    let left = server
+        .metric_settles("callpipe_sessions_in_memory", before, 30)
+        .await;
+    assert_eq!(left, before, "{}", server.metrics().await);
+    // The store answers for it now.
+    let s = server.get_json("/api/sessions/never-streams").await;
+    assert!(s["ended_at"].is_number(), "{s}");
+    assert_eq!(history(&s), ["interrupted"], "{s}");
+}
