@@ -10,7 +10,9 @@ use std::time::Duration;
 /// elsewhere) and gives the live calls up to `limit` to finish.
 pub(super) async fn drain_calls(state: &AppState, limit: Duration) {
     use std::sync::atomic::Ordering::Acquire;
-    let _ = state.draining.send(true);
+    // `send_replace`, not `send`: with no event stream subscribed, `send`
+    // fails and leaves the flag false, and the host went on taking calls.
+    state.draining.send_replace(true);
     let live = state.active_streams.load(Acquire);
     if live == 0 {
         return;

@@ -357,6 +357,26 @@ async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
     let calls = tokio::spawn(simulator::run(call(&a.ws(), "drain", 2, 4.0)));
     a.session_when("drain-1", "in-progress", 20).await;
     a.sigterm();
+    // Draining, A answers a new call's TwiML 503, so Twilio tries the next
+    // host (a busy TwiML would end the call), while its calls finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = reqwest::Client::new()
+            .post(a.http("/twilio/voice?session_id=late"))
+            .form(&[("CallSid", "CAlate")])
+            .send()
+            .await
+            .expect("A answers while it drains");
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A still takes calls after SIGTERM: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let report = calls.await.expect("calls");
     assert_eq!(report.connected.load(Relaxed), 2, "{}", report.render());
     assert_eq!(report.failed.load(Relaxed), 0, "{}", report.render());
