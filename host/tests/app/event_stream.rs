@@ -1,6 +1,7 @@
 //! A session's event stream through the real binary: stored events
 //! replayed (after Last-Event-ID on a reconnect) then live ones, and
-//! nothing shown lost when the server is killed mid-call.
+//! nothing shown lost when the server is killed mid-call; across two hosts,
+//! nothing lost when the database drops their LISTEN connections.
 
 use crate::conversation::{chat, ready};
 use crate::support;
@@ -207,4 +208,85 @@ async fn a_kill_mid_call_loses_nothing_that_was_shown() {
     let last = stored.last().expect("events");
     assert_eq!(last.kind, "status");
     assert!(last.data.contains("interrupted"), "{last:?}");
+}
+
+/// Two hosts on Postgres, and the database drops every host's LISTEN
+/// connection between two messages (a failover, a proxy's idle timeout):
+/// the dashboard's stream on the other host still shows every event of
+/// the session, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listener_loses_no_event_on_the_other_host() {
+    if !ready() {
+        return;
+    }
+    let Some(db) = callpipe_testkit::postgres::Schema::create("relisten").await else {
+        return;
+    };
+    let url = db.url();
+    let pipeline = support::default_pipeline_with("relisten", |t| {
+        support::solutions_floor(t, support::TEST_FLOOR)
+    });
+    let a = support::cluster_host(&url, "a", &pipeline, &[]);
+    let b = support::cluster_host(&url, "b", &pipeline, &[]);
+    chat(
+        &a,
+        "relisten-1",
+        "Bonjour, j'ai un souci sur le site.",
+        "technician",
+    )
+    .await;
+    let mut stream = b
+        .client()
+        .get(b.http("/api/sessions/relisten-1/events"))
+        .send()
+        .await
+        .expect("B's stream");
+    assert_eq!(stream.status(), 200);
+    let mut buf = String::new();
+    let before = read_events(&mut stream, &mut buf, 3).await;
+
+    // The database ends every listening connection of this schema.
+    let channel = format!("callpipe_events_{}", db.name);
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query ILIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+    )
+    .bind(&channel)
+    .fetch_all(&db.admin)
+    .await
+    .expect("terminate the listeners");
+    assert_eq!(cut.len(), 2, "both hosts listen on {channel}");
+
+    chat(
+        &a,
+        "relisten-1",
+        "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE ce matin, \
+         plus aucune lumière et elle ne répond pas au ping.",
+        "technician",
+    )
+    .await;
+    // Every event the store has for the session once A has shown the
+    // new line (an answer may follow it) ...
+    for _ in 0..100 {
+        let shown = a.get_json("/api/sessions/relisten-1").await;
+        if shown["transcript"].as_array().map_or(0, Vec::len) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stored: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM {}.events WHERE session_id = 'relisten-1' ORDER BY id",
+        db.name
+    )))
+    .fetch_all(&db.admin)
+    .await
+    .expect("the stored events");
+    assert!(stored.len() > before.len(), "{stored:?}");
+    // ... reaches B's stream, once and in order.
+    let after = read_events(&mut stream, &mut buf, stored.len() - before.len()).await;
+    let shown: Vec<i64> = before.iter().chain(&after).filter_map(|e| e.id).collect();
+    assert_eq!(shown, stored, "{after:?}");
+    assert!(after.iter().any(|e| e.event == "transcript"), "{after:?}");
+    drop((a, b));
+    db.drop().await;
 }
