@@ -397,15 +397,15 @@ async fn openai_embedder_round_trip() {
     assert!(server.failures() > 0);
 }
 
+/// Against a real Qdrant server: no package of one exists on these
+/// machines, so the test is `ignored` (visible as such in every run) and
+/// run by hand with `cargo test -p callpipe-knowledge -- --ignored` and
+/// `CALLPIPE_TEST_QDRANT_URL=http://HOST:6334` (and `QDRANT_API_KEY`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Qdrant server: CALLPIPE_TEST_QDRANT_URL=http://HOST:6334"]
 async fn qdrant_server_backend() {
-    let Ok(url) = std::env::var("CALLPIPE_TEST_QDRANT_URL") else {
-        eprintln!(
-            "SKIPPED: the qdrant backend test needs a Qdrant server; set \
-             CALLPIPE_TEST_QDRANT_URL=http://host:6334 (and QDRANT_API_KEY if it has one)"
-        );
-        return;
-    };
+    let url = std::env::var("CALLPIPE_TEST_QDRANT_URL")
+        .expect("CALLPIPE_TEST_QDRANT_URL names the Qdrant server to test against");
     if !model_present() {
         return;
     }
