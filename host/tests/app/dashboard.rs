@@ -5,7 +5,7 @@
 use crate::support;
 use crate::support::browser::{
     CHROMEDRIVER, CHROMIUM, Driver, click, screenshot, send, text_of, texts, wait_count, wait_for,
-    wait_text,
+    wait_text, wait_ticks,
 };
 use crate::support::server::{Server, TOKEN};
 use fantoccini::Locator;
@@ -586,25 +586,4 @@ async fn column_one_is_stored_with_the_session_and_comes_back() {
     );
     screenshot(&browser, "column-one").await;
     browser.close().await.expect("close the browser");
-}
-
-/// Waits (up to 20 s) for `n` more rounds of the page's polling clock.
-async fn wait_ticks(browser: &fantoccini::Client, n: u32) {
-    let ticks = || async {
-        let link = browser.find(Locator::Id("link")).await.unwrap();
-        link.attr("data-ticks")
-            .await
-            .unwrap()
-            .and_then(|t| t.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    let want = ticks().await + n;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while ticks().await < want {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the page stopped polling"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -157,3 +157,24 @@ pub(crate) async fn wait_count(browser: &Client, css: &str, n: usize) -> Vec<Str
         texts(browser, css).await
     );
 }
+
+/// Waits (up to 20 s) for `n` more rounds of the page's polling clock.
+pub(crate) async fn wait_ticks(browser: &Client, n: u32) {
+    let ticks = || async {
+        let link = browser.find(Locator::Id("link")).await.unwrap();
+        link.attr("data-ticks")
+            .await
+            .unwrap()
+            .and_then(|t| t.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let want = ticks().await + n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ticks().await < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page stopped polling"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
