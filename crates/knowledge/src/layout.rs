@@ -74,7 +74,6 @@ pub struct ScoredChunk {
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Stable id for chunk `n` of an article: re-importing overwrites it.
 /// What the store holds of an article, as an import needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -95,6 +94,7 @@ pub fn stored(first: Option<&serde_json::Value>, past_last: bool) -> Option<Stor
     })
 }
 
+/// Stable id for chunk `n` of an article: re-importing overwrites it.
 pub fn point_id(article_id: &str, chunk: usize) -> uuid::Uuid {
     let digest = Sha256::digest(format!("{article_id}\u{1f}{chunk}").as_bytes());
     let mut bytes = [0u8; 16];

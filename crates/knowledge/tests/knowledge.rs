@@ -433,11 +433,11 @@ async fn qdrant_server_backend() {
     config.destroy(&data_dir()).await.unwrap();
 }
 
+mod faults;
+
 /// A local stand-in for an OpenAI-compatible `/v1/embeddings` endpoint: a
 /// deterministic bag-of-words hash embedding, the first try of each request
 /// answered 503 to exercise retries.
-mod faults;
-
 mod stub {
     use axum::Json;
     use axum::extract::State;

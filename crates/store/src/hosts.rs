@@ -207,10 +207,11 @@ impl Store {
 
     /// Spends a media-stream token's nonce for every host sharing the
     /// database: true the first time, false when any host already spent it.
-    /// Kept until `expires_at` (Unix seconds, the token's own expiry), when
-    /// the token could no longer be used anyway.
+    /// Kept ten minutes past `expires_at` (Unix seconds, the token's own
+    /// expiry): a host whose clock runs behind the database's still takes
+    /// the token for valid a while after it expired there.
     pub async fn spend_token(&self, nonce: &str, expires_at: f64) -> Result<bool, StoreError> {
-        let forget = self.sql("DELETE FROM spent_tokens WHERE expires_at < {now}");
+        let forget = self.sql("DELETE FROM spent_tokens WHERE expires_at < {now} - 600");
         let spend = self.sql(
             "INSERT INTO spent_tokens (nonce, expires_at) VALUES (?, ?) \
              ON CONFLICT (nonce) DO NOTHING",

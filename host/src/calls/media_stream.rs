@@ -337,7 +337,8 @@ async fn on_start(
                     Err(e) => Err(format!("the stream token cannot be checked: {e}")),
                 }
             }
-            (Ok(()), _, _) => Ok(()),
+            (Ok(()), None, Some(_)) => Err(stream_token::TokenError::Malformed.to_string()),
+            (Ok(()), _, None) => Ok(()),
         };
         if let Err(e) = spent {
             tracing::warn!(call = %escaped(&start.call_sid), "refused a media stream: {e}");

@@ -57,9 +57,18 @@ impl StreamTokens {
     pub fn issue(&self, call_sid: &str, session_id: &str, now: u64) -> String {
         let expires = now + self.ttl_secs;
         let mut nonce = [0u8; 12];
-        // The OS's generator failing leaves a zero nonce: the MAC still binds
-        // the call, and replay is then refused by the nonce's first use.
-        let _ = getrandom::fill(&mut nonce);
+        if getrandom::fill(&mut nonce).is_err() {
+            // Without the OS's generator, still a nonce no other token has
+            // (a shared zero one would spend every call's token at once):
+            // this call, this moment, this process's count.
+            static ISSUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = ISSUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut m = self.hmac();
+            m.update(
+                format!("nonce\u{1f}{call_sid}\u{1f}{session_id}\u{1f}{now}\u{1f}{n}").as_bytes(),
+            );
+            nonce.copy_from_slice(&m.finalize().into_bytes()[..12]);
+        }
         let nonce = hex::encode(nonce);
         let mac = self.mac(expires, &nonce, call_sid, session_id);
         format!("v1.{expires}.{nonce}.{mac}")

@@ -368,6 +368,8 @@ async fn a_host_that_stops_restarts_or_dies_leaves_the_others_calls_alone() {
             .await
             .expect("A answers while it drains");
         if r.status() == 503 {
+            let why = r.text().await.expect("the reason");
+            assert!(why.starts_with("draining"), "{why}");
             break;
         }
         assert!(

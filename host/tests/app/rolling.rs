@@ -95,7 +95,7 @@ async fn a_rolling_restart_interrupts_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_never_streams_is_ended_by_age_and_leaves_memory() {
     let server = Server::start(&[
-        ("CALLPIPE_UNSTARTED_S", "2"),
+        ("CALLPIPE_UNSTARTED_S", "5"),
         ("CALLPIPE_LEASE_MS", "1500"),
         ("CALLPIPE_SESSION_GRACE_S", "1"),
     ]);

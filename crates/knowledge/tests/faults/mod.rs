@@ -111,6 +111,7 @@ async fn an_import_the_server_cuts_short_keeps_every_article_whole() {
     stand.fail("upsert", 2);
     let err = kb.import(&[camera.clone(), shorter.clone()], |_| {}).await;
     assert!(err.is_err(), "the refused write is reported");
+    assert_eq!(stand.failures_left(), 0, "the client tries a write twice");
     assert_eq!(
         chunks(&stand, "kb-badge"),
         old,
@@ -123,6 +124,7 @@ async fn an_import_the_server_cuts_short_keeps_every_article_whole() {
     stand.fail("delete", 2);
     let err = kb.import(&[camera.clone(), shorter.clone()], |_| {}).await;
     assert!(err.is_err(), "the failed removal is reported");
+    assert_eq!(stand.failures_left(), 0);
     let cut = chunks(&stand, "kb-badge");
     let n = layout::chunks(&shorter).len();
     assert!(

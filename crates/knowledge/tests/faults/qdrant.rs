@@ -54,6 +54,12 @@ impl StandIn {
         *self.failing.lock().unwrap().entry(op).or_default() += times;
     }
 
+    /// Failures asked for and not yet served (a test checks none is left
+    /// over for its next step).
+    pub fn failures_left(&self) -> usize {
+        self.failing.lock().unwrap().values().sum()
+    }
+
     /// Every stored point's payload in `collection`, by point id.
     pub fn points(&self, collection: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
         let all = self.collections.lock().unwrap();
