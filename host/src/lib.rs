@@ -10,6 +10,7 @@ pub mod call_script;
 pub mod calls;
 pub mod cli;
 pub mod cluster;
+pub mod metrics;
 pub mod sessions;
 pub mod simulator;
 pub mod twilio;
@@ -17,6 +18,6 @@ pub mod web;
 
 pub use callpipe_knowledge as knowledge;
 pub use callpipe_knowledge::models;
-pub use callpipe_runtime::{audio, bindings, capabilities, config, metrics, pipeline};
+pub use callpipe_runtime::{audio, bindings, capabilities, config, pipeline};
 pub use callpipe_store as store;
 pub use callpipe_store::clock;
