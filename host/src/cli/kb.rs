@@ -299,28 +299,11 @@ async fn eval_files(
         Some(eval_store(articles)?)
     };
     let runtime = super::small_runtime(data_dir)?;
-    let options = crate::pipeline::LoadOptions {
-        build_plugins: true,
-        quiet: json,
-        data_dir: data_dir.to_path_buf(),
-        knowledge_store: store,
+    let Some((pipeline, kb)) =
+        load_on_store(&runtime, data_dir, pipeline_path, store, json).await?
+    else {
+        return Ok(ExitCode::FAILURE);
     };
-    let pipeline = match crate::pipeline::loader::load(&runtime, pipeline_path, &options).await {
-        Ok(p) => std::sync::Arc::new(p),
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let kb = pipeline
-        .capabilities
-        .get::<KnowledgeBase>()
-        .with_context(|| {
-            format!(
-                "{} has no [capabilities.knowledge] section",
-                pipeline_path.display()
-            )
-        })?;
     if !articles.is_empty() {
         let line = import(&kb, articles, !json).await?;
         if !json {
@@ -375,6 +358,46 @@ async fn stats_command(kb: &KnowledgeBase, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The pipeline loaded for an evaluation, on the embedded store `store`
+/// when given, and its knowledge base; `None` when it does not load (its
+/// diagnostics are printed).
+async fn load_on_store(
+    runtime: &std::sync::Arc<crate::pipeline::Runtime>,
+    data_dir: &Path,
+    pipeline_path: &Path,
+    store: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<
+    Option<(
+        std::sync::Arc<crate::pipeline::LoadedPipeline>,
+        std::sync::Arc<KnowledgeBase>,
+    )>,
+> {
+    let options = crate::pipeline::LoadOptions {
+        build_plugins: true,
+        quiet,
+        data_dir: data_dir.to_path_buf(),
+        knowledge_store: store,
+    };
+    let pipeline = match crate::pipeline::loader::load(runtime, pipeline_path, &options).await {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(None);
+        }
+    };
+    let kb = pipeline
+        .capabilities
+        .get::<KnowledgeBase>()
+        .with_context(|| {
+            format!(
+                "{} has no [capabilities.knowledge] section",
+                pipeline_path.display()
+            )
+        })?;
+    Ok(Some((pipeline, kb)))
+}
+
 /// `kb eval --suites`: each suite on a store of its own articles, each
 /// half asked for, printed side by side.
 async fn eval_suites(
@@ -400,29 +423,11 @@ async fn eval_suites(
     let mut columns = Vec::new();
     for suite in &suites {
         let store = eval_store(std::slice::from_ref(&suite.articles))?;
-        let options = crate::pipeline::LoadOptions {
-            build_plugins: true,
-            quiet: true,
-            data_dir: data_dir.to_path_buf(),
-            knowledge_store: Some(store),
+        let Some((pipeline, kb)) =
+            load_on_store(&runtime, data_dir, pipeline_path, Some(store), true).await?
+        else {
+            return Ok(ExitCode::FAILURE);
         };
-        let pipeline = match crate::pipeline::loader::load(&runtime, pipeline_path, &options).await
-        {
-            Ok(p) => std::sync::Arc::new(p),
-            Err(diags) => {
-                eprintln!("{diags}");
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        let kb = pipeline
-            .capabilities
-            .get::<KnowledgeBase>()
-            .with_context(|| {
-                format!(
-                    "{} has no [capabilities.knowledge] section",
-                    pipeline_path.display()
-                )
-            })?;
         let line = import(&kb, std::slice::from_ref(&suite.articles), !json).await?;
         if !json {
             eprintln!("{}: {line}", suite.name);
