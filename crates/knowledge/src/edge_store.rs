@@ -319,6 +319,7 @@ impl EdgeStore {
             })));
             request.filter = scope_filter(&scope);
             request.with_payload = WithPayloadInterface::Bool(true);
+            request.with_vector = dense_only();
             run_query(&shard, request)
         })
         .await
@@ -375,6 +376,40 @@ impl EdgeStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The sum of every chunk's dense vector, and how many there are.
+    pub async fn dense_sum(&self) -> Result<(Vec<f64>, usize), VectorStoreError> {
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut sum: Vec<f64> = Vec::new();
+            let mut count = 0usize;
+            let mut offset = None;
+            loop {
+                let (records, next) = shard
+                    .scroll(qdrant_edge::ScrollRequest {
+                        offset,
+                        limit: Some(256),
+                        filter: None,
+                        with_payload: Some(WithPayloadInterface::Bool(false)),
+                        with_vector: dense_only(),
+                        order_by: None,
+                    })
+                    .map_err(err("cannot read the store"))?;
+                for v in records
+                    .into_iter()
+                    .filter_map(|r| r.vector.and_then(dense_of))
+                {
+                    count += usize::from(layout::add_to(&mut sum, &v));
+                }
+                match next {
+                    Some(n) => offset = Some(n),
+                    None => break,
+                }
+            }
+            Ok((sum, count))
         })
         .await
     }
@@ -444,8 +479,25 @@ fn run_query(
         .map(|p| ScoredChunk {
             score: p.score,
             payload: p.payload.map(|p| p.0).unwrap_or_default(),
+            dense: p.vector.and_then(dense_of).unwrap_or_default(),
         })
         .collect())
+}
+
+fn dense_only() -> qdrant_edge::WithVector {
+    qdrant_edge::WithVector::Selector(vec![layout::DENSE.into()])
+}
+
+/// The dense vector among a point's vectors.
+fn dense_of(v: qdrant_edge::VectorStructInternal) -> Option<Vec<f32>> {
+    match v {
+        qdrant_edge::VectorStructInternal::Named(mut named) => match named.remove(layout::DENSE)? {
+            qdrant_edge::VectorInternal::Dense(d) => Some(d),
+            _ => None,
+        },
+        qdrant_edge::VectorStructInternal::Single(d) => Some(d),
+        _ => None,
+    }
 }
 
 fn clear_except_lock(path: &Path) -> Result<(), VectorStoreError> {

@@ -72,6 +72,24 @@ pub struct HybridQuery {
 pub struct ScoredChunk {
     pub score: f32,
     pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Its dense vector, when the search asked for it (`nearest` does,
+    /// for the centred cosine); empty otherwise.
+    pub dense: Vec<f32>,
+}
+
+/// Adds `v` to a running sum, sized on the first vector; `false` (and
+/// nothing added) for a vector of another size.
+pub fn add_to(sum: &mut Vec<f64>, v: &[f32]) -> bool {
+    if sum.is_empty() {
+        sum.resize(v.len(), 0.0);
+    }
+    if sum.len() != v.len() {
+        return false;
+    }
+    for (s, x) in sum.iter_mut().zip(v) {
+        *s += *x as f64;
+    }
+    true
 }
 
 /// What the store holds of an article, as an import needs to know it.

@@ -4,6 +4,7 @@
 //! capability.
 
 pub mod article;
+pub mod centre;
 pub mod confidence;
 mod config;
 pub mod edge_store;
@@ -343,6 +344,7 @@ impl KnowledgeBase {
             equipment: request.equipment.clone(),
             ..Scope::default()
         };
+        let centre = self.fitted().and_then(|f| f.centre);
         let mut hits = self
             .ranked(
                 &query,
@@ -350,6 +352,7 @@ impl KnowledgeBase {
                 scope,
                 request.language.as_deref(),
                 request.limit,
+                centre.as_ref(),
             )
             .await?;
         let (calibration, _) = self.calibration();
@@ -375,7 +378,8 @@ impl KnowledgeBase {
     }
 
     /// The hits for an embedded query within `scope`, with their features
-    /// (confidence left at 0). `dense` is `query_texts(query)` embedded.
+    /// (confidence left at 0). `dense` is `query_texts(query)` embedded;
+    /// cosines are measured from `centre`, the store's, when it has one.
     pub(crate) async fn ranked(
         &self,
         query: &str,
@@ -383,6 +387,7 @@ impl KnowledgeBase {
         scope: Scope,
         language: Option<&str>,
         limit: usize,
+        centre: Option<&centre::Centre>,
     ) -> Result<Vec<Hit>, KnowledgeError> {
         let limit = limit.clamp(1, 50);
         // Each article has a few chunks: ask for enough to fill `limit`
@@ -391,23 +396,28 @@ impl KnowledgeBase {
         let keep = limit.max(SPREAD_OVER);
         let store = self.store().await?;
         let dense_only = self.dense_only();
-        let mut vectors = dense.into_iter();
-        let whole = vectors
-            .next()
+        // The whole question first, then (dense only: `query_texts`) its
+        // windows.
+        let whole = dense
+            .first()
+            .cloned()
             .ok_or_else(|| EmbedError::Failed("no embedding returned".into()))?;
-        // Windows come only on the dense-only path (`query_texts`).
-        let windows: Vec<Vec<f32>> = vectors.collect();
         // The whole question and each window, at once: each search is a
         // blocking store call on its own thread.
-        let searches = std::iter::once(whole.clone())
-            .chain(windows)
-            .map(|v| store.nearest(v, scope.clone(), chunks));
+        let searches = dense
+            .iter()
+            .map(|v| store.nearest(v.clone(), scope.clone(), chunks));
         let mut lists = Vec::new();
         for r in futures_util::future::join_all(searches).await {
             lists.push(r?);
         }
+        if let Some(centre) = centre {
+            for (list, q) in lists.iter_mut().zip(&dense) {
+                recentre(centre, q, list);
+            }
+        }
         // Per list: each article's best cosine, and what an article it did
-        // not return is at most (its last chunk's).
+        // not return is at most (its lowest chunk's).
         let best_of = |list: &[layout::ScoredChunk]| {
             let mut best: std::collections::HashMap<String, f32> = Default::default();
             for c in list {
@@ -416,7 +426,8 @@ impl KnowledgeBase {
                     *e = e.max(c.score);
                 }
             }
-            (best, list.last().map_or(0.0, |c| c.score))
+            let floor = list.iter().map(|c| c.score).reduce(f32::min);
+            (best, floor.unwrap_or(0.0))
         };
         let per_list: Vec<_> = lists.iter().map(|l| best_of(l)).collect();
         // A long question is the whole of it and the mean over its windows,
@@ -572,6 +583,25 @@ fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Optio
 
 /// The cosine margin the confidence looks at, either way.
 const MAX_GAP: f32 = 0.2;
+
+/// Rescores a list of chunks found for the query vector `q` with cosines
+/// measured from the store's centre. All or nothing: a list whose chunks
+/// came without their vectors (or of another size) keeps its raw cosines,
+/// so no list mixes the two.
+fn recentre(centre: &centre::Centre, q: &[f32], list: &mut [layout::ScoredChunk]) {
+    let Some(cq) = centre.query(q) else {
+        return;
+    };
+    let scores: Option<Vec<f32>> = list.iter().map(|c| centre.cosine(&cq, &c.dense)).collect();
+    match scores {
+        Some(scores) => {
+            for (c, s) in list.iter_mut().zip(scores) {
+                c.score = s;
+            }
+        }
+        None => tracing::debug!("search results without their vectors: raw cosines kept"),
+    }
+}
 /// The closest articles a hit's spread is measured against.
 const SPREAD_OVER: usize = 8;
 

@@ -269,6 +269,39 @@ impl QdrantStore {
         Ok(out)
     }
 
+    /// The sum of every chunk's dense vector, and how many there are.
+    pub async fn dense_sum(&self) -> Result<(Vec<f64>, usize), VectorStoreError> {
+        let mut sum: Vec<f64> = Vec::new();
+        let mut count = 0usize;
+        let mut offset: Option<qdrant_client::qdrant::PointId> = None;
+        loop {
+            let mut request = qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
+                .limit(256)
+                .with_payload(false)
+                .with_vectors(dense_only());
+            if let Some(o) = offset.take() {
+                request = request.offset(o);
+            }
+            let got = self
+                .client
+                .scroll(request)
+                .await
+                .map_err(err("cannot read the collection"))?;
+            for v in got
+                .result
+                .iter()
+                .filter_map(|p| p.vectors.as_ref().and_then(dense_of))
+            {
+                count += usize::from(layout::add_to(&mut sum, &v));
+            }
+            match got.next_page_offset {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+        Ok((sum, count))
+    }
+
     pub async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), VectorStoreError> {
         let points: Vec<PointStruct> = points
             .into_iter()
@@ -387,6 +420,7 @@ impl QdrantStore {
             .into_iter()
             .map(|p| ScoredChunk {
                 score: p.score,
+                dense: p.vectors.as_ref().and_then(dense_of).unwrap_or_default(),
                 payload: qdrant_client::Payload::from(p.payload).into(),
             })
             .collect())
@@ -403,7 +437,8 @@ impl QdrantStore {
             .query(Query::new_nearest(VectorInput::new_dense(dense)))
             .using(layout::DENSE)
             .limit(limit as u64)
-            .with_payload(true);
+            .with_payload(true)
+            .with_vectors(dense_only());
         if let Some(filter) = scope_filter(&scope) {
             request = request.filter(filter);
         }
@@ -470,4 +505,18 @@ fn scope_filter(scope: &Scope) -> Option<Filter> {
 
 fn meta_id(name: &str) -> String {
     layout::point_id(&format!("callpipe-meta:{name}"), 0).to_string()
+}
+
+fn dense_only() -> qdrant_client::qdrant::VectorsSelector {
+    qdrant_client::qdrant::VectorsSelector {
+        names: vec![layout::DENSE.to_string()],
+    }
+}
+
+/// The dense vector among a point's vectors.
+fn dense_of(v: &qdrant_client::qdrant::VectorsOutput) -> Option<Vec<f32>> {
+    match v.get_vector_by_name(layout::DENSE)? {
+        qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(d.data),
+        _ => None,
+    }
 }

@@ -14,6 +14,7 @@
 //! the fit means the same on a 10-article store and a 5,000-article one.
 //! Its quality is reported by two-fold cross-validation over articles.
 
+use crate::centre::Centre;
 use crate::confidence::{Calibration, Features, reliability_weighted};
 use crate::{KnowledgeBase, KnowledgeError, Scope, VectorStore, VectorStoreError, layout, spoken};
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,7 @@ const MIN_ARTICLES: usize = 3;
 
 /// Bump when the features or the questions change: a store's older fit is
 /// then refitted at its next import or start.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// A calibration fitted on a store, with how well it did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,10 @@ pub struct Fitted {
     #[serde(default)]
     pub version: u32,
     pub calibration: Calibration,
+    /// The mean of the store's chunk vectors, which the features (and so
+    /// the calibration) measure cosines from (`centre`).
+    #[serde(default)]
+    pub centre: Option<Centre>,
     /// The embedder whose vectors it was fitted on.
     pub embedder: String,
     pub articles: usize,
@@ -184,6 +189,10 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
     if questions.is_empty() {
         return Ok(None);
     }
+    // The centre first: the features the calibration is fitted on are
+    // measured from it.
+    let (sum, chunks) = store.dense_sum().await?;
+    let centre = Centre::from_sum(sum, chunks);
     // Per question: its article's group and its samples (features, right,
     // weight): the first hit (what the floor judges) with the question's
     // source hidden, and the first with its whole article hidden.
@@ -213,8 +222,8 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
                 ..Scope::default()
             };
             let (with, without) = tokio::join!(
-                kb.ranked(&q.text, dense.clone(), answerable, None, 5),
-                kb.ranked(&q.text, dense, hidden, None, 5)
+                kb.ranked(&q.text, dense.clone(), answerable, None, 5, centre.as_ref()),
+                kb.ranked(&q.text, dense, hidden, None, 5, centre.as_ref())
             );
             let mut samples = Vec::with_capacity(2);
             if let Some(h) = with?.first() {
@@ -252,6 +261,7 @@ pub async fn fit(kb: &KnowledgeBase) -> Result<Option<Fitted>, KnowledgeError> {
     Ok(Some(Fitted {
         version: VERSION,
         calibration,
+        centre,
         embedder: kb.embedder_id(),
         articles,
         questions: questions.len(),

@@ -52,6 +52,10 @@ impl VectorStore {
     ) -> Result<Vec<layout::ScoredChunk>, VectorStoreError> {
         dispatch!(self, s => s.nearest(dense, scope, limit).await)
     }
+    /// The sum of every chunk's dense vector, and how many there are.
+    pub async fn dense_sum(&self) -> Result<(Vec<f64>, usize), VectorStoreError> {
+        dispatch!(self, s => s.dense_sum().await)
+    }
     pub async fn counts(&self) -> Result<(usize, usize), VectorStoreError> {
         dispatch!(self, s => s.counts().await)
     }

@@ -97,6 +97,8 @@ async fn embedded_round_trip_and_idempotent_import() {
         assert_eq!(fitted.articles, 60);
         assert!(fitted.questions >= 120, "{fitted:?}");
         assert!(fitted.brier < 0.2 && fitted.ece < 0.15, "{fitted:?}");
+        // Its features measure cosines from the mean of the store's chunks.
+        assert_eq!(fitted.centre.as_ref().map(|c| c.dims()), Some(512));
         assert_eq!(
             kb.calibration().1,
             callpipe_knowledge::CalibrationSource::Store
