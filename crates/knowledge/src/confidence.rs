@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// What the confidence of one hit is computed from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Features {
-    /// Cosine similarity of the query and the article's best chunk.
+    /// Cosine similarity of the query and the article's best chunk, both
+    /// measured from the store's centre when it has one (`centre`).
     pub cosine: f32,
     /// Its cosine minus the best other article's (negative when another
     /// is closer), clamped.

@@ -109,7 +109,7 @@ pub struct KnowledgeBase {
     lexical: Arc<lexical::Lexical>,
     /// The store's own fit, read when the store opens, replaced after an
     /// import.
-    fitted: std::sync::RwLock<Option<selfcal::Fitted>>,
+    fitted: std::sync::RwLock<Option<Arc<selfcal::Fitted>>>,
     /// One import at a time: each refits the calibration on the whole store.
     importing: tokio::sync::Mutex<()>,
     timeout: std::time::Duration,
@@ -170,7 +170,7 @@ impl KnowledgeBase {
                     .open_store(&self.data_dir, &*self.embedder)
                     .await?;
                 let fitted = selfcal::load(&store, &self.embedder.id()).await?;
-                *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted;
+                *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted.map(Arc::new);
                 Ok(store)
             })
             .await
@@ -178,10 +178,17 @@ impl KnowledgeBase {
 
     /// The calibration searches use now, and where it comes from.
     pub fn calibration(&self) -> (Calibration, CalibrationSource) {
-        if let Some(c) = self.config.calibration {
+        Self::calibration_of(&self.config, self.fit().as_deref())
+    }
+
+    fn calibration_of(
+        config: &KnowledgeConfig,
+        fit: Option<&selfcal::Fitted>,
+    ) -> (Calibration, CalibrationSource) {
+        if let Some(c) = config.calibration {
             return (c, CalibrationSource::Pipeline);
         }
-        match &*self.fitted.read().unwrap_or_else(|p| p.into_inner()) {
+        match fit {
             Some(f) => (f.calibration, CalibrationSource::Store),
             None => (Calibration::default(), CalibrationSource::Fallback),
         }
@@ -189,6 +196,12 @@ impl KnowledgeBase {
 
     /// The store's own fit, if it has one.
     pub fn fitted(&self) -> Option<selfcal::Fitted> {
+        self.fit().as_deref().cloned()
+    }
+
+    /// The same, shared: one search takes its centre and its calibration
+    /// from one snapshot, whatever an import replaces meanwhile.
+    fn fit(&self) -> Option<Arc<selfcal::Fitted>> {
         self.fitted
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -277,7 +290,7 @@ impl KnowledgeBase {
         if report.added + report.updated > 0 {
             self.store().await?.finish().await?;
         }
-        if report.added + report.updated > 0 || self.fitted().is_none() {
+        if report.added + report.updated > 0 || self.fit().is_none() {
             report.calibration = self.refit().await?;
         }
         Ok(report)
@@ -297,7 +310,7 @@ impl KnowledgeBase {
                 "knowledge store: confidence calibration fitted on its own articles"
             );
         }
-        *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted.clone();
+        *self.fitted.write().unwrap_or_else(|p| p.into_inner()) = fitted.clone().map(Arc::new);
         Ok(fitted)
     }
 
@@ -310,7 +323,7 @@ impl KnowledgeBase {
         progress: impl FnMut(&Article),
     ) -> Result<Option<ImportReport>, KnowledgeError> {
         if self.stats().await?.articles > 0 {
-            if self.fitted().is_none() {
+            if self.fit().is_none() {
                 self.refit().await?;
             }
             return Ok(None);
@@ -344,7 +357,10 @@ impl KnowledgeBase {
             equipment: request.equipment.clone(),
             ..Scope::default()
         };
-        let centre = self.fitted().and_then(|f| f.centre);
+        // The store opens (and reads its fit) before the fit is taken.
+        self.store().await?;
+        let fit = self.fit();
+        let centre = fit.as_ref().and_then(|f| f.centre.as_ref());
         let mut hits = self
             .ranked(
                 &query,
@@ -352,10 +368,10 @@ impl KnowledgeBase {
                 scope,
                 request.language.as_deref(),
                 request.limit,
-                centre.as_ref(),
+                centre,
             )
             .await?;
-        let (calibration, _) = self.calibration();
+        let (calibration, _) = Self::calibration_of(&self.config, fit.as_deref());
         for h in &mut hits {
             h.confidence = calibration.confidence(&h.features);
         }
@@ -412,12 +428,11 @@ impl KnowledgeBase {
             lists.push(r?);
         }
         if let Some(centre) = centre {
-            for (list, q) in lists.iter_mut().zip(&dense) {
-                recentre(centre, q, list);
-            }
+            recentre(centre, &dense, &mut lists);
         }
         // Per list: each article's best cosine, and what an article it did
-        // not return is at most (its lowest chunk's).
+        // not return is taken to be (its lowest chunk's: at most that in
+        // raw cosines; about that, measured from the centre).
         let best_of = |list: &[layout::ScoredChunk]| {
             let mut best: std::collections::HashMap<String, f32> = Default::default();
             for c in list {
@@ -584,22 +599,28 @@ fn hit_from(p: &serde_json::Map<String, serde_json::Value>, score: f32) -> Optio
 /// The cosine margin the confidence looks at, either way.
 const MAX_GAP: f32 = 0.2;
 
-/// Rescores a list of chunks found for the query vector `q` with cosines
-/// measured from the store's centre. All or nothing: a list whose chunks
-/// came without their vectors (or of another size) keeps its raw cosines,
-/// so no list mixes the two.
-fn recentre(centre: &centre::Centre, q: &[f32], list: &mut [layout::ScoredChunk]) {
-    let Some(cq) = centre.query(q) else {
-        return;
-    };
-    let scores: Option<Vec<f32>> = list.iter().map(|c| centre.cosine(&cq, &c.dense)).collect();
-    match scores {
-        Some(scores) => {
-            for (c, s) in list.iter_mut().zip(scores) {
-                c.score = s;
+/// Rescores the lists of chunks found for the query vectors `queries`
+/// (one list each) with cosines measured from the store's centre. All or
+/// nothing: if any chunk came without its vector (or one of another size),
+/// every list keeps its raw cosines, so no search mixes the two.
+fn recentre(centre: &centre::Centre, queries: &[Vec<f32>], lists: &mut [Vec<layout::ScoredChunk>]) {
+    let mut scores = Vec::with_capacity(lists.len());
+    for (q, list) in queries.iter().zip(lists.iter()) {
+        let per_list: Option<Vec<f32>> = centre
+            .query(q)
+            .and_then(|cq| list.iter().map(|c| centre.cosine(&cq, &c.dense)).collect());
+        match per_list {
+            Some(s) => scores.push(s),
+            None => {
+                tracing::warn!("search results without their vectors: raw cosines kept");
+                return;
             }
         }
-        None => tracing::debug!("search results without their vectors: raw cosines kept"),
+    }
+    for (list, s) in lists.iter_mut().zip(scores) {
+        for (c, s) in list.iter_mut().zip(s) {
+            c.score = s;
+        }
     }
 }
 /// The closest articles a hit's spread is measured against.
