@@ -623,6 +623,7 @@ fn recentre(centre: &centre::Centre, queries: &[Vec<f32>], lists: &mut [Vec<layo
         }
     }
 }
+
 /// The closest articles a hit's spread is measured against.
 const SPREAD_OVER: usize = 8;
 

@@ -13,6 +13,8 @@
 //! The labels come from the store's own structure, never from a person, so
 //! the fit means the same on a 10-article store and a 5,000-article one.
 //! Its quality is reported by two-fold cross-validation over articles.
+//! The store's centre (`centre`) is taken first, in the same pass: the
+//! features are measured from it, so it is kept in the same document.
 
 use crate::centre::Centre;
 use crate::confidence::{Calibration, Features, reliability_weighted};
