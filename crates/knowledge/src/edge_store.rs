@@ -355,26 +355,17 @@ impl EdgeStore {
         let shard = self.shard.clone();
         blocking(move || {
             let mut out = Vec::new();
-            let mut offset = None;
-            loop {
-                let (records, next) = shard
-                    .scroll(qdrant_edge::ScrollRequest {
-                        offset,
-                        limit: Some(256),
-                        filter: Some(Filter::new_must(Condition::Field(
-                            FieldCondition::new_match(json_path(field::CHUNK), Match::from(0i64)),
-                        ))),
-                        with_payload: Some(WithPayloadInterface::Bool(true)),
-                        with_vector: qdrant_edge::WithVector::Bool(false),
-                        order_by: None,
-                    })
-                    .map_err(err("cannot read the store"))?;
-                out.extend(records.into_iter().filter_map(|r| r.payload.map(|p| p.0)));
-                match next {
-                    Some(n) => offset = Some(n),
-                    None => break,
-                }
-            }
+            let first_chunks = Filter::new_must(Condition::Field(FieldCondition::new_match(
+                json_path(field::CHUNK),
+                Match::from(0i64),
+            )));
+            scroll_all(
+                &shard,
+                Some(first_chunks),
+                true,
+                qdrant_edge::WithVector::Bool(false),
+                |page| out.extend(page.into_iter().filter_map(|r| r.payload.map(|p| p.0))),
+            )?;
             Ok(out)
         })
         .await
@@ -386,29 +377,11 @@ impl EdgeStore {
         blocking(move || {
             let mut sum: Vec<f64> = Vec::new();
             let mut count = 0usize;
-            let mut offset = None;
-            loop {
-                let (records, next) = shard
-                    .scroll(qdrant_edge::ScrollRequest {
-                        offset,
-                        limit: Some(256),
-                        filter: None,
-                        with_payload: Some(WithPayloadInterface::Bool(false)),
-                        with_vector: dense_only(),
-                        order_by: None,
-                    })
-                    .map_err(err("cannot read the store"))?;
-                for v in records
-                    .into_iter()
-                    .filter_map(|r| r.vector.and_then(dense_of))
-                {
+            scroll_all(&shard, None, false, dense_only(), |page| {
+                for v in page.into_iter().filter_map(|r| r.vector.and_then(dense_of)) {
                     count += usize::from(layout::add_to(&mut sum, &v));
                 }
-                match next {
-                    Some(n) => offset = Some(n),
-                    None => break,
-                }
-            }
+            })?;
             Ok((sum, count))
         })
         .await
@@ -482,6 +455,34 @@ fn run_query(
             dense: p.vector.and_then(dense_of).unwrap_or_default(),
         })
         .collect())
+}
+
+/// Every point `filter` selects, a page of 256 at a time.
+fn scroll_all(
+    shard: &EdgeShard,
+    filter: Option<Filter>,
+    with_payload: bool,
+    with_vector: qdrant_edge::WithVector,
+    mut each: impl FnMut(Vec<qdrant_edge::Record>),
+) -> Result<(), VectorStoreError> {
+    let mut offset = None;
+    loop {
+        let (records, next) = shard
+            .scroll(qdrant_edge::ScrollRequest {
+                offset,
+                limit: Some(256),
+                filter: filter.clone(),
+                with_payload: Some(WithPayloadInterface::Bool(with_payload)),
+                with_vector: with_vector.clone(),
+                order_by: None,
+            })
+            .map_err(err("cannot read the store"))?;
+        each(records);
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(()),
+        }
+    }
 }
 
 fn dense_only() -> qdrant_edge::WithVector {

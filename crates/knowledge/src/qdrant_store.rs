@@ -242,63 +242,64 @@ impl QdrantStore {
         &self,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, VectorStoreError> {
         let mut out = Vec::new();
+        let first_chunks = || {
+            qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
+                .filter(Filter::must([Condition::matches(field::CHUNK, 0i64)]))
+                .with_payload(true)
+        };
+        self.scroll_all(first_chunks, |page| {
+            out.extend(
+                page.into_iter()
+                    .map(|p| qdrant_client::Payload::from(p.payload).into()),
+            )
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Every point `request` selects, a page of 256 at a time.
+    async fn scroll_all(
+        &self,
+        request: impl Fn() -> qdrant_client::qdrant::ScrollPointsBuilder,
+        mut each: impl FnMut(Vec<qdrant_client::qdrant::RetrievedPoint>),
+    ) -> Result<(), VectorStoreError> {
         let mut offset: Option<qdrant_client::qdrant::PointId> = None;
         loop {
-            let mut request = qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
-                .filter(Filter::must([Condition::matches(field::CHUNK, 0i64)]))
-                .limit(256)
-                .with_payload(true);
+            let mut page = request().limit(256);
             if let Some(o) = offset.take() {
-                request = request.offset(o);
+                page = page.offset(o);
             }
             let got = self
                 .client
-                .scroll(request)
+                .scroll(page)
                 .await
                 .map_err(err("cannot read the collection"))?;
-            out.extend(
-                got.result
-                    .into_iter()
-                    .map(|p| qdrant_client::Payload::from(p.payload).into()),
-            );
+            each(got.result);
             match got.next_page_offset {
                 Some(n) => offset = Some(n),
-                None => break,
+                None => return Ok(()),
             }
         }
-        Ok(out)
     }
 
     /// The sum of every chunk's dense vector, and how many there are.
     pub async fn dense_sum(&self) -> Result<(Vec<f64>, usize), VectorStoreError> {
         let mut sum: Vec<f64> = Vec::new();
         let mut count = 0usize;
-        let mut offset: Option<qdrant_client::qdrant::PointId> = None;
-        loop {
-            let mut request = qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
-                .limit(256)
+        let vectors = || {
+            qdrant_client::qdrant::ScrollPointsBuilder::new(&self.collection)
                 .with_payload(false)
-                .with_vectors(dense_only());
-            if let Some(o) = offset.take() {
-                request = request.offset(o);
-            }
-            let got = self
-                .client
-                .scroll(request)
-                .await
-                .map_err(err("cannot read the collection"))?;
-            for v in got
-                .result
+                .with_vectors(dense_only())
+        };
+        self.scroll_all(vectors, |page| {
+            for v in page
                 .iter()
                 .filter_map(|p| p.vectors.as_ref().and_then(dense_of))
             {
                 count += usize::from(layout::add_to(&mut sum, &v));
             }
-            match got.next_page_offset {
-                Some(n) => offset = Some(n),
-                None => break,
-            }
-        }
+        })
+        .await?;
         Ok((sum, count))
     }
 
