@@ -1,8 +1,9 @@
-//! Two hosts on one Postgres schema whose clocks are 30 s apart (Debian's
-//! libfaketime in front of the real binary sets one 30 s behind; the
-//! monotonic clock is left alone, as a clock step leaves it). Leases, their
-//! expiry and the age of a call that rings with no host are all read on
-//! the database's clock, so neither host takes the other for gone.
+//! Two hosts on one Postgres schema whose clocks are 60 s apart (Debian's
+//! libfaketime in front of the real binary sets one 30 s ahead of the
+//! database and the other 30 s behind; the monotonic clock is left alone,
+//! as a clock step leaves it). Leases, their expiry and the age of a call
+//! that rings with no host are all read on the database's clock, so
+//! neither host takes the other for gone.
 
 use crate::cluster::follow;
 use crate::faults::call;
@@ -23,14 +24,14 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Host B runs 30 s behind A and the database, with a 2 s lease: B's call
-/// lasts five leases and a call B served rings through it (the unstarted
-/// age is 20 s). Judged on B's clock, B's lease would have expired 28 s
-/// ago and the ringing call would be 40 s old; A marks neither, both
-/// hosts' event streams show B's call in order to its end, and A's own
-/// call is unharmed.
+/// Host A runs 30 s ahead of the database and host B 30 s behind, with a
+/// 2 s lease: B's call lasts five leases and a call B served rings through
+/// it (the unstarted age is 20 s). Judged on A's clock, B's lease would
+/// have expired 58 s ago and the ringing call would be 70 s old; A marks
+/// neither, both hosts' event streams show B's call in order to its end,
+/// and A's own call is unharmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_whose_clocks_are_30_s_apart_take_nobody_for_gone() {
+async fn hosts_whose_clocks_are_60_s_apart_take_nobody_for_gone() {
     if !fixture_present(
         std::path::Path::new(FAKETIME).exists(),
         "Debian's faketime (libfaketime)",
@@ -53,15 +54,15 @@ async fn hosts_whose_clocks_are_30_s_apart_take_nobody_for_gone() {
         env.extend_from_slice(clock);
         Server::start_pipeline(&env, &pipeline)
     };
-    let a = host("a", &[]);
-    let b = host(
-        "b",
-        &[
+    let skewed = |by: &'static str| {
+        [
             ("LD_PRELOAD", FAKETIME),
-            ("FAKETIME", "-30s"),
+            ("FAKETIME", by),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
+        ]
+    };
+    let a = host("a", &skewed("+30s"));
+    let b = host("b", &skewed("-30s"));
 
     // B's clock is really behind: what it stamps with its own clock (the
     // status it records) is 30 s in the past.
@@ -92,6 +93,15 @@ async fn hosts_whose_clocks_are_30_s_apart_take_nobody_for_gone() {
         .map(|s| tokio::spawn(follow(s.http(""), "skew-b".into())))
         .collect();
     let on_a = tokio::spawn(simulator::run(call(&a.ws(), "skew-a", 1, 4.0)));
+    // A's clock is really ahead: its own call's first status is stamped 30 s
+    // in the future.
+    let s = a.session_when("skew-a", "in-progress", 20).await;
+    let stamped = s["status_history"][0]["at"].as_f64().unwrap_or_default();
+    assert!(
+        stamped - now() > 25.0,
+        "A's clock is not ahead (stamped {stamped}, now {}): {s}",
+        now()
+    );
     for (name, report) in [("A", on_a.await), ("B", on_b.await)] {
         let report = report.expect("call");
         assert_eq!(
@@ -114,8 +124,9 @@ async fn hosts_whose_clocks_are_30_s_apart_take_nobody_for_gone() {
         let s = server.session_when(id, "completed", 30).await;
         assert!(!history(&s).contains(&"interrupted".into()), "{id}: {s}");
     }
-    // The ringing call still rings, served over 10 s ago: stamped with B's
-    // clock it would be 40 s old, past the 20 s age, and A would end it.
+    // The ringing call still rings, served over 10 s ago: judged on A's
+    // clock against B's stamp it would be 70 s old, past the 20 s age, and
+    // A would end it.
     let ringing = a.get_json("/api/sessions/skew-ringing").await;
     assert_eq!(ringing["status"], "created", "{ringing}");
     assert_eq!(ringing["ended_at"], Value::Null, "{ringing}");
