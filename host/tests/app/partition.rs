@@ -174,6 +174,44 @@ async fn every_host_cut_at_once_marks_nothing() {
     db.drop().await;
 }
 
+/// A stream's owner is stored before its pipeline starts, not through the
+/// queue of writes: host A, whose writes are slowed, is killed the moment
+/// its live view has the call streaming (what it queued is lost). B still
+/// finds the call A's and ends it once A's lease and grace are over,
+/// instead of leaving it `created`, with no host, until the unstarted age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_before_its_first_writes_land_leaves_its_call_named() {
+    let Some((db, via_proxy, proxy)) = database_behind_proxy().await else {
+        return;
+    };
+    let direct = db.url();
+    let pipeline = support::audio_pipeline();
+    let host = |id: &str, url: &str| {
+        Server::start_pipeline(
+            &[
+                ("CALLPIPE_DATABASE_URL", url),
+                ("CALLPIPE_HOST_ID", id),
+                ("CALLPIPE_LEASE_MS", "1500"),
+                ("CALLPIPE_CLUSTER_SECRET", SECRET),
+            ],
+            &pipeline,
+        )
+    };
+    let (a, b) = (host("a", &via_proxy), host("b", &direct));
+    // Slow enough that A's queued writes are still on their way when it
+    // dies, short of the 2 s a claim may take.
+    proxy.delay(Duration::from_millis(150));
+    let streaming = tokio::spawn(simulator::run(call(&a.ws(), "early-kill", 1, 30.0)));
+    a.session_when("early-kill", "in-progress", 20).await;
+    drop(a);
+    streaming.abort();
+    let s = b.session_when("early-kill", "interrupted", 20).await;
+    assert_eq!(s["host_id"], "a", "{s}");
+    assert!(s["ended_at"].is_number(), "{s}");
+    drop((b, proxy));
+    db.drop().await;
+}
+
 /// One call, one pipeline: a stream for a call host A runs, opened on host
 /// B (a replayed stream, a second connection), is refused by B; the call
 /// goes on on A.
