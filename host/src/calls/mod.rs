@@ -4,6 +4,7 @@
 //! layer, above the pipeline runtime and the Twilio protocol.
 
 pub mod chat;
+pub mod greeting;
 pub mod lateness;
 pub mod live;
 pub mod media_stream;

@@ -6,7 +6,7 @@
 use crate::bindings::types::{Codec, Event, Say, Suggestion, SuggestionKind, Track, Transcript};
 use crate::capabilities::speech::SpeechService as Speech;
 use crate::pipeline::call::CallOutput;
-use crate::pipeline::event::{FLUSH, SUMMARY, role_name};
+use crate::pipeline::event::{FLUSH, role_name};
 use crate::sessions::{Sessions, SuggestionRecord, TranscriptLine};
 use crate::twilio::playback::Player;
 use std::collections::HashMap;
@@ -17,6 +17,11 @@ use tokio::task::JoinHandle;
 
 /// Questions waiting to be spoken; more are dropped (they are on screen).
 const SAY_QUEUE: usize = 4;
+
+/// A `custom` event whose JSON is the call's end-of-call summary (the
+/// `call-summary` stage writes it): the host stores it with the call. A
+/// name the host gives meaning to, not part of the runtime's contract.
+const SUMMARY: &str = "call-summary";
 
 /// Where a bidirectional call's audio goes.
 pub struct Voice {

@@ -2,6 +2,7 @@
 //! assets, embedded in the binary.
 
 use super::AppState;
+use crate::calls::greeting;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -35,11 +36,11 @@ pub async fn page(State(state): State<AppState>) -> Response {
         .replace("{{TWILIO}}", if twilio { "true" } else { "false" })
         .replace(
             "{{GREETING_FR}}",
-            &crate::twilio::twiml::escape(&greetings.chat("fr")),
+            &crate::twilio::twiml::escape(&greeting::chat(greetings, "fr")),
         )
         .replace(
             "{{GREETING_EN}}",
-            &crate::twilio::twiml::escape(&greetings.chat("en")),
+            &crate::twilio::twiml::escape(&greeting::chat(greetings, "en")),
         );
     ([(header::CACHE_CONTROL, "no-cache")], Html(html)).into_response()
 }

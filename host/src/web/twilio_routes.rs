@@ -3,6 +3,7 @@
 
 use super::signature::public_urls;
 use super::{ApiError, AppState};
+use crate::calls::greeting;
 use crate::twilio::rest::{NewCall, RestError, is_e164};
 use crate::twilio::stream_token;
 use crate::twilio::twiml::{self, StreamMode};
@@ -346,7 +347,7 @@ pub async fn voice(
     let stream_url = format!("{}/twilio/media-stream", public_ws(&state, &headers));
     let pipeline = state.pipeline();
     let language = pipeline.language.clone();
-    let greeting = pipeline.greetings.call(&language);
+    let greeting = greeting::call(&pipeline.greetings, &language);
     // This call's stream must bring it back at `start` (when streams are signed).
     let token = state
         .stream_tokens
@@ -380,7 +381,7 @@ pub async fn test_twiml(State(state): State<AppState>, headers: HeaderMap) -> Re
             .unwrap_or(StreamMode::Connect),
         &stream_url,
         &language,
-        &pipeline.greetings.call(&language),
+        &greeting::call(&pipeline.greetings, &language),
         &[
             ("session_id", "test-session"),
             ("technician_id", "test-technician"),

@@ -33,9 +33,6 @@ pub const TICK: &str = "callpipe.tick";
 /// A marker the chat path sends after a message: when it comes out of the
 /// pipeline, everything the message caused has come out before it.
 pub const FLUSH: &str = "callpipe.flush";
-/// A `custom` event whose JSON is the call's end-of-call summary (the
-/// `call-summary` stage writes it): the host stores it with the call.
-pub const SUMMARY: &str = "call-summary";
 
 /// True for the host's clock events (outputs usually skip them).
 pub fn is_tick(event: &crate::bindings::types::Event) -> bool {

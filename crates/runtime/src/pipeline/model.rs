@@ -40,9 +40,11 @@ pub struct PipelineSection {
     pub greetings: Greetings,
 }
 
-/// The assistant's first words: `call` is spoken by Twilio before the
-/// stream starts, `chat` opens the dashboard's conversation. Languages not
-/// given keep the built-in wording.
+/// The assistant's first words as the pipeline file gives them, per
+/// language (primary subtag): `call` is spoken by Twilio before the stream
+/// starts, `chat` opens the dashboard's conversation. The runtime only
+/// reads and checks the section; the host says them (and keeps the
+/// built-in wording for languages not given).
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Greetings {
@@ -50,47 +52,6 @@ pub struct Greetings {
     pub call: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub chat: std::collections::BTreeMap<String, String>,
-}
-
-impl Greetings {
-    /// The spoken greeting for `language` (its primary subtag).
-    pub fn call(&self, language: &str) -> String {
-        pick(
-            &self.call,
-            language,
-            "Bonjour, vous êtes en ligne avec le support technique. Décrivez-nous le problème.",
-            "Hello, you are connected to technical support. Please describe the problem.",
-        )
-    }
-
-    /// The chat's opening line for `language`; the original's by default.
-    pub fn chat(&self, language: &str) -> String {
-        pick(
-            &self.chat,
-            language,
-            "Bonjour ! Quel est le problème rencontré ?",
-            "Hello! What is the problem?",
-        )
-    }
-}
-
-/// The configured line for `language`'s primary subtag, else the built-in
-/// French or (for any other language) English one.
-fn pick(
-    configured: &std::collections::BTreeMap<String, String>,
-    language: &str,
-    fr: &str,
-    en: &str,
-) -> String {
-    let l = primary(language);
-    configured
-        .get(l)
-        .cloned()
-        .unwrap_or_else(|| if l == "fr" { fr } else { en }.to_string())
-}
-
-fn primary(language: &str) -> &str {
-    language.split(['-', '_']).next().unwrap_or("")
 }
 
 fn default_tick_ms() -> u64 {
