@@ -743,8 +743,13 @@ mod tests {
                 Err(LlmError::Timeout(_))
             ));
         }
-        // The cooldown passes (the breaker reads the wall clock).
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The cooldown passes (the breaker reads the wall clock): wait until
+        // the breaker says a probe may go, not for a guessed time.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !llm.breaker.allows(Instant::now()) {
+            assert!(Instant::now() < until, "the cooldown never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let (first, second) = (request(2_000), request(2_000));
         let (probe, other) = tokio::join!(llm.complete(&first), llm.complete(&second));
         assert_eq!(probe.expect("the probe").text, "Depuis quand ?");
