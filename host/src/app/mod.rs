@@ -193,10 +193,14 @@ impl App {
             tracing::warn!("ending the chat sessions took too long; storing what is queued");
         }
         // What calls produced up to the end is queued for the store: flush
-        // it before closing the pool.
+        // it before closing the pool, keeping the last steps their time.
         if !state
             .sessions
-            .flush(left().max(Duration::from_secs(1)))
+            .flush(
+                left()
+                    .saturating_sub(LAST_STEPS)
+                    .max(Duration::from_secs(1)),
+            )
             .await
         {
             tracing::error!(
@@ -205,11 +209,25 @@ impl App {
                 budget.as_secs()
             );
         }
-        cluster.leave().await;
-        store.close().await;
+        // Giving up the lease and closing the pool wait on the database:
+        // bounded too, so the whole stop stays inside the budget.
+        let last = async {
+            cluster.leave().await;
+            store.close().await;
+        };
+        if tokio::time::timeout(left().max(Duration::from_millis(500)), last)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database did not see this host leave; its lease will expire");
+        }
         Ok(())
     }
 }
+
+/// What a stop keeps after the queued writes: leaving the cluster, closing
+/// the pool, and the runtime's own exit (`cli::main`).
+const LAST_STEPS: Duration = Duration::from_secs(2);
 
 /// Files a loaded pipeline in the store: the text it was loaded from, which
 /// its version hashes (the file may have changed since).

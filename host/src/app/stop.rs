@@ -32,10 +32,14 @@ pub(super) async fn drain_calls(state: &AppState, limit: Duration) {
     }
 }
 
-/// After the drain: chat sessions end, and calls still streaming are
-/// recorded as ended by this host (interrupted), not left for another
-/// host to find once the lease expires.
+/// After the drain: calls still streaming are closed and recorded as ended
+/// by this host (interrupted), not left for another host to find once the
+/// lease expires, and chat sessions end. It returns once the closed
+/// streams' pipelines have ended, so nothing more is queued for the store
+/// behind the stop's last flush.
 pub(super) async fn end_what_is_left(state: &AppState) {
+    use std::sync::atomic::Ordering::Acquire;
+    state.cut.send_replace(true);
     let cut: Vec<String> = state
         .sessions
         .map_all(|s| (s.streaming && !s.is_over()).then(|| s.session_id.clone()));
@@ -44,6 +48,9 @@ pub(super) async fn end_what_is_left(state: &AppState) {
         state.sessions.set_status(id, "interrupted");
     }
     state.chats.end_all(&state.sessions).await;
+    while state.active_streams.load(Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What a stop keeps after the drain for ending chats and storing what is

@@ -40,6 +40,10 @@ pub struct StreamEnv {
     /// its call (the TwiML's `stream_token` parameter).
     pub tokens: Option<Arc<StreamTokens>>,
     pub timeouts: StreamTimeouts,
+    /// Turns true when the host stops and its drain is over: a stream
+    /// still open closes, so its pipeline stops queueing writes behind the
+    /// stop's last flush.
+    pub cut: tokio::sync::watch::Receiver<bool>,
 }
 
 /// When the server gives up on a socket.
@@ -71,15 +75,20 @@ pub enum Ended {
     Refused(String),
     /// We closed the stream because its pipeline could not start.
     StartFailed(String),
+    /// We closed the stream because this host is stopping and the drain
+    /// is over: its pipeline ends, and the call is recorded interrupted.
+    Cut,
 }
 
 impl Ended {
     /// The close frame the peer gets, when we are the one closing: 1008
-    /// (policy) for what it sent, 1011 (server error) for our failure.
+    /// (policy) for what it sent, 1011 (server error) for our failure,
+    /// 1001 (going away) when the host stops.
     pub fn close_frame(&self) -> Option<(u16, &str)> {
         match self {
             Ended::Refused(why) => Some((1008, why)),
             Ended::StartFailed(why) => Some((1011, why)),
+            Ended::Cut => Some((1001, "the host is stopping")),
             Ended::Stop | Ended::Disconnect => None,
         }
     }
@@ -176,12 +185,26 @@ where
     tokio::pin!(deadline);
     // The inbound track's frames against the stream's own clock.
     let mut clock = super::lateness::StreamClock::default();
+    let mut cut = env.cut.clone();
+    let mut cut_open = true;
     loop {
         let msg = tokio::select! {
             msg = incoming.next() => match msg {
                 Some(msg) => msg,
                 None => break,
             },
+            changed = cut.changed(), if cut_open => {
+                match changed {
+                    Ok(()) if *cut.borrow() => {
+                        summary.ended = Ended::Cut;
+                        break;
+                    }
+                    Ok(()) => {}
+                    // No sender: nothing will cut the stream.
+                    Err(_) => cut_open = false,
+                }
+                continue;
+            }
             () = &mut deadline => {
                 let started = live.is_some();
                 let why = if started {
@@ -407,6 +430,7 @@ async fn finish(env: &StreamEnv, mut l: Live, summary: &Summary, rejected_total:
         Ended::Stop => "completed",
         Ended::Disconnect => "disconnected",
         Ended::Refused(_) | Ended::StartFailed(_) => "failed",
+        Ended::Cut => "interrupted",
     };
     let stats = l.call.finish().await;
     let _ = l.output.await;

@@ -89,6 +89,9 @@ pub fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args, &cli.data_dir).await,
         }
     });
+    // Blocking work still running (a transcription of a call cut at the
+    // end of a stop) is not waited for: a stop keeps to its budget.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(e) => {

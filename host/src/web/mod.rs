@@ -112,6 +112,8 @@ pub struct AppInner {
     pub identity: Option<crate::cluster::Identity>,
     /// Set when the host stops: not ready, no new calls, event streams end.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Set once the stop's drain is over: the streams still open close.
+    pub cut: tokio::sync::watch::Sender<bool>,
     /// Whether this host holds its lease (`serve` has one): without it, it
     /// takes no new call.
     pub lease: Option<Arc<crate::cluster::LeaseHealth>>,
@@ -178,6 +180,7 @@ impl AppState {
             reloader: parts.reloader,
             identity: parts.identity,
             draining: tokio::sync::watch::channel(false).0,
+            cut: tokio::sync::watch::channel(false).0,
             lease: parts.lease,
             cluster_key: parts.cluster_key,
         }))

@@ -157,6 +157,7 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
         live: state.live_calls.clone(),
         tokens: state.stream_tokens.clone(),
         timeouts: state.twilio_settings.stream_timeouts,
+        cut: state.cut.subscribe(),
     };
     let summary = media_stream::run(env, Box::pin(incoming), out_tx).await;
     if let Ok(mut sink) = writer.await {
@@ -183,7 +184,9 @@ async fn serve(socket: WebSocket, state: AppState, _slot: Slot) {
     }
     if matches!(
         summary.ended,
-        media_stream::Ended::Refused(_) | media_stream::Ended::StartFailed(_)
+        media_stream::Ended::Refused(_)
+            | media_stream::Ended::StartFailed(_)
+            | media_stream::Ended::Cut
     ) {
         crate::metrics::WEBSOCKET.add("closed-by-server", 1);
     }

@@ -19,5 +19,6 @@ mod rolling;
 mod serve;
 mod skew;
 mod speech;
+mod stop;
 mod support;
 mod transcribe;

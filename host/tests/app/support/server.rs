@@ -41,6 +41,15 @@ impl Server {
         Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), false)
     }
 
+    /// Like `start_pipeline`, with the server's log kept for `log()`.
+    pub fn start_pipeline_logged(env: &[(&str, &str)], pipeline: &Path) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), true)
+    }
+
     /// Like `start`, with the server's log kept for `log()`.
     pub fn start_logged(env: &[(&str, &str)]) -> Server {
         let env = env
@@ -82,6 +91,21 @@ impl Server {
     /// Waits for the server to exit; whether it exited cleanly.
     pub fn wait(mut self) -> bool {
         self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// Waits up to `limit` for the server to exit: whether it exited
+    /// cleanly, or `None` when it was still running (killed when dropped).
+    pub fn wait_within(&mut self, limit: std::time::Duration) -> Option<bool> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status.success()),
+                Ok(None) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// The server's resident memory now, in KiB (Linux).
