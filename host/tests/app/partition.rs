@@ -191,7 +191,7 @@ async fn a_host_killed_before_its_first_writes_land_leaves_its_call_named() {
             &[
                 ("CALLPIPE_DATABASE_URL", url),
                 ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_LEASE_MS", "1500"),
+                ("CALLPIPE_LEASE_MS", "3000"),
                 ("CALLPIPE_CLUSTER_SECRET", SECRET),
             ],
             &pipeline,
@@ -200,12 +200,27 @@ async fn a_host_killed_before_its_first_writes_land_leaves_its_call_named() {
     let (a, b) = (host("a", &via_proxy), host("b", &direct));
     // Slow enough that A's queued writes are still on their way when it
     // dies, short of the 2 s a claim may take.
-    proxy.delay(Duration::from_millis(150));
+    proxy.delay(Duration::from_millis(300));
     let streaming = tokio::spawn(simulator::run(call(&a.ws(), "early-kill", 1, 30.0)));
     a.session_when("early-kill", "in-progress", 20).await;
     drop(a);
     streaming.abort();
-    let s = b.session_when("early-kill", "interrupted", 20).await;
+    // What the store holds is the claim's alone: the queued write that
+    // records the call's pipeline never landed.
+    let (host_id, version): (Option<String>, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT host_id, pipeline_version FROM {}.calls WHERE session_id = 'early-kill'",
+            db.name
+        )))
+        .fetch_one(&db.admin)
+        .await
+        .expect("the call's row");
+    assert_eq!(
+        (host_id.as_deref(), version),
+        (Some("a"), None),
+        "the owner came from the claim, before any queued write"
+    );
+    let s = b.session_when("early-kill", "interrupted", 30).await;
     assert_eq!(s["host_id"], "a", "{s}");
     assert!(s["ended_at"].is_number(), "{s}");
     drop((b, proxy));
