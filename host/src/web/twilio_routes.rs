@@ -347,7 +347,7 @@ pub async fn voice(
     let stream_url = format!("{}/twilio/media-stream", public_ws(&state, &headers));
     let pipeline = state.pipeline();
     let language = pipeline.language.clone();
-    let greeting = greeting::call(&pipeline.greetings, &language);
+    let words = greeting::call(&pipeline.greetings, &language);
     // This call's stream must bring it back at `start` (when streams are signed).
     let token = state
         .stream_tokens
@@ -358,7 +358,7 @@ pub async fn voice(
         mode,
         &stream_url,
         &language,
-        &greeting,
+        &words,
         &[
             ("session_id", &session_id),
             ("technician_id", &technician_id),

@@ -743,8 +743,8 @@ mod tests {
                 Err(LlmError::Timeout(_))
             ));
         }
-        // The cooldown passes (the breaker reads the wall clock): wait until
-        // the breaker says a probe may go, not for a guessed time.
+        // The cooldown passes (the breaker reads std's clock, not tokio's,
+        // so no paused time): wait until it lets a probe go.
         let until = Instant::now() + Duration::from_secs(10);
         while !llm.breaker.allows(Instant::now()) {
             assert!(Instant::now() < until, "the cooldown never ended");
