@@ -55,15 +55,7 @@ async fn a_host_cut_from_the_database_keeps_its_calls() {
     let direct = db.url();
     let pipeline = support::audio_pipeline();
     let host = |id: &str, url: &str| {
-        Server::start_pipeline(
-            &[
-                ("CALLPIPE_DATABASE_URL", url),
-                ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_LEASE_MS", "3000"),
-                ("CALLPIPE_CLUSTER_SECRET", SECRET),
-            ],
-            &pipeline,
-        )
+        support::cluster_host(url, id, &pipeline, &[("CALLPIPE_LEASE_MS", "3000")])
     };
     let (a, b) = (host("a", &via_proxy), host("b", &direct));
 
@@ -187,15 +179,7 @@ async fn a_host_killed_before_its_first_writes_land_leaves_its_call_named() {
     let direct = db.url();
     let pipeline = support::audio_pipeline();
     let host = |id: &str, url: &str| {
-        Server::start_pipeline(
-            &[
-                ("CALLPIPE_DATABASE_URL", url),
-                ("CALLPIPE_HOST_ID", id),
-                ("CALLPIPE_LEASE_MS", "3000"),
-                ("CALLPIPE_CLUSTER_SECRET", SECRET),
-            ],
-            &pipeline,
-        )
+        support::cluster_host(url, id, &pipeline, &[("CALLPIPE_LEASE_MS", "3000")])
     };
     let (a, b) = (host("a", &via_proxy), host("b", &direct));
     // Slow enough that A's queued writes are still on their way when it

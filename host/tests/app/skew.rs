@@ -9,7 +9,6 @@
 use crate::cluster::follow;
 use crate::faults::call;
 use crate::partition::history;
-use crate::support::server::Server;
 use crate::support::{self, fixture_present};
 use callpipe_host::simulator;
 use callpipe_testkit::postgres::Schema;
@@ -17,7 +16,6 @@ use serde_json::Value;
 use std::sync::atomic::Ordering::Relaxed;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-use crate::support::CLUSTER_SECRET as SECRET;
 
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -46,14 +44,11 @@ async fn hosts_whose_clocks_are_50_s_apart_take_nobody_for_gone() {
     let pipeline = support::audio_pipeline();
     let host = |id: &str, clock: &[(&'static str, &'static str)]| {
         let mut env = vec![
-            ("CALLPIPE_DATABASE_URL", url.as_str()),
-            ("CALLPIPE_HOST_ID", id),
             ("CALLPIPE_LEASE_MS", "2000"),
             ("CALLPIPE_UNSTARTED_S", "20"),
-            ("CALLPIPE_CLUSTER_SECRET", SECRET),
         ];
         env.extend_from_slice(clock);
-        Server::start_pipeline(&env, &pipeline)
+        support::cluster_host(&url, id, &pipeline, &env)
     };
     let skewed = |by: &'static str| {
         [

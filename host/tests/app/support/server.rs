@@ -34,33 +34,30 @@ impl Server {
     }
 
     pub fn start_pipeline(env: &[(&str, &str)], pipeline: &Path) -> Server {
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), false)
+        Self::spawn_new(env, pipeline, false)
     }
 
     /// Like `start_pipeline`, with the server's log kept for `log()`.
     pub fn start_pipeline_logged(env: &[(&str, &str)], pipeline: &Path) -> Server {
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(env, pipeline, tempfile::tempdir().expect("data dir"), true)
+        Self::spawn_new(env, pipeline, true)
     }
 
     /// Like `start`, with the server's log kept for `log()`.
     pub fn start_logged(env: &[(&str, &str)]) -> Server {
+        Self::spawn_new(env, &super::audio_pipeline(), true)
+    }
+
+    /// A server on a fresh data dir.
+    fn spawn_new(env: &[(&str, &str)], pipeline: &Path, logged: bool) -> Server {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Self::spawn(
             env,
-            &super::audio_pipeline(),
+            pipeline,
             tempfile::tempdir().expect("data dir"),
-            true,
+            logged,
         )
     }
 
