@@ -9,8 +9,13 @@
 //!   q8_0, q5_1) with 1 and 2 states at once, on the 40 prompts of
 //!   `bench/prompts-fr.txt` as recorded and cut or padded to 3.0 s.
 //!
-//! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k|whisper]`
-//! (needs `callpipe models --quantize q8_0,q5_1`; `whisper` is only run when named).
+//! - `whisper-language`: what detecting the language costs, on the same 40
+//!   prompts one after another as in one call: transcribed in French as
+//!   told, detected at every utterance, and detected as a call does it
+//!   (`call_language`: until sure, then checks only).
+//!
+//! Run: `cargo bench -p callpipe-host --bench capabilities [speech|knowledge|knowledge-100k|whisper|whisper-language]`
+//! (needs `callpipe models --quantize q8_0,q5_1`; the `whisper` ones run only when named).
 
 mod common;
 
@@ -288,6 +293,95 @@ fn main() {
     // Minutes of Whisper: only when asked for by name.
     if filter.iter().any(|f| f == "whisper") {
         whisper(&rt);
+    }
+    if filter.iter().any(|f| f == "whisper-language") {
+        whisper_language(&rt);
+    }
+}
+
+/// CPU per utterance with the language given, detected every time, and
+/// detected as a call does (see `call_language`); one state, one thread,
+/// the default model, the 40 prompts in turn.
+fn whisper_language(rt: &tokio::runtime::Runtime) {
+    use callpipe_host::capabilities::call_language::CallLanguage;
+    use callpipe_host::capabilities::transcriber::TranscriberConfig;
+    let model =
+        callpipe_host::models::dir(&data_dir()).join(callpipe_host::models::whisper::MODEL_FILE);
+    let clips = whisper_corpora().remove(0).1;
+    let build = |language: &str| {
+        let config: TranscriberConfig = toml::from_str(&format!(
+            "backend = \"whisper-cpp\"\nmodel = \"{}\"\nthreads = 1\nlanguage = \"{language}\"\n\
+             max_concurrent = 1\nmax_queued = 1000\ntimeout_ms = 3600000\n",
+            model.display()
+        ))
+        .expect("config");
+        config
+            .build(&data_dir(), Path::new("."))
+            .expect("model loads")
+            .backend
+    };
+    println!(
+        "{:<28} {:>6} {:>12} {:>10} {:>14}",
+        "language", "WER", "CPU s / utt.", "vs given", "detected fr"
+    );
+    let mut given_cpu = 0.0;
+    for mode in [
+        "given (fr)",
+        "detected every utterance",
+        "detected as a call does",
+    ] {
+        let backend = build(if mode.starts_with("given") {
+            "fr"
+        } else {
+            "auto"
+        });
+        // Warm the state (and its window) first.
+        rt.block_on(backend.transcribe(clips[0].audio.clone(), None, None))
+            .expect("transcribes");
+        let mut call = CallLanguage::default();
+        let (mut errors, mut words, mut french, mut detections) = (0, 0, 0, 0);
+        let cpu0 = cpu_time();
+        for clip in &clips {
+            let language = match mode {
+                "detected as a call does" => call.next().map(str::to_owned),
+                _ => None,
+            };
+            let detecting = mode != "given (fr)" && language.is_none();
+            let got = rt
+                .block_on(backend.transcribe(clip.audio.clone(), language, None))
+                .expect("transcribes");
+            if detecting {
+                detections += 1;
+                french += usize::from(got.language == "fr");
+                call.observe(
+                    Some((&got.language, got.language_probability)),
+                    got.text.split_whitespace().count(),
+                    got.confidence,
+                );
+            } else {
+                call.observe(None, got.text.split_whitespace().count(), got.confidence);
+            }
+            let (e, w) = callpipe_testkit::speech::word_errors(
+                clip.reference.as_deref().unwrap_or_default(),
+                &got.text,
+            );
+            errors += e;
+            words += w;
+        }
+        let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64() / clips.len() as f64;
+        if mode.starts_with("given") {
+            given_cpu = cpu;
+        }
+        println!(
+            "{mode:<28} {:>6.3} {cpu:>12.3} {:>+9.0}% {:>14}",
+            errors as f64 / words.max(1) as f64,
+            (cpu / given_cpu - 1.0) * 100.0,
+            if detections > 0 {
+                format!("{french} / {detections}")
+            } else {
+                "-".into()
+            },
+        );
     }
 }
 

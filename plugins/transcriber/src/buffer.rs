@@ -16,7 +16,8 @@ pub struct Config {
     pub join_gap_ms: u64,
     /// Roles to transcribe: "technician", "agent", "unknown".
     pub roles: Vec<String>,
-    /// BCP 47 tag, "auto" to let the backend detect it; default: the call's.
+    /// BCP 47 tag to transcribe in, or "auto" to detect it; default: the
+    /// transcriber capability's own `language` (which may be "auto").
     pub language: Option<String>,
     /// Send the speaker's previous words as the model's prompt (context).
     pub prompt_chars: usize,
@@ -88,12 +89,12 @@ fn bare(text: &str) -> String {
 }
 
 impl Stage {
-    pub fn from_json(json: &str, call_language: &str) -> Result<Self, StageError> {
-        Self::with_config(callpipe_sdk::config("transcriber", json)?, call_language)
+    pub fn from_json(json: &str) -> Result<Self, StageError> {
+        Self::with_config(callpipe_sdk::config("transcriber", json)?)
     }
 
     /// The stage from its parsed `[stages.config]`.
-    pub fn with_config(config: Config, call_language: &str) -> Result<Self, StageError> {
+    pub fn with_config(config: Config) -> Result<Self, StageError> {
         // NaN fails these checks too (JSON cannot carry it, but be sure).
         if !config.max_buffer_s.is_finite() || config.max_buffer_s <= 0.0 {
             return Err(StageError::InvalidConfig(
@@ -116,11 +117,11 @@ impl Stage {
                 ))
             })?);
         }
+        // Not the call's language: the capability's `language` says what
+        // speech is in, and when it detects, the host keeps the call's.
         let language = match config.language.as_deref() {
-            Some("auto") => None,
+            Some("auto") | None => None,
             Some(l) => Some(l.to_string()),
-            None if call_language.is_empty() => None,
-            None => Some(call_language.to_string()),
         };
         Ok(Stage {
             config,
@@ -413,7 +414,7 @@ mod tests {
     }
 
     fn stage(json: &str) -> Stage {
-        Stage::from_json(json, &call().language).unwrap()
+        Stage::from_json(json).unwrap()
     }
 
     #[test]
@@ -421,8 +422,11 @@ mod tests {
         let mut s = stage("{}");
         let (texts, reqs) = run(&mut s, vec![utt(1, Track::Inbound, 0, 2_000, false)]);
         assert_eq!(texts, ["u1"]);
-        assert_eq!(reqs[0].language.as_deref(), Some("fr"));
+        assert_eq!(reqs[0].language, None, "the capability's setting");
         assert_eq!(reqs[0].prompt, None);
+        let mut s = stage(r#"{"language": "en"}"#);
+        let (_, reqs) = run(&mut s, vec![utt(1, Track::Inbound, 0, 2_000, false)]);
+        assert_eq!(reqs[0].language.as_deref(), Some("en"), "the stage's own");
     }
 
     #[test]
@@ -559,7 +563,7 @@ mod tests {
             r#"{"min_buffer_s": 20}"#,
             r#"{"max_buffer": 3}"#,
         ] {
-            assert!(Stage::from_json(bad, "fr").is_err(), "{bad}");
+            assert!(Stage::from_json(bad).is_err(), "{bad}");
         }
     }
 }

@@ -27,8 +27,8 @@ impl callpipe_sdk::Stage for Transcriber {
     ];
     type Config = Config;
 
-    fn new(config: Config, call: &CallInfo) -> Result<Self, StageError> {
-        Transcriber::with_config(config, &call.language)
+    fn new(config: Config, _call: &CallInfo) -> Result<Self, StageError> {
+        Transcriber::with_config(config)
     }
 
     fn handle(&mut self, event: Event) -> Result<Vec<Event>, StageError> {

@@ -2,6 +2,7 @@
 //! listed in `factor::Factors::builtin`. A stage reaches one only if its
 //! pipeline grants it (see `pipeline::grants`).
 
+pub mod call_language;
 pub mod factor;
 pub mod knowledge;
 pub mod llm;
@@ -74,6 +75,8 @@ pub struct CapabilityContext {
     pub context: StageContext,
     /// How much more this stage instance may log (the `log` capability).
     pub log_budget: log_budget::LogBudget,
+    /// The call's language, when the transcriber detects it.
+    pub language: call_language::CallLanguage,
 }
 
 // The `types` interface has no functions; its host trait is empty.

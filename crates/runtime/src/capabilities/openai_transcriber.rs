@@ -225,9 +225,11 @@ impl OpenAiTranscriber {
                     text: r.text.trim().to_string(),
                     language: language
                         .map(str::to_owned)
-                        .or(r.language)
+                        .or(r.language.as_deref().map(language_tag))
                         .unwrap_or_default(),
                     confidence: confidence.clamp(0.0, 1.0),
+                    // The API names the language it detected, not how sure it is.
+                    language_probability: None,
                 })
             }
             Err(e) => Attempt::Retry(format!("unreadable answer: {e}")),
@@ -235,7 +237,25 @@ impl OpenAiTranscriber {
     }
 }
 
+/// OpenAI's `verbose_json` names the language ("french"); stages expect a
+/// tag ("fr"). Whisper's own table knows both; an unknown name stays as is.
+fn language_tag(name: &str) -> String {
+    let lower = name.trim().to_lowercase();
+    if lower.is_empty() || lower.contains('\0') {
+        // whisper-rs panics on a NUL; an endpoint's answer is not trusted.
+        return lower;
+    }
+    match whisper_rs::get_lang_id(&lower).and_then(whisper_rs::get_lang_str) {
+        Some(tag) => tag.to_string(),
+        None => lower,
+    }
+}
+
 impl Transcriber for OpenAiTranscriber {
+    fn detects_language(&self) -> bool {
+        self.config.language.is_none()
+    }
+
     fn summary(&self) -> String {
         let urls: Vec<&str> = self.members.iter().map(|m| m.base_url.as_str()).collect();
         format!(
@@ -410,6 +430,15 @@ mod tests {
             breaker_failures: 2,
             breaker_cooldown: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_language_name_becomes_its_tag() {
+        assert_eq!(language_tag("French"), "fr");
+        assert_eq!(language_tag(" english "), "en");
+        assert_eq!(language_tag("es"), "es");
+        assert_eq!(language_tag("klingon"), "klingon", "unknown names stay");
+        assert_eq!(language_tag("fr\0ench"), "fr\0ench", "no panic on a NUL");
     }
 
     #[tokio::test]

@@ -11,6 +11,10 @@ pub struct Transcription {
     pub language: String,
     /// 0..1: mean token probability.
     pub confidence: f32,
+    /// How sure the backend is of `language` when it detected it (asked
+    /// for no language); `None` when the language was given, or when the
+    /// backend names a language without a probability.
+    pub language_probability: Option<f32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,5 +46,10 @@ pub trait Transcriber: Send + Sync {
     /// engines): never more than its concurrency limit.
     fn running(&self) -> Option<usize> {
         None
+    }
+    /// Whether a request without a language is detected (the backend is
+    /// set to `auto`), rather than transcribed in a configured language.
+    fn detects_language(&self) -> bool {
+        false
     }
 }

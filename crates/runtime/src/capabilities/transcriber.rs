@@ -247,12 +247,30 @@ impl Host for CapabilityContext {
                 request.rate
             ))));
         }
+        let mut request = request;
+        if request.language.as_deref() == Some("auto") {
+            request.language = None;
+        }
+        if let Some(l) = &request.language
+            && !is_language_tag(l)
+        {
+            return Ok(Err(CapabilityError::InvalidRequest(
+                "language must be a tag such as fr or pt-BR".into(),
+            )));
+        }
         let started = std::time::Instant::now();
         let audio = to_16k(&request.samples, request.rate);
+        // A stage that names no language leaves it to the backend; one set
+        // to detect transcribes in the call's language once it has one.
+        let call_language = (request.language.is_none() && t.backend.detects_language())
+            .then(|| self.language.next().map(str::to_owned));
+        let language = match &call_language {
+            Some(known) => known.clone(),
+            None => request.language,
+        };
         let call = tokio::time::timeout(
             std::time::Duration::from_millis(t.timeout_ms),
-            t.backend
-                .transcribe(audio, request.language, request.prompt),
+            t.backend.transcribe(audio, language, request.prompt),
         );
         let result = match call.await {
             Err(_) => Err(CapabilityError::Timeout(format!(
@@ -261,15 +279,36 @@ impl Host for CapabilityContext {
             ))),
             Ok(Err(TranscriberError::Unavailable(m))) => Err(CapabilityError::Unavailable(m)),
             Ok(Err(e)) => Err(CapabilityError::Other(e.to_string())),
-            Ok(Ok(r)) => Ok(WitTranscription {
-                text: r.text,
-                language: r.language,
-                confidence: r.confidence,
-            }),
+            Ok(Ok(r)) => {
+                let language = match call_language {
+                    None => r.language,
+                    Some(known) => {
+                        let detected = known
+                            .is_none()
+                            .then_some((r.language.as_str(), r.language_probability));
+                        let words = r.text.split_whitespace().count();
+                        self.language.observe(detected, words, r.confidence)
+                    }
+                };
+                Ok(WitTranscription {
+                    text: r.text,
+                    language,
+                    confidence: r.confidence,
+                })
+            }
         };
         super::observe(&METRICS, started, &result);
         Ok(result)
     }
+}
+
+/// A BCP 47 tag as stages send it (`fr`, `pt-BR`): letters, digits and
+/// hyphens, short. Anything else never reaches the backend.
+fn is_language_tag(tag: &str) -> bool {
+    (2..=16).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `[capabilities.transcriber]` as typed settings.

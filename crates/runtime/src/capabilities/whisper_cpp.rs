@@ -34,7 +34,7 @@ pub struct WhisperCpp {
     config: WhisperCppConfig,
     permits: Arc<Semaphore>,
     /// Decoder states reused between requests (one per permit at most).
-    states: Arc<Mutex<Vec<WhisperState>>>,
+    states: Arc<Mutex<Vec<Pooled>>>,
     /// Jobs inside whisper.cpp now.
     running: Arc<std::sync::atomic::AtomicUsize>,
     /// Callers waiting for a turn.
@@ -129,17 +129,62 @@ pub fn audio_ctx_for(samples: usize) -> i32 {
     (frames + AUDIO_CTX_MARGIN).min(FULL_AUDIO_CTX)
 }
 
-fn run(
+/// A decoder state, and its own state for language detection, made when
+/// first needed.
+struct Pooled {
+    state: WhisperState,
+    detector: Option<WhisperState>,
+}
+
+/// The window language detection listens to: the first 5 s (250 encoder
+/// frames). Detection encodes with the window its state last decoded with;
+/// a state of its own, set once, keeps it fixed, so what is detected never
+/// depends on the length of another call's utterance.
+const DETECT_CTX: i32 = 250;
+
+/// What the transcription is in, and how sure detection was of it.
+fn language_of<'l>(
     ctx: &WhisperContext,
-    state: &mut WhisperState,
+    pooled: &mut Pooled,
     config: &WhisperCppConfig,
     audio: &[f32],
-    language: Option<&str>,
-    prompt: Option<&str>,
-) -> Result<Transcription, TranscriberError> {
+    language: Option<&'l str>,
+) -> Result<(&'l str, Option<f32>), TranscriberError> {
+    if let Some(l) = language {
+        return Ok((l, None));
+    }
+    let threads = config.threads.max(1) as usize;
+    let failed = |e: whisper_rs::WhisperError| {
+        TranscriberError::Failed(format!("whisper.cpp language detection: {e}"))
+    };
+    let detector = match &mut pooled.detector {
+        Some(d) => d,
+        None => {
+            let mut d = ctx.create_state().map_err(failed)?;
+            // One silent second through `full` sets the window for good.
+            let mut params = quiet_params(config, 16_100);
+            params.set_audio_ctx(DETECT_CTX);
+            params.set_language(Some("en"));
+            d.full(params, &vec![0.0; 16_100]).map_err(failed)?;
+            pooled.detector.insert(d)
+        }
+    };
+    detector.pcm_to_mel(audio, threads).map_err(failed)?;
+    let (id, probabilities) = detector.lang_detect(0, threads).map_err(failed)?;
+    let tag = whisper_rs::get_lang_str(id).ok_or_else(|| {
+        TranscriberError::Failed(format!(
+            "whisper.cpp detected language id {id}, not in its table"
+        ))
+    })?;
+    let p = usize::try_from(id)
+        .ok()
+        .and_then(|i| probabilities.get(i).copied());
+    Ok((tag, p))
+}
+
+fn quiet_params<'a>(config: &WhisperCppConfig, samples: usize) -> FullParams<'a, 'a> {
     let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
     params.set_n_threads(config.threads.max(1));
-    params.set_language(language);
     params.set_print_special(false);
     params.set_print_progress(false);
     params.set_print_realtime(false);
@@ -147,10 +192,18 @@ fn run(
     params.set_no_context(true);
     params.set_single_segment(true);
     params.set_suppress_blank(true);
-    params.set_audio_ctx(audio_ctx_for(audio.len()));
-    if let Some(p) = prompt.filter(|p| !p.is_empty()) {
-        params.set_initial_prompt(p);
-    }
+    params.set_audio_ctx(audio_ctx_for(samples));
+    params
+}
+
+fn run(
+    ctx: &WhisperContext,
+    pooled: &mut Pooled,
+    config: &WhisperCppConfig,
+    audio: &[f32],
+    language: Option<&str>,
+    prompt: Option<&str>,
+) -> Result<Transcription, TranscriberError> {
     // whisper.cpp needs at least a second of audio; pad short clips with silence.
     let padded;
     let audio = if audio.len() < 16_000 {
@@ -159,6 +212,15 @@ fn run(
     } else {
         audio
     };
+    // Detected here rather than inside `full`, which would detect too but
+    // keep the probability to itself (and encode with a stale window).
+    let (language, language_probability) = language_of(ctx, pooled, config, audio, language)?;
+    let mut params = quiet_params(config, audio.len());
+    params.set_language(Some(language));
+    if let Some(p) = prompt.filter(|p| !p.is_empty() && !p.contains('\0')) {
+        params.set_initial_prompt(p);
+    }
+    let state = &mut pooled.state;
     state
         .full(params, audio)
         .map_err(|e| TranscriberError::Failed(format!("whisper.cpp: {e}")))?;
@@ -180,19 +242,23 @@ fn run(
             }
         }
     }
-    let detected = whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("");
     Ok(Transcription {
         text: text.trim().to_string(),
-        language: language.unwrap_or(detected).to_string(),
+        language: language.to_string(),
         confidence: if prob_n == 0 {
             0.0
         } else {
             prob_sum / prob_n as f32
         },
+        language_probability,
     })
 }
 
 impl Transcriber for WhisperCpp {
+    fn detects_language(&self) -> bool {
+        self.config.language.is_none()
+    }
+
     fn running(&self) -> Option<usize> {
         Some(self.running.load(std::sync::atomic::Ordering::SeqCst))
     }
@@ -238,7 +304,10 @@ impl Transcriber for WhisperCpp {
             let states = self.states.clone();
             let config = self.config.clone();
             let running = self.running.clone();
-            let language = language.or_else(|| config.language.clone());
+            // `auto` is whisper.cpp's word for detecting; detect here instead.
+            let language = language
+                .filter(|l| l != "auto")
+                .or_else(|| config.language.clone());
             tokio::task::spawn_blocking(move || {
                 // The slot goes with the job, not with the caller: a caller
                 // that gave up (a timeout) does not free it while whisper
@@ -248,9 +317,12 @@ impl Transcriber for WhisperCpp {
                 let pooled = states.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let mut state = match pooled {
                     Some(s) => s,
-                    None => ctx
-                        .create_state()
-                        .map_err(|e| TranscriberError::Failed(format!("whisper.cpp state: {e}")))?,
+                    None => Pooled {
+                        state: ctx.create_state().map_err(|e| {
+                            TranscriberError::Failed(format!("whisper.cpp state: {e}"))
+                        })?,
+                        detector: None,
+                    },
                 };
                 let result = run(
                     &ctx,

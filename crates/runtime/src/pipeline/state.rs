@@ -51,6 +51,7 @@ impl StageState {
                 set: capabilities,
                 context: capability_context,
                 log_budget: Default::default(),
+                language: Default::default(),
             },
         }
     }
