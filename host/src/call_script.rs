@@ -32,6 +32,10 @@ pub struct Script {
     /// The voice: `[capabilities.speech]`'s settings; espeak-ng if absent.
     #[serde(default)]
     pub speech: Option<SpeechConfig>,
+    /// The article this call should bring up; `simulate` says whether it
+    /// was shown.
+    #[serde(default)]
+    pub expected: Option<String>,
     #[serde(rename = "turn")]
     pub turns: Vec<Turn>,
 }

@@ -163,6 +163,9 @@ pub struct Report {
     pub retrieval: Retrieval,
     /// Retrieval per kind (fr, en, cross, ...) and for speech-recognition spellings.
     pub by_kind: BTreeMap<String, Retrieval>,
+    /// Retrieval per language of the phrasing (reported when the items
+    /// hold more than French and English).
+    pub by_language: BTreeMap<String, Retrieval>,
     pub decisions: Decisions,
     pub calls: Option<Calls>,
     /// Per item, for looking into failures (`--items`).
@@ -189,6 +192,7 @@ pub struct ItemResult {
 #[derive(Debug, Clone)]
 struct Scored {
     kind: String,
+    language: String,
     speech_errors: bool,
     decision: Decision,
     expected: Vec<String>,
@@ -467,6 +471,7 @@ pub async fn run(
             }
             scored.push(Scored {
                 kind,
+                language: language.clone(),
                 speech_errors: item.speech_errors,
                 decision: item.decision(),
                 expected: item.expected.clone(),
@@ -534,6 +539,17 @@ pub async fn run(
             report.by_kind.insert(k, r);
         }
     }
+    let mut languages: Vec<String> = scored.iter().map(|s| s.language.clone()).collect();
+    languages.sort();
+    languages.dedup();
+    if languages.len() > 2 {
+        for l in languages {
+            let r = retrieval(scored.iter().filter(|s| s.language == l));
+            if r.n > 0 {
+                report.by_language.insert(l, r);
+            }
+        }
+    }
     let asr = retrieval(scored.iter().filter(|s| s.speech_errors));
     if asr.n > 0 {
         report.by_kind.insert("speech-errors".into(), asr);
@@ -568,6 +584,9 @@ impl Report {
             line(out, "answerable", r)?;
             for (k, r) in &self.by_kind {
                 line(out, k, r)?;
+            }
+            for (l, r) in &self.by_language {
+                line(out, &format!("language {l}"), r)?;
             }
             let d = &self.decisions;
             writeln!(out)?;
@@ -611,6 +630,7 @@ mod tests {
     fn s(decision: Decision, expected: &[&str], rank: Option<usize>, shown: Shown) -> Scored {
         Scored {
             kind: "fr".into(),
+            language: "fr".into(),
             speech_errors: false,
             decision,
             expected: expected.iter().map(|e| e.to_string()).collect(),

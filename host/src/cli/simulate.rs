@@ -64,6 +64,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mut expected = None;
     let (tracks, script) = match (&args.audio, &args.script) {
         (_, Some(path)) => {
             let script = crate::call_script::Script::read(path)?;
@@ -71,6 +72,7 @@ pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<E
             if script.has_outbound() {
                 args.tracks = Tracks::Both;
             }
+            expected = script.expected.clone();
             (script.render().await?, true)
         }
         (Some(audio), None) => {
@@ -127,6 +129,7 @@ pub async fn run(mut args: Args, data_dir: &std::path::Path) -> anyhow::Result<E
             &session,
             api_token(args.api_token.as_deref(), data_dir).as_deref(),
             Duration::from_secs(args.wait_s),
+            expected.as_deref(),
         )
         .await?;
         print!("{outcome}");
@@ -160,12 +163,14 @@ fn http_base(ws_url: &str) -> anyhow::Result<String> {
 }
 
 /// Waits for the server to finish the call, then renders what the session
-/// holds: transcripts, questions and suggestions, in order.
+/// holds: transcripts, questions and suggestions, in order (each with its
+/// language), and whether the article the script expects was shown.
 async fn session_outcome(
     ws_url: &str,
     session: &str,
     token: Option<&str>,
     wait: Duration,
+    expected: Option<&str>,
 ) -> anyhow::Result<String> {
     use std::fmt::Write;
     let url = format!("{}/api/sessions/{session}", http_base(ws_url)?);
@@ -210,21 +215,26 @@ async fn session_outcome(
     for t in doc["transcript"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "  [{:>6.1} s] {:<10} {}",
+            "  [{:>6.1} s] {:<10} [{}] {}",
             t["end_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             t["speaker_role"].as_str().unwrap_or("?"),
+            t["language"]
+                .as_str()
+                .filter(|l| !l.is_empty())
+                .unwrap_or("?"),
             t["text"].as_str().unwrap_or("")
         );
     }
     for s in doc["suggestions"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "  {} {} ({:.2}): {}",
+            "  {} [{}] {} ({:.2}): {}",
             if s["type"] == "knowledge_base" {
                 "SOLUTION"
             } else {
                 "QUESTION"
             },
+            s["language"].as_str().unwrap_or("?"),
             s["sources"].as_array().map_or(String::new(), |a| a
                 .iter()
                 .filter_map(|x| x.as_str())
@@ -238,6 +248,23 @@ async fn session_outcome(
             }
             .as_str()
             .unwrap_or("")
+        );
+    }
+    if let Some(article) = expected {
+        let shown = doc["suggestions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["type"] == "knowledge_base"
+                    && s["sources"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == article))
+            });
+        let _ = writeln!(
+            out,
+            "  expected {article}: {}",
+            if shown { "shown" } else { "NOT shown" }
         );
     }
     Ok(out)

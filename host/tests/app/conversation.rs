@@ -268,7 +268,13 @@ async fn scripted_calls_get_a_question_then_the_right_article() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(media > 50, "no spoken question came back:\n{alone}");
-    assert!(alone.contains("SOLUTION sample-007"), "{alone}");
+    assert!(
+        alone
+            .lines()
+            .any(|l| l.contains("SOLUTION [") && l.contains("] sample-007")),
+        "{alone}"
+    );
+    assert!(alone.contains("expected sample-007: shown"), "{alone}");
 
     let agent = server.get_json("/api/sessions/door-agent").await;
     assert_question_then_article(&agent, "sample-007");

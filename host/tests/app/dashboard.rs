@@ -193,7 +193,12 @@ async fn the_dashboard_asks_then_shows_the_solution() {
     let labels = texts(&browser, "#diagnostic dt").await;
     assert_eq!(
         labels,
-        ["Equipment", "Issue", "Still missing"],
+        [
+            "Technician's language",
+            "Equipment",
+            "Issue",
+            "Still missing"
+        ],
         "{labels:?}"
     );
 
@@ -586,4 +591,58 @@ async fn column_one_is_stored_with_the_session_and_comes_back() {
     );
     screenshot(&browser, "column-one").await;
     browser.close().await.expect("close the browser");
+}
+
+/// A technician who speaks Spanish (here their line arrives tagged `es`, as
+/// the transcriber tags a call whose language it detected): the agent's
+/// page stays French, names the technician's language, marks the line as
+/// Spanish, and the clarifying question is asked in Spanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spanish_speaking_technician_is_named_and_asked_in_spanish() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start_pipeline(&[], &support::default_pipeline_with("spanish", |_| {}));
+    let r = server
+        .client()
+        .post(server.http("/demo/send-demo-transcription"))
+        .json(&serde_json::json!({
+            "session_id": "llamada-es",
+            "text": "Hola, buenos días, estoy en casa de un cliente y tengo un problema.",
+            "language": "es",
+        }))
+        .send()
+        .await
+        .expect("send-demo-transcription answers");
+    assert!(r.status().is_success(), "{}", r.status());
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!(
+            "/demo/technician?token={TOKEN}&lang=fr&session=llamada-es"
+        )))
+        .await
+        .expect("load");
+    let field = "#diagnostic dd[data-field=diagLanguage]";
+    let mut language = String::new();
+    for _ in 0..100 {
+        language = texts(&browser, field).await.concat();
+        if !language.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(language, "espagnol (es)");
+    let question = wait_for(&browser, "#chat li.msg.bot").await;
+    let asked = question.text().await.unwrap();
+    assert!(asked.contains("¿En qué equipo"), "{asked}");
+    assert!(asked.contains("Pregunta de aclaración"), "{asked}");
+    let line = wait_for(&browser, "#chat li.msg.technician").await;
+    assert_eq!(line.attr("lang").await.unwrap().as_deref(), Some("es"));
+    assert_eq!(
+        line.attr("data-language").await.unwrap().as_deref(),
+        Some("es"),
+        "the line is marked"
+    );
+    screenshot(&browser, "dashboard-spanish").await;
 }

@@ -11,6 +11,7 @@ mod dashboard;
 mod event_stream;
 mod faults;
 mod in_process;
+mod languages;
 mod llm;
 mod models;
 mod partition;

@@ -43,48 +43,18 @@ impl Default for Config {
     }
 }
 
-/// The built-in questions, French and English.
-fn default_question(slot: &str, language: &str) -> Option<&'static str> {
-    let fr = language != "en";
-    Some(match (slot, fr) {
-        ("equipment", true) => {
-            "Sur quel équipement intervenez-vous : caméra, enregistreur, contrôle d'accès, alarme ou interphone ?"
-        }
-        ("equipment", false) => {
-            "Which equipment are you working on: a camera, the recorder, access control, the alarm or the intercom?"
-        }
-        ("symptom", true) => {
-            "Que se passe-t-il exactement ? Qu'est-ce qui ne fonctionne pas, et voyez-vous un message ou un voyant ?"
-        }
-        ("symptom", false) => {
-            "What exactly happens? What does not work, and do you see a message or a light?"
-        }
-        ("since", true) => {
-            "Depuis quand le problème se produit-il, et y a-t-il eu une intervention ou une coupure juste avant ?"
-        }
-        ("since", false) => {
-            "Since when does it happen, and was there any work or a power cut just before?"
-        }
-        ("tried", true) => {
-            "Qu'avez-vous déjà essayé : un redémarrage, les câbles, l'alimentation ?"
-        }
-        ("tried", false) => "What have you already tried: a restart, the cables, the power supply?",
-        _ => return None,
-    })
-}
-
 /// The confidence of a question the language model worded (a template
 /// question's is 1.0).
 const MODEL_WORDED: f32 = 0.5;
 
 /// The card's title; a question the model worded says so, so the agent
 /// knows it is not a vetted template.
-fn title(language: &str, by_model: bool) -> &'static str {
-    match (language == "en", by_model) {
-        (true, false) => "Clarifying question",
-        (true, true) => "Clarifying question (worded by the AI model)",
-        (false, false) => "Question de clarification",
-        (false, true) => "Question de clarification (formulée par le modèle d'IA)",
+fn title(language: &str, by_model: bool) -> String {
+    let w = crate::builtin::wording(language).or_else(|| crate::builtin::wording("en"));
+    match (w, by_model) {
+        (Some(w), false) => w.title,
+        (Some(w), true) => w.title_by_model,
+        (None, _) => "Clarifying question".into(),
     }
 }
 
@@ -123,7 +93,7 @@ impl Clarifier {
         }
         for slot in &config.slots {
             let custom = config.questions.get(slot).is_some_and(|q| !q.is_empty());
-            if !custom && default_question(slot, "fr").is_none() {
+            if !custom && crate::builtin::question(slot, "en").is_none() {
                 return Err(StageError::InvalidConfig(format!(
                     "slot `{slot}` has no built-in question (equipment, symptom, since, tried): \
                      give one under [stages.config.questions.{slot}]"
@@ -156,7 +126,9 @@ impl Clarifier {
         a: &Analysis,
         template: String,
     ) -> (String, bool) {
-        if !self.config.llm {
+        // The model's answer is checked for French or English only; in
+        // another language the vetted template is asked.
+        if !self.config.llm || !matches!(language, "fr" | "en") {
             return (template, false);
         }
         let request = crate::wording::request(
@@ -226,11 +198,12 @@ impl Clarifier {
                 return Vec::new();
             }
         }
-        let language = if a.language.is_empty() {
-            self.call_language.clone()
+        let wanted = if a.language.is_empty() {
+            &self.call_language
         } else {
-            a.language.clone()
+            &a.language
         };
+        let language = self.ask_language(&slot, wanted);
         let Some(template) = self.text(&slot, &language) else {
             return Vec::new();
         };
@@ -242,7 +215,7 @@ impl Clarifier {
         let mut out = vec![Event::Suggestion(Suggestion {
             id: format!("question-{slot}"),
             kind: SuggestionKind::ClarificationQuestion,
-            title: title(&language, by_model).into(),
+            title: title(&language, by_model),
             content: text.clone(),
             sources: vec![],
             // A template question is not a guess: it is asked because a slot
@@ -261,6 +234,24 @@ impl Clarifier {
         out
     }
 
+    /// The language to ask in: the technician's when there is a question
+    /// in it (configured or built in), else the call's, else English.
+    fn ask_language(&self, slot: &str, wanted: &str) -> String {
+        let has = |l: &str| {
+            self.config
+                .questions
+                .get(slot)
+                .is_some_and(|q| q.contains_key(l))
+                || crate::builtin::question(slot, l).is_some()
+        };
+        let wanted = crate::builtin::primary(wanted);
+        [wanted.as_str(), self.call_language.as_str(), "en"]
+            .into_iter()
+            .find(|l| has(l))
+            .unwrap_or(&wanted)
+            .to_string()
+    }
+
     /// The configured question for the language, else the built-in one,
     /// else the configured one in any language.
     fn text(&self, slot: &str, language: &str) -> Option<String> {
@@ -268,7 +259,7 @@ impl Clarifier {
         custom
             .and_then(|q| q.get(language))
             .cloned()
-            .or_else(|| default_question(slot, language).map(String::from))
+            .or_else(|| crate::builtin::question(slot, language))
             .or_else(|| custom.and_then(|q| q.values().next()).cloned())
     }
 }
@@ -335,6 +326,39 @@ mod tests {
             _ => None,
         });
         assert!(say.unwrap().text.starts_with("Which equipment"));
+    }
+
+    #[test]
+    fn asks_in_any_language_it_has_questions_for_else_in_the_calls() {
+        let mut c = Clarifier::from_json("{}", "fr").unwrap();
+        let out = c.handle(analysis("hola tengo un problema", &["equipment"], "es"));
+        assert_eq!(
+            questions(&out),
+            [("question-equipment".into(), "es".into())]
+        );
+        let Some(Event::Suggestion(s)) = out.get(1) else {
+            panic!("{out:?}")
+        };
+        assert!(s.content.starts_with("¿En qué equipo"), "{}", s.content);
+        assert_eq!(s.title, "Pregunta de aclaración");
+        // A language without questions is asked in the call's.
+        let mut c = Clarifier::from_json("{}", "fr").unwrap();
+        let out = c.handle(analysis("sawubona", &["equipment"], "zu"));
+        assert_eq!(
+            questions(&out),
+            [("question-equipment".into(), "fr".into())]
+        );
+        // A configured question in that language comes first.
+        let mut c = Clarifier::from_json(
+            r#"{"questions": {"equipment": {"zu": "Yimuphi umshini?"}}}"#,
+            "fr",
+        )
+        .unwrap();
+        let out = c.handle(analysis("sawubona", &["equipment"], "zu"));
+        assert_eq!(
+            questions(&out),
+            [("question-equipment".into(), "zu".into())]
+        );
     }
 
     #[test]
@@ -447,7 +471,7 @@ mod tests {
         );
 
         // Slow, failing or unfit answers: the template, each time, and why.
-        let template = default_question("symptom", "fr").map(String::from);
+        let template = crate::builtin::question("symptom", "fr");
         let cases = [
             FakeHost::default().with_llm_error(LlmError::Timeout("1500 ms".into())),
             FakeHost::default().with_llm_error(LlmError::Unavailable("down".into())),

@@ -9,6 +9,7 @@
 //! `llm` capability granted) a language model words the question from what
 //! the technician said; the template stays the fallback.
 
+mod builtin;
 mod clarifier;
 mod wording;
 

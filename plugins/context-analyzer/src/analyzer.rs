@@ -216,21 +216,28 @@ impl Analyzer {
         }
     }
 
-    /// French or English by function words; the transcriber's tag, then
-    /// the call's language, break ties.
+    /// The language the technician speaks. French or English by function
+    /// words; a transcript the transcriber tagged with another language
+    /// (it detected it) keeps that tag, since a few function words are
+    /// shared (Spanish "de", "la", "que"); ties go to the transcriber's tag,
+    /// then the call's language.
     fn language(&self, w: &[&str], transcript_language: &str) -> String {
+        let tagged = transcript_language
+            .split(['-', '_'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !tagged.is_empty() && tagged != "fr" && tagged != "en" {
+            return tagged;
+        }
         let fr = w.iter().filter(|x| lexicon::FRENCH.contains(x)).count();
         let en = w.iter().filter(|x| lexicon::ENGLISH.contains(x)).count();
         if fr > en {
             "fr".into()
         } else if en > fr {
             "en".into()
-        } else if !transcript_language.is_empty() {
-            transcript_language
-                .split(['-', '_'])
-                .next()
-                .unwrap_or("fr")
-                .to_string()
+        } else if !tagged.is_empty() {
+            tagged
         } else {
             self.call_language.clone()
         }
@@ -347,6 +354,24 @@ mod tests {
         let x = analysis(&mut a, SpeakerRole::Technician, "non, la caméra").unwrap();
         assert_eq!(x.query, "non, la caméra");
         assert_eq!(x.entities, ["camera"]);
+    }
+
+    #[test]
+    fn a_language_the_transcriber_detected_is_kept() {
+        let mut a = stage();
+        let mut t = said(SpeakerRole::Technician, "la cámara de la entrada no graba");
+        if let Event::Transcript(t) = &mut t {
+            t.language = "es".into();
+        }
+        let x = a
+            .handle(t)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Analysis(x) => Some(x),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(x.language, "es", "not French for its shared words");
     }
 
     #[test]

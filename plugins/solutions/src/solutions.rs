@@ -292,7 +292,19 @@ impl Solutions {
     /// enough, so the agent sees the best candidates, marked unconfirmed,
     /// with their confidence, and a question that tells them apart. Each
     /// set of candidates is offered once.
+    /// The language this stage's own sentences are in: French and English
+    /// only so far, so another technician language gets the call's (or
+    /// English), and the card is tagged with the language it is really in.
+    fn worded_in(&self, language: &str) -> String {
+        [language, self.call_language.as_str()]
+            .into_iter()
+            .find(|l| matches!(*l, "fr" | "en"))
+            .unwrap_or("en")
+            .to_string()
+    }
+
     fn possible(&mut self, hits: &[Hit], language: &str) -> Vec<Event> {
+        let language = &self.worded_in(language);
         let candidates: Vec<&Hit> = hits
             .iter()
             .filter(|h| h.score >= self.config.possible_floor)
@@ -444,6 +456,7 @@ impl Solutions {
     }
 
     fn distinguish(&self, a: &Hit, b: &Hit, language: &str) -> Vec<Event> {
+        let language = &self.worded_in(language);
         let text = if language == "en" {
             format!(
                 "To narrow it down: is it rather \"{}\", or \"{}\"?",
@@ -618,6 +631,34 @@ mod tests {
         assert_eq!(
             suggestions(&out),
             [("possible-c".into(), SuggestionKind::ClarificationQuestion)]
+        );
+    }
+
+    #[test]
+    fn a_card_in_another_language_says_which_language_it_is_in() {
+        let mut s = Solutions::from_json("{}", "fr").unwrap();
+        let mut kb = fake(vec![vec![hit("a", 0.40), hit("b", 0.20)]]);
+        let analysis_es = match analysis("la cámara se reinicia", true) {
+            Event::Analysis(mut a) => {
+                a.language = "es".into();
+                Event::Analysis(a)
+            }
+            other => other,
+        };
+        let out = s.handle(analysis_es, &mut kb);
+        let card = out
+            .iter()
+            .find_map(|e| match e {
+                Event::Suggestion(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a card");
+        // No Spanish wording yet: French, the call's, and tagged so.
+        assert_eq!(card.language, "fr");
+        assert!(
+            card.content.starts_with("Pas encore confirmé"),
+            "{}",
+            card.content
         );
     }
 

@@ -24,7 +24,7 @@
       unauthorized: 'Accès refusé : rechargez la page avec le jeton (?token=…).',
       calling: 'Appel en cours…', connected: 'Appel connecté - Transcription en cours', ended: 'Appel terminé',
       statDuration: 'Durée', statSegments: 'Segments', statTechSegments: 'Segments du technicien',
-      diagnosticTitle: 'Diagnostic', diagEquipment: 'Équipement', diagIssue: 'Problème',
+      diagnosticTitle: 'Diagnostic', diagLanguage: 'Langue du technicien', diagEquipment: 'Équipement', diagIssue: 'Problème',
       diagMissing: 'À préciser', diagEnough: 'Contexte suffisant pour chercher une solution',
       slot: { equipment: 'équipement', symptom: 'symptôme', since: 'depuis quand', tried: 'déjà essayé' },
       summaryTitle: "Résumé de l'appel", sumProblem: 'Problème', sumEquipment: 'Équipement',
@@ -53,7 +53,7 @@
       unauthorized: 'Access refused: reload the page with the token (?token=…).',
       calling: 'Calling…', connected: 'Call connected - Transcription in progress', ended: 'Call ended',
       statDuration: 'Duration', statSegments: 'Segments', statTechSegments: "Technician's segments",
-      diagnosticTitle: 'Diagnostic', diagEquipment: 'Equipment', diagIssue: 'Issue',
+      diagnosticTitle: 'Diagnostic', diagLanguage: "Technician's language", diagEquipment: 'Equipment', diagIssue: 'Issue',
       diagMissing: 'Still missing', diagEnough: 'Enough context to look for a solution',
       slot: { equipment: 'equipment', symptom: 'symptom', since: 'since when', tried: 'already tried' },
       summaryTitle: 'Call summary', sumProblem: 'Problem', sumEquipment: 'Equipment',
@@ -144,13 +144,26 @@
   // --- what arrives ---------------------------------------------------------
   function transcriptKey(role, startMs, text) { return role + '|' + startMs + '|' + text; }
 
+  // `fr-FR` -> `fr`.
+  function primaryTag(tag) { return String(tag || '').split(/[-_]/)[0].toLowerCase(); }
+
+  // The technician's language, named in the page's ("espagnol (es)").
+  function languageName(tag) {
+    const code = primaryTag(tag);
+    if (!code) return '—';
+    try {
+      const name = new Intl.DisplayNames([model.lang], { type: 'language' }).of(code);
+      return name && name !== code ? name + ' (' + code + ')' : code;
+    } catch (_) { return code; }
+  }
+
   function onTranscript(line) {
     const role = line.speaker_role === 'agent' ? 'agent' : 'technician';
     const key = transcriptKey(role, line.start_ms, line.text);
     if (model.chat.some((m) => m.key === key)) return;
     // The server's copy replaces what this page showed while sending.
     const pending = model.chat.findIndex((m) => m.pending && m.role === role && m.text === line.text);
-    const item = { key, role, text: line.text };
+    const item = { key, role, text: line.text, language: primaryTag(line.language) };
     if (pending >= 0) model.chat[pending] = item; else model.chat.push(item);
     render();
   }
@@ -161,8 +174,9 @@
       const at = model.chat.findIndex((m) => m.key === key);
       // The title says who worded it (a template, or the language model):
       // shown as the speaker, so a model's words never pass for ours.
-      if (at >= 0) { Object.assign(model.chat[at], { text: s.content, title: s.title }); } else {
-        model.chat.push({ key, role: 'bot', text: s.content, id: s.id, title: s.title });
+      const language = primaryTag(s.language);
+      if (at >= 0) { Object.assign(model.chat[at], { text: s.content, title: s.title, language }); } else {
+        model.chat.push({ key, role: 'bot', text: s.content, id: s.id, title: s.title, language });
         model.questions += 1;
       }
     } else {
@@ -237,7 +251,7 @@
       const doc = await api('GET', '/demo/get-session-suggestions?limit=50&session_id=' + id);
       if (doc.status !== 'success' || model.session !== asked) return;
       (doc.transcriptions || []).slice().reverse().forEach((x) => onTranscript({
-        speaker_role: x.speaker, text: x.text, start_ms: Math.round(x.start_time * 1000),
+        speaker_role: x.speaker, text: x.text, start_ms: Math.round(x.start_time * 1000), language: x.language,
       }));
       (doc.suggestions || []).slice().reverse().forEach(onSuggestion);
       const s = await api('GET', '/api/sessions/' + id);
@@ -308,6 +322,7 @@
   function renderDiagnostic() {
     const slots = t('slot');
     renderFacts($('diagnostic'), $('diagnostic-list'), model.diagnostic, (d) => [
+      ['diagLanguage', languageName(d.language)],
       ['diagEquipment', (d.equipment || []).join(', ') || '—'],
       ['diagIssue', d.issue || '—'],
       ['diagMissing', d.sufficient ? t('diagEnough')
@@ -387,6 +402,13 @@
       const who = t(m.role === 'bot' || m.role === 'greeting' ? 'assistant' : m.role);
       setText(li.firstChild, m.title ? who + ' · ' + m.title : who);
       setText(li.lastChild, m.text);
+      // Said in another language than the page's: the browser reads and
+      // hyphenates it as that language, and the agent sees which one.
+      const other = m.language && m.language !== model.lang ? m.language : '';
+      if ((li.lang || '') !== other) li.lang = other;
+      if ((li.dataset.language || '') !== other) {
+        if (other) li.dataset.language = other; else delete li.dataset.language;
+      }
     });
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
