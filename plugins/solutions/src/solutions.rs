@@ -288,21 +288,21 @@ impl Solutions {
         out
     }
 
-    /// Never silent: the problem is understood but no article is sure
-    /// enough, so the agent sees the best candidates, marked unconfirmed,
-    /// with their confidence, and a question that tells them apart. Each
-    /// set of candidates is offered once.
     /// The language this stage's own sentences are in: French and English
     /// only so far, so another technician language gets the call's (or
     /// English), and the card is tagged with the language it is really in.
     fn worded_in(&self, language: &str) -> String {
         [language, self.call_language.as_str()]
             .into_iter()
-            .find(|l| matches!(*l, "fr" | "en"))
-            .unwrap_or("en")
-            .to_string()
+            .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
+            .find(|l| matches!(l.as_str(), "fr" | "en"))
+            .unwrap_or_else(|| "en".into())
     }
 
+    /// Never silent: the problem is understood but no article is sure
+    /// enough, so the agent sees the best candidates, marked unconfirmed,
+    /// with their confidence, and a question that tells them apart. Each
+    /// set of candidates is offered once.
     fn possible(&mut self, hits: &[Hit], language: &str) -> Vec<Event> {
         let language = &self.worded_in(language);
         let candidates: Vec<&Hit> = hits

@@ -120,7 +120,7 @@ impl Stage {
         // Not the call's language: the capability's `language` says what
         // speech is in, and when it detects, the host keeps the call's.
         let language = match config.language.as_deref() {
-            Some("auto") | None => None,
+            Some("auto") | Some("") | None => None,
             Some(l) => Some(l.to_string()),
         };
         Ok(Stage {

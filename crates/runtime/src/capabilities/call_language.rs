@@ -73,7 +73,9 @@ impl CallLanguage {
                 let sure = probability.unwrap_or(1.0) >= SURE && words >= MIN_WORDS;
                 let language = primary(language);
                 match &self.settled {
-                    _ if !sure => {}
+                    // Not sure: no evidence either way, and "two in a row"
+                    // starts again.
+                    _ if !sure => self.challenger = None,
                     None => self.settled = Some(language),
                     Some(current) if *current == language => self.challenger = None,
                     Some(_) => {
@@ -92,8 +94,18 @@ impl CallLanguage {
     }
 }
 
-/// `pt-BR` -> `pt`: stages and voices go by the primary subtag.
-fn primary(tag: &str) -> String {
+/// Words in a transcript, for [`MIN_WORDS`]: Chinese and Japanese write
+/// none of the spaces this counts, so two of their characters count as one.
+pub fn words(text: &str) -> usize {
+    let unspaced = text
+        .chars()
+        .filter(|c| matches!(*c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF))
+        .count();
+    text.split_whitespace().count().max(unspaced / 2)
+}
+
+/// `pt-BR` -> `pt`: stages, Whisper and voices go by the primary subtag.
+pub fn primary(tag: &str) -> String {
     tag.split(['-', '_'])
         .next()
         .unwrap_or(tag)
@@ -140,6 +152,23 @@ mod tests {
         c.observe(Some(("en", Some(0.9))), 5, 0.8);
         assert_eq!(c.observe(Some(("en-GB", Some(0.85))), 4, 0.8), "en");
         assert_eq!(c.next(), Some("en"));
+    }
+
+    #[test]
+    fn an_unsure_detection_between_two_sure_ones_breaks_the_row() {
+        let mut c = CallLanguage::default();
+        c.observe(Some(("fr", Some(0.9))), 5, 0.8);
+        c.observe(Some(("en", Some(0.9))), 5, 0.8);
+        c.observe(Some(("en", Some(0.3))), 5, 0.8);
+        assert_eq!(c.observe(Some(("en", Some(0.9))), 5, 0.8), "fr");
+        assert_eq!(c.observe(Some(("en", Some(0.9))), 5, 0.8), "en");
+    }
+
+    #[test]
+    fn chinese_and_japanese_count_without_spaces() {
+        assert_eq!(words("the camera is off"), 4);
+        assert_eq!(words("门禁卡在读卡器上一刷就亮红灯"), 7);
+        assert_eq!(words("カメラが映りません"), 4);
     }
 
     #[test]

@@ -64,6 +64,8 @@ impl CapabilitySet {
 pub struct StageContext {
     pub call_id: Arc<str>,
     pub stage: Arc<str>,
+    /// The call's language as the call started (`call-info.language`).
+    pub language: Arc<str>,
 }
 
 /// What a stage's capability calls see: the backends its pipeline

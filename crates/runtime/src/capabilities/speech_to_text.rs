@@ -52,4 +52,16 @@ pub trait Transcriber: Send + Sync {
     fn detects_language(&self) -> bool {
         false
     }
+    /// Detects the language, and decodes in `fallback` when the detection
+    /// is unsure (a backend that can tell; others just detect). The
+    /// transcription names the language detected and its probability.
+    fn transcribe_detecting<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        fallback: Option<String>,
+        prompt: Option<String>,
+    ) -> TranscribeFuture<'a> {
+        let _ = fallback;
+        self.transcribe(audio, None, prompt)
+    }
 }

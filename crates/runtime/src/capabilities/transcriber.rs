@@ -2,6 +2,7 @@
 //! the backend the pipeline configures (`[capabilities.transcriber]`).
 
 use super::CapabilityContext;
+use super::call_language;
 use super::not_configured;
 use crate::bindings::transcriber::{
     CapabilityError, Host, TranscribeRequest, Transcription as WitTranscription,
@@ -247,31 +248,46 @@ impl Host for CapabilityContext {
                 request.rate
             ))));
         }
-        let mut request = request;
-        if request.language.as_deref() == Some("auto") {
-            request.language = None;
-        }
-        if let Some(l) = &request.language
-            && !is_language_tag(l)
-        {
-            return Ok(Err(CapabilityError::InvalidRequest(
-                "language must be a tag such as fr or pt-BR".into(),
-            )));
-        }
+        let asked = match request.language.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(l) if l.eq_ignore_ascii_case("auto") => None,
+            Some(l) if is_language_tag(l) => Some(call_language::primary(l)),
+            Some(_) => {
+                return Ok(Err(CapabilityError::InvalidRequest(
+                    "language must be a tag such as fr or pt-BR".into(),
+                )));
+            }
+        };
         let started = std::time::Instant::now();
         let audio = to_16k(&request.samples, request.rate);
-        // A stage that names no language leaves it to the backend; one set
-        // to detect transcribes in the call's language once it has one.
-        let call_language = (request.language.is_none() && t.backend.detects_language())
-            .then(|| self.language.next().map(str::to_owned));
-        let language = match &call_language {
-            Some(known) => known.clone(),
-            None => request.language,
+        // A stage that names no language leaves it to the backend: one set
+        // to detect transcribes in the call's language once it has one;
+        // another in the language the call started with (Twilio's
+        // `language` parameter, else `[pipeline] language`), else its own.
+        let detecting = asked.is_none() && t.backend.detects_language();
+        let call_language = detecting.then(|| self.language.next().map(str::to_owned));
+        let language = match (&call_language, asked) {
+            (Some(known), _) => known.clone(),
+            (None, Some(l)) => Some(l),
+            (None, None) => Some(call_language::primary(&self.context.language))
+                .filter(|l| is_language_tag(l) && l != "auto"),
         };
-        let call = tokio::time::timeout(
-            std::time::Duration::from_millis(t.timeout_ms),
-            t.backend.transcribe(audio, language, request.prompt),
-        );
+        let job = match &call_language {
+            // Unsure detections decode in the call's language so far, else
+            // the one it started with.
+            Some(None) => {
+                let fallback = self
+                    .language
+                    .settled()
+                    .map(str::to_owned)
+                    .or_else(|| Some(call_language::primary(&self.context.language)))
+                    .filter(|l| is_language_tag(l) && l != "auto");
+                t.backend
+                    .transcribe_detecting(audio, fallback, request.prompt)
+            }
+            _ => t.backend.transcribe(audio, language, request.prompt),
+        };
+        let call = tokio::time::timeout(std::time::Duration::from_millis(t.timeout_ms), job);
         let result = match call.await {
             Err(_) => Err(CapabilityError::Timeout(format!(
                 "no transcript after {} ms",
@@ -286,7 +302,7 @@ impl Host for CapabilityContext {
                         let detected = known
                             .is_none()
                             .then_some((r.language.as_str(), r.language_probability));
-                        let words = r.text.split_whitespace().count();
+                        let words = call_language::words(&r.text);
                         self.language.observe(detected, words, r.confidence)
                     }
                 };

@@ -169,7 +169,9 @@ fn language_of<'l>(
             pooled.detector.insert(d)
         }
     };
-    detector.pcm_to_mel(audio, threads).map_err(failed)?;
+    // Only the window is listened to; the rest need not be analysed.
+    let head = &audio[..audio.len().min(DETECT_CTX as usize * 320)];
+    detector.pcm_to_mel(head, threads).map_err(failed)?;
     let (id, probabilities) = detector.lang_detect(0, threads).map_err(failed)?;
     let tag = whisper_rs::get_lang_str(id).ok_or_else(|| {
         TranscriberError::Failed(format!(
@@ -202,6 +204,7 @@ fn run(
     config: &WhisperCppConfig,
     audio: &[f32],
     language: Option<&str>,
+    fallback: Option<&str>,
     prompt: Option<&str>,
 ) -> Result<Transcription, TranscriberError> {
     // whisper.cpp needs at least a second of audio; pad short clips with silence.
@@ -215,8 +218,13 @@ fn run(
     // Detected here rather than inside `full`, which would detect too but
     // keep the probability to itself (and encode with a stale window).
     let (language, language_probability) = language_of(ctx, pooled, config, audio, language)?;
+    // An unsure guess decodes worse than the language the call is in.
+    let decode_in = match (language_probability, fallback) {
+        (Some(p), Some(f)) if p < super::call_language::SURE => f,
+        _ => language,
+    };
     let mut params = quiet_params(config, audio.len());
-    params.set_language(Some(language));
+    params.set_language(Some(decode_in));
     if let Some(p) = prompt.filter(|p| !p.is_empty() && !p.contains('\0')) {
         params.set_initial_prompt(p);
     }
@@ -279,6 +287,28 @@ impl Transcriber for WhisperCpp {
         language: Option<String>,
         prompt: Option<String>,
     ) -> TranscribeFuture<'a> {
+        self.submit(audio, language, None, prompt)
+    }
+
+    fn transcribe_detecting<'a>(
+        &'a self,
+        audio: Vec<f32>,
+        fallback: Option<String>,
+        prompt: Option<String>,
+    ) -> TranscribeFuture<'a> {
+        self.submit(audio, None, fallback, prompt)
+    }
+}
+
+impl WhisperCpp {
+    /// One job on the blocking pool, once a slot is free.
+    fn submit(
+        &self,
+        audio: Vec<f32>,
+        language: Option<String>,
+        fallback: Option<String>,
+        prompt: Option<String>,
+    ) -> TranscribeFuture<'_> {
         Box::pin(async move {
             let permit = match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
@@ -330,6 +360,7 @@ impl Transcriber for WhisperCpp {
                     &config,
                     &audio,
                     language.as_deref(),
+                    fallback.as_deref(),
                     prompt.as_deref(),
                 );
                 states.lock().unwrap_or_else(|p| p.into_inner()).push(state);

@@ -89,6 +89,7 @@ impl StageInstance {
         let context = StageContext {
             call_id,
             stage: stage.name.clone(),
+            language: call.language.as_str().into(),
         };
         let live = instantiate(&runtime, &stage.pre, &stage, &context, &call).await?;
         LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -292,6 +293,7 @@ pub async fn probe(
     let context = StageContext {
         call_id: "check".into(),
         stage: stage.name.clone(),
+        language: call.language.as_str().into(),
     };
     let mut store = new_store(runtime, stage, &context);
     let bindings = stage

@@ -222,6 +222,7 @@ async fn a_component_importing_the_added_capability_reaches_its_backend_only_whe
     let context = StageContext {
         call_id: Arc::from("call"),
         stage: Arc::from("counting"),
+        language: Arc::from("fr"),
     };
     let mut store = wasmtime::Store::new(
         rt.engine(),
