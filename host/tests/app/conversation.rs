@@ -199,8 +199,13 @@ async fn the_chat_path_asks_then_suggests_the_article() {
     assert_eq!(r.status(), 400);
 }
 
-/// Runs `callpipe simulate --script` and returns its output.
-async fn simulate(server: &Server, script: &str, session: &str) -> String {
+/// Runs `callpipe simulate --script` (a path from the repository root, or
+/// absolute) and returns its output.
+pub(crate) async fn simulate(
+    server: &Server,
+    script: impl AsRef<std::path::Path>,
+    session: &str,
+) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpipe"))
         .args(["simulate", "--url", &server.ws(), "--script"])
         .arg(support::root().join(script))

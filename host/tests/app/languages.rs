@@ -57,11 +57,7 @@ fn calls() -> Vec<(PathBuf, Call)> {
 }
 
 fn ready() -> bool {
-    let espeak = std::process::Command::new("espeak-ng")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    fixture_present(espeak, "espeak-ng (Debian package espeak-ng)")
+    crate::speech::espeak_present()
         && fixture_present(support::models_present(), "the models (`callpipe models`)")
 }
 
@@ -128,27 +124,6 @@ async fn whisper_names_the_language_espeak_speaks() {
     assert!(right >= MIN_DETECTED, "{table}");
 }
 
-/// Runs `callpipe simulate --script` and returns its output.
-async fn simulate(server: &Server, script: &std::path::Path, session: &str) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpipe"))
-        .args(["simulate", "--url", &server.ws(), "--script"])
-        .arg(script)
-        .args(["--param", &format!("session_id={session}")])
-        .args(["--wait-s", "240"])
-        .env("CALLPIPE_LOG", "warn")
-        .env("CALLPIPE_API_TOKEN", support::server::TOKEN)
-        .output()
-        .await
-        .expect("callpipe simulate runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_each_language_is_asked_and_answered_in_it() {
     if !ready() {
@@ -175,7 +150,7 @@ async fn a_call_in_each_language_is_asked_and_answered_in_it() {
     for batch in all.chunks(3) {
         let runs = batch.iter().map(|(path, call)| async move {
             let session = format!("lang-{}", call.language);
-            simulate(server, path, &session).await;
+            crate::conversation::simulate(server, path, &session).await;
             (
                 call,
                 server.get_json(&format!("/api/sessions/{session}")).await,

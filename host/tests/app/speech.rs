@@ -17,7 +17,7 @@ fn espeak() -> SpeechConfig {
     }
 }
 
-fn espeak_present() -> bool {
+pub(crate) fn espeak_present() -> bool {
     let ok = std::process::Command::new("espeak-ng")
         .arg("--version")
         .output()

@@ -84,6 +84,17 @@ pub struct CapabilityContext {
 // The `types` interface has no functions; its host trait is empty.
 impl types::Host for CapabilityContext {}
 
+/// A BCP 47 language tag as stages send it (`fr`, `pt-BR`): the shape the
+/// speech and transcriber capabilities accept before a backend (or a
+/// command line) sees it.
+pub(crate) fn valid_tag(tag: &str) -> bool {
+    let mut parts = tag.split(['-', '_']);
+    let primary = parts.next().unwrap_or("");
+    (2..=3).contains(&primary.len())
+        && primary.chars().all(|c| c.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// The error a capability returns while the pipeline has no backend for it.
 pub(crate) fn not_configured(capability: &str) -> CapabilityError {
     CapabilityError::NotConfigured(format!(

@@ -223,18 +223,10 @@ pub struct EspeakNg {
 }
 
 /// A BCP 47-ish tag: `fr`, `en-GB`, `pt_BR`.
-fn valid_tag(tag: &str) -> bool {
-    let mut parts = tag.split(['-', '_']);
-    let primary = parts.next().unwrap_or("");
-    (2..=3).contains(&primary.len())
-        && primary.chars().all(|c| c.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
-}
-
 impl EspeakNg {
     fn voice(&self, language: &str) -> Result<String, SpeechError> {
         let lang = language.trim().to_lowercase();
-        if !valid_tag(&lang) {
+        if !super::valid_tag(&lang) {
             return Err(SpeechError::Invalid(format!(
                 "`{language}` is not a language tag (e.g. fr, en-GB)"
             )));

@@ -251,7 +251,7 @@ impl Host for CapabilityContext {
         let asked = match request.language.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(l) if l.eq_ignore_ascii_case("auto") => None,
-            Some(l) if is_language_tag(l) => Some(call_language::primary(l)),
+            Some(l) if super::valid_tag(l) => Some(call_language::primary(l)),
             Some(_) => {
                 return Ok(Err(CapabilityError::InvalidRequest(
                     "language must be a tag such as fr or pt-BR".into(),
@@ -269,8 +269,9 @@ impl Host for CapabilityContext {
         let language = match (&call_language, asked) {
             (Some(known), _) => known.clone(),
             (None, Some(l)) => Some(l),
-            (None, None) => Some(call_language::primary(&self.context.language))
-                .filter(|l| is_language_tag(l) && l != "auto"),
+            (None, None) => {
+                Some(call_language::primary(&self.context.language)).filter(|l| super::valid_tag(l))
+            }
         };
         let job = match &call_language {
             // Unsure detections decode in the call's language so far, else
@@ -281,7 +282,7 @@ impl Host for CapabilityContext {
                     .settled()
                     .map(str::to_owned)
                     .or_else(|| Some(call_language::primary(&self.context.language)))
-                    .filter(|l| is_language_tag(l) && l != "auto");
+                    .filter(|l| super::valid_tag(l));
                 t.backend
                     .transcribe_detecting(audio, fallback, request.prompt)
             }
@@ -316,15 +317,6 @@ impl Host for CapabilityContext {
         super::observe(&METRICS, started, &result);
         Ok(result)
     }
-}
-
-/// A BCP 47 tag as stages send it (`fr`, `pt-BR`): letters, digits and
-/// hyphens, short. Anything else never reaches the backend.
-fn is_language_tag(tag: &str) -> bool {
-    (2..=16).contains(&tag.len())
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `[capabilities.transcriber]` as typed settings.
