@@ -55,6 +55,7 @@ async fn espeak_speaks_french_that_whisper_understands() {
         model: Some(model),
         threads: 1,
         language: "fr".into(),
+        languages: Vec::new(),
         max_concurrent: 1,
         max_queued: 8,
         timeout_ms: 30_000,

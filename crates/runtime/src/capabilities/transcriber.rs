@@ -29,6 +29,11 @@ pub enum TranscriberConfig {
         /// `fr`, `en`, ... or `auto` to detect.
         #[serde(default = "french")]
         language: String,
+        /// With `auto`: the languages detection chooses among (a desk knows
+        /// whom it serves); default: the fifteen README's "Languages"
+        /// names; `[]`: any of whisper's ninety-nine.
+        #[serde(default = "fifteen")]
+        languages: Vec<String>,
         /// Transcriptions running at once; more wait their turn.
         #[serde(default = "one_usize")]
         max_concurrent: usize,
@@ -126,6 +131,52 @@ fn max_queued() -> usize {
 fn french() -> String {
     "fr".into()
 }
+
+/// The languages the stages ask questions in (the clarifier's files).
+pub const FIFTEEN: [&str; 15] = [
+    "ar", "de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ro", "ru", "tr", "vi", "zh",
+];
+
+fn fifteen() -> Vec<String> {
+    FIFTEEN.iter().map(|s| s.to_string()).collect()
+}
+
+/// Whisper's id for a language tag (its primary subtag).
+fn whisper_id(tag: &str) -> Option<i32> {
+    whisper_rs::get_lang_id(&call_language::primary(tag))
+}
+
+/// Problems with the section's `language` and `languages`, checked at load
+/// and by `callpipe check` (a bad tag would otherwise reach whisper.cpp or
+/// the endpoint on the first utterance).
+fn check_languages(config: &TranscriberConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (language, languages) = match config {
+        TranscriberConfig::WhisperCpp {
+            language,
+            languages,
+            ..
+        } => (language, &languages[..]),
+        TranscriberConfig::Openai { language, .. } => (language, &[][..]),
+    };
+    let whisper = matches!(config, TranscriberConfig::WhisperCpp { .. });
+    if language != "auto"
+        && (!super::valid_tag(language) || (whisper && whisper_id(language).is_none()))
+    {
+        problems.push(format!(
+            "`language = \"{language}\"` is not a language whisper knows; use a tag such as \
+             \"fr\" or \"pt-BR\", or \"auto\" to detect each call's"
+        ));
+    }
+    for l in languages {
+        if !super::valid_tag(l) || whisper_id(l).is_none() {
+            problems.push(format!(
+                "`languages` names \"{l}\", which is not a language whisper knows"
+            ));
+        }
+    }
+    problems
+}
 fn timeout_ms() -> u64 {
     30_000
 }
@@ -153,6 +204,7 @@ impl TranscriberConfig {
                 model,
                 threads,
                 language,
+                languages,
                 max_concurrent,
                 max_queued,
                 timeout_ms,
@@ -167,6 +219,7 @@ impl TranscriberConfig {
                         model,
                         threads: *threads,
                         language: (language != "auto").then(|| language.clone()),
+                        detect_among: languages.iter().filter_map(|l| whisper_id(l)).collect(),
                         max_concurrent: *max_concurrent,
                         max_queued: *max_queued,
                     })?;
@@ -344,6 +397,21 @@ impl<T: Send + 'static> super::Factor<T> for TranscriberFactor {
         Some(&METRICS)
     }
 
+    fn check(
+        &self,
+        section: &toml::Table,
+        _stages: &[super::factor::StageView<'_>],
+    ) -> Vec<(Option<String>, String)> {
+        match section_config(section) {
+            Ok(config) => check_languages(&config)
+                .into_iter()
+                .map(|m| (None, m))
+                .collect(),
+            // Reported where the section is read.
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn build<'a>(
         &'a self,
         section: &'a toml::Table,
@@ -410,6 +478,34 @@ mod tests {
         // 16 kHz passes through; other rates are resampled to 16 kHz.
         assert_eq!(to_16k(&[1, 2, 3], 16_000).len(), 3);
         assert_eq!(to_16k(&vec![0; 4410], 44_100).len(), 1600);
+    }
+
+    #[test]
+    fn languages_are_checked_before_any_utterance() {
+        let problems = |toml: &str| {
+            let config: TranscriberConfig = toml::from_str(toml).unwrap();
+            check_languages(&config)
+        };
+        assert!(
+            problems("backend = \"whisper-cpp\"").is_empty(),
+            "the defaults"
+        );
+        assert!(
+            problems(
+                "backend = \"whisper-cpp\"\nlanguage = \"auto\"\nlanguages = [\"pt-BR\", \"ko\"]"
+            )
+            .is_empty()
+        );
+        assert!(problems("backend = \"openai\"\nlanguage = \"pt-BR\"").is_empty());
+        let bad = problems("backend = \"whisper-cpp\"\nlanguage = \"french\"");
+        assert!(bad[0].contains("\"french\""), "{bad:?}");
+        let bad = problems("backend = \"whisper-cpp\"\nlanguages = [\"fr\", \"xx\"]");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("\"xx\""));
+        assert_eq!(
+            problems("backend = \"openai\"\nlanguage = \"../x\"").len(),
+            1
+        );
     }
 
     #[test]
