@@ -111,6 +111,7 @@ pub fn log(level: log::Level, message: &str) {
 
 pub mod alloc;
 pub mod host;
+pub mod language;
 pub mod screen;
 /// Natively only: a fake host and a call for a stage's own tests.
 #[cfg(not(target_arch = "wasm32"))]

@@ -2,7 +2,7 @@
 //! appends to `events` in the same transaction, so the stream and the
 //! tables never disagree.
 
-use super::items::{SuggestionRecord, TranscriptLine};
+use super::items::{LineTranslation, SuggestionRecord, TranscriptLine, Translation};
 use super::{Db, Store, StoreError, on_pool};
 use crate::clock::now_epoch;
 use serde::Serialize;
@@ -346,6 +346,37 @@ impl Store {
         })
     }
 
+    /// A line's translation, kept with the line (found by role, start and
+    /// text) and as a `translation` event; returns the event id. A line the
+    /// store does not have keeps nothing but the event.
+    pub async fn add_translation(
+        &self,
+        session_id: &str,
+        t: &LineTranslation,
+    ) -> Result<i64, StoreError> {
+        let at = now_epoch();
+        let sql = self.sql(
+            "UPDATE segments SET translation = ?, translation_language = ? \
+             WHERE session_id = ? AND role = ? AND start_ms = ? AND text = ?",
+        );
+        let data = serde_json::to_string(t).unwrap_or_default();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sql)
+                .bind(&t.text)
+                .bind(&t.language)
+                .bind(session_id)
+                .bind(&t.speaker_role)
+                .bind(t.start_ms as i64)
+                .bind(&t.original)
+                .execute(&mut *tx)
+                .await?;
+            let id = event_in!(self, tx, session_id, "translation", &data, at);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
     /// A suggestion or a clarifying question (by its kind); one with a known
     /// id is updated. Returns its event id.
     pub async fn add_suggestion(
@@ -359,18 +390,20 @@ impl Store {
         let sql = if question {
             self.sql(
                 "INSERT INTO questions (session_id, question_id, title, content, sources, \
-                 language, at, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 language, at, confidence, model_written) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (session_id, question_id) DO UPDATE SET title = excluded.title, \
                  content = excluded.content, sources = excluded.sources, \
-                 confidence = excluded.confidence, at = excluded.at",
+                 confidence = excluded.confidence, at = excluded.at, \
+                 model_written = excluded.model_written",
             )
         } else {
             self.sql(
                 "INSERT INTO suggestions (session_id, suggestion_id, title, content, sources, \
-                 language, at, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 language, at, confidence, model_written) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (session_id, suggestion_id) DO UPDATE SET title = excluded.title, \
                  content = excluded.content, sources = excluded.sources, \
-                 confidence = excluded.confidence, at = excluded.at",
+                 confidence = excluded.confidence, at = excluded.at, \
+                 model_written = excluded.model_written",
             )
         };
         on_pool!(self, pool => {
@@ -384,6 +417,7 @@ impl Store {
                 .bind(&s.language)
                 .bind(s.at)
                 .bind(s.confidence as f64)
+                .bind(s.model_written)
                 .execute(&mut *tx)
                 .await?;
             let id = event_in!(self, tx, session_id, "suggestion", &data, s.at);
@@ -536,8 +570,8 @@ impl Store {
     /// Transcript lines, oldest first.
     pub async fn transcripts(&self, session_id: &str) -> Result<Vec<TranscriptLine>, StoreError> {
         let sql = self.sql(
-            "SELECT speaker_id, role, start_ms, end_ms, text, language, confidence \
-             FROM segments WHERE session_id = ? ORDER BY id",
+            "SELECT speaker_id, role, start_ms, end_ms, text, language, confidence, \
+             translation, translation_language FROM segments WHERE session_id = ? ORDER BY id",
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(session_id).fetch_all(pool).await?;
@@ -551,6 +585,13 @@ impl Store {
                         text: r.try_get("text")?,
                         language: r.try_get("language")?,
                         confidence: r.try_get::<f64, _>("confidence")? as f32,
+                        translation: match (
+                            r.try_get::<Option<String>, _>("translation")?,
+                            r.try_get::<Option<String>, _>("translation_language")?,
+                        ) {
+                            (Some(text), Some(language)) => Some(Translation { language, text }),
+                            _ => None,
+                        },
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -562,9 +603,10 @@ impl Store {
     pub async fn suggestions(&self, session_id: &str) -> Result<Vec<SuggestionRecord>, StoreError> {
         let sql = self.sql(
             "SELECT suggestion_id AS id, 'knowledge_base' AS kind, title, content, sources, \
-             confidence, language, at FROM suggestions WHERE session_id = ? \
+             confidence, language, at, model_written FROM suggestions WHERE session_id = ? \
              UNION ALL SELECT question_id, 'clarification_question', title, content, sources, \
-             confidence, language, at FROM questions WHERE session_id = ? ORDER BY at",
+             confidence, language, at, model_written FROM questions WHERE session_id = ? \
+             ORDER BY at",
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql)
@@ -584,6 +626,7 @@ impl Store {
                         confidence: r.try_get::<f64, _>("confidence")? as f32,
                         language: r.try_get("language")?,
                         at: r.try_get("at")?,
+                        model_written: r.try_get("model_written")?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()

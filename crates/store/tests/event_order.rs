@@ -23,6 +23,7 @@ fn line(n: usize) -> TranscriptLine {
         text: format!("line {n}"),
         language: "fr".into(),
         confidence: 0.8,
+        translation: None,
     }
 }
 

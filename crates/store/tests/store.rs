@@ -3,7 +3,7 @@
 //! default postgres://postgres@127.0.0.1:5432/test, each run in a schema of
 //! its own).
 
-use callpipe_store::items::{SuggestionRecord, TranscriptLine};
+use callpipe_store::items::{LineTranslation, SuggestionRecord, TranscriptLine};
 use callpipe_store::{NewCall, Store};
 use callpipe_testkit::postgres::Schema;
 
@@ -16,6 +16,7 @@ fn line(text: &str, end_ms: u64) -> TranscriptLine {
         text: text.into(),
         language: "fr".into(),
         confidence: 0.8,
+        translation: None,
     }
 }
 
@@ -29,6 +30,7 @@ fn suggestion(id: &str, kind: &str, confidence: f32, at: f64) -> SuggestionRecor
         confidence,
         language: "fr".into(),
         at,
+        model_written: kind == "clarification_question",
     }
 }
 
@@ -441,6 +443,29 @@ async fn exercise(store: &Store) {
     );
     assert_eq!(said[1].end_ms, 4000);
 
+    // A line's translation is kept with the line; another line's text at
+    // the same time is not touched.
+    store
+        .add_translation(
+            "s1",
+            &LineTranslation {
+                speaker_role: "technician".into(),
+                start_ms: 3000,
+                original: "la caméra".into(),
+                language: "en".into(),
+                text: "the camera".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let lines = store.transcripts("s1").await.unwrap();
+    let translated: Vec<_> = lines
+        .iter()
+        .filter_map(|l| l.translation.as_ref())
+        .collect();
+    assert_eq!(translated.len(), 1, "{lines:?}");
+    assert_eq!(translated[0].text, "the camera");
+    assert_eq!(translated[0].language, "en");
     let shown = store.suggestions("s1").await.unwrap();
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert_eq!(shown[0].kind, "clarification_question");
@@ -451,6 +476,8 @@ async fn exercise(store: &Store) {
     assert_eq!(shown[1].kind, "knowledge_base");
     assert!((shown[1].confidence - 0.9).abs() < 1e-6);
     assert_eq!(shown[1].sources, ["sample-001"]);
+    // Who wrote it survives the store, both tables.
+    assert!(shown[0].model_written && !shown[1].model_written);
 
     // The event log, in order, per session, resumable after an id.
     let events = store.events_after("s1", 0, 100).await.unwrap();
@@ -464,12 +491,13 @@ async fn exercise(store: &Store) {
             "suggestion",
             "suggestion",
             "status",
-            "summary"
+            "summary",
+            "translation"
         ]
     );
     assert_eq!(events[0].id, first);
     let after = store.events_after("s1", third, 100).await.unwrap();
-    assert_eq!(after.len(), 5);
+    assert_eq!(after.len(), 6);
     let doc: serde_json::Value = serde_json::from_str(&after[2].data).unwrap();
     assert_eq!(doc["id"], "kb-sample-001-1");
     assert_eq!(store.events_after("s2", 0, 100).await.unwrap().len(), 1);
@@ -526,7 +554,7 @@ async fn sqlite_keeps_the_record_across_a_reopen() {
     // Migrations are idempotent and the data is on disk.
     let again = Store::connect(&url).await.unwrap();
     assert_eq!(again.call("s1").await.unwrap().unwrap().status, "completed");
-    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 8);
+    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 9);
     assert_eq!(
         again.call("s2").await.unwrap().unwrap().status,
         "interrupted"

@@ -23,6 +23,21 @@ const SAY_QUEUE: usize = 4;
 /// name the host gives meaning to, not part of the runtime's contract.
 const SUMMARY: &str = "call-summary";
 
+/// A `custom` event whose JSON translates one transcript line for the
+/// agent (the `translator` stage writes it): kept with the line.
+const TRANSLATION: &str = "line-translation";
+
+/// The most of a translation kept: a line is a few sentences.
+const MAX_TRANSLATION_CHARS: usize = 2000;
+
+/// A stage's `line-translation` event, checked before it reaches a
+/// session: the line it names and a translation of a sensible size.
+pub fn line_translation(json: &str) -> Option<crate::sessions::LineTranslation> {
+    let t: crate::sessions::LineTranslation = serde_json::from_str(json).ok()?;
+    let sized = |s: &str| !s.trim().is_empty() && s.chars().count() <= MAX_TRANSLATION_CHARS;
+    (sized(&t.text) && sized(&t.original) && (2..=16).contains(&t.language.len())).then_some(t)
+}
+
 /// Where a bidirectional call's audio goes.
 pub struct Voice {
     pub player: Player,
@@ -68,10 +83,11 @@ pub fn transcript_line(t: Transcript) -> TranscriptLine {
         text: t.text,
         language: t.language,
         confidence: t.confidence,
+        translation: None,
     }
 }
 
-pub fn suggestion_record(s: Suggestion) -> SuggestionRecord {
+pub fn suggestion_record(s: Suggestion, model_written: bool) -> SuggestionRecord {
     SuggestionRecord {
         id: s.id,
         kind: match s.kind {
@@ -85,6 +101,7 @@ pub fn suggestion_record(s: Suggestion) -> SuggestionRecord {
         confidence: s.confidence,
         language: s.language,
         at: crate::sessions::now_epoch(),
+        model_written,
     }
 }
 
@@ -106,8 +123,8 @@ pub fn spawn(
         Some((tx, tokio::spawn(speak(rx, v.player, speech))))
     });
     tokio::spawn(async move {
-        while let Some(event) = output.recv().await {
-            match event {
+        while let Some(out) = output.recv_marked().await {
+            match out.event {
                 Event::Utterance(u) => sessions.add_segment(&session_id, &u.speaker_id, u.role),
                 Event::Analysis(a) => sessions.set_diagnostic(
                     &session_id,
@@ -130,7 +147,9 @@ pub fn spawn(
                     }
                     sessions.add_transcript(&session_id, transcript_line(t))
                 }
-                Event::Suggestion(s) => sessions.add_suggestion(&session_id, suggestion_record(s)),
+                Event::Suggestion(s) => {
+                    sessions.add_suggestion(&session_id, suggestion_record(s, out.model_written))
+                }
                 Event::Say(_) if sessions.is_muted(&session_id) => {
                     tracing::debug!(session = %session_id, "muted: a question is only shown");
                 }
@@ -155,6 +174,12 @@ pub fn spawn(
                     }
                 }
                 Event::Custom(c) if c.name == SUMMARY => sessions.set_summary(&session_id, &c.json),
+                Event::Custom(c) if c.name == TRANSLATION => match line_translation(&c.json) {
+                    Some(t) => sessions.add_translation(&session_id, t),
+                    None => {
+                        tracing::warn!(session = %session_id, "a line translation that is not one was ignored")
+                    }
+                },
                 Event::Custom(c) if c.name == FLUSH => {
                     if let (Some(m), Some(id)) = (&markers, marker_id(&c.json)) {
                         m.reached(id);

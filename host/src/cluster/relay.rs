@@ -132,6 +132,7 @@ pub(super) fn relay(sessions: &Sessions, session_id: String, row: EventRow) {
         "suggestion" => serde_json::from_str(&row.data).map(Update::Suggestion),
         "status" => serde_json::from_str::<StatusChange>(&row.data).map(Update::Status),
         "summary" => serde_json::from_str(&row.data).map(Update::Summary),
+        "translation" => serde_json::from_str(&row.data).map(Update::Translation),
         _ => return,
     };
     match update {

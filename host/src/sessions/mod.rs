@@ -6,7 +6,7 @@ use crate::bindings::types::SpeakerRole;
 use crate::pipeline::event::role_name;
 pub mod writer;
 
-pub use crate::store::items::{SuggestionRecord, TranscriptLine};
+pub use crate::store::items::{LineTranslation, SuggestionRecord, TranscriptLine, Translation};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -28,6 +28,8 @@ pub enum Update {
     Status(StatusChange),
     /// The end-of-call summary a stage wrote (its JSON, as it wrote it).
     Summary(serde_json::Value),
+    /// A line translated for the agent.
+    Translation(LineTranslation),
     /// What the analysis stage currently understands (live only: the next
     /// analysis replaces it, so it is not stored).
     Diagnostic(Diagnostic),
@@ -566,6 +568,37 @@ impl Sessions {
         }
     }
 
+    /// A line's translation, a stage's `line-translation` event: kept with
+    /// the line (by role, start and text), shown at once and stored behind,
+    /// as `add_transcript`. A line no longer held live is still stored.
+    pub fn add_translation(&self, session_id: &str, t: LineTranslation) {
+        let known = match self.lock().get_mut(session_id) {
+            Some(s) => {
+                if let Some(line) = s.transcript.iter_mut().rev().find(|l| {
+                    l.speaker_role == t.speaker_role
+                        && l.start_ms == t.start_ms
+                        && l.text == t.original
+                }) {
+                    line.translation = Some(Translation {
+                        language: t.language.clone(),
+                        text: t.text.clone(),
+                    });
+                }
+                true
+            }
+            None => false,
+        };
+        if known {
+            self.stored_then_published(
+                session_id,
+                Write::Translation {
+                    session_id: session_id.to_string(),
+                    translation: t,
+                },
+            );
+        }
+    }
+
     /// The end-of-call summary a stage wrote (a JSON object), shown at once
     /// and stored behind, as `add_transcript`. Anything but an object is
     /// refused with a warning.
@@ -639,6 +672,9 @@ impl Sessions {
             }
             (None, Write::Summary { summary, .. }) => {
                 self.publish(session_id, None, Update::Summary(summary))
+            }
+            (None, Write::Translation { translation, .. }) => {
+                self.publish(session_id, None, Update::Translation(translation))
             }
             (None, _) => {}
         }

@@ -10,7 +10,7 @@
 //! and goes again, and shutdown flushes what is queued. A full queue
 //! refuses new writes with a metric and a loud log; audio never waits.
 
-use super::{Published, StatusChange, SuggestionRecord, TranscriptLine, Update};
+use super::{LineTranslation, Published, StatusChange, SuggestionRecord, TranscriptLine, Update};
 use crate::metrics::{STORE_WRITER, StageFailure};
 use crate::store::{NewCall, Store, StoreError};
 use std::sync::Arc;
@@ -71,6 +71,11 @@ pub enum Write {
         session_id: String,
         context: serde_json::Value,
     },
+    /// Published to live listeners once stored.
+    Translation {
+        session_id: String,
+        translation: LineTranslation,
+    },
     /// Answered once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
 }
@@ -88,6 +93,7 @@ impl Write {
             Write::Suggestion { .. } => "suggestion",
             Write::Summary { .. } => "summary",
             Write::Context { .. } => "site context",
+            Write::Translation { .. } => "translation",
             Write::Flush(_) => "flush",
         }
     }
@@ -103,7 +109,8 @@ impl Write {
             | Write::Transcript { session_id, .. }
             | Write::Suggestion { session_id, .. }
             | Write::Summary { session_id, .. }
-            | Write::Context { session_id, .. } => Some(session_id),
+            | Write::Context { session_id, .. }
+            | Write::Translation { session_id, .. } => Some(session_id),
             Write::StageError(f) => Some(&f.session_id),
         }
     }
@@ -183,6 +190,10 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Write>, updates: Updates)
                 session_id,
                 summary,
             } => Some((session_id, Update::Summary(summary))),
+            Write::Translation {
+                session_id,
+                translation,
+            } => Some((session_id, Update::Translation(translation))),
             _ => None,
         };
         if let Some((session_id, update)) = published {
@@ -316,6 +327,13 @@ async fn apply(store: &Store, write: &Write) -> Result<Option<i64>, StoreError> 
             .set_context(session_id, &context.to_string())
             .await
             .map(|_| None),
+        Write::Translation {
+            session_id,
+            translation,
+        } => store
+            .add_translation(session_id, translation)
+            .await
+            .map(Some),
         Write::Flush(_) => Ok(None),
     }
 }

@@ -91,6 +91,7 @@ fn kind_of(p: &Published) -> &'static str {
         crate::sessions::Update::Suggestion(_) => "suggestion",
         crate::sessions::Update::Status(_) => "status",
         crate::sessions::Update::Summary(_) => "summary",
+        crate::sessions::Update::Translation(_) => "translation",
         crate::sessions::Update::Diagnostic(_) => "diagnostic",
     }
 }
@@ -101,6 +102,7 @@ fn data_of(p: &Published) -> String {
         crate::sessions::Update::Suggestion(s) => serde_json::to_string(s),
         crate::sessions::Update::Status(s) => serde_json::to_string(s),
         crate::sessions::Update::Summary(s) => serde_json::to_string(s),
+        crate::sessions::Update::Translation(t) => serde_json::to_string(t),
         crate::sessions::Update::Diagnostic(d) => serde_json::to_string(d),
     };
     value.unwrap_or_default()

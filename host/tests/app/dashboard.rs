@@ -463,6 +463,12 @@ async fn the_call_summary_shows_at_the_end_and_after_a_reload() {
     send(&browser, "Bonjour, j'ai un souci sur le site.").await;
     let asked = wait_count(&browser, "#chat li.msg.bot", 1).await;
     assert!(asked[0].contains(QUESTION), "{asked:?}");
+    // Marked as the model's, from the server's field.
+    let marked = wait_count(&browser, "#chat li.msg.bot.model-written", 1).await;
+    assert!(
+        marked[0].contains("Rédigé par le modèle de langage"),
+        "{marked:?}"
+    );
     assert!(
         !browser
             .find(Locator::Id("summary"))
@@ -479,7 +485,11 @@ async fn the_call_summary_shows_at_the_end_and_after_a_reload() {
          ce matin, plus aucune lumière et elle ne répond pas au ping.",
     )
     .await;
-    wait_for(&browser, "#cards article.card").await;
+    // Two cards, the article and the model's answer from it; only the
+    // answer is marked.
+    wait_count(&browser, "#cards article.card", 2).await;
+    let marked = texts(&browser, "#cards article.card.model-written .by-model").await;
+    assert_eq!(marked, ["Rédigé par le modèle de langage : à vérifier"]);
     click(&browser, "end-btn").await;
     wait_for(&browser, "#confirm-end[open]").await;
     click(&browser, "confirm-end-ok").await;
@@ -645,4 +655,72 @@ async fn a_spanish_speaking_technician_is_named_and_asked_in_spanish() {
         "the line is marked"
     );
     screenshot(&browser, "dashboard-spanish").await;
+}
+
+/// With a language model (a test-only model server), the Spanish line is
+/// translated for the agent: shown under the line, marked as the model's,
+/// while the page stays French; the translation is stored with the line
+/// and comes back when the session is reopened from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spanish_technicians_lines_are_translated_for_the_agent() {
+    use crate::support::llm::{Behaviour, TRANSLATION, llm_pipeline, model_stand_in};
+    if !ready() {
+        return;
+    }
+    let model = model_stand_in(Behaviour::Good).await;
+    let server = Server::start_pipeline(&[], &llm_pipeline("translated", &model.url));
+    let said = "Hola, estoy en casa de un cliente y la cámara del aparcamiento ya no se enciende.";
+    let r = server
+        .client()
+        .post(server.http("/demo/send-demo-transcription"))
+        .json(&serde_json::json!({"session_id": "traducida", "text": said, "language": "es"}))
+        .send()
+        .await
+        .expect("send-demo-transcription answers");
+    assert!(r.status().is_success(), "{}", r.status());
+    let asked = model.requests();
+    let translating = asked
+        .iter()
+        .find(|r| r.to_string().contains("You translate"))
+        .unwrap_or_else(|| panic!("the model was asked to translate: {asked:#?}"));
+    assert!(
+        translating.to_string().contains("from Spanish into French"),
+        "{translating}"
+    );
+
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&server.http(&format!(
+            "/demo/technician?token={TOKEN}&lang=fr&session=traducida"
+        )))
+        .await
+        .expect("load");
+    let shown = wait_for(
+        &browser,
+        "#chat li.msg.technician .translation:not([hidden])",
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(shown, format!("Traduit par le modèle : {TRANSLATION}"));
+    let line = wait_for(&browser, "#chat li.msg.technician").await;
+    assert_eq!(
+        line.attr("data-language").await.unwrap().as_deref(),
+        Some("es")
+    );
+    let original = wait_for(&browser, "#chat li.msg.technician .text").await;
+    assert_eq!(original.text().await.unwrap(), said);
+    screenshot(&browser, "dashboard-translated").await;
+    browser.close().await.expect("close the browser");
+
+    // Kept with the line in the store.
+    let server = server.stop_and_restart();
+    let session = server.get_json("/api/sessions/traducida").await;
+    assert_eq!(
+        session["transcript"][0]["translation"],
+        serde_json::json!({"language": "fr", "text": TRANSLATION}),
+        "{session:#}"
+    );
 }

@@ -56,6 +56,17 @@ fn questions(doc: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether each question was marked as the model's words, in order.
+fn marks(doc: &Value) -> Vec<bool> {
+    doc["suggestions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["type"] == "clarification_question")
+        .map(|s| s["model_written"] == true)
+        .collect()
+}
+
 const VAGUE: &str = "Bonjour, j'ai un souci sur le site.";
 const DETAILS: &str = "C'est la caméra du parking, elle est éteinte depuis qu'on a remplacé le switch PoE \
                        ce matin, plus aucune lumière et elle ne répond pas au ping.";
@@ -73,6 +84,10 @@ async fn the_model_words_the_question_and_summarises_the_call() {
     let server = Server::start_pipeline(&[], &llm_pipeline("llm-good", &model.url));
     let doc = chat(&server, "llm-1", VAGUE).await;
     assert_eq!(questions(&doc), [QUESTION], "{doc:#}");
+    // The host marks what the model wrote, whatever the stage's title says
+    // (in the session's view; the chat answer keeps the original's shape).
+    let view = server.get_json("/api/sessions/llm-1").await;
+    assert_eq!(marks(&view), [true], "{view:#}");
     let sent = model.requests();
     let wording = sent[0].to_string();
     assert!(wording.contains("souci sur le site"), "{wording}");
@@ -86,6 +101,19 @@ async fn the_model_words_the_question_and_summarises_the_call() {
     assert_eq!(article["id"], "kb-sample-001-1", "{doc:#}");
     assert_eq!(answer["id"], "answer-sample-001", "{doc:#}");
     assert_eq!(answer["sources"], json!(["sample-001"]));
+    // The answer is the model's words; the article, found with the model's
+    // rewritten query, is the knowledge base's.
+    let view = server.get_json("/api/sessions/llm-1").await;
+    let marked = |id: &str| {
+        view["suggestions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == id)
+            .map(|s| s["model_written"].clone())
+    };
+    assert_eq!(marked("answer-sample-001"), Some(json!(true)), "{view:#}");
+    assert_eq!(marked("kb-sample-001-1"), Some(json!(false)), "{view:#}");
     assert!(
         answer["content"]
             .as_str()
@@ -110,6 +138,7 @@ async fn the_model_words_the_question_and_summarises_the_call() {
         .filter_map(|s| s["content"].as_str())
         .collect();
     assert_eq!(stored, [QUESTION], "{session:#}");
+    assert_eq!(marks(&session), [true], "{session:#}");
     let summary = &session["summary"];
     assert_eq!(summary["source"], "llm", "{session:#}");
     assert_eq!(summary["problem"], SUMMARY_PROBLEM);
@@ -126,6 +155,11 @@ async fn the_model_words_the_question_and_summarises_the_call() {
     assert_eq!(
         session["summary"]["problem"], SUMMARY_PROBLEM,
         "{session:#}"
+    );
+    assert_eq!(
+        marks(&session),
+        [true],
+        "the store keeps the mark: {session:#}"
     );
 }
 
@@ -155,6 +189,8 @@ async fn a_slow_or_failing_model_gives_the_template_question_and_the_call_goes_o
         let doc = chat(&server, &session, VAGUE).await;
         let asked = questions(&doc);
         assert_eq!(asked.len(), 1, "{tag}: {doc:#}");
+        let view = server.get_json(&format!("/api/sessions/{session}")).await;
+        assert_eq!(marks(&view), [false], "{tag}: a template is ours: {view:#}");
         assert!(
             asked[0].contains("équipement"),
             "{tag}: the template: {asked:?}"

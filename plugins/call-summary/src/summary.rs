@@ -214,15 +214,30 @@ impl Summarizer {
     }
 
     fn request(&self, rules: &Summary) -> CompletionRequest {
-        let fr = self.fr();
-        let system = if fr {
+        let tag = callpipe_sdk::language::primary(&self.language);
+        // In the technician's language: French and English have their own
+        // instructions; another language is named to the model in English.
+        let written_in = match tag.as_str() {
+            "fr" | "en" => None,
+            other => callpipe_sdk::language::english_name(other),
+        };
+        let fr = self.fr() && written_in.is_none();
+        let system = if let Some(name) = written_in {
+            format!(
+                "You summarise a technical support call (security systems) for the job sheet. \
+                 Answer in {name}, as JSON: problem (one sentence), equipment (list), steps_tried (list), outcome (one sentence). \
+                 Invent nothing: only what the technician said and what was offered."
+            )
+        } else if fr {
             "Tu résumes un appel de support technique (systèmes de sécurité) pour la fiche d'intervention. \
              Réponds en français, en JSON : problem (une phrase), equipment (liste), steps_tried (liste), outcome (une phrase). \
              N'invente rien : seulement ce que le technicien a dit et ce qui lui a été proposé."
+                .to_string()
         } else {
             "You summarise a technical support call (security systems) for the job sheet. \
              Answer in English, as JSON: problem (one sentence), equipment (list), steps_tried (list), outcome (one sentence). \
              Invent nothing: only what the technician said and what was offered."
+                .to_string()
         };
         let articles: Vec<String> = self
             .articles
@@ -272,7 +287,7 @@ impl Summarizer {
             "additionalProperties": false
         });
         callpipe_sdk::capability::chat_request(
-            system.into(),
+            system,
             user,
             300,
             0.1,
@@ -436,6 +451,37 @@ mod tests {
         assert_eq!(sum.articles, ["kb-004"]);
         assert!(sum.outcome.contains("kb-004"), "{}", sum.outcome);
         assert_eq!(sum.source, "rules");
+    }
+
+    #[test]
+    fn the_model_summarises_in_the_technicians_language() {
+        let on = Config {
+            llm: true,
+            ..Config::default()
+        };
+        for (language, wanted) in [("es", "Answer in Spanish"), ("fr", "Réponds en français")] {
+            let mut s = Summarizer::with_config(on.clone(), language).unwrap();
+            let mut host = FakeHost::default().with_completion("{}");
+            s.handle_with(
+                Event::Analysis(Analysis {
+                    sufficient: true,
+                    query: "cámara".into(),
+                    entities: vec![],
+                    issue: None,
+                    language: language.into(),
+                    missing: vec![],
+                }),
+                &mut host,
+            );
+            let mut line = said("La cámara del aparcamiento no funciona.");
+            if let Event::Transcript(t) = &mut line {
+                t.language = language.into();
+            }
+            s.handle_with(line, &mut host);
+            s.handle_with(ended(), &mut host);
+            let system = &host.prompts[0].messages[0].content;
+            assert!(system.contains(wanted), "{language}: {system}");
+        }
     }
 
     #[test]

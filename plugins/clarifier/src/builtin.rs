@@ -35,13 +35,7 @@ const FILES: &[(&str, &str)] = &[
     ("zh", include_str!("../questions/zh.json")),
 ];
 
-/// `pt-BR` -> `pt`.
-pub fn primary(tag: &str) -> String {
-    tag.split(['-', '_'])
-        .next()
-        .unwrap_or(tag)
-        .to_ascii_lowercase()
-}
+pub use callpipe_sdk::language::primary;
 
 /// The built-in wording for a language (by its primary subtag), if any.
 /// Parsed when asked: a call asks a few questions at most.

@@ -222,11 +222,7 @@ impl Analyzer {
     /// shared (Spanish "de", "la", "que"); ties go to the transcriber's tag,
     /// then the call's language.
     fn language(&self, w: &[&str], transcript_language: &str) -> String {
-        let tagged = transcript_language
-            .split(['-', '_'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let tagged = callpipe_sdk::language::primary(transcript_language);
         if !tagged.is_empty() && tagged != "fr" && tagged != "en" {
             return tagged;
         }

@@ -39,19 +39,34 @@ pub fn one_query(text: &str) -> Option<String> {
     (!q.is_empty() && q.lines().count() == 1 && (2..=40).contains(&words)).then(|| q.to_string())
 }
 
-/// An answer from the articles only, in the technician's language, citing ids.
+/// The language an answer for a technician speaking `language` is written
+/// in: theirs when a model can be asked for it by name, else French (the
+/// pipeline's default).
+pub fn answer_language(language: &str) -> String {
+    let tag = callpipe_sdk::language::primary(language);
+    match callpipe_sdk::language::english_name(&tag) {
+        Some(_) => tag,
+        None => "fr".into(),
+    }
+}
+
+/// An answer from the articles only, in [`answer_language`], citing ids.
 pub fn answer_request(articles: &[&Hit], language: &str, deadline_ms: u32) -> CompletionRequest {
-    let fr = language != "en";
-    let system = if fr {
-        "Tu aides un agent de support à répondre à un technicien de terrain (systèmes de sécurité). \
+    let written = answer_language(language);
+    let system = match (written.as_str(), callpipe_sdk::language::english_name(&written)) {
+        ("fr", _) | (_, None) => "Tu aides un agent de support à répondre à un technicien de terrain (systèmes de sécurité). \
          Écris une réponse courte en français, en étapes numérotées, UNIQUEMENT à partir des articles fournis, \
          et cite l'identifiant de chaque article utilisé entre crochets, par exemple [sample-001]. \
          Si les articles ne répondent pas, dis-le."
-    } else {
-        "You help a support agent answer a field technician (security systems). \
-         Write a short answer in English, as numbered steps, ONLY from the articles given, \
-         and cite the id of each article you use in square brackets, e.g. [sample-001]. \
-         If the articles do not answer it, say so."
+            .to_string(),
+        // The technician's language, named in English (the instructions a
+        // model follows best); the articles stay as written.
+        (_, Some(name)) => format!(
+            "You help a support agent answer a field technician (security systems). \
+             Write a short answer in {name}, as numbered steps, ONLY from the articles given, \
+             and cite the id of each article you use in square brackets, e.g. [sample-001]. \
+             If the articles do not answer it, say so."
+        ),
     };
     let mut user = String::new();
     for a in articles {
@@ -60,7 +75,7 @@ pub fn answer_request(articles: &[&Hit], language: &str, deadline_ms: u32) -> Co
             a.article_id, a.title, a.content
         ));
     }
-    request(system.into(), user, 400, deadline_ms)
+    request(system, user, 400, deadline_ms)
 }
 
 /// The shown articles' ids the answer cites, in order; `None` when it cites
@@ -90,6 +105,25 @@ pub fn refused(text: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_is_asked_in_the_technicians_language() {
+        let system = |language: &str| {
+            let r = answer_request(&[], language, 1000);
+            r.messages[0].content.clone()
+        };
+        assert!(
+            system("es-MX").contains("in Spanish"),
+            "{}",
+            system("es-MX")
+        );
+        assert!(system("en").contains("in English"));
+        assert!(system("fr-FR").contains("en français"));
+        // A language no model is asked by name: French, and said so.
+        assert!(system("xx").contains("en français"));
+        assert_eq!(answer_language("es-MX"), "es");
+        assert_eq!(answer_language("xx"), "fr");
+    }
 
     #[test]
     fn queries_and_citations() {

@@ -294,7 +294,7 @@ impl Solutions {
     fn worded_in(&self, language: &str) -> String {
         [language, self.call_language.as_str()]
             .into_iter()
-            .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
+            .map(callpipe_sdk::language::primary)
             .find(|l| matches!(l.as_str(), "fr" | "en"))
             .unwrap_or_else(|| "en".into())
     }
@@ -440,7 +440,7 @@ impl Solutions {
         Some(Event::Suggestion(Suggestion {
             id: format!("answer-{}", ids.join("-")),
             kind: SuggestionKind::KnowledgeBase,
-            title: if language == "en" {
+            title: if crate::answer::answer_language(language) == "en" {
                 format!("Suggested answer, written by the AI model: {}", top.title)
             } else {
                 format!(
@@ -451,7 +451,7 @@ impl Solutions {
             content: text.trim().to_string(),
             sources: cited,
             confidence: top.score.clamp(0.0, 1.0),
-            language: language.to_string(),
+            language: crate::answer::answer_language(language),
         }))
     }
 

@@ -390,6 +390,9 @@ impl Host for CapabilityContext {
             Err(LlmError::Refused(_)) => Outcome::Error,
         };
         METRICS.record(started.elapsed(), outcome);
+        if let Ok(c) = &result {
+            self.model_replies.push(&c.text);
+        }
         if let Err(e) = &result {
             tracing::warn!(
                 call = %self.context.call_id,

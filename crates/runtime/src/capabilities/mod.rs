@@ -9,6 +9,7 @@ pub mod llm;
 pub mod log;
 pub mod log_budget;
 pub mod openai_transcriber;
+pub mod provenance;
 pub mod setup;
 pub mod speech;
 pub mod speech_to_text;
@@ -79,6 +80,9 @@ pub struct CapabilityContext {
     pub log_budget: log_budget::LogBudget,
     /// The call's language, when the transcriber detects it.
     pub language: call_language::CallLanguage,
+    /// What the model answered during the event in progress (the host
+    /// marks what the stage makes of it: see `provenance`).
+    pub model_replies: provenance::ModelReplies,
 }
 
 // The `types` interface has no functions; its host trait is empty.

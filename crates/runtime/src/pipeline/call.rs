@@ -10,6 +10,7 @@ use super::instance::{HandleError, StageInstance};
 use super::loaded::{LoadedPipeline, LoadedStage};
 use super::stats::{StageStats, StatsSnapshot};
 use crate::bindings::types::{CallInfo, Custom, Event, EventKind, Track};
+use crate::capabilities::provenance;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -18,12 +19,45 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// What comes out of the last stage, in order.
-pub type CallOutput = mpsc::Receiver<Event>;
+pub struct CallOutput(mpsc::Receiver<Output>);
+
+impl CallOutput {
+    /// The next event, or `None` once the call's stages have all finished.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.0.recv().await.map(|o| o.event)
+    }
+
+    /// The next event with what the host knows of where it came from.
+    pub async fn recv_marked(&mut self) -> Option<Output> {
+        self.0.recv().await
+    }
+}
+
+/// An event out of the call.
+#[derive(Debug)]
+pub struct Output {
+    pub event: Event,
+    /// A suggestion whose words are mostly the language model's (the host
+    /// decides, not the stage: see `capabilities::provenance`).
+    pub model_written: bool,
+}
 
 /// An event on its way between stages, with when it entered the call.
 struct Item {
     event: Event,
     arrived: Instant,
+    /// See [`Output::model_written`].
+    model_written: bool,
+}
+
+impl Item {
+    fn new(event: Event) -> Self {
+        Self {
+            event,
+            arrived: Instant::now(),
+            model_written: false,
+        }
+    }
 }
 
 fn is_audio(kind: EventKind) -> bool {
@@ -33,7 +67,7 @@ fn is_audio(kind: EventKind) -> bool {
 /// Where a stage sends what it produces: the next stage, or out of the call.
 enum Next {
     Stage(mpsc::Sender<Item>),
-    Output(mpsc::Sender<Event>),
+    Output(mpsc::Sender<Output>),
 }
 
 impl Next {
@@ -46,7 +80,11 @@ impl Next {
                         .frame_lag
                         .record(item.arrived.elapsed());
                 }
-                tx.send(item.event).await.is_ok()
+                let output = Output {
+                    event: item.event,
+                    model_written: item.model_written,
+                };
+                tx.send(output).await.is_ok()
             }
         }
     }
@@ -76,12 +114,9 @@ impl Injector {
     /// Waits for room, like [`Call::send`].
     pub async fn send(&self, event: Event) -> Result<(), SendError> {
         let tx = self.0.upgrade().ok_or(SendError::Closed)?;
-        tx.send(Item {
-            event,
-            arrived: Instant::now(),
-        })
-        .await
-        .map_err(|_| SendError::Closed)
+        tx.send(Item::new(event))
+            .await
+            .map_err(|_| SendError::Closed)
     }
 }
 
@@ -145,7 +180,7 @@ impl Call {
             instances.push(inst);
         }
         let (input, first_rx) = mpsc::channel::<Item>(pipeline.queue);
-        let (output_tx, output) = mpsc::channel::<Event>(pipeline.queue);
+        let (output_tx, output) = mpsc::channel::<Output>(pipeline.queue);
         let groups = task_groups(stages);
         let mut rx = Some(first_rx);
         let session_id: Arc<str> = info.session_id.as_str().into();
@@ -201,31 +236,23 @@ impl Call {
             next_tick_ms: AtomicU64::new(if pipeline_ticks { 0 } else { u64::MAX }),
         };
         call.send(Event::CallStarted(info)).await.ok();
-        Ok((call, output))
+        Ok((call, CallOutput(output)))
     }
 
     /// For live audio: never waits. A full queue drops the event and counts it.
     pub fn try_send(&self, event: Event) -> Result<(), SendError> {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
         let tick = self.tick_due(&event);
-        input
-            .try_send(Item {
-                event,
-                arrived: Instant::now(),
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    self.dropped.fetch_add(1, Relaxed);
-                    SendError::Full
-                }
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            })?;
+        input.try_send(Item::new(event)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.dropped.fetch_add(1, Relaxed);
+                SendError::Full
+            }
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })?;
         if let Some(tick) = tick {
             // Ticks are advisory: a full queue just skips one.
-            let _ = input.try_send(Item {
-                event: tick,
-                arrived: Instant::now(),
-            });
+            let _ = input.try_send(Item::new(tick));
         }
         Ok(())
     }
@@ -235,18 +262,12 @@ impl Call {
         let input = self.input.as_ref().ok_or(SendError::Closed)?;
         let tick = self.tick_due(&event);
         input
-            .send(Item {
-                event,
-                arrived: Instant::now(),
-            })
+            .send(Item::new(event))
             .await
             .map_err(|_| SendError::Closed)?;
         if let Some(tick) = tick {
             input
-                .send(Item {
-                    event: tick,
-                    arrived: Instant::now(),
-                })
+                .send(Item::new(tick))
                 .await
                 .map_err(|_| SendError::Closed)?;
         }
@@ -386,14 +407,22 @@ async fn run_task(mut steps: Vec<Step>, mut rx: mpsc::Receiver<Item>, next: Next
 impl Step {
     /// One event through this stage; what it produces is appended to `out`.
     async fn process(&mut self, item: Item, out: &mut Vec<Item>) {
-        let Item { event, arrived } = item;
+        let Item {
+            event,
+            arrived,
+            model_written,
+        } = item;
         let counters = &self.counters;
         let stats = &counters.call[counters.index];
         let totals = &*counters.stage;
         let kind = kind_of(&event);
         if !self.on.contains(kind) {
             stats.skipped.fetch_add(1, Relaxed);
-            out.push(Item { event, arrived });
+            out.push(Item {
+                event,
+                arrived,
+                model_written,
+            });
             return;
         }
         let started = Instant::now();
@@ -454,7 +483,7 @@ impl Step {
                     });
                 }
                 if is_control(kind) {
-                    vec![event]
+                    vec![event.clone()]
                 } else {
                     Vec::new()
                 }
@@ -478,7 +507,15 @@ impl Step {
                 .utterance_to_transcript_recent
                 .record(lag);
         }
-        out.extend(outputs.into_iter().map(|event| Item { event, arrived }));
+        // Marked when the model answered during this event and wrote most
+        // of it, or when it is a marked suggestion passed on.
+        let replies = self.inst.model_replies().filter(|r| !r.is_empty());
+        out.extend(outputs.into_iter().map(|output| Item {
+            model_written: (model_written && provenance::same_suggestion(&event, &output))
+                || replies.is_some_and(|r| provenance::model_wrote(r, &output)),
+            event: output,
+            arrived,
+        }));
     }
 }
 

@@ -7,6 +7,8 @@ use super::loaded::LoadedStage;
 use super::state::{StageContext, StageState};
 use crate::bindings::types::{CallInfo, Descriptor, Event, StageError};
 use crate::bindings::{FullStage, FullStagePre};
+use crate::capabilities::call_language::CallLanguage;
+use crate::capabilities::provenance::ModelReplies;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -77,6 +79,9 @@ pub struct StageInstance {
     live: Option<Live>,
     /// After a failed replacement: why, and when to try again.
     down: Option<(String, Instant)>,
+    /// The call's language as the last instance knew it: a replacement
+    /// starts from it instead of detecting the call's language again.
+    language: CallLanguage,
 }
 
 impl StageInstance {
@@ -100,11 +105,19 @@ impl StageInstance {
             call,
             live: Some(live),
             down: None,
+            language: CallLanguage::default(),
         })
     }
 
     pub fn context(&self) -> &StageContext {
         &self.context
+    }
+
+    /// What the model answered while the last event was handled.
+    pub fn model_replies(&self) -> Option<&ModelReplies> {
+        self.live
+            .as_ref()
+            .map(|l| &l.store.data().capabilities.model_replies)
     }
 
     pub async fn handle(&mut self, event: &Event) -> Result<Vec<Event>, HandleError> {
@@ -126,6 +139,7 @@ impl StageInstance {
             .as_mut()
             .ok_or_else(|| HandleError::Unavailable("no instance".into()))?;
         live.store.data_mut().ticks_left = ticks;
+        live.store.data_mut().capabilities.model_replies.clear();
         live.store.set_epoch_deadline(1);
         let result = live
             .bindings
@@ -141,7 +155,9 @@ impl StageInstance {
                 if !tail.is_empty() {
                     message.push_str(&format!("; guest output: {tail}"));
                 }
-                // A trapped instance is poisoned: drop it and start afresh.
+                // A trapped instance is poisoned: drop it and start afresh
+                // (what the host keeps for the call goes on).
+                self.language = live.store.data().capabilities.language.clone();
                 self.live = None;
                 if let Err(e) = self.restart().await {
                     message.push_str(&format!("; {e}"));
@@ -161,7 +177,8 @@ impl StageInstance {
         )
         .await
         {
-            Ok(live) => {
+            Ok(mut live) => {
+                live.store.data_mut().capabilities.language = self.language.clone();
                 self.live = Some(live);
                 self.down = None;
                 Ok(())

@@ -52,6 +52,7 @@ impl StageState {
                 context: capability_context,
                 log_budget: Default::default(),
                 language: Default::default(),
+                model_replies: Default::default(),
             },
         }
     }

@@ -29,6 +29,7 @@
       slot: { equipment: 'équipement', symptom: 'symptôme', since: 'depuis quand', tried: 'déjà essayé' },
       summaryTitle: "Résumé de l'appel", sumProblem: 'Problème', sumEquipment: 'Équipement',
       sumTried: 'Déjà essayé', sumArticles: 'Articles', sumOutcome: 'Issue',
+      modelWritten: 'Rédigé par le modèle de langage : à vérifier', translated: 'Traduit par le modèle',
       st: {
         created: 'Créée', queued: 'En file', initiated: 'Lancé', ringing: 'Sonnerie', 'in-progress': 'En cours',
         completed: 'Terminé', failed: 'Échec', busy: 'Occupé', 'no-answer': 'Pas de réponse',
@@ -58,6 +59,7 @@
       slot: { equipment: 'equipment', symptom: 'symptom', since: 'since when', tried: 'already tried' },
       summaryTitle: 'Call summary', sumProblem: 'Problem', sumEquipment: 'Equipment',
       sumTried: 'Already tried', sumArticles: 'Articles', sumOutcome: 'Outcome',
+      modelWritten: 'Written by the language model: check it', translated: 'Translated by the model',
       st: {
         created: 'Created', queued: 'Queued', initiated: 'Initiated', ringing: 'Ringing', 'in-progress': 'In progress',
         completed: 'Completed', failed: 'Failed', busy: 'Busy', 'no-answer': 'No answer',
@@ -160,11 +162,23 @@
   function onTranscript(line) {
     const role = line.speaker_role === 'agent' ? 'agent' : 'technician';
     const key = transcriptKey(role, line.start_ms, line.text);
-    if (model.chat.some((m) => m.key === key)) return;
+    if (model.chat.some((m) => m.key === key)) {
+      if (line.translation) onTranslation({ speaker_role: line.speaker_role, start_ms: line.start_ms, original: line.text, ...line.translation });
+      return;
+    }
     // The server's copy replaces what this page showed while sending.
     const pending = model.chat.findIndex((m) => m.pending && m.role === role && m.text === line.text);
-    const item = { key, role, text: line.text, language: primaryTag(line.language) };
+    const item = { key, role, text: line.text, language: primaryTag(line.language), translation: line.translation || null };
     if (pending >= 0) model.chat[pending] = item; else model.chat.push(item);
+    render();
+  }
+
+  // A line translated for the agent (a model's words): shown under it.
+  function onTranslation(x) {
+    const role = x.speaker_role === 'agent' ? 'agent' : 'technician';
+    const item = model.chat.find((m) => m.key === transcriptKey(role, x.start_ms, x.original));
+    if (!item || (item.translation && item.translation.text === x.text)) return;
+    item.translation = { language: primaryTag(x.language), text: x.text };
     render();
   }
 
@@ -175,11 +189,18 @@
       // The title says who worded it (a template, or the language model):
       // shown as the speaker, so a model's words never pass for ours.
       const language = primaryTag(s.language);
-      if (at >= 0) { Object.assign(model.chat[at], { text: s.content, title: s.title, language }); } else {
-        model.chat.push({ key, role: 'bot', text: s.content, id: s.id, title: s.title, language });
+      // The server says whether the model wrote it (the host decides, from
+      // the model's own replies): never left to the stage's title alone.
+      // The original's endpoints (the chat answer, polling) do not carry the
+      // mark: a copy from them keeps what the stream said.
+      const byModel = 'model_written' in s ? s.model_written === true : at >= 0 && model.chat[at].byModel === true;
+      if (at >= 0) { Object.assign(model.chat[at], { text: s.content, title: s.title, language, byModel }); } else {
+        model.chat.push({ key, role: 'bot', text: s.content, id: s.id, title: s.title, language, byModel });
         model.questions += 1;
       }
     } else {
+      const known = model.cards.get(s.id);
+      if (!('model_written' in s) && known) s = { ...s, model_written: known.model_written };
       model.cards.delete(s.id); // a repeat moves to the top
       model.cards.set(s.id, s);
     }
@@ -227,6 +248,7 @@
     es.addEventListener('suggestion', (e) => { seen(e); onSuggestion(JSON.parse(e.data)); });
     es.addEventListener('diagnostic', (e) => { model.diagnostic = JSON.parse(e.data); render(); });
     es.addEventListener('summary', (e) => { seen(e); model.summary = JSON.parse(e.data); render(); });
+    es.addEventListener('translation', (e) => { seen(e); onTranslation(JSON.parse(e.data)); });
     es.addEventListener('status', (e) => { seen(e); const x = JSON.parse(e.data); onStatus(x.status, x.at); });
     es.onopen = () => setLink('live');
     es.onerror = () => {
@@ -257,6 +279,7 @@
       const s = await api('GET', '/api/sessions/' + id);
       if (model.session !== asked) return;
       onStatus(s.status);
+      (s.transcript || []).forEach(onTranscript);
       if (s.summary) { model.summary = s.summary; render(); }
       if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
@@ -394,14 +417,23 @@
       who.className = 'who';
       const text = document.createElement('span');
       text.className = 'text';
-      li.append(who, text);
+      const translation = document.createElement('span');
+      translation.className = 'translation';
+      translation.hidden = true;
+      li.append(who, text, translation);
       return li;
     }, (li, m) => {
-      const cls = 'msg ' + m.role + (m.pending ? ' pending' : '');
+      const cls = 'msg ' + m.role + (m.pending ? ' pending' : '') + (m.byModel ? ' model-written' : '');
       if (li.className !== cls) li.className = cls;
       const who = t(m.role === 'bot' || m.role === 'greeting' ? 'assistant' : m.role);
-      setText(li.firstChild, m.title ? who + ' · ' + m.title : who);
-      setText(li.lastChild, m.text);
+      setText(li.firstChild, [who, m.title, m.byModel ? t('modelWritten') : ''].filter(Boolean).join(' · '));
+      setText(li.children[1], m.text);
+      // The translation a model made for the agent, marked as such.
+      const tr = li.children[2];
+      const shownTr = m.translation ? t('translated') + ' : ' + m.translation.text : '';
+      setText(tr, shownTr);
+      tr.hidden = !m.translation;
+      if (m.translation && tr.lang !== m.translation.language) tr.lang = m.translation.language;
       // Said in another language than the page's: the browser reads and
       // hyphenates it as that language, and the agent sees which one.
       const other = m.language && m.language !== model.lang ? m.language : '';
@@ -418,7 +450,7 @@
     $('no-solutions').hidden = cards.length > 0;
     // A card is rebuilt only when the server sent it again with other words,
     // or the language changed.
-    const sig = (c) => [model.lang, c.title, c.content, Math.round((Number(c.confidence) || 0) * 100)].join('|');
+    const sig = (c) => [model.lang, c.title, c.content, Math.round((Number(c.confidence) || 0) * 100), c.model_written === true].join('|');
     const make = (c) => { const el = card(c); el.dataset.sig = sig(c); return el; };
     place($('cards'), cardNodes, cards, (c) => c.id, make, (el, c) => {
       if (el.dataset.sig !== sig(c)) {
@@ -440,6 +472,13 @@
     conf.className = 'conf ' + (c >= 0.75 ? 'high' : c >= 0.5 ? 'medium' : 'low');
     conf.textContent = t('confidence') + ' ' + Math.round(c * 100) + ' %';
     head.append(h, conf);
+    if (s.model_written === true) {
+      el.classList.add('model-written');
+      const by = document.createElement('span');
+      by.className = 'by-model';
+      by.textContent = t('modelWritten');
+      head.append(by);
+    }
     el.append(head, ...steps(s.content || ''));
     if (s.sources && s.sources.length) {
       const src = document.createElement('div');

@@ -4,7 +4,7 @@
 //! `QUESTION`, a search query to rewrite gets `QUERY`, an answer to write
 //! from articles gets numbered steps citing the first article it was given
 //! (or citing nothing, as the test asks), a summary (structured output)
-//! gets `SUMMARY_PROBLEM`; slowly or not at all as the test asks. It keeps
+//! gets `SUMMARY_PROBLEM`, a line to translate `TRANSLATION`; slowly or not at all as the test asks. It keeps
 //! every request it got.
 
 use axum::http::StatusCode;
@@ -19,6 +19,9 @@ pub const QUESTION: &str =
 /// The search query it rewrites every conversation into.
 pub const QUERY: &str =
     "caméra parking éteinte après remplacement du switch PoE, ne répond plus au ping";
+/// Its translation of any line it is asked to translate.
+pub const TRANSLATION: &str =
+    "Bonjour, je suis chez un client et la caméra du parking ne s'allume plus.";
 /// The problem its summaries state.
 pub const SUMMARY_PROBLEM: &str = "Caméra du parking éteinte après le remplacement du switch PoE";
 
@@ -76,6 +79,8 @@ pub async fn model_stand_in(behaviour: Behaviour) -> ModelStandIn {
                     .to_string();
                 let content = if system.contains("search query") {
                     QUERY.to_string()
+                } else if system.contains("You translate") {
+                    TRANSLATION.to_string()
                 } else if system.contains("[sample-001]") {
                     match behaviour {
                         Behaviour::CitesNothing => {
