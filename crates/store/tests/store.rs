@@ -443,21 +443,28 @@ async fn exercise(store: &Store) {
     );
     assert_eq!(said[1].end_ms, 4000);
 
-    // A line's translation is kept with the line; another line's text at
-    // the same time is not touched.
-    store
-        .add_translation(
-            "s1",
-            &LineTranslation {
-                speaker_role: "technician".into(),
-                start_ms: 3000,
-                original: "la caméra".into(),
-                language: "en".into(),
-                text: "the camera".into(),
-            },
-        )
-        .await
-        .unwrap();
+    // A line's translation is kept with the line it names (session, role,
+    // start and text): not with another text at that time, nor with
+    // another session's line.
+    for (start_ms, original, text) in [
+        (3000, "la camera", "wrong text"),
+        (1000, "autre appel", "wrong session"),
+        (3000, "la caméra", "the camera"),
+    ] {
+        store
+            .add_translation(
+                "s1",
+                &LineTranslation {
+                    speaker_role: "technician".into(),
+                    start_ms,
+                    original: original.into(),
+                    language: "en".into(),
+                    text: text.into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
     let lines = store.transcripts("s1").await.unwrap();
     let translated: Vec<_> = lines
         .iter()
@@ -466,6 +473,8 @@ async fn exercise(store: &Store) {
     assert_eq!(translated.len(), 1, "{lines:?}");
     assert_eq!(translated[0].text, "the camera");
     assert_eq!(translated[0].language, "en");
+    let other = store.transcripts("s2").await.unwrap();
+    assert!(other.iter().all(|l| l.translation.is_none()), "{other:?}");
     let shown = store.suggestions("s1").await.unwrap();
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert_eq!(shown[0].kind, "clarification_question");
@@ -492,12 +501,14 @@ async fn exercise(store: &Store) {
             "suggestion",
             "status",
             "summary",
+            "translation",
+            "translation",
             "translation"
         ]
     );
     assert_eq!(events[0].id, first);
     let after = store.events_after("s1", third, 100).await.unwrap();
-    assert_eq!(after.len(), 6);
+    assert_eq!(after.len(), 8);
     let doc: serde_json::Value = serde_json::from_str(&after[2].data).unwrap();
     assert_eq!(doc["id"], "kb-sample-001-1");
     assert_eq!(store.events_after("s2", 0, 100).await.unwrap().len(), 1);
@@ -554,7 +565,7 @@ async fn sqlite_keeps_the_record_across_a_reopen() {
     // Migrations are idempotent and the data is on disk.
     let again = Store::connect(&url).await.unwrap();
     assert_eq!(again.call("s1").await.unwrap().unwrap().status, "completed");
-    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 9);
+    assert_eq!(again.events_after("s1", 0, 100).await.unwrap().len(), 11);
     assert_eq!(
         again.call("s2").await.unwrap().unwrap().status,
         "interrupted"

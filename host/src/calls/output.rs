@@ -31,11 +31,22 @@ const TRANSLATION: &str = "line-translation";
 const MAX_TRANSLATION_CHARS: usize = 2000;
 
 /// A stage's `line-translation` event, checked before it reaches a
-/// session: the line it names and a translation of a sensible size.
-pub fn line_translation(json: &str) -> Option<crate::sessions::LineTranslation> {
-    let t: crate::sessions::LineTranslation = serde_json::from_str(json).ok()?;
+/// session: a speaker role, a language tag, the line it names and a
+/// translation of a sensible size; else why not.
+pub fn line_translation(json: &str) -> Result<crate::sessions::LineTranslation, &'static str> {
+    let t: crate::sessions::LineTranslation =
+        serde_json::from_str(json).map_err(|_| "not the expected JSON")?;
     let sized = |s: &str| !s.trim().is_empty() && s.chars().count() <= MAX_TRANSLATION_CHARS;
-    (sized(&t.text) && sized(&t.original) && (2..=16).contains(&t.language.len())).then_some(t)
+    if !matches!(t.speaker_role.as_str(), "technician" | "agent") {
+        return Err("no speaker role");
+    }
+    if !crate::capabilities::valid_tag(&t.language) {
+        return Err("no language tag");
+    }
+    if !sized(&t.text) || !sized(&t.original) {
+        return Err("empty or too long");
+    }
+    Ok(t)
 }
 
 /// Where a bidirectional call's audio goes.
@@ -175,9 +186,9 @@ pub fn spawn(
                 }
                 Event::Custom(c) if c.name == SUMMARY => sessions.set_summary(&session_id, &c.json),
                 Event::Custom(c) if c.name == TRANSLATION => match line_translation(&c.json) {
-                    Some(t) => sessions.add_translation(&session_id, t),
-                    None => {
-                        tracing::warn!(session = %session_id, "a line translation that is not one was ignored")
+                    Ok(t) => sessions.add_translation(&session_id, t),
+                    Err(why) => {
+                        tracing::warn!(session = %session_id, "a line translation was ignored: {why}")
                     }
                 },
                 Event::Custom(c) if c.name == FLUSH => {
@@ -222,5 +233,38 @@ async fn speak(mut rx: mpsc::Receiver<Say>, player: Player, speech: Arc<Speech>)
                 speech.timeout_ms
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_translation_names_a_role_a_language_and_a_line() {
+        let json = |role: &str, language: &str, text: &str| {
+            serde_json::json!({
+                "speaker_role": role, "start_ms": 4200, "original": "Hola",
+                "language": language, "text": text,
+            })
+            .to_string()
+        };
+        let t = line_translation(&json("technician", "fr", "Bonjour")).expect("valid");
+        assert_eq!((t.start_ms, t.text.as_str()), (4200, "Bonjour"));
+        assert_eq!(
+            line_translation(&json("system", "fr", "Bonjour")).err(),
+            Some("no speaker role")
+        );
+        assert_eq!(
+            line_translation(&json("technician", "../x", "Bonjour")).err(),
+            Some("no language tag")
+        );
+        assert_eq!(
+            line_translation(&json("technician", "fr", " ")).err(),
+            Some("empty or too long")
+        );
+        let long = "mot ".repeat(MAX_TRANSLATION_CHARS);
+        assert!(line_translation(&json("technician", "fr", &long)).is_err());
+        assert!(line_translation("[]").is_err());
     }
 }

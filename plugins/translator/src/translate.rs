@@ -33,7 +33,7 @@ impl Default for Config {
         Self {
             into: String::new(),
             llm_timeout_ms: 1500,
-            per_event: 2,
+            per_event: 1,
         }
     }
 }

@@ -91,7 +91,7 @@ impl types::Host for CapabilityContext {}
 /// A BCP 47 language tag as stages send it (`fr`, `pt-BR`): the shape the
 /// speech and transcriber capabilities accept before a backend (or a
 /// command line) sees it.
-pub(crate) fn valid_tag(tag: &str) -> bool {
+pub fn valid_tag(tag: &str) -> bool {
     let mut parts = tag.split(['-', '_']);
     let primary = parts.next().unwrap_or("");
     (2..=3).contains(&primary.len())

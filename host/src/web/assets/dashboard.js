@@ -168,7 +168,8 @@
     }
     // The server's copy replaces what this page showed while sending.
     const pending = model.chat.findIndex((m) => m.pending && m.role === role && m.text === line.text);
-    const item = { key, role, text: line.text, language: primaryTag(line.language), translation: line.translation || null };
+    const translation = line.translation ? { language: primaryTag(line.translation.language), text: line.translation.text } : null;
+    const item = { key, role, text: line.text, language: primaryTag(line.language), translation };
     if (pending >= 0) model.chat[pending] = item; else model.chat.push(item);
     render();
   }
@@ -279,7 +280,12 @@
       const s = await api('GET', '/api/sessions/' + id);
       if (model.session !== asked) return;
       onStatus(s.status);
-      (s.transcript || []).forEach(onTranscript);
+      // The original's endpoint has neither translations nor the model's
+      // mark: both come from the session's own view.
+      (s.transcript || []).filter((l) => l.translation).forEach((l) => onTranslation({
+        speaker_role: l.speaker_role, start_ms: l.start_ms, original: l.text, ...l.translation,
+      }));
+      (s.suggestions || []).filter((x) => 'model_written' in x).forEach(onSuggestion);
       if (s.summary) { model.summary = s.summary; render(); }
       if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
       if (s.call_sid) model.callSid = s.call_sid;
@@ -430,7 +436,7 @@
       setText(li.children[1], m.text);
       // The translation a model made for the agent, marked as such.
       const tr = li.children[2];
-      const shownTr = m.translation ? t('translated') + ' : ' + m.translation.text : '';
+      const shownTr = m.translation ? t('translated') + (model.lang === 'fr' ? ' : ' : ': ') + m.translation.text : '';
       setText(tr, shownTr);
       tr.hidden = !m.translation;
       if (m.translation && tr.lang !== m.translation.language) tr.lang = m.translation.language;
