@@ -119,6 +119,7 @@ const SDK_SOURCES: &[(&str, &str)] = &[
     ("lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("alloc.rs", include_str!("../../../sdk/src/alloc.rs")),
     ("host.rs", include_str!("../../../sdk/src/host.rs")),
+    ("language.rs", include_str!("../../../sdk/src/language.rs")),
     ("screen.rs", include_str!("../../../sdk/src/screen.rs")),
     ("testing.rs", include_str!("../../../sdk/src/testing.rs")),
 ];
