@@ -37,19 +37,35 @@ impl ModelReplies {
         self.replies.is_empty()
     }
 
-    /// Whether `text` is mostly the model's words. Runs only after an event on which the model answered.
-    pub fn wrote(&self, text: &str) -> bool {
+    /// The replies' word triples, built once per event however many
+    /// suggestions the stage returns.
+    pub fn said(&self) -> Said {
         let mut said = HashSet::new();
         for reply in &self.replies {
             for s in strings_of(reply) {
                 said.extend(triples(tokens(&s)));
             }
         }
+        Said(said)
+    }
+
+    /// Whether `text` is mostly the model's words.
+    pub fn wrote(&self, text: &str) -> bool {
+        self.said().covers(text)
+    }
+}
+
+/// What the model said during one event, as word triples.
+pub struct Said(HashSet<[String; 3]>);
+
+impl Said {
+    /// Whether `text` is mostly these words.
+    pub fn covers(&self, text: &str) -> bool {
         let own = triples(tokens(text));
-        if own.is_empty() || said.is_empty() {
+        if own.is_empty() || self.0.is_empty() {
             return false;
         }
-        let covered = own.iter().filter(|t| said.contains(*t)).count();
+        let covered = own.iter().filter(|t| self.0.contains(*t)).count();
         covered as f32 >= COVERED * own.len() as f32
     }
 }
@@ -63,9 +79,9 @@ pub fn same_suggestion(input: &Event, output: &Event) -> bool {
 /// Whether `event` is a suggestion whose content is mostly the model's
 /// words. Not the title: a stage's label, and an article's title is what a
 /// model's rewritten query or answer naturally repeats.
-pub fn model_wrote(replies: &ModelReplies, event: &Event) -> bool {
+pub fn model_wrote(said: &Said, event: &Event) -> bool {
     match event {
-        Event::Suggestion(s) => replies.wrote(&s.content),
+        Event::Suggestion(s) => said.covers(&s.content),
         _ => false,
     }
 }
@@ -192,14 +208,14 @@ mod tests {
         ]);
         let title = "Caméra éteinte après remplacement du switch PoE";
         assert!(!model_wrote(
-            &r,
+            &r.said(),
             &card(
                 title,
                 "1. Vérifier que le nouveau switch fournit bien du PoE sur ce port."
             )
         ));
         assert!(model_wrote(
-            &r,
+            &r.said(),
             &card(
                 title,
                 "1. Vérifiez l'alimentation PoE du port [sample-001].\n2. Redémarrez la caméra."

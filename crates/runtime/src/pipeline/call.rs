@@ -509,12 +509,20 @@ impl Step {
         }
         // Marked when the model answered during this event and wrote most
         // of it, or when it is a marked suggestion passed on.
-        let replies = self.inst.model_replies().filter(|r| !r.is_empty());
-        out.extend(outputs.into_iter().map(|output| Item {
-            model_written: (model_written && provenance::same_suggestion(&event, &output))
-                || replies.is_some_and(|r| provenance::model_wrote(r, &output)),
-            event: output,
-            arrived,
+        let said = self
+            .inst
+            .model_replies()
+            .filter(|r| !r.is_empty())
+            .map(|r| r.said());
+        out.extend(outputs.into_iter().map(|output| {
+            Item {
+                model_written: (model_written && provenance::same_suggestion(&event, &output))
+                    || said
+                        .as_ref()
+                        .is_some_and(|s| provenance::model_wrote(s, &output)),
+                event: output,
+                arrived,
+            }
         }));
     }
 }

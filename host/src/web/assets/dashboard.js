@@ -163,7 +163,7 @@
     const role = line.speaker_role === 'agent' ? 'agent' : 'technician';
     const key = transcriptKey(role, line.start_ms, line.text);
     if (model.chat.some((m) => m.key === key)) {
-      if (line.translation) onTranslation({ speaker_role: line.speaker_role, start_ms: line.start_ms, original: line.text, ...line.translation });
+      if (line.translation) onLineTranslated(line);
       return;
     }
     // The server's copy replaces what this page showed while sending.
@@ -172,6 +172,11 @@
     const item = { key, role, text: line.text, language: primaryTag(line.language), translation };
     if (pending >= 0) model.chat[pending] = item; else model.chat.push(item);
     render();
+  }
+
+  // A stored line that carries its translation (the session's view).
+  function onLineTranslated(line) {
+    onTranslation({ speaker_role: line.speaker_role, start_ms: line.start_ms, original: line.text, ...line.translation });
   }
 
   // A line translated for the agent (a model's words): shown under it.
@@ -282,9 +287,7 @@
       onStatus(s.status);
       // The original's endpoint has neither translations nor the model's
       // mark: both come from the session's own view.
-      (s.transcript || []).filter((l) => l.translation).forEach((l) => onTranslation({
-        speaker_role: l.speaker_role, start_ms: l.start_ms, original: l.text, ...l.translation,
-      }));
+      (s.transcript || []).filter((l) => l.translation).forEach(onLineTranslated);
       (s.suggestions || []).filter((x) => 'model_written' in x).forEach(onSuggestion);
       if (s.summary) { model.summary = s.summary; render(); }
       if (s.diagnostic) { model.diagnostic = s.diagnostic; render(); }
